@@ -1,0 +1,21 @@
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use signalbox::app::{self, Failure};
+use signalbox::cli::Cli;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match app::main(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Config(e)) => {
+            eprintln!("signalbox: {e}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Runtime(e)) => {
+            eprintln!("signalbox: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,185 @@
+//! The HTTPS application: static files, the room page, `/healthz`, and the headers a calling
+//! app needs. Transport (TLS, accept loop, shutdown) lives in [`crate::app`]; this module only
+//! maps requests to responses.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::{Path, Request, State};
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{Html, IntoResponse, Json, Response};
+use axum::routing::get;
+use axum::Router;
+use serde_json::json;
+use tower::ServiceExt;
+use tower_http::services::{ServeDir, ServeFile};
+
+/// What request handlers share. Fields are cheap to read; nothing here is locked per request.
+#[derive(Debug)]
+pub struct AppState {
+    pub started: Instant,
+    pub static_dir: PathBuf,
+    /// Send `Strict-Transport-Security` (only with an operator-provided certificate).
+    pub hsts: bool,
+    not_found_html: String,
+}
+
+impl AppState {
+    pub fn new(static_dir: PathBuf, hsts: bool) -> Self {
+        let not_found_html = std::fs::read_to_string(static_dir.join("404.html"))
+            .unwrap_or_else(|_| "<!doctype html><title>Not found</title><h1>Not found</h1>".into());
+        Self {
+            started: Instant::now(),
+            static_dir,
+            hsts,
+            not_found_html,
+        }
+    }
+}
+
+/// Content-Security-Policy for the app: everything from this origin, media from the camera,
+/// no framing. `connect-src 'self'` covers `wss:` to the same host.
+const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
+img-src 'self' data: blob:; media-src 'self' blob: mediastream:; connect-src 'self'; \
+font-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
+const PERMISSIONS: &str = "camera=(self), microphone=(self), display-capture=(self), \
+fullscreen=(self), autoplay=(self), geolocation=(), payment=(), usb=(), interest-cohort=()";
+
+/// Room names: 1–64 characters of letters, digits, `-`, `_`, `.`.
+pub fn is_valid_room(room: &str) -> bool {
+    (1..=64).contains(&room.len())
+        && room
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// The application router. Other modules add their routes before the static fallback.
+pub fn router(state: Arc<AppState>) -> Router {
+    let static_files = ServeDir::new(&state.static_dir)
+        .append_index_html_on_directories(false)
+        .fallback(get(not_found).with_state(state.clone()));
+    Router::new()
+        .route("/", get(index))
+        .route("/r/{room}", get(room_page))
+        .route("/healthz", get(healthz))
+        .route("/api/{*rest}", axum::routing::any(api_not_found))
+        .fallback_service(static_files)
+        .layer(middleware::from_fn_with_state(state.clone(), headers))
+        .with_state(state)
+}
+
+async fn index(State(state): State<Arc<AppState>>, req: Request) -> Response {
+    serve_index(&state, req).await
+}
+
+async fn room_page(
+    State(state): State<Arc<AppState>>,
+    Path(room): Path<String>,
+    req: Request,
+) -> Response {
+    if !is_valid_room(&room) {
+        return not_found(State(state)).await.into_response();
+    }
+    serve_index(&state, req).await
+}
+
+async fn serve_index(state: &AppState, req: Request) -> Response {
+    let file = ServeFile::new(state.static_dir.join("index.html"));
+    match file.oneshot(req).await {
+        Ok(resp) if resp.status() == StatusCode::NOT_FOUND => {
+            (StatusCode::NOT_FOUND, Html(state.not_found_html.clone())).into_response()
+        }
+        Ok(resp) => resp.map(Body::new),
+        Err(e) => match e {},
+    }
+}
+
+async fn not_found(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    (StatusCode::NOT_FOUND, Html(state.not_found_html.clone()))
+}
+
+async fn api_not_found() -> impl IntoResponse {
+    error_json(StatusCode::NOT_FOUND, "not-found", "no such API endpoint")
+}
+
+/// The JSON error body every API endpoint uses: `{"error": CODE, "message": TEXT}`.
+pub fn error_json(status: StatusCode, code: &str, message: &str) -> Response {
+    (status, Json(json!({ "error": code, "message": message }))).into_response()
+}
+
+async fn healthz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    Json(json!({
+        "status": "ok",
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_s": state.started.elapsed().as_secs(),
+    }))
+}
+
+/// Security and caching headers on every response.
+async fn headers(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let is_get = matches!(*req.method(), Method::GET | Method::HEAD);
+    let mut resp = next.run(req).await;
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    h.insert("permissions-policy", HeaderValue::from_static(PERMISSIONS));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(
+        "cross-origin-opener-policy",
+        HeaderValue::from_static("same-origin"),
+    );
+    if state.hsts {
+        h.insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=31536000"),
+        );
+    }
+    if is_get && !h.contains_key(header::CACHE_CONTROL) {
+        let cache = cache_policy(h.get(header::CONTENT_TYPE));
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
+    }
+    resp
+}
+
+/// Pages, scripts and styles revalidate on every load (a deploy shows at once; an unchanged
+/// file costs a 304); images and fonts may be cached for a day; API answers are never stored.
+fn cache_policy(content_type: Option<&HeaderValue>) -> &'static str {
+    let ct = content_type.and_then(|v| v.to_str().ok()).unwrap_or("");
+    if ct.starts_with("image/") || ct.starts_with("font/") || ct.starts_with("audio/") {
+        "public, max-age=86400"
+    } else if ct.starts_with("application/json") {
+        "no-store"
+    } else {
+        "no-cache"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn room_names_follow_the_protocol_rule() {
+        assert!(is_valid_room("team-standup_2.0"));
+        assert!(is_valid_room(&"a".repeat(64)));
+        assert!(!is_valid_room(""));
+        assert!(!is_valid_room(&"a".repeat(65)));
+        assert!(!is_valid_room("a b"));
+        assert!(!is_valid_room("ä"));
+        assert!(!is_valid_room("../x"));
+    }
+}
