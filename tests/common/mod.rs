@@ -1,0 +1,183 @@
+//! Runs the real `signalbox` binary for integration tests: a fresh temporary directory, a
+//! config with every listener on `127.0.0.1:0`, and the bound addresses read back from the
+//! `signalbox: NAME listening on ADDR` lines the server prints. Dropping [`Server`] kills it.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+pub struct Server {
+    child: Child,
+    pub dir: tempfile::TempDir,
+    pub listeners: HashMap<String, SocketAddr>,
+    pub stderr: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+/// The repository's `public/` directory.
+pub fn public_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("public")
+}
+
+/// A config with the HTTPS listener on an ephemeral loopback port and the web app from the
+/// repository; `extra` is appended (more sections, or keys of a new section).
+pub fn base_config(extra: &str) -> String {
+    format!(
+        "[server]\npublic_host = \"127.0.0.1\"\n\n[http]\nlisten = \"127.0.0.1:0\"\nstatic_dir = {:?}\nshutdown_grace = \"2s\"\n\n[log]\nlevel = \"info,signalbox=debug\"\n\n{extra}\n",
+        public_dir().display().to_string()
+    )
+}
+
+impl Server {
+    /// Starts the binary with `config` (TOML text) and waits until it prints its `open` line.
+    pub fn start(config: &str) -> Server {
+        Self::start_with_args(config, &[])
+    }
+
+    pub fn start_with_args(config: &str, args: &[&str]) -> Server {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("config.toml"), config).expect("write config");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_signalbox"))
+            .arg("--config")
+            .arg(dir.path().join("config.toml"))
+            .args(args)
+            .current_dir(dir.path())
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start signalbox");
+        let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let err_pipe = child.stderr.take().expect("stderr");
+        let err_buf = stderr.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err_pipe).lines().map_while(Result::ok) {
+                if std::env::var_os("SIGNALBOX_TEST_LOG").is_some() {
+                    eprintln!("[server] {line}");
+                }
+                let mut b = err_buf.lock().unwrap_or_else(|p| p.into_inner());
+                b.push_str(&line);
+                b.push('\n');
+            }
+        });
+        let out = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut listeners = HashMap::new();
+        loop {
+            match rx.recv_timeout(Duration::from_secs(20)) {
+                Ok(line) => {
+                    if let Some(rest) = line.strip_prefix("signalbox: ") {
+                        if let Some((name, addr)) = rest.split_once(" listening on ") {
+                            let addr: SocketAddr = addr.trim().parse().expect("listener address");
+                            listeners.insert(name.to_owned(), addr);
+                        } else if rest.starts_with("open ") {
+                            break;
+                        }
+                    }
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    let status = child.wait().ok();
+                    std::thread::sleep(Duration::from_millis(100));
+                    panic!(
+                        "signalbox did not start (exit {status:?}); stderr:\n{}",
+                        stderr.lock().unwrap_or_else(|p| p.into_inner())
+                    );
+                }
+            }
+        }
+        Server {
+            child,
+            dir,
+            listeners,
+            stderr,
+        }
+    }
+
+    /// The address a named listener bound (`https`, `turn-udp`, …).
+    pub fn addr(&self, name: &str) -> SocketAddr {
+        *self
+            .listeners
+            .get(name)
+            .unwrap_or_else(|| panic!("no `{name}` listener in {:?}", self.listeners))
+    }
+
+    pub fn https_url(&self, path: &str) -> String {
+        format!("https://{}{}", self.addr("https"), path)
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Sends a signal (e.g. `libc::SIGTERM`) to the server.
+    pub fn signal(&self, sig: i32) {
+        unsafe {
+            libc::kill(self.pid(), sig);
+        }
+    }
+
+    /// Waits up to `limit` for the process to exit and returns its exit code.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+        let deadline = std::time::Instant::now() + limit;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    pub fn stderr_text(&self) -> String {
+        self.stderr
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// An HTTPS client that trusts exactly this server's generated certificate.
+    pub fn client(&self) -> reqwest::Client {
+        let pem = std::fs::read(self.dir.path().join("certs/selfsigned-cert.pem"))
+            .expect("generated certificate");
+        let cert = reqwest::Certificate::from_pem(&pem).expect("certificate PEM");
+        reqwest::Client::builder()
+            .add_root_certificate(cert)
+            .use_rustls_tls()
+            .build()
+            .expect("client")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `signalbox ARGS` to completion and returns (exit code, stdout, stderr).
+pub fn run_cli(dir: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_signalbox"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run signalbox");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
