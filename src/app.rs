@@ -73,6 +73,9 @@ pub fn main(cli: Cli) -> Result<(), Failure> {
     let (config, source) = load_config(&cli)?;
     match cli.command.clone().unwrap_or(Command::Run) {
         Command::CheckConfig => {
+            if config.tls.cert.is_some() {
+                CertStore::load(CertStore::source_from_config(&config))?;
+            }
             println!(
                 "{}: OK (https on {}, public host {})",
                 source.name, config.http.listen, config.server.public_host
@@ -80,13 +83,15 @@ pub fn main(cli: Cli) -> Result<(), Failure> {
             Ok(())
         }
         Command::Run => {
+            // Certificates first: a bad file is a configuration error, reported as one line.
+            let certs = CertStore::load(CertStore::source_from_config(&config))?;
             init_logging(&config);
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .thread_name("signalbox")
                 .build()
                 .context("cannot start the async runtime")?;
-            runtime.block_on(run(config, source))
+            runtime.block_on(run(config, source, certs))
         }
     }
 }
@@ -101,9 +106,12 @@ fn init_logging(config: &Config) {
         .try_init();
 }
 
-async fn run(config: Config, source: Source) -> Result<(), Failure> {
+async fn run(
+    config: Config,
+    source: Source,
+    (certs, loaded): (Arc<CertStore>, tls::Loaded),
+) -> Result<(), Failure> {
     info!(config = %source.name, "signalbox {} starting", env!("CARGO_PKG_VERSION"));
-    let (certs, loaded) = CertStore::load(CertStore::source_from_config(&config))?;
     log_certificate(&loaded, certs.is_real());
     let tls_config = tls::server_config(certs.clone(), &[b"h2", b"http/1.1"]);
 

@@ -173,7 +173,7 @@ impl Config {
             let inner = err.into_inner();
             let line = inner
                 .span()
-                .map(|span| text[..span.start.min(text.len())].lines().count().max(1));
+                .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
             let mut message = inner.message().trim().replace('\n', " ");
             if let Some(line) = line {
                 message = format!("{message} (line {line})");
@@ -306,9 +306,9 @@ mod tests {
     }
 
     #[test]
-    fn unknown_key_names_the_section_and_the_key() {
+    fn unknown_key_is_named_with_its_dotted_path_and_line() {
         let e = Config::parse("[http]\nlisten = \"0.0.0.0:1\"\nlisen = 1\n", "c.toml").unwrap_err();
-        assert_eq!(e.key.as_deref(), Some("http"));
+        assert_eq!(e.key.as_deref(), Some("http.lisen"));
         assert!(e.message.contains("unknown field `lisen`"), "{e}");
         assert!(e.message.contains("line 3"), "{e}");
     }

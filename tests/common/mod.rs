@@ -39,7 +39,11 @@ impl Server {
     }
 
     pub fn start_with_args(config: &str, args: &[&str]) -> Server {
-        let dir = tempfile::tempdir().expect("temp dir");
+        Self::start_in(tempfile::tempdir().expect("temp dir"), config, args)
+    }
+
+    /// Starts the server in `dir` (its working directory, where `config.toml` is written).
+    pub fn start_in(dir: tempfile::TempDir, config: &str, args: &[&str]) -> Server {
         std::fs::write(dir.path().join("config.toml"), config).expect("write config");
         let mut child = Command::new(env!("CARGO_BIN_EXE_signalbox"))
             .arg("--config")
@@ -138,6 +142,13 @@ impl Server {
             std::thread::sleep(Duration::from_millis(20));
         }
         None
+    }
+
+    /// Stops the server (SIGKILL) and hands back its directory for a restart.
+    pub fn into_dir(mut self) -> tempfile::TempDir {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::mem::replace(&mut self.dir, tempfile::tempdir().expect("temp dir"))
     }
 
     pub fn stderr_text(&self) -> String {
