@@ -1,0 +1,27 @@
+# Multi-stage build: compile in the Rust image, run from a small Debian image as a non-root user.
+#   docker build -t signalbox .
+#   docker run -d --name signalbox --network host -v signalbox-certs:/srv/signalbox/certs \
+#     -e SIGNALBOX_PUBLIC_HOST=calls.example.com signalbox
+# Host networking: the TURN relay hands out ports from a range (49152-65535/udp by default),
+# which is impractical to publish one by one.
+FROM rust:1-bookworm AS build
+WORKDIR /src
+COPY Cargo.toml Cargo.lock ./
+COPY src ./src
+RUN cargo build --release --locked --bin signalbox
+
+FROM debian:bookworm-slim
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ca-certificates \
+ && rm -rf /var/lib/apt/lists/* \
+ && useradd --system --uid 10001 --home-dir /srv/signalbox --shell /usr/sbin/nologin signalbox \
+ && mkdir -p /srv/signalbox/certs \
+ && chown signalbox:signalbox /srv/signalbox/certs
+COPY --from=build /src/target/release/signalbox /usr/local/bin/signalbox
+COPY public /srv/signalbox/public
+COPY config.toml /srv/signalbox/config.toml
+WORKDIR /srv/signalbox
+USER signalbox
+# HTTPS (web app + signaling), STUN/TURN over UDP and TCP, TURN over TLS, the relay port range.
+EXPOSE 8443/tcp 3478/udp 3478/tcp 5349/tcp 49152-65535/udp
+ENTRYPOINT ["/usr/local/bin/signalbox", "--config", "/srv/signalbox/config.toml"]
