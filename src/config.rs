@@ -41,6 +41,7 @@ impl Default for ServerConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
+    #[serde(deserialize_with = "socket_addr")]
     pub listen: SocketAddr,
     /// Plain-HTTP listener that only redirects to HTTPS; `None` = off.
     #[serde(deserialize_with = "optional_addr")]
@@ -279,6 +280,16 @@ pub fn duration<'de, D: Deserializer<'de>>(de: D) -> Result<Duration, D::Error> 
 fn optional_path<'de, D: Deserializer<'de>>(de: D) -> Result<Option<PathBuf>, D::Error> {
     let s = String::deserialize(de)?;
     Ok((!s.trim().is_empty()).then(|| PathBuf::from(s)))
+}
+
+/// Serde adapter: `IP:PORT`, with a message that shows the expected form.
+pub fn socket_addr<'de, D: Deserializer<'de>>(de: D) -> Result<SocketAddr, D::Error> {
+    let s = String::deserialize(de)?;
+    s.trim().parse().map_err(|_| {
+        serde::de::Error::custom(format!(
+            "`{s}` is not an address like 0.0.0.0:8443 or [::]:8443 (an IP address, not a name)"
+        ))
+    })
 }
 
 /// Serde adapter: an empty string means "off", anything else must be `IP:PORT`.
