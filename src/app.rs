@@ -3,25 +3,19 @@
 //! The accept loop is ours rather than `axum::serve` so that TLS, connection limits and the
 //! later one-port protocol split all sit at the one place where a connection is first seen.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context as _;
-use axum::extract::ConnectInfo;
 use axum::Router;
-use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
-use tower::Service;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use crate::cli::{Cli, Command};
 use crate::config::{Config, ConfigError, Source};
+use crate::listener::Listener;
 use crate::tls::{self, CertStore};
 use crate::web::{self, AppState};
 
@@ -43,9 +37,6 @@ impl From<anyhow::Error> for Failure {
         Failure::Runtime(e)
     }
 }
-
-/// Time a client gets to finish the TLS handshake before the connection is dropped.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Loads the configuration named on the command line, with command-line overrides applied.
 pub fn load_config(cli: &Cli) -> Result<(Config, Source), ConfigError> {
@@ -151,14 +142,14 @@ async fn run(
         let _ = shutdown_tx.send(true);
     });
 
-    serve_https(
-        listener,
-        TlsAcceptor::from(tls_config),
+    let https = Listener {
+        acceptor: TlsAcceptor::from(tls_config),
         router,
-        shutdown_rx,
-        config.http.shutdown_grace,
-    )
-    .await;
+        turn: None,
+    };
+    https
+        .serve(listener, shutdown_rx, config.http.shutdown_grace)
+        .await;
     info!("stopped");
     Ok(())
 }
@@ -220,83 +211,6 @@ async fn wait_for_stop_signal() {
     tokio::select! {
         _ = term.recv() => info!("SIGTERM: shutting down"),
         _ = int.recv() => info!("SIGINT: shutting down"),
-    }
-}
-
-async fn serve_https(
-    listener: TcpListener,
-    acceptor: TlsAcceptor,
-    router: Router,
-    mut shutdown: watch::Receiver<bool>,
-    grace: Duration,
-) {
-    let graceful = GracefulShutdown::new();
-    let mut backoff = Duration::from_millis(5);
-    loop {
-        let (tcp, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(conn) => { backoff = Duration::from_millis(5); conn }
-                Err(e) => {
-                    // Usually EMFILE: wait for descriptors to free up instead of spinning.
-                    warn!("accept failed: {e}; retrying in {backoff:?}");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
-                    continue;
-                }
-            },
-            _ = shutdown.changed() => break,
-        };
-        let watcher = graceful.watcher();
-        let acceptor = acceptor.clone();
-        let router = router.clone();
-        tokio::spawn(async move {
-            let Some(conn) = handshake(&acceptor, tcp, peer).await else {
-                return;
-            };
-            let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
-                req.extensions_mut().insert(ConnectInfo(peer));
-                let mut router = router.clone();
-                async move {
-                    let resp = match router.call(req).await {
-                        Ok(resp) => resp,
-                        Err(never) => match never {},
-                    };
-                    Ok::<_, Infallible>(resp)
-                }
-            });
-            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(conn), service);
-            if let Err(e) = watcher.watch(conn.into_owned()).await {
-                debug!(%peer, "connection ended: {e}");
-            }
-        });
-    }
-    drop(listener);
-    info!("no longer accepting; waiting up to {grace:?} for open connections");
-    if tokio::time::timeout(grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        warn!("connections still open after {grace:?}; closing them");
-    }
-}
-
-async fn handshake(
-    acceptor: &TlsAcceptor,
-    tcp: TcpStream,
-    peer: SocketAddr,
-) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
-    let _ = tcp.set_nodelay(true);
-    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-        Ok(Ok(conn)) => Some(conn),
-        Ok(Err(e)) => {
-            debug!(%peer, "TLS handshake failed: {e}");
-            None
-        }
-        Err(_) => {
-            debug!(%peer, "TLS handshake timed out");
-            None
-        }
     }
 }
 

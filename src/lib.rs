@@ -5,5 +5,7 @@
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod demux;
+pub mod listener;
 pub mod tls;
 pub mod web;
