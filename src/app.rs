@@ -111,10 +111,11 @@ async fn run(
         .with_context(|| format!("cannot listen on {} ([http] listen)", config.http.listen))?;
     let https_addr = listener.local_addr().context("listener has no address")?;
 
-    let state = Arc::new(AppState::new(
-        config.http.static_dir.clone(),
-        certs.is_real(),
-    ));
+    crate::metrics::mark_start();
+    let state = Arc::new(
+        AppState::new(config.http.static_dir.clone(), certs.is_real())
+            .with_metrics_token(&config.metrics.token),
+    );
     let router = web::router(state);
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -130,6 +131,16 @@ async fn run(
             https_addr.port(),
             shutdown_rx.clone(),
         ));
+    }
+    if let Some(addr) = config.metrics.listen {
+        let metrics = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr} ([metrics] listen)"))?;
+        announce(
+            "metrics",
+            metrics.local_addr().context("listener has no address")?,
+        );
+        tokio::spawn(serve_metrics(metrics, shutdown_rx.clone()));
     }
     println!(
         "signalbox: open https://{}/",
@@ -211,6 +222,20 @@ async fn wait_for_stop_signal() {
     tokio::select! {
         _ = term.recv() => info!("SIGTERM: shutting down"),
         _ = int.recv() => info!("SIGINT: shutting down"),
+    }
+}
+
+/// Prometheus `/metrics` over plain HTTP, for a scraper on loopback or a private network.
+async fn serve_metrics(listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
+    let app = Router::new().route(
+        "/metrics",
+        axum::routing::get(|| async { web::metrics_response() }),
+    );
+    let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+        let _ = shutdown.changed().await;
+    });
+    if let Err(e) = serve.await {
+        warn!("metrics listener stopped: {e}");
     }
 }
 

@@ -21,6 +21,7 @@ pub struct Config {
     pub http: HttpConfig,
     pub tls: TlsConfig,
     pub log: LogConfig,
+    pub metrics: MetricsConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -95,6 +96,25 @@ impl Default for LogConfig {
     fn default() -> Self {
         Self {
             level: "info".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Plain-HTTP listener for `/metrics`; `None` = off.
+    #[serde(deserialize_with = "optional_addr")]
+    pub listen: Option<SocketAddr>,
+    /// When set, `/metrics` is also served on the HTTPS listener to `Authorization: Bearer TOKEN`.
+    pub token: String,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            listen: Some(SocketAddr::from(([127, 0, 0, 1], 9641))),
+            token: String::new(),
         }
     }
 }
@@ -226,6 +246,12 @@ impl Config {
                 }
             }
             (None, None) => {}
+        }
+        if !self.metrics.token.is_empty() && self.metrics.token.len() < 16 {
+            return err(
+                "metrics.token",
+                "must be at least 16 characters (or empty for no /metrics on HTTPS)".into(),
+            );
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return err("log.level", format!("not a valid filter: {e}"));

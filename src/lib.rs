@@ -7,5 +7,6 @@ pub mod cli;
 pub mod config;
 pub mod demux;
 pub mod listener;
+pub mod metrics;
 pub mod tls;
 pub mod web;

@@ -23,6 +23,7 @@ use tower::Service;
 use tracing::{debug, info, warn};
 
 use crate::demux::{self, Protocol, Rewind};
+use crate::metrics::METRICS;
 
 /// Time a client gets to finish the TLS handshake, and to send its first bytes.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -130,8 +131,12 @@ impl Listener {
         let Some(turn) = &self.turn else {
             // No one-port mode: every connection is HTTPS.
             return match tokio::time::timeout(HANDSHAKE_TIMEOUT, self.acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => Some(Box::new(tls)),
+                Ok(Ok(tls)) => {
+                    METRICS.tls_handshakes.at(0).inc();
+                    Some(Box::new(tls))
+                }
                 Ok(Err(e)) => {
+                    METRICS.tls_handshakes.at(1).inc();
                     debug!(%peer, "TLS handshake failed: {e}");
                     None
                 }
@@ -168,8 +173,12 @@ impl Listener {
         }
         let handshake = self.acceptor.accept(Rewind::new(first, tcp));
         let mut tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
-            Ok(Ok(tls)) => tls,
+            Ok(Ok(tls)) => {
+                METRICS.tls_handshakes.at(0).inc();
+                tls
+            }
             Ok(Err(e)) => {
+                METRICS.tls_handshakes.at(1).inc();
                 debug!(%peer, "TLS handshake failed: {e}");
                 return None;
             }

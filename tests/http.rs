@@ -367,3 +367,80 @@ async fn the_plain_http_listener_only_redirects_to_https() {
         .as_str()
     );
 }
+
+/// Parses the Prometheus text format into `series -> value`, checking every line's shape.
+fn parse_exposition(text: &str) -> std::collections::HashMap<String, f64> {
+    let mut out = std::collections::HashMap::new();
+    for line in text
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    {
+        let (series, value) = line.rsplit_once(' ').expect("`series value`");
+        out.insert(series.to_owned(), value.parse().expect("numeric value"));
+    }
+    out
+}
+
+#[tokio::test]
+async fn metrics_are_served_on_their_own_listener_and_behind_a_token_on_https() {
+    let token = "a-long-metrics-token";
+    let server = Server::start(
+        &common::base_config("")
+            .replace("[metrics]\n", &format!("[metrics]\ntoken = \"{token}\"\n")),
+    );
+    let client = server.client();
+    for _ in 0..3 {
+        client
+            .get(server.https_url("/healthz"))
+            .send()
+            .await
+            .unwrap();
+    }
+    let plain = reqwest::get(format!("http://{}/metrics", server.addr("metrics")))
+        .await
+        .unwrap();
+    assert_eq!(plain.status(), 200);
+    assert!(plain.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain; version=0.0.4"));
+    let m = parse_exposition(&plain.text().await.unwrap());
+    assert!(m["signalbox_http_requests_total"] >= 3.0);
+    assert!(m["signalbox_tls_handshakes_total{result=\"ok\"}"] >= 1.0);
+    assert!(m["process_resident_memory_bytes"] > 1e6);
+    assert!(m["process_open_fds"] >= 3.0);
+
+    let denied = client
+        .get(server.https_url("/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(denied.status(), 401);
+    let wrong = client
+        .get(server.https_url("/metrics"))
+        .bearer_auth("a-long-metrics-tokeX")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+    let ok = client
+        .get(server.https_url("/metrics"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    assert!(parse_exposition(&ok.text().await.unwrap()).contains_key("signalbox_joins_total"));
+}
+
+#[tokio::test]
+async fn without_a_token_metrics_are_not_on_https() {
+    let server = Server::start(&common::base_config(""));
+    let resp = server
+        .client()
+        .get(server.https_url("/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+}

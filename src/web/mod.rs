@@ -24,6 +24,8 @@ pub struct AppState {
     pub static_dir: PathBuf,
     /// Send `Strict-Transport-Security` (only with an operator-provided certificate).
     pub hsts: bool,
+    /// Bearer token for `/metrics` on this listener; `None` = not served here.
+    pub metrics_token: Option<String>,
     not_found_html: String,
 }
 
@@ -35,8 +37,14 @@ impl AppState {
             started: Instant::now(),
             static_dir,
             hsts,
+            metrics_token: None,
             not_found_html,
         }
+    }
+
+    pub fn with_metrics_token(mut self, token: &str) -> Self {
+        self.metrics_token = (!token.is_empty()).then(|| token.to_owned());
+        self
     }
 }
 
@@ -66,6 +74,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/", get(index))
         .route("/r/{room}", get(room_page))
         .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics_behind_token))
         .route("/api/{*rest}", axum::routing::any(api_not_found))
         .fallback_service(static_files)
         .layer(middleware::from_fn_with_state(state.clone(), headers))
@@ -119,8 +128,59 @@ async fn healthz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     }))
 }
 
+/// Prometheus metrics for scrapers that only reach the HTTPS port, behind a bearer token.
+async fn metrics_behind_token(
+    State(state): State<Arc<AppState>>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    let Some(token) = &state.metrics_token else {
+        return not_found(State(state.clone())).await.into_response();
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if !secret_eq(given.as_bytes(), token.as_bytes()) {
+        return error_json(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "send Authorization: Bearer <[metrics] token>",
+        );
+    }
+    metrics_response()
+}
+
+/// Compares a presented secret with the expected one in time that depends only on the lengths.
+pub fn secret_eq(given: &[u8], expected: &[u8]) -> bool {
+    if given.len() != expected.len() {
+        return false;
+    }
+    let diff = given
+        .iter()
+        .zip(expected)
+        .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+    std::hint::black_box(diff) == 0
+}
+
+/// The metrics exposition as an HTTP response.
+pub fn metrics_response() -> Response {
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            ),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        crate::metrics::METRICS.render(),
+    )
+        .into_response()
+}
+
 /// Security and caching headers on every response.
 async fn headers(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    crate::metrics::METRICS.http_requests.inc();
     let is_get = matches!(*req.method(), Method::GET | Method::HEAD);
     let mut resp = next.run(req).await;
     let h = resp.headers_mut();

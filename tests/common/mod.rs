@@ -27,7 +27,7 @@ pub fn public_dir() -> PathBuf {
 /// repository; `extra` is appended (more sections, or keys of a new section).
 pub fn base_config(extra: &str) -> String {
     format!(
-        "[server]\npublic_host = \"127.0.0.1\"\n\n[http]\nlisten = \"127.0.0.1:0\"\nstatic_dir = {:?}\nshutdown_grace = \"2s\"\n\n[log]\nlevel = \"info,signalbox=debug\"\n\n{extra}\n",
+        "[server]\npublic_host = \"127.0.0.1\"\n\n[http]\nlisten = \"127.0.0.1:0\"\nstatic_dir = {:?}\nshutdown_grace = \"2s\"\n\n[log]\nlevel = \"info,signalbox=debug\"\n\n[metrics]\nlisten = \"127.0.0.1:0\"\n\n{extra}\n",
         public_dir().display().to_string()
     )
 }
