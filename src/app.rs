@@ -16,6 +16,7 @@ use tracing::{info, warn};
 use crate::cli::{Cli, Command};
 use crate::config::{Config, ConfigError, Source};
 use crate::listener::Listener;
+use crate::reload::Reloader;
 use crate::tls::{self, CertStore};
 use crate::web::{self, AppState};
 
@@ -73,6 +74,15 @@ pub fn main(cli: Cli) -> Result<(), Failure> {
             );
             Ok(())
         }
+        Command::Reload => {
+            let pid = crate::reload::signal_running_server(&config)
+                .map_err(|e| Failure::Runtime(anyhow::anyhow!(e)))?;
+            println!(
+                "signalbox: asked process {pid} to reload {}; its log says what changed",
+                source.name
+            );
+            Ok(())
+        }
         Command::Run => {
             // Certificates first: a bad file is a configuration error, reported as one line.
             let certs = CertStore::load(CertStore::source_from_config(&config))?;
@@ -82,7 +92,7 @@ pub fn main(cli: Cli) -> Result<(), Failure> {
                 .thread_name("signalbox")
                 .build()
                 .context("cannot start the async runtime")?;
-            runtime.block_on(run(config, source, certs))
+            runtime.block_on(run(cli, config, source, certs))
         }
     }
 }
@@ -94,10 +104,12 @@ fn init_logging(config: &Config) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
 }
 
 async fn run(
+    cli: Cli,
     config: Config,
     source: Source,
     (certs, loaded): (Arc<CertStore>, tls::Loaded),
@@ -112,10 +124,12 @@ async fn run(
     let https_addr = listener.local_addr().context("listener has no address")?;
 
     crate::metrics::mark_start();
-    let state = Arc::new(
-        AppState::new(config.http.static_dir.clone(), certs.is_real())
-            .with_metrics_token(&config.metrics.token),
-    );
+    let reloader = Reloader::new(cli, certs.clone(), Arc::new(config.clone()));
+    let state = Arc::new(AppState::new(
+        config.http.static_dir.clone(),
+        certs.is_real(),
+        reloader.subscribe(),
+    ));
     let router = web::router(state);
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -142,16 +156,25 @@ async fn run(
         );
         tokio::spawn(serve_metrics(metrics, shutdown_rx.clone()));
     }
+    // Signal handlers go in before the `open` line: whoever reads it may signal at once.
+    reloader.run_on_sighup();
+    let stop = stop_signals();
+    tokio::spawn(async move {
+        stop.await;
+        let _ = shutdown_tx.send(true);
+    });
     println!(
         "signalbox: open https://{}/",
         host_port(&config.server.public_host, https_addr.port())
     );
 
-    tokio::spawn(reload_on_sighup(certs));
-    tokio::spawn(async move {
-        wait_for_stop_signal().await;
-        let _ = shutdown_tx.send(true);
-    });
+    let _pid_file = match &config.server.pid_file {
+        Some(path) => Some(
+            crate::reload::PidFile::create(path)
+                .with_context(|| format!("cannot write {} ([server] pid_file)", path.display()))?,
+        ),
+        None => None,
+    };
 
     let https = Listener {
         acceptor: TlsAcceptor::from(tls_config),
@@ -196,32 +219,22 @@ fn log_certificate(loaded: &tls::Loaded, real: bool) {
     );
 }
 
-async fn reload_on_sighup(certs: Arc<CertStore>) {
+/// Installs the SIGTERM/SIGINT handlers now; the future completes on the first of them.
+fn stop_signals() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
-    let Ok(mut hup) = signal(SignalKind::hangup()) else {
-        warn!("cannot listen for SIGHUP; certificate reload is off");
-        return;
-    };
-    while hup.recv().await.is_some() {
-        match certs.reload() {
-            Ok(loaded) => info!(sha256 = %loaded.fingerprint, "SIGHUP: certificate reloaded"),
-            Err(e) => warn!("SIGHUP: certificate not reloaded, the old one stays: {e}"),
-        }
-    }
-}
-
-async fn wait_for_stop_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
+    let handlers = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
-    ) else {
-        warn!("cannot listen for SIGTERM/SIGINT");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => info!("SIGTERM: shutting down"),
-        _ = int.recv() => info!("SIGINT: shutting down"),
+    );
+    async move {
+        let (Ok(mut term), Ok(mut int)) = handlers else {
+            warn!("cannot listen for SIGTERM/SIGINT");
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = term.recv() => info!("SIGTERM: shutting down"),
+            _ = int.recv() => info!("SIGINT: shutting down"),
+        }
     }
 }
 

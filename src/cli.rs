@@ -55,6 +55,9 @@ pub enum Command {
     Run,
     /// Validate the configuration, print a summary and exit: 0 when valid, 2 when not.
     CheckConfig,
+    /// Ask the running server (found through `[server] pid_file`) to re-read its configuration.
+    /// The file is checked first; an invalid one is not sent. The server log says what changed.
+    Reload,
 }
 
 impl Global {

@@ -29,12 +29,16 @@ pub struct Config {
 pub struct ServerConfig {
     /// Name or IP address browsers use to reach this server.
     pub public_host: String,
+    /// Where the running server writes its process id, for `signalbox reload`; `None` = nowhere.
+    #[serde(deserialize_with = "optional_path")]
+    pub pid_file: Option<PathBuf>,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             public_host: "localhost".into(),
+            pid_file: Some(PathBuf::from("signalbox.pid")),
         }
     }
 }
@@ -213,6 +217,9 @@ impl Config {
         join(&mut self.http.static_dir);
         join(&mut self.tls.generated_dir);
         if let Some(p) = self.tls.cert.as_mut() {
+            join(p);
+        }
+        if let Some(p) = self.server.pid_file.as_mut() {
             join(p);
         }
         if let Some(p) = self.tls.key.as_mut() {

@@ -8,5 +8,6 @@ pub mod config;
 pub mod demux;
 pub mod listener;
 pub mod metrics;
+pub mod reload;
 pub mod tls;
 pub mod web;

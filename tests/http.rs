@@ -319,7 +319,9 @@ async fn configured_certificates_get_hsts_and_reload_on_sighup() {
     server.signal(libc::SIGHUP);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(served_cert(&server).await, der_of(&second));
-    assert!(server.stderr_text().contains("certificate not reloaded"));
+    assert!(server
+        .stderr_text()
+        .contains("configuration not reloaded, the old one stays"));
 }
 
 #[tokio::test]

@@ -24,27 +24,26 @@ pub struct AppState {
     pub static_dir: PathBuf,
     /// Send `Strict-Transport-Security` (only with an operator-provided certificate).
     pub hsts: bool,
-    /// Bearer token for `/metrics` on this listener; `None` = not served here.
-    pub metrics_token: Option<String>,
+    /// The live configuration (replaced on reload).
+    pub config: tokio::sync::watch::Receiver<Arc<crate::config::Config>>,
     not_found_html: String,
 }
 
 impl AppState {
-    pub fn new(static_dir: PathBuf, hsts: bool) -> Self {
+    pub fn new(
+        static_dir: PathBuf,
+        hsts: bool,
+        config: tokio::sync::watch::Receiver<Arc<crate::config::Config>>,
+    ) -> Self {
         let not_found_html = std::fs::read_to_string(static_dir.join("404.html"))
             .unwrap_or_else(|_| "<!doctype html><title>Not found</title><h1>Not found</h1>".into());
         Self {
             started: Instant::now(),
             static_dir,
             hsts,
-            metrics_token: None,
+            config,
             not_found_html,
         }
-    }
-
-    pub fn with_metrics_token(mut self, token: &str) -> Self {
-        self.metrics_token = (!token.is_empty()).then(|| token.to_owned());
-        self
     }
 }
 
@@ -133,9 +132,10 @@ async fn metrics_behind_token(
     State(state): State<Arc<AppState>>,
     headers: axum::http::HeaderMap,
 ) -> Response {
-    let Some(token) = &state.metrics_token else {
+    let token = state.config.borrow().metrics.token.clone();
+    if token.is_empty() {
         return not_found(State(state.clone())).await.into_response();
-    };
+    }
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())

@@ -1,0 +1,187 @@
+//! Live configuration reload: SIGHUP (or `signalbox reload`) re-reads the config file.
+//!
+//! The new file is parsed and validated like at start; if it is invalid, or changes something
+//! that only a restart can change (listen addresses, certificate paths), it is refused with one
+//! log line and the running configuration stays. Otherwise certificates are re-read and the new
+//! configuration is published on a `watch` channel; each subsystem applies what it can change
+//! live (TURN secrets and quotas, limits, API keys, access mode) without dropping calls.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::cli::Cli;
+use crate::config::{Config, ConfigError};
+use crate::tls::CertStore;
+
+/// Why a reload was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("{0}")]
+    Invalid(#[from] ConfigError),
+    #[error("`{0}` changed; that needs a restart")]
+    NeedsRestart(&'static str),
+}
+
+/// Re-reads the configuration on request and publishes it.
+pub struct Reloader {
+    cli: Cli,
+    certs: Arc<CertStore>,
+    current: watch::Sender<Arc<Config>>,
+}
+
+impl Reloader {
+    pub fn new(cli: Cli, certs: Arc<CertStore>, config: Arc<Config>) -> Self {
+        let (current, _) = watch::channel(config);
+        Self {
+            cli,
+            certs,
+            current,
+        }
+    }
+
+    /// A receiver that sees every accepted configuration, starting with the running one.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<Config>> {
+        self.current.subscribe()
+    }
+
+    /// Loads the file again and applies it, or says why not.
+    pub fn reload(&self) -> Result<(), ReloadError> {
+        let (new, _) = crate::app::load_config(&self.cli)?;
+        let old = self.current.borrow().clone();
+        if let Some(key) = restart_only_change(&old, &new) {
+            return Err(ReloadError::NeedsRestart(key));
+        }
+        let loaded = self.certs.reload()?;
+        info!(sha256 = %loaded.fingerprint, "certificate (re)loaded");
+        self.current.send_replace(Arc::new(new));
+        Ok(())
+    }
+
+    /// Reloads on every SIGHUP until the process ends. The handler is installed before this
+    /// returns, so a SIGHUP right after start-up is a reload and never the default "terminate".
+    pub fn run_on_sighup(self) {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(hup) = signal(SignalKind::hangup()) else {
+            warn!("cannot listen for SIGHUP; live reload is off");
+            return;
+        };
+        tokio::spawn(self.reload_loop(hup));
+    }
+
+    async fn reload_loop(self, mut hup: tokio::signal::unix::Signal) {
+        while hup.recv().await.is_some() {
+            match self.reload() {
+                Ok(()) => info!("SIGHUP: configuration reloaded"),
+                Err(e) => warn!("SIGHUP: configuration not reloaded, the old one stays: {e}"),
+            }
+        }
+    }
+}
+
+/// The first key whose change only a restart can apply, if any.
+pub fn restart_only_change(old: &Config, new: &Config) -> Option<&'static str> {
+    let checks: [(&'static str, bool); 8] = [
+        ("http.listen", old.http.listen != new.http.listen),
+        (
+            "http.redirect_listen",
+            old.http.redirect_listen != new.http.redirect_listen,
+        ),
+        (
+            "http.static_dir",
+            old.http.static_dir != new.http.static_dir,
+        ),
+        ("metrics.listen", old.metrics.listen != new.metrics.listen),
+        (
+            "server.public_host",
+            old.server.public_host != new.server.public_host,
+        ),
+        ("tls.cert", old.tls.cert != new.tls.cert),
+        ("tls.key", old.tls.key != new.tls.key),
+        (
+            "tls.generated_dir",
+            old.tls.generated_dir != new.tls.generated_dir,
+        ),
+    ];
+    checks
+        .iter()
+        .find(|(_, changed)| *changed)
+        .map(|(key, _)| *key)
+}
+
+/// Writes the pid file and removes it when dropped.
+pub struct PidFile(PathBuf);
+
+impl PidFile {
+    pub fn create(path: &Path) -> std::io::Result<PidFile> {
+        std::fs::write(path, format!("{}\n", std::process::id()))?;
+        Ok(PidFile(path.to_path_buf()))
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// `signalbox reload`: checks the file, then signals the server named by the pid file.
+pub fn signal_running_server(config: &Config) -> Result<u32, String> {
+    let Some(path) = &config.server.pid_file else {
+        return Err(
+            "`server.pid_file` is empty, so the running server cannot be found; \
+                    send SIGHUP yourself (systemctl reload signalbox)"
+                .into(),
+        );
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        format!(
+            "no running server: cannot read {} ([server] pid_file): {e}",
+            path.display()
+        )
+    })?;
+    let pid: u32 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("{} does not hold a process id", path.display()))?;
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    if comm.trim() != "signalbox" {
+        return Err(format!(
+            "process {pid} from {} is not a running signalbox (stale pid file?)",
+            path.display()
+        ));
+    }
+    let pid_t = libc::pid_t::try_from(pid).map_err(|_| format!("bad process id {pid}"))?;
+    // SAFETY: kill has no memory-safety preconditions; the pid was checked to be ours above.
+    if unsafe { libc::kill(pid_t, libc::SIGHUP) } != 0 {
+        return Err(format!(
+            "cannot signal process {pid}: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(pid)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_address_changes_need_a_restart() {
+        let old = Config::default();
+        let mut new = Config::default();
+        assert_eq!(restart_only_change(&old, &new), None);
+        new.http.listen = "127.0.0.1:1".parse().expect("addr");
+        assert_eq!(restart_only_change(&old, &new), Some("http.listen"));
+    }
+
+    #[test]
+    fn log_level_changes_do_not() {
+        let old = Config::default();
+        let mut new = Config::default();
+        new.log.level = "debug".into();
+        assert_eq!(restart_only_change(&old, &new), None);
+    }
+}

@@ -1,0 +1,118 @@
+//! Live reload of config.toml: SIGHUP and `signalbox reload`.
+mod common;
+
+use std::time::Duration;
+
+use common::{run_cli, Server};
+
+fn config_with_token(token: &str) -> String {
+    common::base_config("").replace("[metrics]\n", &format!("[metrics]\ntoken = \"{token}\"\n"))
+}
+
+async fn metrics_status(server: &Server, token: &str) -> u16 {
+    server
+        .client()
+        .get(server.https_url("/metrics"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("request")
+        .status()
+        .as_u16()
+}
+
+/// Polls until `f` returns true, for at most five seconds.
+async fn eventually<F: std::future::Future<Output = bool>>(mut f: impl FnMut() -> F) -> bool {
+    for _ in 0..100 {
+        if f().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn signalbox_reload_applies_a_changed_config_to_the_running_server() {
+    let server = Server::start(&config_with_token("first-token-0123456789"));
+    assert_eq!(metrics_status(&server, "first-token-0123456789").await, 200);
+    std::fs::write(
+        server.dir.path().join("config.toml"),
+        config_with_token("second-token-0123456789"),
+    )
+    .unwrap();
+    let config = server.dir.path().join("config.toml");
+    let (code, out, err) = run_cli(
+        server.dir.path(),
+        &["reload", "--config", config.to_str().unwrap()],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(&server.pid().to_string()), "{out}");
+    assert!(
+        eventually(|| async { metrics_status(&server, "second-token-0123456789").await == 200 })
+            .await
+    );
+    assert_eq!(metrics_status(&server, "first-token-0123456789").await, 401);
+    assert!(server
+        .stderr_text()
+        .contains("SIGHUP: configuration reloaded"));
+}
+
+#[tokio::test]
+async fn a_broken_config_is_refused_on_reload_and_the_old_one_stays() {
+    let server = Server::start(&config_with_token("first-token-0123456789"));
+    let path = server.dir.path().join("config.toml");
+    std::fs::write(&path, "[metrics]\ntoken = 5\n").unwrap();
+    // `signalbox reload` checks the file first and does not signal.
+    let (code, _, err) = run_cli(
+        server.dir.path(),
+        &["reload", "--config", path.to_str().unwrap()],
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("metrics.token"), "{err}");
+    // A raw SIGHUP with the broken file is refused by the server, which keeps running.
+    server.signal(libc::SIGHUP);
+    assert!(
+        eventually(|| async {
+            server
+                .stderr_text()
+                .contains("configuration not reloaded, the old one stays")
+        })
+        .await
+    );
+    assert_eq!(metrics_status(&server, "first-token-0123456789").await, 200);
+}
+
+#[tokio::test]
+async fn a_listen_address_change_needs_a_restart() {
+    let server = Server::start(&config_with_token("first-token-0123456789"));
+    let path = server.dir.path().join("config.toml");
+    let changed = config_with_token("second-token-0123456789").replace(
+        "listen = \"127.0.0.1:0\"\nstatic_dir",
+        "listen = \"127.0.0.1:1\"\nstatic_dir",
+    );
+    assert!(changed.contains("127.0.0.1:1"));
+    std::fs::write(&path, changed).unwrap();
+    server.signal(libc::SIGHUP);
+    assert!(
+        eventually(|| async {
+            server
+                .stderr_text()
+                .contains("`http.listen` changed; that needs a restart")
+        })
+        .await
+    );
+    assert_eq!(metrics_status(&server, "first-token-0123456789").await, 200);
+}
+
+#[test]
+fn reload_without_a_running_server_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("config.toml"), "").unwrap();
+    let (code, _, err) = run_cli(dir.path(), &["reload"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("no running server") && err.contains("pid_file"),
+        "{err}"
+    );
+}
