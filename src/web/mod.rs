@@ -72,6 +72,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/", get(index))
         .route("/r/{room}", get(room_page))
+        .route("/diag", get(diag_page))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_behind_token))
         .route("/api/{*rest}", axum::routing::any(api_not_found))
@@ -95,8 +96,16 @@ async fn room_page(
     serve_index(&state, req).await
 }
 
+async fn diag_page(State(state): State<Arc<AppState>>, req: Request) -> Response {
+    serve_html(&state, "diag.html", req).await
+}
+
 async fn serve_index(state: &AppState, req: Request) -> Response {
-    let file = ServeFile::new(state.static_dir.join("index.html"));
+    serve_html(state, "index.html", req).await
+}
+
+async fn serve_html(state: &AppState, file: &str, req: Request) -> Response {
+    let file = ServeFile::new(state.static_dir.join(file));
     match file.oneshot(req).await {
         Ok(resp) if resp.status() == StatusCode::NOT_FOUND => {
             (StatusCode::NOT_FOUND, Html(state.not_found_html.clone())).into_response()
