@@ -73,6 +73,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/", get(index))
         .route("/r/{room}", get(room_page))
         .route("/diag", get(diag_page))
+        .route("/admin", get(admin_page))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_behind_token))
         .route("/api/{*rest}", axum::routing::any(api_not_found))
@@ -98,6 +99,10 @@ async fn room_page(
 
 async fn diag_page(State(state): State<Arc<AppState>>, req: Request) -> Response {
     serve_html(&state, "diag.html", req).await
+}
+
+async fn admin_page(State(state): State<Arc<AppState>>, req: Request) -> Response {
+    serve_html(&state, "admin.html", req).await
 }
 
 async fn serve_index(state: &AppState, req: Request) -> Response {

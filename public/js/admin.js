@@ -1,0 +1,59 @@
+// Live server status for the operator: rooms, peers and relay allocations from GET /api/stats
+// (Authorization: Bearer <[admin] token>). The token stays in this tab's sessionStorage.
+
+const REFRESH_MS = 2000;
+let timer = null;
+
+function cell(text) {
+  const td = document.createElement('td');
+  td.textContent = text;
+  return td;
+}
+
+function render(stats) {
+  document.getElementById('totals').textContent =
+    `${stats.rooms.length} rooms · ${stats.peers} peers · ${stats.allocations.length} allocations · up ${stats.uptime_s} s`;
+  const rooms = document.querySelector('#rooms tbody');
+  rooms.replaceChildren(...stats.rooms.map((r) => {
+    const tr = document.createElement('tr');
+    const names = r.peers.map((p) => `${p.name || p.id}${p.connected ? '' : ' (reconnecting)'}`);
+    tr.append(cell(r.room), cell(names.join(', ')));
+    return tr;
+  }));
+  const allocs = document.querySelector('#allocations tbody');
+  allocs.replaceChildren(...stats.allocations.map((a) => {
+    const tr = document.createElement('tr');
+    tr.append(cell(a.client), cell(a.transport), cell(a.relay), cell(a.user || '—'),
+      cell(`${a.permissions} / ${a.channels}`), cell(`${a.expires_in_s} s`));
+    return tr;
+  }));
+}
+
+async function refresh() {
+  const token = sessionStorage.getItem('signalbox-admin-token') || '';
+  const error = document.getElementById('error');
+  try {
+    const resp = await fetch('/api/stats', { headers: { Authorization: `Bearer ${token}` }, cache: 'no-store' });
+    if (resp.status === 401 || resp.status === 404) {
+      const body = await resp.json().catch(() => ({}));
+      throw new Error(body.message || `the server answered ${resp.status}`);
+    }
+    if (!resp.ok) throw new Error(`the server answered ${resp.status}`);
+    render(await resp.json());
+    error.textContent = '';
+    document.getElementById('stats').hidden = false;
+    timer = setTimeout(refresh, REFRESH_MS);
+  } catch (e) {
+    error.textContent = `Cannot load the status: ${e.message}.`;
+    document.getElementById('stats').hidden = true;
+  }
+}
+
+document.getElementById('login').addEventListener('submit', (e) => {
+  e.preventDefault();
+  sessionStorage.setItem('signalbox-admin-token', document.getElementById('token').value);
+  clearTimeout(timer);
+  refresh();
+});
+
+if (sessionStorage.getItem('signalbox-admin-token')) refresh();
