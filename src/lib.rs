@@ -7,4 +7,5 @@ pub mod cli;
 pub mod config;
 pub mod stun;
 pub mod tls;
+pub mod turn;
 pub mod web;
