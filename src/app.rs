@@ -11,12 +11,13 @@ use axum::Router;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::cli::{Cli, Command};
 use crate::config::{Config, ConfigError, Source};
 use crate::listener::Listener;
 use crate::reload::Reloader;
+use crate::signaling::{self, Signaling};
 use crate::tls::{self, CertStore};
 use crate::web::{self, AppState};
 
@@ -115,6 +116,7 @@ async fn run(
     (certs, loaded): (Arc<CertStore>, tls::Loaded),
 ) -> Result<(), Failure> {
     info!(config = %source.name, "signalbox {} starting", env!("CARGO_PKG_VERSION"));
+    raise_nofile_limit();
     log_certificate(&loaded, certs.is_real());
     let tls_config = tls::server_config(certs.clone(), &[b"h2", b"http/1.1"]);
 
@@ -130,9 +132,17 @@ async fn run(
         certs.is_real(),
         reloader.subscribe(),
     ));
-    let router = web::router(state);
-
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    // TURN credentials will fill `iceServers`; until then browsers use host candidates.
+    let signaling = Signaling::start(
+        &config.rooms,
+        &config.server.public_host,
+        https_addr,
+        signaling::no_ice_servers(),
+        shutdown_rx.clone(),
+    );
+    let router = web::router(state).merge(signaling.router());
+
     announce("https", https_addr);
     if let Some(addr) = config.http.redirect_listen {
         let redirect = TcpListener::bind(addr)
@@ -156,6 +166,14 @@ async fn run(
         );
         tokio::spawn(serve_metrics(metrics, shutdown_rx.clone()));
     }
+    let _pid_file = match &config.server.pid_file {
+        Some(path) => Some(
+            crate::reload::PidFile::create(path)
+                .with_context(|| format!("cannot write {} ([server] pid_file)", path.display()))?,
+        ),
+        None => None,
+    };
+
     // Signal handlers go in before the `open` line: whoever reads it may signal at once.
     reloader.run_on_sighup();
     let stop = stop_signals();
@@ -168,14 +186,6 @@ async fn run(
         host_port(&config.server.public_host, https_addr.port())
     );
 
-    let _pid_file = match &config.server.pid_file {
-        Some(path) => Some(
-            crate::reload::PidFile::create(path)
-                .with_context(|| format!("cannot write {} ([server] pid_file)", path.display()))?,
-        ),
-        None => None,
-    };
-
     let https = Listener {
         acceptor: TlsAcceptor::from(tls_config),
         router,
@@ -184,8 +194,31 @@ async fn run(
     https
         .serve(listener, shutdown_rx, config.http.shutdown_grace)
         .await;
+    // Upgraded WebSockets are no longer hyper's; they close themselves (code 1001).
+    signaling.wait_closed(config.http.shutdown_grace).await;
     info!("stopped");
     Ok(())
+}
+
+/// Every WebSocket, TURN allocation and relay socket is a descriptor, and the usual soft
+/// limit (1024) is far below what one server handles: raise the soft limit to the hard one.
+fn raise_nofile_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed to them.
+    let ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0;
+    if !ok || lim.rlim_cur >= lim.rlim_max {
+        return;
+    }
+    let before = lim.rlim_cur;
+    lim.rlim_cur = lim.rlim_max;
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } == 0 {
+        debug!("open file limit raised from {before} to {}", lim.rlim_max);
+    } else {
+        warn!("cannot raise the open file limit above {before}");
+    }
 }
 
 /// One machine-readable line per listener on stdout: tests and scripts read these.

@@ -9,6 +9,7 @@ pub mod demux;
 pub mod listener;
 pub mod metrics;
 pub mod reload;
+pub mod signaling;
 pub mod stun;
 pub mod tls;
 pub mod turn;

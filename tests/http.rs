@@ -184,9 +184,7 @@ async fn the_self_signed_certificate_is_generated_once_and_reused() {
         key_mode, 0o600,
         "the private key is readable by its owner only"
     );
-    assert!(server
-        .stderr_text()
-        .contains("generated a self-signed certificate"));
+    assert!(server.log_contains("generated a self-signed certificate"));
     let dir = server.into_dir();
     let server = Server::start_in(dir, &common::base_config(""), &[]);
     assert_eq!(
@@ -194,9 +192,7 @@ async fn the_self_signed_certificate_is_generated_once_and_reused() {
         first,
         "reused, not regenerated"
     );
-    assert!(server
-        .stderr_text()
-        .contains("reusing the self-signed certificate"));
+    assert!(server.log_contains("reusing the self-signed certificate"));
     // And it is the certificate actually served, valid for 127.0.0.1.
     let resp = server
         .client()
@@ -319,9 +315,7 @@ async fn configured_certificates_get_hsts_and_reload_on_sighup() {
     server.signal(libc::SIGHUP);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(served_cert(&server).await, der_of(&second));
-    assert!(server
-        .stderr_text()
-        .contains("configuration not reloaded, the old one stays"));
+    assert!(server.log_contains("configuration not reloaded, the old one stays"));
 }
 
 #[tokio::test]

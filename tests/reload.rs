@@ -53,9 +53,7 @@ async fn signalbox_reload_applies_a_changed_config_to_the_running_server() {
             .await
     );
     assert_eq!(metrics_status(&server, "first-token-0123456789").await, 401);
-    assert!(server
-        .stderr_text()
-        .contains("SIGHUP: configuration reloaded"));
+    assert!(server.log_contains("SIGHUP: configuration reloaded"));
 }
 
 #[tokio::test]

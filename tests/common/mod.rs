@@ -151,6 +151,21 @@ impl Server {
         std::mem::replace(&mut self.dir, tempfile::tempdir().expect("temp dir"))
     }
 
+    /// Waits up to five seconds for `needle` to appear in the server's log (stderr is read on
+    /// its own thread, so a line logged before `open` may land a moment after it).
+    pub fn log_contains(&self, needle: &str) -> bool {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            if self.stderr_text().contains(needle) {
+                return true;
+            }
+            if std::time::Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn stderr_text(&self) -> String {
         self.stderr
             .lock()
