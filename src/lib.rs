@@ -5,6 +5,7 @@
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod stun;
 pub mod tls;
 pub mod turn;
 pub mod web;
