@@ -132,6 +132,15 @@ async fn run(config: Config, source: Source) -> Result<(), Failure> {
             shutdown_rx.clone(),
         ));
     }
+    let turn = if config.turn.enabled {
+        let turn = crate::turn::service::TurnServer::start(&config)?;
+        for addr in &turn.listeners {
+            announce("turn-udp", *addr);
+        }
+        Some(turn)
+    } else {
+        None
+    };
     println!(
         "signalbox: open https://{}/",
         host_port(&config.server.public_host, https_addr.port())
@@ -151,6 +160,9 @@ async fn run(config: Config, source: Source) -> Result<(), Failure> {
         config.http.shutdown_grace,
     )
     .await;
+    if let Some(turn) = turn {
+        turn.stop();
+    }
     info!("stopped");
     Ok(())
 }

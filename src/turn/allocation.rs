@@ -533,7 +533,7 @@ impl AllocationTable {
 
     /// Expires what is due: removes dead permissions and channels, and deletes expired
     /// allocations, which are returned so the IO layer can close their relay sockets.
-    pub fn handle_timeout(&mut self, now: Millis) -> Vec<Allocation> {
+    pub fn handle_timeout(&mut self, now: Millis) -> Vec<(AllocId, Allocation)> {
         let mut removed = Vec::new();
         while let Some(&(at, id)) = self.deadlines.first() {
             if at > now {
@@ -544,7 +544,7 @@ impl AllocationTable {
             if a.expires <= now {
                 a.scheduled = Millis(0);
                 if let Some(a) = self.remove(id) {
-                    removed.push(a);
+                    removed.push((id, a));
                 }
                 continue;
             }

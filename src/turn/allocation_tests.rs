@@ -49,7 +49,7 @@ fn peer(s: &str) -> SocketAddr {
 }
 
 /// Runs the timer as the IO loop would, up to `until`, collecting deleted allocations.
-fn run_timers(t: &mut AllocationTable, until: Millis) -> Vec<Allocation> {
+fn run_timers(t: &mut AllocationTable, until: Millis) -> Vec<(AllocId, Allocation)> {
     let mut removed = Vec::new();
     while let Some(at) = t.poll_timeout() {
         if at > until {
