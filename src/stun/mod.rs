@@ -459,4 +459,4 @@ mod interop_tests;
 #[cfg(test)]
 mod prop_tests;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

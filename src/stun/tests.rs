@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 
 use super::*;
 
-pub(super) fn hex(s: &str) -> Vec<u8> {
+pub(crate) fn hex(s: &str) -> Vec<u8> {
     let digits: Vec<u8> = s.bytes().filter(u8::is_ascii_hexdigit).collect();
     digits
         .chunks(2)
@@ -36,7 +36,7 @@ const RFC5769_RESPONSE_V6: &str = "
     00 08 00 14  a3 82 95 4e  4b e6 7b f1  17 84 c9 7c  82 92 c2 75  bf e3 ed 41
     80 28 00 04  c8 fb 0b 4c";
 /// RFC 5769 §2.4: request with long-term credentials (USERNAME, NONCE, REALM).
-const RFC5769_LONG_TERM: &str = "
+pub(crate) const RFC5769_LONG_TERM: &str = "
     00 01 00 60  21 12 a4 42  78 ad 34 33  c6 ad 72 c0  29 da 41 2e
     00 06 00 12  e3 83 9e e3  83 88 e3 83  aa e3 83 83  e3 82 af e3  82 b9 00 00
     00 15 00 1c  66 2f 2f 34  39 39 6b 39  35 34 64 36  4f 4c 33 34  6f 4c 39 46  53 54 76 79
@@ -46,7 +46,7 @@ const RFC5769_LONG_TERM: &str = "
 /// RFC 8489 Appendix B.1 as corrected by verified erratum 6268 (the printed vector omits
 /// PASSWORD-ALGORITHM and carries a wrong length and HMAC): USERHASH, NONCE with the
 /// "obMatJos2" cookie, REALM, PASSWORD-ALGORITHM SHA-256, MESSAGE-INTEGRITY-SHA256.
-const RFC8489_B1: &str = "
+pub(crate) const RFC8489_B1: &str = "
     00 01 00 90  21 12 a4 42  78 ad 34 33  c6 ad 72 c0  29 da 41 2e
     00 1e 00 20  4a 3c f3 8f  ef 69 92 bd  a9 52 c6 78  04 17 da 0f
                  24 81 94 15  56 9e 60 b2  05 c4 6e 41  40 7f 17 04

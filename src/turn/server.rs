@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use tracing::{debug, info};
 
-use crate::stun::{self, attr, channel_data, Class, Integrity, IntegrityAlgorithm, Method};
+use crate::stun::{self, attr, channel_data, Class, IntegrityAlgorithm, Method};
 use crate::stun::{MessageRef, MessageWriter, TransactionId};
 use crate::turn::allocation::{
     AllocError, AllocId, AllocationTable, Direction, FiveTuple, Millis, NewAllocation, Transport,

@@ -2,6 +2,7 @@
 //! virtual time, answers parsed back.
 
 use super::*;
+use crate::stun::Integrity;
 use crate::turn::allocation::{Limits, Quotas};
 use std::time::Duration;
 
@@ -69,8 +70,8 @@ fn harness_with(user_quota: u32, policy: PeerPolicy) -> Harness {
             max_bytes_per_sec: 0,
         },
     );
-    let secrets = Arc::new(Secrets::new(vec![SECRET.as_bytes().to_vec()]));
-    let nonces = Arc::new(NonceKey([9; 32]));
+    let secrets = Arc::new(Secrets::new(vec![SECRET.as_bytes().to_vec()]).expect("one secret"));
+    let nonces = Arc::new(NonceKey::new([9; 32]));
     Harness {
         core: Core::new(config, table, secrets, nonces),
         sockets: FakeSockets::default(),

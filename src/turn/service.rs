@@ -47,11 +47,11 @@ impl TurnServer {
         } else {
             turn.secrets.iter().map(|s| s.as_bytes().to_vec()).collect()
         };
-        let secrets = Arc::new(Secrets::new(secrets));
+        let secrets = Arc::new(Secrets::new(secrets).context("[turn] secrets")?);
         let mut nonce_key = [0u8; 32];
         rng.fill(&mut nonce_key)
             .map_err(|_| anyhow::anyhow!("no system randomness"))?;
-        let nonces = Arc::new(NonceKey(nonce_key));
+        let nonces = Arc::new(NonceKey::new(nonce_key));
         let realm = if turn.realm.is_empty() {
             config.server.public_host.clone()
         } else {
