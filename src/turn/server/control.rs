@@ -67,7 +67,7 @@ impl Core {
                 self.relay_to_peer(id, peer, buf, start, end, now)
             }
             (Class::Request, _) => {
-                if !self.unauth.allow(five.client.ip(), now.0) {
+                if !self.unauth_allowed(five.client.ip(), now) {
                     return Action::Nothing;
                 }
                 self.error(&msg, five, 400, "Unknown method", None)
@@ -210,6 +210,7 @@ impl Core {
         };
         let public = self.config.relay.public_of(local);
         self.table.set_relay(id, local, public);
+        self.config.relay.live.insert(local);
         let lifetime = self
             .table
             .get(id)
@@ -244,7 +245,9 @@ impl Core {
         }
         let requested = msg.u32_attr(attr::LIFETIME).and_then(Result::ok);
         let lifetime = if requested == Some(0) {
-            self.table.remove(id);
+            if let Some(local) = self.table.remove(id).and_then(|a| a.relay_local) {
+                self.config.relay.live.remove(local);
+            }
             sockets.close(id);
             debug!(client = %five.client, "allocation deleted by the client");
             0
@@ -416,7 +419,7 @@ impl Core {
             msg.get(attr::REALM),
             msg.get(attr::NONCE),
         ) else {
-            if !self.unauth.allow(five.client.ip(), now.0) {
+            if !self.unauth_allowed(five.client.ip(), now) {
                 return Auth::Answered(Action::Nothing);
             }
             return Auth::Answered(self.error(
@@ -494,7 +497,7 @@ impl Core {
         reason: &str,
         now: Millis,
     ) -> Action {
-        if !self.unauth.allow(five.client.ip(), now.0) {
+        if !self.unauth_allowed(five.client.ip(), now) {
             return Action::Nothing;
         }
         let nonce = self.nonces.mint(now.unix_secs(), five.client);
