@@ -526,3 +526,34 @@ fn a_flood_of_unauthenticated_allocates_is_rate_limited() {
         "{answers} answers to 2000 requests in {elapsed:.2}s (limit {allowed:.0})"
     );
 }
+
+#[test]
+fn an_ipv6_relay_is_given_when_requested_and_relays_to_an_ipv6_peer() {
+    let server = start_loopback("");
+    let mut c = Raw::new(server.addr("turn-udp"), "alice", 3600, SECRET);
+    let r = c.authed(Method::ALLOCATE, &|w| {
+        udp(w);
+        w.attr(attr::REQUESTED_ADDRESS_FAMILY, &[2, 0, 0, 0]);
+    });
+    assert_eq!(r.class, Class::Success, "{:?}", r.code);
+    let msg = MessageRef::parse(&r.bytes).expect("parses");
+    let relayed = msg
+        .xor_address(attr::XOR_RELAYED_ADDRESS)
+        .expect("XOR-RELAYED-ADDRESS")
+        .expect("valid");
+    assert_eq!(relayed.ip().to_string(), "::1");
+    let peer = UdpSocket::bind("[::1]:0").expect("IPv6 loopback peer");
+    peer.set_read_timeout(Some(Duration::from_secs(3)))
+        .expect("timeout");
+    let peer_addr = peer.local_addr().expect("addr");
+    assert_eq!(
+        c.permission("127.0.0.1:9".parse().expect("addr")).code,
+        Some(443)
+    );
+    assert_eq!(c.permission(peer_addr).class, Class::Success);
+    c.send_indication(peer_addr, b"over ipv6");
+    let mut buf = [0u8; 100];
+    let (n, from) = peer.recv_from(&mut buf).expect("the peer receives");
+    assert_eq!(&buf[..n], b"over ipv6");
+    assert_eq!(from, relayed);
+}

@@ -647,3 +647,31 @@ fn garbage_never_panics_and_is_dropped() {
         assert_eq!(h.client(ALICE, junk).0, Action::Nothing);
     }
 }
+
+#[test]
+fn the_relay_port_range_is_cut_into_one_slice_per_worker() {
+    let plan = RelayPlan {
+        v4: None,
+        v6: None,
+        ports: PortRange {
+            first: 49152,
+            last: 65535,
+        },
+        workers: 3,
+        live: Arc::default(),
+    };
+    let slices: Vec<PortRange> = (0..3).map(|w| plan.ports_of(w)).collect();
+    assert_eq!(slices[0].first, 49152);
+    assert_eq!(slices[2].last, 65535);
+    for w in 0..3 {
+        assert_eq!(plan.worker_of(slices[w].first), w);
+        assert_eq!(plan.worker_of(slices[w].last), w);
+        if w > 0 {
+            assert_eq!(
+                slices[w].first,
+                slices[w - 1].last + 1,
+                "no gaps, no overlap"
+            );
+        }
+    }
+}
