@@ -174,6 +174,16 @@ async fn run(
         None => None,
     };
 
+    let turn = if config.turn.enabled {
+        let turn = crate::turn::service::TurnServer::start(&config)?;
+        for addr in &turn.listeners {
+            announce("turn-udp", *addr);
+        }
+        Some(turn)
+    } else {
+        None
+    };
+
     // Signal handlers go in before the `open` line: whoever reads it may signal at once.
     reloader.run_on_sighup();
     let stop = stop_signals();
@@ -196,6 +206,9 @@ async fn run(
         .await;
     // Upgraded WebSockets are no longer hyper's; they close themselves (code 1001).
     signaling.wait_closed(config.http.shutdown_grace).await;
+    if let Some(turn) = turn {
+        turn.stop();
+    }
     info!("stopped");
     Ok(())
 }

@@ -23,6 +23,7 @@ pub struct Config {
     pub log: LogConfig,
     pub metrics: MetricsConfig,
     pub rooms: RoomsConfig,
+    pub turn: TurnConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -232,6 +233,8 @@ impl RoomsConfig {
     }
 }
 
+pub use crate::turn::config::{PortRange, TurnConfig};
+
 /// A configuration problem: which file, which key, what is wrong. Displays as one line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
@@ -373,6 +376,9 @@ impl Config {
             return err("log.level", format!("not a valid filter: {e}"));
         }
         if let Err((key, msg)) = self.rooms.validate() {
+            return err(key, msg);
+        }
+        if let Err((key, msg)) = self.turn.validate() {
             return err(key, msg);
         }
         Ok(())

@@ -83,27 +83,31 @@ impl Reloader {
 
 /// The first key whose change only a restart can apply, if any.
 pub fn restart_only_change(old: &Config, new: &Config) -> Option<&'static str> {
-    let checks: [(&'static str, bool); 8] = [
-        ("http.listen", old.http.listen != new.http.listen),
+    let (o, n) = (old, new);
+    let checks = [
+        ("http.listen", o.http.listen != n.http.listen),
         (
             "http.redirect_listen",
-            old.http.redirect_listen != new.http.redirect_listen,
+            o.http.redirect_listen != n.http.redirect_listen,
         ),
-        (
-            "http.static_dir",
-            old.http.static_dir != new.http.static_dir,
-        ),
-        ("metrics.listen", old.metrics.listen != new.metrics.listen),
+        ("http.static_dir", o.http.static_dir != n.http.static_dir),
+        ("metrics.listen", o.metrics.listen != n.metrics.listen),
         (
             "server.public_host",
-            old.server.public_host != new.server.public_host,
+            o.server.public_host != n.server.public_host,
         ),
-        ("tls.cert", old.tls.cert != new.tls.cert),
-        ("tls.key", old.tls.key != new.tls.key),
+        ("tls.cert", o.tls.cert != n.tls.cert),
+        ("tls.key", o.tls.key != n.tls.key),
         (
             "tls.generated_dir",
-            old.tls.generated_dir != new.tls.generated_dir,
+            o.tls.generated_dir != n.tls.generated_dir,
         ),
+        ("turn.enabled", o.turn.enabled != n.turn.enabled),
+        ("turn.listen", o.turn.listen != n.turn.listen),
+        ("turn.relay_ip", o.turn.relay_ip != n.turn.relay_ip),
+        ("turn.external_ip", o.turn.external_ip != n.turn.external_ip),
+        ("turn.relay_ports", o.turn.relay_ports != n.turn.relay_ports),
+        ("turn.workers", o.turn.workers != n.turn.workers),
     ];
     checks
         .iter()

@@ -23,13 +23,23 @@ pub fn public_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("public")
 }
 
-/// A config with the HTTPS listener on an ephemeral loopback port and the web app from the
-/// repository; `extra` is appended (more sections, or keys of a new section).
+/// A config with every listener on an ephemeral loopback port (HTTPS, metrics, TURN) and the
+/// web app from the repository; `extra` is appended (more sections). A `[metrics]` or `[turn]`
+/// section in `extra` replaces the default one here.
 pub fn base_config(extra: &str) -> String {
-    format!(
-        "[server]\npublic_host = \"127.0.0.1\"\n\n[http]\nlisten = \"127.0.0.1:0\"\nstatic_dir = {:?}\nshutdown_grace = \"2s\"\n\n[log]\nlevel = \"info,signalbox=debug\"\n\n[metrics]\nlisten = \"127.0.0.1:0\"\n\n{extra}\n",
+    let mut config = format!(
+        "[server]\npublic_host = \"127.0.0.1\"\n\n[http]\nlisten = \"127.0.0.1:0\"\nstatic_dir = {:?}\nshutdown_grace = \"2s\"\n\n[log]\nlevel = \"info,signalbox=debug\"\n\n",
         public_dir().display().to_string()
-    )
+    );
+    if !extra.contains("[metrics]") {
+        config.push_str("[metrics]\nlisten = \"127.0.0.1:0\"\n\n");
+    }
+    if !extra.contains("[turn]") {
+        config.push_str("[turn]\nlisten = [\"127.0.0.1:0\"]\nrelay_ip = \"127.0.0.1\"\n\n");
+    }
+    config.push_str(extra);
+    config.push('\n');
+    config
 }
 
 impl Server {
