@@ -1,0 +1,135 @@
+// Real calls in real browsers: the signalbox binary, one headless Chromium per participant with
+// a fake camera and microphone, everything on loopback.
+//
+// Run with `npm test --prefix tests/browser` after `cargo build`.
+
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { copyFileSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import {
+  REPO, cleanupAll, ensureArtifacts, expectVideoFlowing, joinRoom, launchParticipant, mediaStats,
+  remoteTiles, roomName, startServer,
+} from './harness.mjs';
+
+const TEST_TIMEOUT_MS = 90000;
+
+after(cleanupAll);
+
+/** Starts a server and `names.length` browsers; stops them all after the test, pass or fail. */
+async function setup(t, names, extraToml = '') {
+  const server = await startServer(extraToml);
+  t.after(() => server.stop());
+  const people = [];
+  for (const name of names) {
+    const p = await launchParticipant(name);
+    t.after(() => p.stop());
+    people.push(p);
+  }
+  return { server, people };
+}
+
+function assertNoConsoleErrors(...people) {
+  for (const p of people) assert.deepEqual(p.errors, [], `${p.label} logged errors`);
+}
+
+test('two participants who click Join each decode the other\'s video', { timeout: TEST_TIMEOUT_MS }, async (t) => {
+  const { server, people: [alice, bob] } = await setup(t, ['alice', 'bob']);
+  const url = `${server.url}/r/${roomName('pair')}`;
+
+  await joinRoom(alice, url, 'Alice');
+  await joinRoom(bob, url, 'Bob');
+
+  const [a, b] = await Promise.all([expectVideoFlowing(alice.page), expectVideoFlowing(bob.page)]);
+  assert.equal(a.peers, 1);
+  assert.equal(b.peers, 1);
+  // Each side shows the other by name, and the path indicator reports the loopback path.
+  await remoteTiles(alice.page).filter({ hasText: 'Bob' }).waitFor();
+  await remoteTiles(bob.page).filter({ hasText: 'Alice' }).waitFor();
+  await alice.page.locator('#grid .tile:not(.local) .path-badge[data-path="direct"]').waitFor();
+  assert.deepEqual(a.pairs.map((p) => p.local), ['host']);
+
+  // Chat goes over the data channel once it is open.
+  await alice.page.getByRole('button', { name: 'Chat' }).click();
+  await alice.page.getByLabel('Message').fill('hello from alice');
+  await alice.page.getByRole('button', { name: 'Send message' }).click();
+  await bob.page.locator('#chat-log .chat-text', { hasText: 'hello from alice' }).waitFor({ state: 'attached' });
+
+  assertNoConsoleErrors(alice, bob);
+});
+
+test('a third participant in a room of two sees that the room is full', { timeout: TEST_TIMEOUT_MS }, async (t) => {
+  const { server, people: [alice, bob, carol] } = await setup(t, ['alice', 'bob', 'carol'], '[rooms]\nmax_peers = 2\n');
+  const url = `${server.url}/r/${roomName('full')}`;
+
+  await joinRoom(alice, url, 'Alice');
+  await joinRoom(bob, url, 'Bob');
+  await Promise.all([expectVideoFlowing(alice.page), expectVideoFlowing(bob.page)]);
+
+  await carol.page.goto(url);
+  await carol.page.getByLabel('Your name').fill('Carol');
+  await carol.page.getByRole('button', { name: 'Join', exact: true }).click();
+  const heading = carol.page.getByRole('heading', { name: 'This room is full' });
+  await heading.waitFor();
+  assert.equal(await remoteTiles(alice.page).count(), 1, 'the full room did not grow');
+  assertNoConsoleErrors(alice, bob, carol);
+});
+
+test('hanging up removes the tile on the other side', { timeout: TEST_TIMEOUT_MS }, async (t) => {
+  const { server, people: [alice, bob] } = await setup(t, ['alice', 'bob']);
+  const url = `${server.url}/r/${roomName('hangup')}`;
+
+  await joinRoom(alice, url, 'Alice');
+  await joinRoom(bob, url, 'Bob');
+  await expectVideoFlowing(alice.page);
+  assert.equal(await remoteTiles(alice.page).count(), 1);
+
+  await bob.page.getByRole('button', { name: 'Leave call' }).click();
+  await bob.page.getByRole('heading', { name: 'You left the call' }).waitFor();
+  await remoteTiles(alice.page).first().waitFor({ state: 'detached', timeout: 10000 });
+  assert.equal(await remoteTiles(alice.page).count(), 0);
+  // Alice is alone again and sees the invitation card; her connection to Bob is closed.
+  await alice.page.locator('#waiting-card').waitFor();
+  assert.equal((await mediaStats(alice.page)).peers, 0);
+  assertNoConsoleErrors(alice, bob);
+});
+
+test('a page reload rejoins the call and video resumes both ways', { timeout: TEST_TIMEOUT_MS }, async (t) => {
+  const { server, people: [alice, bob] } = await setup(t, ['alice', 'bob']);
+  const url = `${server.url}/r/${roomName('reload')}`;
+
+  await joinRoom(alice, url, 'Alice');
+  await joinRoom(bob, url, 'Bob');
+  await Promise.all([expectVideoFlowing(alice.page), expectVideoFlowing(bob.page)]);
+
+  await bob.page.reload();
+  // Straight back into the call, without the pre-join screen.
+  await bob.page.locator('#call').waitFor({ state: 'visible' });
+  const [a, b] = await Promise.all([expectVideoFlowing(alice.page), expectVideoFlowing(bob.page)]);
+  assert.equal(b.peers, 1);
+  assert.equal(a.peers, 1, 'the connection to the old page is gone');
+  assert.equal(await remoteTiles(alice.page).count(), 1, 'exactly one tile for Bob');
+  await remoteTiles(bob.page).filter({ hasText: 'Alice' }).waitFor();
+  assertNoConsoleErrors(alice, bob);
+});
+
+test('a screenshot of a two-person call is saved for review', { timeout: TEST_TIMEOUT_MS }, async (t) => {
+  const { server, people: [alice, bob] } = await setup(t, ['alice', 'bob']);
+  const url = `${server.url}/r/${roomName('team-sync')}`;
+
+  await joinRoom(alice, url, 'Alice Martin');
+  await joinRoom(bob, url, 'Bob Okafor');
+  await Promise.all([expectVideoFlowing(alice.page), expectVideoFlowing(bob.page)]);
+  // Wait for the path indicator's first bitrate figure so the picture shows it.
+  await alice.page.locator('#grid .tile:not(.local) .path-badge', { hasText: '/s' }).waitFor();
+  await alice.page.getByRole('button', { name: 'Chat' }).click();
+  await alice.page.getByLabel('Message').fill('Morning! Shall we start?');
+  await alice.page.getByRole('button', { name: 'Send message' }).click();
+  await alice.page.locator('#chat-input').blur();
+
+  const file = join(ensureArtifacts(), 'call.png');
+  await alice.page.screenshot({ path: file });
+  mkdirSync(join(REPO, 'docs'), { recursive: true });
+  copyFileSync(file, join(REPO, 'docs/screenshot-call.png'));
+  assertNoConsoleErrors(alice, bob);
+});
