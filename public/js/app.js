@@ -123,11 +123,6 @@ class Room {
     $('display-name').value = localStorage.getItem(NAME_KEY) || '';
     $('copy-prejoin-link').addEventListener('click', () => copyText(roomLink(this.room)));
 
-    const resume = readInCall(this.room);
-    await this.media.start({ audioOnly: resume ? resume.audioOnly : false });
-    this.showPreview();
-    await this.fillDeviceSelects($('camera-select'), $('mic-select'));
-
     this.media.addEventListener('change', () => this.showPreview());
     $('camera-select').addEventListener('change', async (e) => {
       if (!(await this.media.switchCamera(e.target.value))) this.showMediaProblem();
@@ -152,6 +147,15 @@ class Room {
     });
     $('join-audio-btn').addEventListener('click', () => this.join({ audioOnly: true }));
 
+    // Listeners are in place before the (slow) camera start, so an early click on Join
+    // is handled by join(), which waits for the devices.
+    const resume = readInCall(this.room);
+    this.mediaReady = this.media.start({ audioOnly: resume ? resume.audioOnly : false }).then(async () => {
+      this.showPreview();
+      await this.fillDeviceSelects($('camera-select'), $('mic-select'));
+      this.reflectMicButton($('pre-mic'));
+      this.reflectCamButton($('pre-cam'));
+    });
     if (resume) {
       this.join({ audioOnly: resume.audioOnly });
     } else {
@@ -207,7 +211,9 @@ class Room {
   // --- joining ---
 
   async join({ audioOnly }) {
-    if (this.signaling) return;
+    if (this.signaling || this.joining) return;
+    this.joining = true;
+    await this.mediaReady;
     this.name = $('display-name').value.trim().slice(0, 64);
     if (this.name) localStorage.setItem(NAME_KEY, this.name);
     if (audioOnly) await this.media.setCameraOn(false);

@@ -51,7 +51,7 @@ test('two participants who click Join each decode the other\'s video', { timeout
 
   // Chat goes over the data channel once it is open.
   await alice.page.getByRole('button', { name: 'Chat' }).click();
-  await alice.page.getByLabel('Message').fill('hello from alice');
+  await alice.page.getByRole('textbox', { name: 'Message', exact: true }).fill('hello from alice');
   await alice.page.getByRole('button', { name: 'Send message' }).click();
   await bob.page.locator('#chat-log .chat-text', { hasText: 'hello from alice' }).waitFor({ state: 'attached' });
 
@@ -115,7 +115,7 @@ test('a page reload rejoins the call and video resumes both ways', { timeout: TE
 
 test('a screenshot of a two-person call is saved for review', { timeout: TEST_TIMEOUT_MS }, async (t) => {
   const { server, people: [alice, bob] } = await setup(t, ['alice', 'bob']);
-  const url = `${server.url}/r/${roomName('team-sync')}`;
+  const url = `${server.url}/r/${roomName('design-review')}`;
 
   await joinRoom(alice, url, 'Alice Martin');
   await joinRoom(bob, url, 'Bob Okafor');
@@ -123,7 +123,7 @@ test('a screenshot of a two-person call is saved for review', { timeout: TEST_TI
   // Wait for the path indicator's first bitrate figure so the picture shows it.
   await alice.page.locator('#grid .tile:not(.local) .path-badge', { hasText: '/s' }).waitFor();
   await alice.page.getByRole('button', { name: 'Chat' }).click();
-  await alice.page.getByLabel('Message').fill('Morning! Shall we start?');
+  await alice.page.getByRole('textbox', { name: 'Message', exact: true }).fill('Morning! Shall we start?');
   await alice.page.getByRole('button', { name: 'Send message' }).click();
   await alice.page.locator('#chat-input').blur();
 
