@@ -29,6 +29,22 @@ async function setup(t, names, extraToml = '') {
   return { server, people };
 }
 
+/** Collects the `joined` messages a participant's page receives over its WebSocket. */
+function recordJoined(participant) {
+  const seen = [];
+  participant.page.on('websocket', (ws) => {
+    ws.on('framereceived', ({ payload }) => {
+      try {
+        const msg = JSON.parse(String(payload));
+        if (msg.type === 'joined') seen.push(msg);
+      } catch {
+        // not JSON: not ours to check here
+      }
+    });
+  });
+  return seen;
+}
+
 function assertNoConsoleErrors(...people) {
   for (const p of people) assert.deepEqual(p.errors, [], `${p.label} logged errors`);
 }
@@ -36,6 +52,7 @@ function assertNoConsoleErrors(...people) {
 test('two participants who click Join each decode the other\'s video', { timeout: TEST_TIMEOUT_MS }, async (t) => {
   const { server, people: [alice, bob] } = await setup(t, ['alice', 'bob']);
   const url = `${server.url}/r/${roomName('pair')}`;
+  const joined = recordJoined(alice);
 
   await joinRoom(alice, url, 'Alice');
   await joinRoom(bob, url, 'Bob');
@@ -48,6 +65,10 @@ test('two participants who click Join each decode the other\'s video', { timeout
   await remoteTiles(bob.page).filter({ hasText: 'Alice' }).waitFor();
   await alice.page.locator('#grid .tile:not(.local) .path-badge[data-path="direct"]').waitFor();
   assert.deepEqual(a.pairs.map((p) => p.local), ['host']);
+  // The connection uses exactly the ICE servers the server sent in `joined`, nothing else.
+  const configured = await alice.page.evaluate(() => window.__signalboxPeers.map((pc) => pc.getConfiguration().iceServers));
+  assert.ok(joined.length > 0, 'saw the joined message');
+  assert.deepEqual(configured[0].map((s) => [].concat(s.urls)), joined[0].iceServers.map((s) => [].concat(s.urls)));
 
   // Chat goes over the data channel once it is open.
   await alice.page.getByRole('button', { name: 'Chat' }).click();
