@@ -96,6 +96,33 @@ test('a third participant in a room of two sees that the room is full', { timeou
   assertNoConsoleErrors(alice, bob, carol);
 });
 
+test('a participant whose camera is blocked is told so, joins with audio, and is shown by name', { timeout: TEST_TIMEOUT_MS }, async (t) => {
+  const server = await startServer();
+  t.after(() => server.stop());
+  const alice = await launchParticipant('alice');
+  t.after(() => alice.stop());
+  const bob = await launchParticipant('bob', { blockCamera: true });
+  t.after(() => bob.stop());
+  const url = `${server.url}/r/${roomName('blocked')}`;
+
+  await joinRoom(alice, url, 'Alice');
+  await bob.page.goto(url);
+  await bob.page.getByRole('status').filter({ hasText: 'Camera blocked' }).waitFor();
+  await bob.page.getByLabel('Your name').fill('Bob');
+  await bob.page.getByRole('button', { name: 'Join', exact: true }).click();
+  await bob.page.locator('#call').waitFor({ state: 'visible' });
+
+  // Bob still sees Alice; Alice hears Bob and sees his initials instead of a black picture.
+  await expectVideoFlowing(bob.page);
+  const tile = remoteTiles(alice.page).filter({ hasText: 'Bob' });
+  await tile.waitFor();
+  await alice.page.locator('#grid .tile.no-video:not(.local)', { hasText: 'Bob' }).waitFor();
+  const before = (await mediaStats(alice.page)).audioBytesReceived;
+  await alice.page.waitForTimeout(1000);
+  assert.ok((await mediaStats(alice.page)).audioBytesReceived > before, 'audio from Bob keeps arriving');
+  assertNoConsoleErrors(alice, bob);
+});
+
 test('hanging up removes the tile on the other side', { timeout: TEST_TIMEOUT_MS }, async (t) => {
   const { server, people: [alice, bob] } = await setup(t, ['alice', 'bob']);
   const url = `${server.url}/r/${roomName('hangup')}`;
@@ -132,6 +159,38 @@ test('a page reload rejoins the call and video resumes both ways', { timeout: TE
   assert.equal(await remoteTiles(alice.page).count(), 1, 'exactly one tile for Bob');
   await remoteTiles(bob.page).filter({ hasText: 'Alice' }).waitFor();
   assertNoConsoleErrors(alice, bob);
+});
+
+test('after the server restarts, both sides reconnect on their own and the call comes back', { timeout: TEST_TIMEOUT_MS }, async (t) => {
+  const first = await startServer();
+  t.after(() => first.stop());
+  const alice = await launchParticipant('alice');
+  t.after(() => alice.stop());
+  const bob = await launchParticipant('bob');
+  t.after(() => bob.stop());
+  const url = `${first.url}/r/${roomName('restart')}`;
+  await joinRoom(alice, url, 'Alice');
+  await joinRoom(bob, url, 'Bob');
+  await Promise.all([expectVideoFlowing(alice.page), expectVideoFlowing(bob.page)]);
+
+  await first.stop();
+  const banner = alice.page.getByRole('alert');
+  await banner.filter({ hasText: 'Connection lost — reconnecting' }).waitFor();
+
+  // Same address, empty state: the old ids are unknown, so both join afresh and reconnect.
+  const second = await startServer('', { listen: first.listeners.https });
+  t.after(() => second.stop());
+  await banner.waitFor({ state: 'hidden', timeout: 20000 });
+  const [a, b] = await Promise.all([expectVideoFlowing(alice.page), expectVideoFlowing(bob.page)]);
+  assert.equal(a.peers, 1);
+  assert.equal(b.peers, 1);
+  assert.equal(await remoteTiles(alice.page).count(), 1);
+  assert.equal(await remoteTiles(bob.page).count(), 1);
+  // The only console errors allowed are the browser's own reports of the refused reconnects.
+  for (const p of [alice, bob]) {
+    const unexpected = p.errors.filter((e) => !/WebSocket connection to 'wss:\/\/127\.0\.0\.1:\d+\/ws' failed/.test(e));
+    assert.deepEqual(unexpected, [], `${p.label} logged errors`);
+  }
 });
 
 test('a screenshot of a two-person call is saved for review', { timeout: TEST_TIMEOUT_MS }, async (t) => {

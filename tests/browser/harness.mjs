@@ -33,10 +33,11 @@ process.on('exit', () => {
 });
 
 /**
- * Starts `signalbox` with a temporary config (HTTPS on 127.0.0.1:0, this repository's public/)
- * plus `extraToml`, and waits for its `signalbox: open` line.
+ * Starts `signalbox` with a temporary config (HTTPS on `listen`, by default an ephemeral
+ * loopback port; this repository's public/) plus `extraToml`, and waits for its
+ * `signalbox: open` line.
  */
-export async function startServer(extraToml = '') {
+export async function startServer(extraToml = '', { listen = '127.0.0.1:0' } = {}) {
   const bin = resolve(REPO, process.env.SIGNALBOX_BIN || 'target/debug/signalbox');
   const dir = mkdtempSync(join(tmpdir(), 'signalbox-browser-'));
   const config = [
@@ -44,7 +45,7 @@ export async function startServer(extraToml = '') {
     'public_host = "127.0.0.1"',
     '',
     '[http]',
-    'listen = "127.0.0.1:0"',
+    `listen = ${JSON.stringify(listen)}`,
     `static_dir = ${JSON.stringify(join(REPO, 'public'))}`,
     'shutdown_grace = "1s"',
     '',
@@ -109,7 +110,7 @@ export async function startServer(extraToml = '') {
 }
 
 /** Flags for headless Chromium on these machines (see BROWSER-TESTING.md). */
-function chromiumArgs() {
+function chromiumArgs({ blockCamera }) {
   return [
     '--no-sandbox',
     '--disable-gpu',
@@ -119,14 +120,16 @@ function chromiumArgs() {
     '--disable-component-update',
     '--disable-sync',
     '--use-fake-device-for-media-stream',
-    '--use-fake-ui-for-media-stream',
+    // The fake UI says yes to every prompt; a participant with a blocked camera instead gets
+    // permissions granted one by one (see launchParticipant).
+    blockCamera ? null : '--use-fake-ui-for-media-stream',
     '--ignore-certificate-errors',
     '--autoplay-policy=no-user-gesture-required',
     // Merged with Playwright's own list by chromium.sh (Chromium keeps only the last one).
     '--disable-features=WebRtcHideLocalIpsWithMdns',
     // Every name lookup fails except the loopback the test uses: nothing leaves the machine.
     '--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE localhost, EXCLUDE localhost.',
-  ];
+  ].filter(Boolean);
 }
 
 /**
@@ -151,13 +154,16 @@ function peerConnectionRecorder({ forceRelay }) {
   window.RTCPeerConnection = Recorded;
 }
 
-/** Launches one Chromium process for one participant, with its own profile. */
-export async function launchParticipant(label, { forceRelay = false, viewport = { width: 1280, height: 720 } } = {}) {
+/**
+ * Launches one Chromium process for one participant, with its own profile. `blockCamera`
+ * models a person who refused camera access: only the microphone is allowed.
+ */
+export async function launchParticipant(label, { forceRelay = false, blockCamera = false, viewport = { width: 1280, height: 720 } } = {}) {
   const profile = mkdtempSync(join(tmpdir(), `signalbox-chromium-${label}-`));
   const browser = await chromium.launchPersistentContext(profile, {
     executablePath: CHROMIUM_WRAPPER,
     headless: true,
-    args: chromiumArgs(),
+    args: chromiumArgs({ blockCamera }),
     ignoreHTTPSErrors: true,
     viewport,
     timeout: 30000,
@@ -177,6 +183,7 @@ export async function launchParticipant(label, { forceRelay = false, viewport = 
     },
   };
   running.add(participant);
+  if (blockCamera) await browser.grantPermissions(['microphone']);
   await browser.addInitScript(peerConnectionRecorder, { forceRelay });
   const page = participant.page;
   page.on('console', (msg) => {
@@ -199,7 +206,7 @@ export async function joinRoom(participant, url, name) {
 /** Totals over the page's open peer connections, from getStats(). */
 export async function mediaStats(page) {
   return page.evaluate(async () => {
-    const out = { peers: 0, framesDecoded: 0, bytesReceived: 0, pairs: [] };
+    const out = { peers: 0, framesDecoded: 0, bytesReceived: 0, audioBytesReceived: 0, pairs: [] };
     for (const pc of window.__signalboxPeers || []) {
       if (pc.connectionState === 'closed') continue;
       out.peers += 1;
@@ -210,6 +217,7 @@ export async function mediaStats(page) {
           out.framesDecoded += s.framesDecoded || 0;
           out.bytesReceived += s.bytesReceived || 0;
         }
+        if (s.type === 'inbound-rtp' && s.kind === 'audio') out.audioBytesReceived += s.bytesReceived || 0;
         if (s.type === 'transport' && s.selectedCandidatePairId) pairId = s.selectedCandidatePairId;
       });
       const pair = pairId ? report.get(pairId) : null;
