@@ -186,8 +186,9 @@ class Room {
 
   async fillDeviceSelects(cameraSelect, micSelect) {
     const { cameras, mics } = await this.media.listDevices();
-    fillSelect(cameraSelect, cameras, this.media.cameraId);
-    fillSelect(micSelect, mics, this.media.micId);
+    const why = (problem) => (problem === 'blocked' ? 'Blocked in this browser' : 'None found');
+    fillSelect(cameraSelect, cameras, this.media.cameraId, why(this.media.cameraProblem));
+    fillSelect(micSelect, mics, this.media.micId, why(this.media.micProblem));
   }
 
   reflectMicButton(button) {

@@ -157,11 +157,11 @@ export class PeerSession extends EventTarget {
       return;
     }
     await transceiver.sender.replaceTrack(track);
-    if (track) {
+    if (track && (transceiver.direction === 'recvonly' || transceiver.direction === 'inactive')) {
+      // A transceiver the remote offer created: it has no stream yet and must start sending,
+      // which needs one renegotiation. A plain switch of devices needs none.
       transceiver.sender.setStreams(this.localStream);
-      if (transceiver.direction === 'recvonly' || transceiver.direction === 'inactive') {
-        transceiver.direction = 'sendrecv';
-      }
+      transceiver.direction = 'sendrecv';
     }
   }
 

@@ -104,7 +104,8 @@ export class Tile {
     this.nameText = el('span', { class: 'name-text' });
     this.micIcon = icon('mic-off');
     this.micIcon.classList.add('muted-icon');
-    this.nameTag = el('div', { class: 'name-tag' }, this.micIcon, this.nameText);
+    this.mutedText = el('span', { class: 'visually-hidden' });
+    this.nameTag = el('div', { class: 'name-tag' }, this.micIcon, this.nameText, this.mutedText);
     this.pathBadge = el('div', { class: 'path-badge', hidden: local });
     this.pathIcon = icon('direct');
     this.pathText = el('span', { text: 'connecting' });
@@ -139,8 +140,7 @@ export class Tile {
 
   setMicMuted(muted) {
     this.micIcon.classList.toggle('on', muted);
-    this.micIcon.setAttribute('aria-hidden', muted ? 'false' : 'true');
-    if (muted) this.micIcon.setAttribute('aria-label', 'muted');
+    this.mutedText.textContent = muted ? ' (muted)' : '';
   }
 
   setVideoVisible(visible) {
@@ -175,7 +175,6 @@ export class Tile {
     this.pathBadge.dataset.path = summary.path;
     this.pathIcon.querySelector('use').setAttribute('href', summary.path === 'relay' ? '#i-relay' : '#i-direct');
     this.pathText.textContent = text;
-    this.pathBadge.setAttribute('aria-label', `Connection: ${text}`);
     this.pathBadge.title = summary.protocol ? `${text} (${summary.protocol})` : text;
   }
 
@@ -247,10 +246,11 @@ export function renderPeople(list, people) {
   );
 }
 
-export function fillSelect(select, options, selectedId) {
+/** Fills a device picker; `emptyText` says why there is nothing to pick. */
+export function fillSelect(select, options, selectedId, emptyText = 'None found') {
   select.replaceChildren(
     ...options.map((o) => el('option', { value: o.id, text: o.label, selected: o.id === selectedId })),
   );
   select.disabled = options.length === 0;
-  if (options.length === 0) select.append(el('option', { text: 'None found' }));
+  if (options.length === 0) select.append(el('option', { text: emptyText }));
 }

@@ -45,6 +45,21 @@ function recordJoined(participant) {
   return seen;
 }
 
+/** Counts the SDP descriptions (and among them offers) a participant sends from now on. */
+function countDescriptionsSent(participant) {
+  const counter = { count: 0, offers: 0 };
+  for (const ws of participant.wsList || []) watch(ws);
+  participant.page.on('websocket', watch);
+  function watch(ws) {
+    ws.on('framesent', ({ payload }) => {
+      const text = String(payload);
+      if (text.includes('"kind":"description"')) counter.count += 1;
+      if (text.includes('"type":"offer"')) counter.offers += 1;
+    });
+  }
+  return counter;
+}
+
 function assertNoConsoleErrors(...people) {
   for (const p of people) assert.deepEqual(p.errors, [], `${p.label} logged errors`);
 }
@@ -123,6 +138,45 @@ test('a participant whose camera is blocked is told so, joins with audio, and is
   assertNoConsoleErrors(alice, bob);
 });
 
+test('switching camera, muting and turning the camera off mid-call reach the other side without renegotiating a switch', { timeout: TEST_TIMEOUT_MS }, async (t) => {
+  const { server, people: [alice, bob] } = await setup(t, ['alice', 'bob']);
+  const url = `${server.url}/r/${roomName('controls')}`;
+  await joinRoom(alice, url, 'Alice');
+  await joinRoom(bob, url, 'Bob');
+  await Promise.all([expectVideoFlowing(alice.page), expectVideoFlowing(bob.page)]);
+  const offers = countDescriptionsSent(alice);
+  const sentVideoLabel = () =>
+    alice.page.evaluate(() => {
+      const sender = window.__signalboxPeers[0].getSenders().find((s) => s.track && s.track.kind === 'video');
+      return sender ? sender.track.label : null;
+    });
+  const before = await sentVideoLabel();
+
+  await alice.page.getByRole('button', { name: 'Camera and microphone settings' }).click();
+  const select = alice.page.locator('#call-camera-select');
+  // The last fake camera: Chromium's second fake device is a 16-bit depth camera that video
+  // encoders cannot take, the third an ordinary one (harness asks for three).
+  const other = (await select.locator('option').allTextContents()).filter((label) => label !== before).pop();
+  assert.ok(other, 'the fake device offers a second camera');
+  await select.selectOption({ label: other });
+  await alice.page.waitForFunction((label) => {
+    const sender = window.__signalboxPeers[0].getSenders().find((s) => s.track && s.track.kind === 'video');
+    return sender && sender.track.label === label;
+  }, other);
+  await expectVideoFlowing(bob.page);
+  assert.equal(offers.count, 0, 'replaceTrack needs no new offer');
+
+  const aliceOnBob = remoteTiles(bob.page).filter({ hasText: 'Alice' });
+  await alice.page.getByRole('button', { name: 'Mute microphone' }).click();
+  await aliceOnBob.locator('.muted-icon.on').waitFor();
+  await alice.page.getByRole('button', { name: 'Turn camera off' }).click();
+  await bob.page.locator('#grid .tile.no-video:not(.local)', { hasText: 'Alice' }).waitFor();
+  await alice.page.getByRole('button', { name: 'Turn camera on' }).click();
+  await bob.page.locator('#grid .tile:not(.local):not(.no-video)', { hasText: 'Alice' }).waitFor();
+  await expectVideoFlowing(bob.page);
+  assertNoConsoleErrors(alice, bob);
+});
+
 test('hanging up removes the tile on the other side', { timeout: TEST_TIMEOUT_MS }, async (t) => {
   const { server, people: [alice, bob] } = await setup(t, ['alice', 'bob']);
   const url = `${server.url}/r/${roomName('hangup')}`;
@@ -158,6 +212,76 @@ test('a page reload rejoins the call and video resumes both ways', { timeout: TE
   assert.equal(a.peers, 1, 'the connection to the old page is gone');
   assert.equal(await remoteTiles(alice.page).count(), 1, 'exactly one tile for Bob');
   await remoteTiles(bob.page).filter({ hasText: 'Alice' }).waitFor();
+  assertNoConsoleErrors(alice, bob);
+});
+
+test('a dropped signaling connection resumes the same seat and the media connection carries on', { timeout: TEST_TIMEOUT_MS }, async (t) => {
+  const { server, people: [alice, bob] } = await setup(t, ['alice', 'bob']);
+  const url = `${server.url}/r/${roomName('resume')}`;
+  await joinRoom(alice, url, 'Alice');
+  await joinRoom(bob, url, 'Bob');
+  await Promise.all([expectVideoFlowing(alice.page), expectVideoFlowing(bob.page)]);
+  const bobLeft = bob.page.getByRole('status').filter({ hasText: 'Alice left' });
+
+  // Cut Alice's WebSocket without a `leave`; the app reconnects and sends its resume token.
+  await alice.page.evaluate(() => window.__signalboxSockets[0].close());
+  await alice.page.waitForFunction(() => window.__signalboxSockets.length === 2 && window.__signalboxSockets[1].readyState === WebSocket.OPEN);
+  await alice.page.locator('#conn-dot[data-state="connected"]').waitFor({ state: 'attached' });
+
+  // Same id, so nobody saw her leave and no new peer connection was needed.
+  const [a, b] = await Promise.all([expectVideoFlowing(alice.page), expectVideoFlowing(bob.page)]);
+  assert.equal(await bobLeft.count(), 0, 'Bob was not told that Alice left');
+  assert.equal(await alice.page.evaluate(() => window.__signalboxPeers.length), 1);
+  assert.equal(await bob.page.evaluate(() => window.__signalboxPeers.length), 1);
+  assert.equal(a.peers, 1);
+  assert.equal(b.peers, 1);
+
+  // Signaling works over the new socket: an ICE restart from Alice (what the app does when a
+  // path fails) is offered, answered, and media keeps flowing.
+  const remoteUfrag = (page) =>
+    page.evaluate(() => (/a=ice-ufrag:(\S+)/.exec(window.__signalboxPeers[0].currentRemoteDescription?.sdp || '') || [])[1]);
+  const before = await remoteUfrag(bob.page);
+  await alice.page.evaluate(() => window.__signalboxPeers[0].restartIce());
+  await bob.page.waitForFunction(
+    (old) => (/a=ice-ufrag:(\S+)/.exec(window.__signalboxPeers[0].currentRemoteDescription?.sdp || '') || [])[1] !== old,
+    before,
+  );
+  await alice.page.waitForFunction(() => window.__signalboxPeers[0].signalingState === 'stable');
+  await Promise.all([expectVideoFlowing(alice.page), expectVideoFlowing(bob.page)]);
+  assertNoConsoleErrors(alice, bob);
+});
+
+test('when both sides renegotiate at the same moment, the offers collide and the call carries on', { timeout: TEST_TIMEOUT_MS }, async (t) => {
+  const { server, people: [alice, bob] } = await setup(t, ['alice', 'bob']);
+  const url = `${server.url}/r/${roomName('glare')}`;
+  await joinRoom(alice, url, 'Alice');
+  await joinRoom(bob, url, 'Bob');
+  await Promise.all([expectVideoFlowing(alice.page), expectVideoFlowing(bob.page)]);
+  const aliceOffers = countDescriptionsSent(alice);
+  const bobOffers = countDescriptionsSent(bob);
+  const localUfrag = (page) =>
+    page.evaluate(() => (/a=ice-ufrag:(\S+)/.exec(window.__signalboxPeers[0].currentLocalDescription?.sdp || '') || [])[1]);
+  const before = [await localUfrag(alice.page), await localUfrag(bob.page)];
+
+  // Both restart ICE at once: each makes an offer before it sees the other's.
+  await Promise.all([
+    alice.page.evaluate(() => window.__signalboxPeers[0].restartIce()),
+    bob.page.evaluate(() => window.__signalboxPeers[0].restartIce()),
+  ]);
+  for (const [p, old] of [[alice, before[0]], [bob, before[1]]]) {
+    await p.page.waitForFunction(
+      (o) => {
+        const pc = window.__signalboxPeers[0];
+        const ufrag = (/a=ice-ufrag:(\S+)/.exec(pc.currentLocalDescription?.sdp || '') || [])[1];
+        return pc.signalingState === 'stable' && ufrag !== o;
+      },
+      old,
+    );
+  }
+  // Each side offered; had either seen the other's offer first, answering it would have
+  // done its restart too and it would not have offered at all.
+  assert.ok(aliceOffers.offers >= 1 && bobOffers.offers >= 1, `both offered: ${JSON.stringify([aliceOffers, bobOffers])}`);
+  await Promise.all([expectVideoFlowing(alice.page), expectVideoFlowing(bob.page)]);
   assertNoConsoleErrors(alice, bob);
 });
 

@@ -119,7 +119,7 @@ function chromiumArgs({ blockCamera }) {
     '--disable-background-networking',
     '--disable-component-update',
     '--disable-sync',
-    '--use-fake-device-for-media-stream',
+    '--use-fake-device-for-media-stream=device-count=3',
     // The fake UI says yes to every prompt; a participant with a blocked camera instead gets
     // permissions granted one by one (see launchParticipant).
     blockCamera ? null : '--use-fake-ui-for-media-stream',
@@ -133,8 +133,8 @@ function chromiumArgs({ blockCamera }) {
 }
 
 /**
- * Runs in every page before the app: records each RTCPeerConnection so the test can read its
- * statistics, and with `forceRelay` makes every connection relay-only (also through
+ * Runs in every page before the app: records each RTCPeerConnection and WebSocket so the test
+ * can read statistics and cut connections, and with `forceRelay` makes every connection relay-only (also through
  * `setConfiguration`, which the app calls when fresh TURN credentials arrive).
  */
 function peerConnectionRecorder({ forceRelay }) {
@@ -152,6 +152,17 @@ function peerConnectionRecorder({ forceRelay }) {
   }
   Object.defineProperty(window, '__signalboxPeers', { value: peers });
   window.RTCPeerConnection = Recorded;
+  // WebSockets too, so a test can drop the signaling connection the way a network would.
+  const NativeSocket = window.WebSocket;
+  const sockets = [];
+  class RecordedSocket extends NativeSocket {
+    constructor(...args) {
+      super(...args);
+      sockets.push(this);
+    }
+  }
+  Object.defineProperty(window, '__signalboxSockets', { value: sockets });
+  window.WebSocket = RecordedSocket;
 }
 
 /**
@@ -173,6 +184,8 @@ export async function launchParticipant(label, { forceRelay = false, blockCamera
     context: browser,
     page: browser.pages()[0] || (await browser.newPage()),
     errors: [],
+    /** Every WebSocket the page opened, for tests that watch signaling frames. */
+    wsList: [],
     async stop() {
       running.delete(participant);
       try {
@@ -190,6 +203,7 @@ export async function launchParticipant(label, { forceRelay = false, blockCamera
     if (msg.type() === 'error') participant.errors.push(`console: ${msg.text()}`);
   });
   page.on('pageerror', (err) => participant.errors.push(`page error: ${err.message}`));
+  page.on('websocket', (ws) => participant.wsList.push(ws));
   page.setDefaultTimeout(20000);
   return participant;
 }
