@@ -690,6 +690,8 @@ class Room {
     if (this.ended) return;
     this.ended = true;
     sessionStorage.removeItem(IN_CALL_KEY);
+    // Tell the others directly as well; the server's `peer-left` follows the `leave`.
+    for (const id of this.peers.keys()) this.sendApp(id, { kind: 'bye' });
     if (this.signaling) this.signaling.leave();
     for (const id of [...this.peers.keys()]) this.removePeer(id, { quiet: true });
     clearInterval(this.statsTimer);

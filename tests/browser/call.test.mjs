@@ -64,6 +64,59 @@ function assertNoConsoleErrors(...people) {
   for (const p of people) assert.deepEqual(p.errors, [], `${p.label} logged errors`);
 }
 
+test('the landing page creates a readable room and joins one from a pasted link', { timeout: TEST_TIMEOUT_MS }, async (t) => {
+  const { server, people: [alice] } = await setup(t, ['alice']);
+  const page = alice.page;
+  await page.goto(`${server.url}/`);
+  const suggested = await page.getByLabel('Room name', { exact: true }).inputValue();
+  assert.match(suggested, /^[a-z]+-[a-z]+-[a-z]+-\d{3}$/);
+  assert.equal(await page.locator('#create-link').textContent(), `${server.url}/r/${suggested}`);
+  await page.getByRole('button', { name: 'Create room' }).click();
+  await page.waitForURL(`${server.url}/r/${suggested}`);
+  await page.getByRole('button', { name: 'Join', exact: true }).waitFor();
+
+  await page.goto(`${server.url}/`);
+  await page.getByLabel('Room name or link').fill(`${server.url}/r/weekly.sync_2#token=abc`);
+  await page.getByRole('button', { name: 'Go to room' }).click();
+  await page.waitForURL(`${server.url}/r/weekly.sync_2#token=abc`);
+  assert.equal(await page.locator('#prejoin-room').textContent(), 'weekly.sync_2');
+  // The access token stays in the link people copy.
+  assert.equal(await page.locator('#prejoin-link').textContent(), `${server.url}/r/weekly.sync_2#token=abc`);
+  assertNoConsoleErrors(alice);
+});
+
+test('joining and the call controls work from the keyboard alone', { timeout: TEST_TIMEOUT_MS }, async (t) => {
+  const { server, people: [alice] } = await setup(t, ['alice']);
+  const page = alice.page;
+  await page.goto(`${server.url}/r/${roomName('keys')}`);
+  // The name field has focus; Enter submits the pre-join form, which is the Join button.
+  await page.getByLabel('Your name').waitFor();
+  assert.equal(await page.evaluate(() => document.activeElement.id), 'display-name');
+  await page.keyboard.type('Alice');
+  await page.keyboard.press('Enter');
+  await page.locator('#call').waitFor({ state: 'visible' });
+
+  // Tab reaches the mute button (bounded walk), and Space toggles it.
+  let found = false;
+  for (let i = 0; i < 30 && !found; i++) {
+    await page.keyboard.press('Tab');
+    found = (await page.evaluate(() => document.activeElement.id)) === 'btn-mic';
+  }
+  assert.ok(found, 'the mute button is reachable with Tab');
+  await page.keyboard.press('Space');
+  await page.getByRole('button', { name: 'Unmute microphone', pressed: true }).waitFor();
+
+  // Every visible control has an accessible name.
+  const unnamed = await page.evaluate(() =>
+    [...document.querySelectorAll('#call button')]
+      .filter((b) => b.offsetParent !== null)
+      .filter((b) => !(b.getAttribute('aria-label') || b.textContent.trim()))
+      .map((b) => b.outerHTML.slice(0, 80)),
+  );
+  assert.deepEqual(unnamed, []);
+  assertNoConsoleErrors(alice);
+});
+
 test('two participants who click Join each decode the other\'s video', { timeout: TEST_TIMEOUT_MS }, async (t) => {
   const { server, people: [alice, bob] } = await setup(t, ['alice', 'bob']);
   const url = `${server.url}/r/${roomName('pair')}`;
