@@ -237,6 +237,10 @@ class Room {
       // a silent seat for the reconnect grace.
       if (this.signaling) this.signaling.leave();
     });
+    window.addEventListener('pageshow', (e) => {
+      // Restored from the back/forward cache after pagehide left the room: start over.
+      if (e.persisted && !this.ended) location.reload();
+    });
   }
 
   enterCallScreen() {

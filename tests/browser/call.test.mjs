@@ -164,6 +164,29 @@ test('a third participant in a room of two sees that the room is full', { timeou
   assertNoConsoleErrors(alice, bob, carol);
 });
 
+test('joining with audio only sends no video, and turning the camera on later renegotiates', { timeout: TEST_TIMEOUT_MS }, async (t) => {
+  const { server, people: [alice, bob] } = await setup(t, ['alice', 'bob']);
+  const url = `${server.url}/r/${roomName('audio-only')}`;
+  // Bob is first, so Alice's offer creates his video transceiver as receive-only.
+  await bob.page.goto(url);
+  await bob.page.getByLabel('Your name').fill('Bob');
+  await bob.page.getByRole('button', { name: 'Join with audio only' }).click();
+  await bob.page.locator('#call').waitFor({ state: 'visible' });
+  await joinRoom(alice, url, 'Alice');
+
+  await expectVideoFlowing(bob.page);
+  await alice.page.locator('#grid .tile.no-video:not(.local)', { hasText: 'Bob' }).waitFor();
+  const bobSends = await bob.page.evaluate(() => window.__signalboxPeers[0].getSenders().filter((s) => s.track).map((s) => s.track.kind));
+  assert.deepEqual(bobSends, ['audio']);
+  // His camera is off (not just dark) and the button offers to turn it on.
+  assert.equal(await bob.page.evaluate(() => document.querySelector('#grid .tile.local').classList.contains('no-video')), true);
+  await bob.page.getByRole('button', { name: 'Turn camera on', pressed: true }).click();
+
+  await expectVideoFlowing(alice.page);
+  await alice.page.locator('#grid .tile:not(.local):not(.no-video)', { hasText: 'Bob' }).waitFor();
+  assertNoConsoleErrors(alice, bob);
+});
+
 test('a participant whose camera is blocked is told so, joins with audio, and is shown by name', { timeout: TEST_TIMEOUT_MS }, async (t) => {
   const server = await startServer();
   t.after(() => server.stop());
