@@ -599,6 +599,7 @@ class Room {
 
   async togglePanel(which) {
     const next = which === this.panel ? null : which;
+    const previous = this.panel;
     this.panel = next;
     const panel = $('panel');
     panel.hidden = !next;
@@ -607,7 +608,11 @@ class Room {
       $(`panel-${k}`).hidden = k !== next;
       $(`btn-${k}`).setAttribute('aria-pressed', String(k === next));
     }
-    if (!next) return;
+    if (!next) {
+      // Back to the button that opened the panel, so keyboard users keep their place.
+      if (previous) $(`btn-${previous}`).focus();
+      return;
+    }
     $('panel-title').textContent = { chat: 'Chat', people: 'Participants', settings: 'Devices' }[next];
     if (next === 'chat') {
       this.unread = 0;

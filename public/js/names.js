@@ -42,12 +42,12 @@ export function isValidRoom(name) {
  * What a person typed into "join a room": a bare name or a whole link such as
  * `https://host/r/name#token=…`. Returns `{room, hash}` or null when it is neither.
  */
-export function parseRoomInput(text) {
+export function parseRoomInput(text, base = globalThis.location ? globalThis.location.origin : 'https://localhost') {
   const value = (text || '').trim();
   if (!value) return null;
   if (isValidRoom(value)) return { room: value, hash: '' };
   try {
-    const url = new URL(value, location.origin);
+    const url = new URL(value, base);
     const room = roomFromPath(url.pathname);
     if (room) return { room, hash: url.hash };
   } catch {
