@@ -3,7 +3,7 @@
 // pages. Everything started here is also registered for a last-resort cleanup, so a failing or
 // timed-out test never leaves a server or a browser behind.
 
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -33,6 +33,29 @@ process.on('exit', () => {
 });
 
 /**
+ * Settings that keep a test server's optional listeners off fixed ports, for builds that have
+ * them. Each is kept only if `signalbox check-config` accepts it, because the config refuses
+ * unknown sections (a build without metrics would not start with a `[metrics]` section).
+ */
+const OPTIONAL_SETTINGS = ['[metrics]\nlisten = "127.0.0.1:0"'];
+let acceptedOptional = null;
+
+function optionalSettings(bin) {
+  if (acceptedOptional) return acceptedOptional;
+  const dir = mkdtempSync(join(tmpdir(), 'signalbox-probe-'));
+  try {
+    acceptedOptional = OPTIONAL_SETTINGS.filter((snippet) => {
+      writeFileSync(join(dir, 'config.toml'), `${snippet}\n`);
+      const r = spawnSync(bin, ['check-config', '--config', join(dir, 'config.toml')], { cwd: dir, timeout: 10000 });
+      return r.status === 0;
+    });
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+  return acceptedOptional;
+}
+
+/**
  * Starts `signalbox` with a temporary config (HTTPS on `listen`, by default an ephemeral
  * loopback port; this repository's public/) plus `extraToml`, and waits for its
  * `signalbox: open` line.
@@ -51,6 +74,8 @@ export async function startServer(extraToml = '', { listen = '127.0.0.1:0' } = {
     '',
     '[log]',
     'level = "info"',
+    '',
+    ...optionalSettings(bin),
     '',
     extraToml,
     '',
