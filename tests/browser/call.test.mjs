@@ -138,12 +138,45 @@ test('two participants who click Join each decode the other\'s video', { timeout
   assert.ok(joined.length > 0, 'saw the joined message');
   assert.deepEqual(configured[0].map((s) => [].concat(s.urls)), joined[0].iceServers.map((s) => [].concat(s.urls)));
 
-  // Chat goes over the data channel once it is open.
+  // Chat goes over the data channel once it is open, not through the server.
+  const sentOverSignaling = [];
+  for (const ws of alice.wsList) ws.on('framesent', ({ payload }) => sentOverSignaling.push(String(payload)));
+  await alice.page.waitForFunction(() => window.__signalboxChannels[0].readyState === 'open');
   await alice.page.getByRole('button', { name: 'Chat' }).click();
   await alice.page.getByRole('textbox', { name: 'Message', exact: true }).fill('hello from alice');
   await alice.page.getByRole('button', { name: 'Send message' }).click();
   await bob.page.locator('#chat-log .chat-text', { hasText: 'hello from alice' }).waitFor({ state: 'attached' });
+  assert.ok(!sentOverSignaling.some((f) => f.includes('hello from alice')), 'chat did not go through the server');
 
+  assertNoConsoleErrors(alice, bob);
+});
+
+test('chat still arrives through signaling when no data channel can open', { timeout: TEST_TIMEOUT_MS }, async (t) => {
+  const { server, people: [alice, bob] } = await setup(t, ['alice', 'bob']);
+  // Both browsers get a data channel that never opens, as behind a middlebox that breaks SCTP.
+  for (const p of [alice, bob]) {
+    await p.context.addInitScript(() => {
+      RTCPeerConnection.prototype.createDataChannel = function createDataChannel(label) {
+        const channel = new EventTarget();
+        Object.assign(channel, { label, readyState: 'connecting', close() {}, send() { throw new Error('not open'); } });
+        return channel;
+      };
+    });
+  }
+  const url = `${server.url}/r/${roomName('fallback')}`;
+  await joinRoom(alice, url, 'Alice');
+  await joinRoom(bob, url, 'Bob');
+  await expectVideoFlowing(bob.page);
+  const sentOverSignaling = [];
+  for (const ws of alice.wsList) ws.on('framesent', ({ payload }) => sentOverSignaling.push(String(payload)));
+
+  await alice.page.getByRole('button', { name: 'Chat' }).click();
+  await alice.page.getByRole('textbox', { name: 'Message', exact: true }).fill('no channel, still here');
+  await alice.page.keyboard.press('Enter');
+  await bob.page.locator('#chat-log .chat-text', { hasText: 'no channel, still here' }).waitFor({ state: 'attached' });
+  assert.ok(sentOverSignaling.some((f) => f.includes('"kind":"chat"')), 'the chat went as a signal');
+  // Bob was told by toast, and the chat button counts the unread message.
+  await bob.page.getByRole('button', { name: 'Chat, 1 unread' }).waitFor();
   assertNoConsoleErrors(alice, bob);
 });
 

@@ -174,8 +174,15 @@ function peerConnectionRecorder({ forceRelay }) {
     setConfiguration(config) {
       return super.setConfiguration(fix(config));
     }
+    createDataChannel(...args) {
+      const channel = super.createDataChannel(...args);
+      channels.push(channel);
+      return channel;
+    }
   }
+  const channels = [];
   Object.defineProperty(window, '__signalboxPeers', { value: peers });
+  Object.defineProperty(window, '__signalboxChannels', { value: channels });
   window.RTCPeerConnection = Recorded;
   // WebSockets too, so a test can drop the signaling connection the way a network would.
   const NativeSocket = window.WebSocket;
