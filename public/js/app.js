@@ -20,6 +20,9 @@ const NAME_KEY = 'signalbox.name';
 /** Set while this tab is in a call, so that a reload goes straight back in. */
 const IN_CALL_KEY = 'signalbox.in-call';
 const STATS_EVERY_MS = 2000;
+const SPEAKING_EVERY_MS = 250;
+/** Audio level (0–1, from the RTP header extension) above which a tile shows someone speaking. */
+const SPEAKING_LEVEL = 0.04;
 const MAX_CHAT_CHARS = 2000;
 
 /** This page load's identity in app messages; a reload is a new session. */
@@ -254,6 +257,7 @@ class Room {
     this.wireControls();
     this.media.addEventListener('change', (e) => this.onLocalTrack(e.detail));
     this.statsTimer = setInterval(() => this.pollStats(), STATS_EVERY_MS);
+    this.speakingTimer = setInterval(() => this.pollSpeaking(), SPEAKING_EVERY_MS);
     if (this.media.cameraProblem === 'blocked') {
       toast('Camera blocked — others cannot see you. Allow the camera in site settings to turn it on.', { kind: 'error', ms: 7000 });
     }
@@ -689,6 +693,21 @@ class Room {
     }
   }
 
+  /** Rings the tile of whoever is talking; levels come with each RTP packet, no audio graph needed. */
+  pollSpeaking() {
+    for (const entry of this.peers.values()) {
+      const session = entry.session;
+      let speaking = false;
+      if (session && !session.closed && !entry.micMuted) {
+        const receiver = session.pc.getReceivers().find((r) => r.track && r.track.kind === 'audio');
+        const sources = receiver ? receiver.getSynchronizationSources() : [];
+        const recent = sources.find((src) => performance.timeOrigin + performance.now() - src.timestamp < 1000);
+        speaking = Boolean(recent && recent.audioLevel > SPEAKING_LEVEL);
+      }
+      entry.tile.setSpeaking(speaking);
+    }
+  }
+
   // --- leaving ---
 
   hangUp() {
@@ -704,6 +723,7 @@ class Room {
     if (this.signaling) this.signaling.leave();
     for (const id of [...this.peers.keys()]) this.removePeer(id, { quiet: true });
     clearInterval(this.statsTimer);
+    clearInterval(this.speakingTimer);
     this.media.stopAll();
     hideBanner();
     $('topbar-room').hidden = true;

@@ -147,6 +147,10 @@ export class Tile {
     this.node.classList.toggle('no-video', !visible);
   }
 
+  setSpeaking(speaking) {
+    this.node.classList.toggle('speaking', speaking);
+  }
+
   setMirror(mirror) {
     this.video.classList.toggle('mirror', mirror);
   }
