@@ -85,6 +85,27 @@ test('the landing page creates a readable room and joins one from a pasted link'
   assertNoConsoleErrors(alice);
 });
 
+test('at phone width no screen scrolls sideways', { timeout: TEST_TIMEOUT_MS }, async (t) => {
+  const server = await startServer();
+  t.after(() => server.stop());
+  const alice = await launchParticipant('alice', { viewport: { width: 360, height: 740 } });
+  t.after(() => alice.stop());
+  const page = alice.page;
+  const overflow = () => page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  await page.goto(`${server.url}/`);
+  assert.equal(await overflow(), 0, 'landing page');
+  await joinRoom(alice, `${server.url}/r/${'a-long-room-name-that-must-not-push-the-layout-wider'}`, 'Alice');
+  assert.equal(await overflow(), 0, 'call');
+  await page.getByRole('button', { name: 'Chat' }).click();
+  assert.equal(await overflow(), 0, 'call with chat open');
+  await page.getByRole('button', { name: 'Leave call' }).click();
+  assert.equal(await overflow(), 0, 'left the call');
+  await page.getByRole('button', { name: 'Rejoin' }).click();
+  await page.getByRole('button', { name: 'Join', exact: true }).waitFor();
+  assert.equal(await overflow(), 0, 'pre-join');
+  assertNoConsoleErrors(alice);
+});
+
 test('joining and the call controls work from the keyboard alone', { timeout: TEST_TIMEOUT_MS }, async (t) => {
   const { server, people: [alice] } = await setup(t, ['alice']);
   const page = alice.page;
