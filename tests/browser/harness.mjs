@@ -33,11 +33,12 @@ process.on('exit', () => {
 });
 
 /**
- * Settings that keep a test server's optional listeners off fixed ports, for builds that have
- * them. Each is kept only if `signalbox check-config` accepts it, because the config refuses
- * unknown sections (a build without metrics would not start with a `[metrics]` section).
+ * Settings that keep a test server's optional listeners (metrics, TURN) on ephemeral loopback
+ * ports instead of fixed ones on every interface, for builds that have them. Each is kept only
+ * if `signalbox check-config` accepts it, because the config refuses unknown sections (a build
+ * without metrics would not start with a `[metrics]` section).
  */
-const OPTIONAL_SETTINGS = ['[metrics]\nlisten = "127.0.0.1:0"'];
+const OPTIONAL_SETTINGS = ['[metrics]\nlisten = "127.0.0.1:0"', '[turn]\nlisten = ["127.0.0.1:0"]'];
 let acceptedOptional = null;
 
 function optionalSettings(bin) {
@@ -75,7 +76,8 @@ export async function startServer(extraToml = '', { listen = '127.0.0.1:0' } = {
     '[log]',
     'level = "info"',
     '',
-    ...optionalSettings(bin),
+    // A test's own section (say `[turn]` in the relay test) replaces the optional one.
+    ...optionalSettings(bin).filter((snippet) => !extraToml.includes(snippet.split('\n')[0])),
     '',
     extraToml,
     '',
