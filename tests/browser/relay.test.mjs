@@ -21,26 +21,38 @@ const RELAY_TOML = process.env.SIGNALBOX_RELAY_TOML || [
   'allow_loopback_peers = true',
 ].join('\n');
 
-after(cleanupAll);
-
-test('with relay forced, both sides decode video over a relayed candidate pair from signalbox', { timeout: TEST_TIMEOUT_MS }, async (t) => {
-  const server = await startServer(RELAY_TOML);
+async function relayCall(t, extraTurnKeys = '') {
+  const server = await startServer(`${RELAY_TOML}\n${extraTurnKeys}`);
   t.after(() => server.stop());
   const alice = await launchParticipant('alice', { forceRelay: true });
   t.after(() => alice.stop());
   const bob = await launchParticipant('bob', { forceRelay: true });
   t.after(() => bob.stop());
   const url = `${server.url}/r/${roomName('relay')}`;
-
   await joinRoom(alice, url, 'Alice');
   await joinRoom(bob, url, 'Bob');
+  return { server, alice, bob };
+}
+
+function assertRelayed(who, s) {
+  assert.equal(s.peers, 1, `${who} has one connection`);
+  assert.equal(s.pairs[0].local, 'relay', `${who}'s selected pair uses a relayed local candidate: ${JSON.stringify(s.pairs)}`);
+  assert.equal(s.pairs[0].remote, 'relay', `${who}'s remote candidate is the other side's relay: ${JSON.stringify(s.pairs)}`);
+}
+
+/** The TURN usernames a page's first peer connection is configured with. */
+function turnUsernames(page) {
+  return page.evaluate(() => window.__signalboxPeers[0].getConfiguration().iceServers.map((s) => s.username).filter(Boolean));
+}
+
+after(cleanupAll);
+
+test('with relay forced, both sides decode video over a relayed candidate pair from signalbox', { timeout: TEST_TIMEOUT_MS }, async (t) => {
+  const { alice, bob } = await relayCall(t);
 
   const stats = await Promise.all([expectVideoFlowing(alice.page, { timeoutMs: 40000 }), expectVideoFlowing(bob.page, { timeoutMs: 40000 })]);
-  for (const [who, s] of [['alice', stats[0]], ['bob', stats[1]]]) {
-    assert.equal(s.peers, 1, `${who} has one connection`);
-    assert.equal(s.pairs[0].local, 'relay', `${who}'s selected pair uses a relayed local candidate: ${JSON.stringify(s.pairs)}`);
-    assert.equal(s.pairs[0].remote, 'relay', `${who}'s remote candidate is the other side's relay: ${JSON.stringify(s.pairs)}`);
-  }
+  assertRelayed('alice', stats[0]);
+  assertRelayed('bob', stats[1]);
 
   // The relay is signalbox's: the only ICE servers the pages were given point at this server.
   for (const p of [alice, bob]) {
@@ -56,4 +68,45 @@ test('with relay forced, both sides decode video over a relayed candidate pair f
   await remoteTiles(alice.page).locator('.path-badge[data-path="relay"]').waitFor();
   await remoteTiles(bob.page).locator('.path-badge[data-path="relay"]').waitFor();
   assert.equal((await mediaStats(alice.page)).pairs[0].state, 'connected');
+});
+
+test('renewed TURN credentials are applied to the running call, which outlives the first ones', { timeout: TEST_TIMEOUT_MS }, async (t) => {
+  // Credentials for 6 s, renewed by the server at 80 % of that.
+  const { alice, bob } = await relayCall(t, 'credential_ttl = "6s"');
+  await Promise.all([expectVideoFlowing(alice.page, { timeoutMs: 40000 }), expectVideoFlowing(bob.page, { timeoutMs: 40000 })]);
+  const first = await turnUsernames(alice.page);
+  assert.ok(first.length > 0, 'joined carried TURN credentials');
+
+  // The `ice-servers` message reaches the page and the app hands it to setConfiguration.
+  await alice.page.waitForFunction(
+    (old) => {
+      const names = window.__signalboxPeers[0].getConfiguration().iceServers.map((s) => s.username).filter(Boolean);
+      return names.length > 0 && names.every((n) => !old.includes(n));
+    },
+    first,
+    { timeout: 20000 },
+  );
+  // Past the first credentials' expiry the allocations keep relaying.
+  await alice.page.waitForTimeout(3000);
+  const stats = await Promise.all([expectVideoFlowing(alice.page), expectVideoFlowing(bob.page)]);
+  assertRelayed('alice', stats[0]);
+  assertRelayed('bob', stats[1]);
+
+  // An ICE restart now needs new allocations, which only the renewed credentials can get.
+  const ufrag = () => (/a=ice-ufrag:(\S+)/.exec(window.__signalboxPeers[0].currentLocalDescription?.sdp || '') || [])[1];
+  const before = await alice.page.evaluate(ufrag);
+  await alice.page.evaluate(() => window.__signalboxPeers[0].restartIce());
+  await alice.page.waitForFunction(
+    (old) => {
+      const pc = window.__signalboxPeers[0];
+      const now = (/a=ice-ufrag:(\S+)/.exec(pc.currentLocalDescription?.sdp || '') || [])[1];
+      return now !== old && pc.signalingState === 'stable' && pc.iceConnectionState === 'connected';
+    },
+    before,
+  );
+  const after = await Promise.all([expectVideoFlowing(alice.page), expectVideoFlowing(bob.page)]);
+  assertRelayed('alice', after[0]);
+  assertRelayed('bob', after[1]);
+  assert.deepEqual(alice.errors, []);
+  assert.deepEqual(bob.errors, []);
 });
