@@ -1,0 +1,799 @@
+// The signalbox web app: landing page at `/`, the call at `/r/{room}`.
+//
+// app.js wires the parts together: `LocalMedia` (camera, microphone, screen), `Signaling`
+// (the room over WebSocket) and one `PeerSession` per remote participant. The newcomer offers
+// to everyone listed in `joined`; the others answer when that offer arrives. App messages
+// (chat, mute state) go over each peer's data channel, or through signaling while that channel
+// is not open yet.
+
+import { randomRoomName, isValidRoom, parseRoomInput, roomFromPath, tokenFromHash } from './names.js';
+import { LocalMedia } from './media.js';
+import { Signaling, signalingUrl } from './signaling.js';
+import { PeerSession } from './peer.js';
+import { summarize, describePath } from './stats.js';
+import {
+  $, el, icon, setIcon, showScreen, showBanner, hideBanner, toast, copyText, Tile, layoutGrid,
+  appendChat, appendChatNote, renderPeople, fillSelect,
+} from './ui.js';
+
+const NAME_KEY = 'signalbox.name';
+/** Set while this tab is in a call, so that a reload goes straight back in. */
+const IN_CALL_KEY = 'signalbox.in-call';
+const STATS_EVERY_MS = 2000;
+const SPEAKING_EVERY_MS = 250;
+/** Audio level (0–1, from the RTP header extension) above which a tile shows someone speaking. */
+const SPEAKING_LEVEL = 0.04;
+const MAX_CHAT_CHARS = 2000;
+
+/** This page load's identity in app messages; a reload is a new session. */
+const SESSION_ID = randomId();
+
+function randomId() {
+  const b = new Uint8Array(8);
+  crypto.getRandomValues(b);
+  return Array.from(b, (x) => x.toString(16).padStart(2, '0')).join('');
+}
+
+function roomLink(room) {
+  const token = tokenFromHash(location.hash);
+  const hash = token ? `#token=${encodeURIComponent(token)}` : '';
+  return `${location.origin}/r/${encodeURIComponent(room)}${hash}`;
+}
+
+// ---------------------------------------------------------------------------------------
+// Landing page
+
+function landing() {
+  showScreen('landing');
+  document.title = 'signalbox — private video calls';
+  const input = $('create-room');
+  const link = $('create-link');
+  const update = () => {
+    const ok = isValidRoom(input.value.trim());
+    link.textContent = ok ? roomLink(input.value.trim()) : 'Choose a room name';
+    input.setAttribute('aria-invalid', ok ? 'false' : 'true');
+  };
+  input.value = randomRoomName();
+  update();
+  input.addEventListener('input', update);
+  $('shuffle-room').addEventListener('click', () => {
+    input.value = randomRoomName();
+    update();
+    input.focus();
+  });
+  $('copy-create-link').addEventListener('click', () => {
+    if (isValidRoom(input.value.trim())) copyText(roomLink(input.value.trim()));
+    else toast('Letters, digits, dashes, dots and underscores only (up to 64).', { kind: 'error' });
+  });
+  $('create-form').addEventListener('submit', (e) => {
+    e.preventDefault();
+    const room = input.value.trim();
+    if (!isValidRoom(room)) {
+      toast('Letters, digits, dashes, dots and underscores only (up to 64).', { kind: 'error' });
+      input.focus();
+      return;
+    }
+    location.assign(`/r/${encodeURIComponent(room)}`);
+  });
+  $('join-form').addEventListener('submit', (e) => {
+    e.preventDefault();
+    const parsed = parseRoomInput($('join-room').value);
+    if (!parsed) {
+      $('join-error').textContent = 'That is not a room name or a room link.';
+      $('join-room').setAttribute('aria-invalid', 'true');
+      $('join-room').focus();
+      return;
+    }
+    location.assign(`/r/${encodeURIComponent(parsed.room)}${parsed.hash}`);
+  });
+  $('join-room').addEventListener('input', () => {
+    $('join-error').textContent = '';
+    $('join-room').removeAttribute('aria-invalid');
+  });
+}
+
+// ---------------------------------------------------------------------------------------
+// The room: pre-join, call, and what happens when it ends
+
+class Room {
+  constructor(room) {
+    this.room = room;
+    this.token = tokenFromHash(location.hash);
+    this.media = new LocalMedia();
+    this.signaling = null;
+    this.myId = null;
+    this.name = '';
+    this.iceServers = [];
+    /** Remote participants by id: {id, name, tile, session, micMuted, cameraOff, path}. */
+    this.peers = new Map();
+    this.localTile = null;
+    this.statsTimer = null;
+    this.panel = null;
+    this.unread = 0;
+    this.ended = false;
+    this.wasReconnecting = false;
+  }
+
+  // --- pre-join ---
+
+  async prejoin() {
+    showScreen('prejoin');
+    document.title = `${this.room} · signalbox`;
+    $('topbar-room').hidden = false;
+    $('topbar-room-name').textContent = this.room;
+    $('prejoin-room').textContent = this.room;
+    $('prejoin-link').textContent = roomLink(this.room);
+    $('display-name').value = localStorage.getItem(NAME_KEY) || '';
+    $('copy-prejoin-link').addEventListener('click', () => copyText(roomLink(this.room)));
+
+    this.media.addEventListener('change', () => this.showPreview());
+    $('camera-select').addEventListener('change', async (e) => {
+      if (!(await this.media.switchCamera(e.target.value))) this.showMediaProblem();
+    });
+    $('mic-select').addEventListener('change', async (e) => {
+      if (!(await this.media.switchMic(e.target.value))) this.showMediaProblem();
+    });
+    $('pre-mic').addEventListener('click', () => {
+      this.media.setMicMuted(!this.media.micMuted);
+      this.reflectMicButton($('pre-mic'));
+    });
+    $('pre-cam').addEventListener('click', async () => {
+      await this.media.setCameraOn(!this.media.cameraOn);
+      this.reflectCamButton($('pre-cam'));
+      this.showPreview();
+    });
+    this.reflectMicButton($('pre-mic'));
+    this.reflectCamButton($('pre-cam'));
+    $('prejoin-form').addEventListener('submit', (e) => {
+      e.preventDefault();
+      this.join({ audioOnly: false });
+    });
+    $('join-audio-btn').addEventListener('click', () => this.join({ audioOnly: true }));
+
+    // Listeners are in place before the (slow) camera start, so an early click on Join
+    // is handled by join(), which waits for the devices.
+    const resume = readInCall(this.room);
+    this.mediaReady = this.media.start({ audioOnly: resume ? resume.audioOnly : false }).then(async () => {
+      this.showPreview();
+      await this.fillDeviceSelects($('camera-select'), $('mic-select'));
+      this.reflectMicButton($('pre-mic'));
+      this.reflectCamButton($('pre-cam'));
+    });
+    if (resume) {
+      this.join({ audioOnly: resume.audioOnly });
+    } else {
+      $('display-name').focus();
+    }
+  }
+
+  showPreview() {
+    const video = $('preview-video');
+    const track = this.media.videoTrack;
+    if (track) {
+      if (video.srcObject !== this.media.stream) video.srcObject = this.media.stream;
+      video.play().catch(() => {});
+    }
+    $('preview-tile').classList.toggle('no-video', !track);
+    const avatar = $('preview-avatar');
+    avatar.hidden = Boolean(track);
+    avatar.firstChild.textContent = initialsOrIcon($('display-name').value);
+    this.showMediaProblem();
+  }
+
+  showMediaProblem() {
+    const text = mediaProblemText(this.media);
+    const p = $('preview-problem');
+    p.hidden = !text;
+    p.textContent = text || '';
+  }
+
+  async fillDeviceSelects(cameraSelect, micSelect) {
+    const { cameras, mics } = await this.media.listDevices();
+    const why = (problem) => (problem === 'blocked' ? 'Blocked in this browser' : 'None found');
+    fillSelect(cameraSelect, cameras, this.media.cameraId, why(this.media.cameraProblem));
+    fillSelect(micSelect, mics, this.media.micId, why(this.media.micProblem));
+  }
+
+  reflectMicButton(button) {
+    const muted = this.media.micMuted || !this.media.audioTrack;
+    button.setAttribute('aria-pressed', String(muted));
+    button.setAttribute('aria-label', muted ? 'Unmute microphone' : 'Mute microphone');
+    button.title = muted ? 'Unmute' : 'Mute';
+    button.classList.toggle('off', muted);
+    setIcon(button, muted ? 'mic-off' : 'mic');
+  }
+
+  reflectCamButton(button) {
+    const off = !this.media.cameraTrack;
+    button.setAttribute('aria-pressed', String(off));
+    button.setAttribute('aria-label', off ? 'Turn camera on' : 'Turn camera off');
+    button.title = off ? 'Turn camera on' : 'Turn camera off';
+    button.classList.toggle('off', off);
+    setIcon(button, off ? 'cam-off' : 'cam');
+  }
+
+  // --- joining ---
+
+  async join({ audioOnly }) {
+    if (this.signaling || this.joining) return;
+    this.joining = true;
+    await this.mediaReady;
+    this.name = $('display-name').value.trim().slice(0, 64);
+    if (this.name) localStorage.setItem(NAME_KEY, this.name);
+    if (audioOnly) await this.media.setCameraOn(false);
+    this.media.rememberChoices();
+    sessionStorage.setItem(IN_CALL_KEY, JSON.stringify({ room: this.room, audioOnly }));
+
+    this.enterCallScreen();
+    this.signaling = new Signaling({ url: signalingUrl(), room: this.room, name: this.name, token: this.token });
+    const s = this.signaling;
+    s.addEventListener('state', (e) => this.onSignalingState(e.detail.state));
+    s.addEventListener('joined', (e) => this.onJoined(e.detail));
+    s.addEventListener('peer-joined', (e) => this.onPeerJoined(e.detail));
+    s.addEventListener('peer-left', (e) => this.onPeerLeft(e.detail));
+    s.addEventListener('signal', (e) => this.onSignal(e.detail));
+    s.addEventListener('ice-servers', (e) => this.onIceServers(e.detail));
+    s.addEventListener('error', (e) => this.onServerError(e.detail));
+    s.connect();
+    window.addEventListener('pagehide', () => {
+      // Tell the room at once (a reload comes back as a new participant) instead of leaving
+      // a silent seat for the reconnect grace.
+      if (this.signaling) this.signaling.leave();
+    });
+    window.addEventListener('pageshow', (e) => {
+      // Restored from the back/forward cache after pagehide left the room: start over.
+      if (e.persisted && !this.ended) location.reload();
+    });
+  }
+
+  enterCallScreen() {
+    showScreen('call');
+    $('call-room').textContent = this.room;
+    this.localTile = new Tile({ id: 'local', name: this.name, local: true });
+    $('grid').append(this.localTile.node);
+    this.localTile.attach(this.media.stream);
+    this.refreshLocalTile();
+    this.updateWaiting();
+    this.wireControls();
+    this.media.addEventListener('change', (e) => this.onLocalTrack(e.detail));
+    this.statsTimer = setInterval(() => this.pollStats(), STATS_EVERY_MS);
+    this.speakingTimer = setInterval(() => this.pollSpeaking(), SPEAKING_EVERY_MS);
+    if (this.media.cameraProblem === 'blocked') {
+      toast('Camera blocked — others cannot see you. Allow the camera in site settings to turn it on.', { kind: 'error', ms: 7000 });
+    }
+    this.renderPeople();
+  }
+
+  wireControls() {
+    $('btn-mic').addEventListener('click', () => {
+      if (!this.media.audioTrack) {
+        toast(mediaProblemText(this.media) || 'No microphone', { kind: 'error' });
+        return;
+      }
+      this.media.setMicMuted(!this.media.micMuted);
+      this.refreshLocalTile();
+      this.broadcastState();
+    });
+    $('btn-cam').addEventListener('click', async () => {
+      const ok = await this.media.setCameraOn(!this.media.cameraOn || !this.media.cameraTrack);
+      if (!ok) toast(mediaProblemText(this.media) || 'Camera unavailable', { kind: 'error', ms: 6000 });
+      this.refreshLocalTile();
+      this.broadcastState();
+    });
+    const screenBtn = $('btn-screen');
+    if (!this.media.canShareScreen()) screenBtn.hidden = true;
+    screenBtn.addEventListener('click', async () => {
+      if (this.media.screenTrack) this.media.stopScreenShare();
+      else if (!(await this.media.startScreenShare())) return;
+      this.refreshLocalTile();
+      this.broadcastState();
+    });
+    $('btn-hangup').addEventListener('click', () => this.hangUp());
+    $('btn-link').addEventListener('click', () => copyText(roomLink(this.room), 'Invite link'));
+    $('copy-people-link').addEventListener('click', () => copyText(roomLink(this.room), 'Invite link'));
+    $('btn-chat').addEventListener('click', () => this.togglePanel('chat'));
+    $('btn-people').addEventListener('click', () => this.togglePanel('people'));
+    $('btn-settings').addEventListener('click', () => this.togglePanel('settings'));
+    $('panel-close').addEventListener('click', () => this.togglePanel(null));
+    $('panel').addEventListener('keydown', (e) => {
+      if (e.key === 'Escape') this.togglePanel(null);
+    });
+    $('chat-form').addEventListener('submit', (e) => {
+      e.preventDefault();
+      this.sendChat();
+    });
+    $('call-camera-select').addEventListener('change', async (e) => {
+      if (!(await this.media.switchCamera(e.target.value))) {
+        toast(mediaProblemText(this.media) || 'That camera cannot be opened', { kind: 'error' });
+      }
+      this.refreshLocalTile();
+    });
+    $('call-mic-select').addEventListener('change', async (e) => {
+      if (!(await this.media.switchMic(e.target.value))) {
+        toast(mediaProblemText(this.media) || 'That microphone cannot be opened', { kind: 'error' });
+      }
+      this.refreshLocalTile();
+    });
+  }
+
+  // --- signaling events ---
+
+  onSignalingState(state) {
+    const dot = $('conn-dot');
+    dot.dataset.state = state;
+    dot.setAttribute('aria-label', `Signaling ${state}`);
+    if (state === 'reconnecting') {
+      this.wasReconnecting = true;
+      showBanner('Connection lost — reconnecting…');
+    } else if (state === 'connected') {
+      hideBanner();
+      if (this.wasReconnecting) toast('Reconnected');
+      this.wasReconnecting = false;
+    }
+  }
+
+  onJoined(msg) {
+    this.iceServers = Array.isArray(msg.iceServers) ? msg.iceServers : [];
+    const listed = Array.isArray(msg.peers) ? msg.peers.filter((p) => p && typeof p.id === 'string') : [];
+    if (msg.resumed) {
+      // Same id: existing connections stay. Drop those who left meanwhile; newcomers will
+      // offer to us themselves.
+      const present = new Set(listed.map((p) => p.id));
+      for (const id of [...this.peers.keys()]) if (!present.has(id)) this.removePeer(id, { quiet: false });
+      for (const p of listed) if (!this.peers.has(p.id)) this.addPeer(p);
+      for (const entry of this.peers.values()) if (entry.session) entry.session.setIceServers(this.iceServers);
+    } else {
+      // A fresh membership: every old connection belongs to the previous id.
+      for (const id of [...this.peers.keys()]) this.removePeer(id, { quiet: true });
+      this.myId = msg.id;
+      for (const p of listed) {
+        this.addPeer(p);
+        this.ensureSession(p.id, true);
+      }
+      if (listed.length === 0) appendChatNote($('chat-log'), 'You joined. Share the link to invite others.');
+    }
+    this.broadcastState();
+    this.renderPeople();
+  }
+
+  onPeerJoined(msg) {
+    const p = msg.peer;
+    if (!p || typeof p.id !== 'string' || p.id === this.myId) return;
+    const existing = this.peers.get(p.id);
+    if (existing && existing.session) {
+      // Came back under the same id after a reload: the old connection is dead.
+      this.removePeer(p.id, { quiet: true });
+    }
+    this.addPeer(p);
+    toast(`${displayName(p.name)} joined`);
+    appendChatNote($('chat-log'), `${displayName(p.name)} joined`);
+  }
+
+  onPeerLeft(msg) {
+    const entry = this.peers.get(msg.id);
+    if (!entry) return;
+    toast(`${displayName(entry.name)} left`);
+    appendChatNote($('chat-log'), `${displayName(entry.name)} left`);
+    this.removePeer(msg.id, { quiet: true });
+  }
+
+  onSignal(msg) {
+    const from = msg.from;
+    const data = msg.data;
+    if (typeof from !== 'string' || !data || typeof data !== 'object') return;
+    if (data.kind === 'description' || data.kind === 'candidate') {
+      this.onNegotiation(from, data);
+    } else {
+      this.onAppMessage(from, data);
+    }
+  }
+
+  onNegotiation(from, data) {
+    let entry = this.peers.get(from);
+    if (!entry) entry = this.addPeer({ id: from, name: '' });
+    if (entry.session && data.sid && entry.session.remoteSid && data.sid !== entry.session.remoteSid) {
+      // The other side reloaded and kept its id: start over with its new page.
+      entry.session.close();
+      entry.session = null;
+    }
+    if (!entry.session) {
+      // Only an offer can start a connection; stray answers or candidates from an old
+      // page are dropped.
+      if (data.kind !== 'description' || !data.description || data.description.type !== 'offer') return;
+      this.ensureSession(from, false);
+    }
+    if (!entry.session.remoteSid && data.sid) entry.session.remoteSid = data.sid;
+    entry.session.handleSignal(data);
+  }
+
+  onIceServers(msg) {
+    if (!Array.isArray(msg.iceServers)) return;
+    this.iceServers = msg.iceServers;
+    for (const entry of this.peers.values()) if (entry.session) entry.session.setIceServers(this.iceServers);
+  }
+
+  onServerError(msg) {
+    if (msg.code === 'room-full') {
+      this.end({
+        title: 'This room is full',
+        text: `“${this.room}” already has as many participants as this server allows. Try again when someone leaves, or start a new room.`,
+        retry: 'Try again',
+      });
+      return;
+    }
+    if (msg.code === 'forbidden' || msg.code === 'unauthorized') {
+      this.end({ title: 'You cannot join this room', text: msg.message || 'The link is missing a valid access token.', retry: 'Try again' });
+      return;
+    }
+    if (msg.code === 'rate-limited') toast('Slow down — the server is limiting messages.', { kind: 'error' });
+    console.warn(`signaling error ${msg.code}: ${msg.message || ''}`);
+  }
+
+  // --- peers ---
+
+  addPeer(p) {
+    let entry = this.peers.get(p.id);
+    if (entry) {
+      if (p.name) this.renamePeer(entry, p.name);
+      return entry;
+    }
+    const name = typeof p.name === 'string' ? p.name.slice(0, 64) : '';
+    entry = { id: p.id, name, tile: new Tile({ id: p.id, name, local: false }), session: null, micMuted: false, cameraOff: false, path: 'unknown' };
+    this.peers.set(p.id, entry);
+    entry.tile.setConnecting('connecting');
+    $('grid').append(entry.tile.node);
+    this.updateWaiting();
+    this.renderPeople();
+    return entry;
+  }
+
+  renamePeer(entry, name) {
+    const clean = String(name).slice(0, 64);
+    if (!clean || clean === entry.name) return;
+    entry.name = clean;
+    entry.tile.setName(clean);
+    this.renderPeople();
+  }
+
+  ensureSession(id, initiator) {
+    const entry = this.peers.get(id);
+    if (entry.session) return entry.session;
+    const session = new PeerSession({
+      id,
+      polite: this.myId < id,
+      iceServers: this.iceServers,
+      localStream: this.media.stream,
+      tracks: { audio: this.media.audioTrack, video: this.media.videoTrack },
+      initiator,
+      send: (data) => this.signaling.signal(id, { ...data, sid: SESSION_ID }),
+    });
+    entry.session = session;
+    entry.stats = null;
+    session.addEventListener('track', () => {
+      if (entry.session !== session) return;
+      entry.tile.attach(session.remoteStream);
+      this.refreshRemoteVideo(entry);
+    });
+    session.addEventListener('state', (e) => {
+      if (entry.session !== session) return;
+      const c = e.detail.connection;
+      if (c === 'failed' || c === 'disconnected') entry.tile.setConnecting('reconnecting…');
+      else if (c === 'new' || c === 'connecting' || c === 'checking') entry.tile.setConnecting('connecting');
+    });
+    session.addEventListener('channel-open', () => this.sendState(id));
+    session.addEventListener('message', (e) => this.onAppMessage(id, e.detail.data));
+    return session;
+  }
+
+  removePeer(id, { quiet }) {
+    const entry = this.peers.get(id);
+    if (!entry) return;
+    if (entry.session) entry.session.close();
+    entry.tile.remove();
+    this.peers.delete(id);
+    this.updateWaiting();
+    this.renderPeople();
+    if (!quiet) toast(`${displayName(entry.name)} left`);
+  }
+
+  refreshRemoteVideo(entry) {
+    const video = entry.session ? entry.session.remoteStream.getVideoTracks()[0] : null;
+    entry.tile.setVideoVisible(Boolean(video && !video.muted && video.readyState === 'live' && !entry.cameraOff));
+    entry.tile.setMicMuted(entry.micMuted);
+  }
+
+  // --- app messages: chat and state ---
+
+  sendApp(id, data) {
+    const entry = this.peers.get(id);
+    if (entry && entry.session && entry.session.sendOnChannel(data)) return;
+    if (this.signaling) this.signaling.signal(id, { ...data, sid: SESSION_ID });
+  }
+
+  onAppMessage(from, data) {
+    const entry = this.peers.get(from);
+    if (data.kind === 'chat') {
+      if (typeof data.text !== 'string' || !data.text) return;
+      if (entry && data.name) this.renamePeer(entry, data.name);
+      appendChat($('chat-log'), {
+        name: entry ? entry.name : data.name,
+        text: data.text.slice(0, MAX_CHAT_CHARS),
+        ts: typeof data.ts === 'number' ? data.ts : Date.now(),
+        mine: false,
+      });
+      if (this.panel !== 'chat') {
+        this.unread += 1;
+        $('chat-unread').textContent = String(this.unread);
+        $('chat-unread').hidden = false;
+        $('btn-chat').setAttribute('aria-label', `Chat, ${this.unread} unread`);
+        toast(`${displayName(entry ? entry.name : data.name)}: ${data.text.slice(0, 80)}`);
+      }
+    } else if (data.kind === 'state' && entry) {
+      if (typeof data.name === 'string') this.renamePeer(entry, data.name);
+      entry.micMuted = Boolean(data.micMuted);
+      entry.cameraOff = Boolean(data.cameraOff);
+      entry.tile.setMirror(false);
+      this.refreshRemoteVideo(entry);
+      this.renderPeople();
+    } else if (data.kind === 'bye' && entry) {
+      this.removePeer(from, { quiet: false });
+    }
+  }
+
+  sendChat() {
+    const input = $('chat-input');
+    const text = input.value.trim().slice(0, MAX_CHAT_CHARS);
+    if (!text) return;
+    const msg = { kind: 'chat', text, name: this.name, ts: Date.now() };
+    for (const id of this.peers.keys()) this.sendApp(id, msg);
+    appendChat($('chat-log'), { name: this.name, text, ts: msg.ts, mine: true });
+    input.value = '';
+  }
+
+  stateMessage() {
+    return {
+      kind: 'state',
+      name: this.name,
+      micMuted: this.media.micMuted || !this.media.audioTrack,
+      cameraOff: !this.media.videoTrack,
+      screen: Boolean(this.media.screenTrack),
+    };
+  }
+
+  sendState(id) {
+    this.sendApp(id, this.stateMessage());
+  }
+
+  broadcastState() {
+    for (const id of this.peers.keys()) this.sendState(id);
+  }
+
+  // --- local media in the call ---
+
+  onLocalTrack({ kind, track }) {
+    for (const entry of this.peers.values()) {
+      if (entry.session) {
+        entry.session.setLocalTrack(kind, track).catch((err) => console.warn('track not replaced', err));
+      }
+    }
+    this.refreshLocalTile();
+    this.broadcastState();
+  }
+
+  refreshLocalTile() {
+    const tile = this.localTile;
+    if (!tile) return;
+    tile.setName(this.name);
+    tile.setVideoVisible(Boolean(this.media.videoTrack));
+    tile.setMirror(!this.media.screenTrack);
+    tile.setMicMuted(this.media.micMuted || !this.media.audioTrack);
+    if (this.media.videoTrack) tile.attach(this.media.stream);
+    this.reflectMicButton($('btn-mic'));
+    this.reflectCamButton($('btn-cam'));
+    const sharing = Boolean(this.media.screenTrack);
+    const screenBtn = $('btn-screen');
+    screenBtn.setAttribute('aria-pressed', String(sharing));
+    screenBtn.setAttribute('aria-label', sharing ? 'Stop sharing screen' : 'Share screen');
+    screenBtn.title = sharing ? 'Stop sharing' : 'Share screen';
+    screenBtn.classList.toggle('active', sharing);
+    this.renderPeople();
+  }
+
+  // --- panels, people, waiting card ---
+
+  async togglePanel(which) {
+    const next = which === this.panel ? null : which;
+    const previous = this.panel;
+    this.panel = next;
+    const panel = $('panel');
+    panel.hidden = !next;
+    document.body.classList.toggle('panel-open', Boolean(next));
+    for (const k of ['chat', 'people', 'settings']) {
+      $(`panel-${k}`).hidden = k !== next;
+      $(`btn-${k}`).setAttribute('aria-pressed', String(k === next));
+    }
+    if (!next) {
+      // Back to the button that opened the panel, so keyboard users keep their place.
+      if (previous) $(`btn-${previous}`).focus();
+      return;
+    }
+    $('panel-title').textContent = { chat: 'Chat', people: 'Participants', settings: 'Devices' }[next];
+    if (next === 'chat') {
+      this.unread = 0;
+      $('chat-unread').hidden = true;
+      $('btn-chat').setAttribute('aria-label', 'Chat');
+      $('chat-input').focus();
+    } else if (next === 'settings') {
+      await this.fillDeviceSelects($('call-camera-select'), $('call-mic-select'));
+      $('call-camera-select').focus();
+    } else {
+      $('panel-close').focus();
+    }
+  }
+
+  renderPeople() {
+    const people = [
+      {
+        id: this.myId || 'local',
+        name: this.name,
+        local: true,
+        micMuted: this.media.micMuted || !this.media.audioTrack,
+        cameraOff: !this.media.videoTrack,
+      },
+      ...[...this.peers.values()].map((e) => ({ id: e.id, name: e.name, micMuted: e.micMuted, cameraOff: e.cameraOff, path: e.path })),
+    ];
+    renderPeople($('people-list'), people);
+    $('people-count').textContent = String(people.length);
+    $('btn-people').setAttribute('aria-label', `Participants (${people.length})`);
+  }
+
+  updateWaiting() {
+    const grid = $('grid');
+    let card = $('waiting-card');
+    const alone = this.peers.size === 0;
+    if (alone && !card) {
+      const copy = el('button', { type: 'button', class: 'btn secondary' }, icon('link'), el('span', { text: 'Copy invite link' }));
+      copy.addEventListener('click', () => copyText(roomLink(this.room), 'Invite link'));
+      card = el(
+        'div',
+        { class: 'waiting cell', id: 'waiting-card' },
+        el('div', { class: 'pulse', 'aria-hidden': 'true' }),
+        el('h2', { text: 'Waiting for others to join' }),
+        el('p', { class: 'link-text', text: roomLink(this.room) }),
+        copy,
+      );
+      grid.append(card);
+    } else if (!alone && card) {
+      card.remove();
+    }
+    layoutGrid(grid);
+  }
+
+  // --- stats ---
+
+  async pollStats() {
+    for (const entry of this.peers.values()) {
+      const session = entry.session;
+      if (!session || session.closed) continue;
+      let report;
+      try {
+        report = await session.getStats();
+      } catch {
+        continue;
+      }
+      if (entry.session !== session) continue;
+      const { summary, sample } = summarize(report, entry.stats);
+      entry.stats = sample;
+      const state = session.pc.connectionState;
+      if (state === 'connected') entry.tile.setPath(summary, describePath(summary));
+      if (entry.path !== summary.path) {
+        entry.path = summary.path;
+        this.renderPeople();
+      }
+    }
+  }
+
+  /** Rings the tile of whoever is talking; levels come with each RTP packet, no audio graph needed. */
+  pollSpeaking() {
+    for (const entry of this.peers.values()) {
+      const session = entry.session;
+      let speaking = false;
+      if (session && !session.closed && !entry.micMuted) {
+        const receiver = session.pc.getReceivers().find((r) => r.track && r.track.kind === 'audio');
+        const sources = receiver ? receiver.getSynchronizationSources() : [];
+        const recent = sources.find((src) => performance.timeOrigin + performance.now() - src.timestamp < 1000);
+        speaking = Boolean(recent && recent.audioLevel > SPEAKING_LEVEL);
+      }
+      entry.tile.setSpeaking(speaking);
+    }
+  }
+
+  // --- leaving ---
+
+  hangUp() {
+    this.end({ title: 'You left the call', text: `You left “${this.room}”.`, retry: 'Rejoin' });
+  }
+
+  end({ title, text, retry }) {
+    if (this.ended) return;
+    this.ended = true;
+    sessionStorage.removeItem(IN_CALL_KEY);
+    // Tell the others directly as well; the server's `peer-left` follows the `leave`.
+    for (const id of this.peers.keys()) this.sendApp(id, { kind: 'bye' });
+    if (this.signaling) this.signaling.leave();
+    for (const id of [...this.peers.keys()]) this.removePeer(id, { quiet: true });
+    clearInterval(this.statsTimer);
+    clearInterval(this.speakingTimer);
+    this.media.stopAll();
+    hideBanner();
+    $('topbar-room').hidden = true;
+    $('notice-title').textContent = title;
+    $('notice-text').textContent = text;
+    const again = el('button', { type: 'button', class: 'btn primary' }, retry);
+    again.addEventListener('click', () => location.reload());
+    const home = el('a', { class: 'btn ghost', href: '/' }, 'Start a new call');
+    $('notice-actions').replaceChildren(again, home);
+    showScreen('notice');
+    again.focus();
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// helpers
+
+function readInCall(room) {
+  try {
+    const v = JSON.parse(sessionStorage.getItem(IN_CALL_KEY) || 'null');
+    return v && v.room === room ? { audioOnly: Boolean(v.audioOnly) } : null;
+  } catch {
+    return null;
+  }
+}
+
+function displayName(name) {
+  return name ? name : 'Someone';
+}
+
+function initialsOrIcon(name) {
+  const n = (name || '').trim();
+  return n ? n.split(/\s+/).map((w) => w[0]).slice(0, 2).join('').toUpperCase() : '🙂';
+}
+
+function mediaProblemText(media) {
+  const cam = media.cameraProblem;
+  const mic = media.micProblem;
+  if (cam === 'blocked' && mic === 'blocked') {
+    return 'Camera and microphone blocked. Allow them in your browser’s site settings and reload — or join to watch and chat.';
+  }
+  if (cam === 'blocked') return 'Camera blocked. Allow it in your browser’s site settings, or join with audio only.';
+  if (mic === 'blocked') return 'Microphone blocked. Allow it in your browser’s site settings; others will not hear you.';
+  if (cam === 'busy') return 'The camera is in use by another app. Close it and try again, or join with audio only.';
+  if (cam === 'missing' && mic === 'missing') return 'No camera or microphone found. You can still join to watch and chat.';
+  if (cam === 'missing') return 'No camera found. You can join with audio only.';
+  if (mic === 'missing') return 'No microphone found; others will not hear you.';
+  if (cam === 'unsupported') return 'This browser cannot use the camera here (a secure https:// page is required).';
+  return null;
+}
+
+function boot() {
+  const path = location.pathname;
+  if (path === '/' || path === '/index.html') {
+    landing();
+    return;
+  }
+  const room = roomFromPath(path);
+  if (!room) {
+    showScreen('notice');
+    $('notice-title').textContent = 'Not a room';
+    $('notice-text').textContent = 'This address does not name a room.';
+    const home = el('a', { class: 'btn primary', href: '/' }, 'Start a new call');
+    $('notice-actions').replaceChildren(home);
+    return;
+  }
+  new Room(room).prejoin().catch((err) => {
+    console.warn('could not start the room', err);
+    toast('Something went wrong starting the call. Reload to try again.', { kind: 'error', ms: 10000 });
+  });
+}
+
+boot();

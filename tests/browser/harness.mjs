@@ -1,0 +1,321 @@
+// Test harness for the browser tests: runs the real signalbox binary on an ephemeral loopback
+// port and one headless Chromium process per participant, and reads WebRTC statistics from the
+// pages. Everything started here is also registered for a last-resort cleanup, so a failing or
+// timed-out test never leaves a server or a browser behind.
+
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { createInterface } from 'node:readline';
+import { chromium } from 'playwright-core';
+
+export const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
+export const ARTIFACTS = join(REPO, 'tests/browser/artifacts');
+const CHROMIUM_WRAPPER = join(REPO, 'tests/browser/chromium.sh');
+
+const running = new Set();
+
+/** Stops everything still running; for `after()` hooks and process exit. */
+export async function cleanupAll() {
+  for (const item of [...running]) {
+    try {
+      await item.stop();
+    } catch {
+      // best effort
+    }
+  }
+}
+
+process.on('exit', () => {
+  for (const item of running) if (item.child && item.child.exitCode === null) item.child.kill('SIGKILL');
+});
+
+/**
+ * Settings that keep a test server's optional listeners (metrics, TURN) on ephemeral loopback
+ * ports instead of fixed ones on every interface, for builds that have them. Each is kept only
+ * if `signalbox check-config` accepts it, because the config refuses unknown sections (a build
+ * without metrics would not start with a `[metrics]` section).
+ */
+const OPTIONAL_SETTINGS = ['[metrics]\nlisten = "127.0.0.1:0"', '[turn]\nlisten = ["127.0.0.1:0"]'];
+let acceptedOptional = null;
+
+function optionalSettings(bin) {
+  if (acceptedOptional) return acceptedOptional;
+  const dir = mkdtempSync(join(tmpdir(), 'signalbox-probe-'));
+  try {
+    acceptedOptional = OPTIONAL_SETTINGS.filter((snippet) => {
+      writeFileSync(join(dir, 'config.toml'), `${snippet}\n`);
+      const r = spawnSync(bin, ['check-config', '--config', join(dir, 'config.toml')], { cwd: dir, timeout: 10000 });
+      return r.status === 0;
+    });
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+  return acceptedOptional;
+}
+
+/**
+ * Starts `signalbox` with a temporary config (HTTPS on `listen`, by default an ephemeral
+ * loopback port; this repository's public/) plus `extraToml`, and waits for its
+ * `signalbox: open` line.
+ */
+export async function startServer(extraToml = '', { listen = '127.0.0.1:0' } = {}) {
+  const bin = resolve(REPO, process.env.SIGNALBOX_BIN || 'target/debug/signalbox');
+  const dir = mkdtempSync(join(tmpdir(), 'signalbox-browser-'));
+  const config = [
+    '[server]',
+    'public_host = "127.0.0.1"',
+    '',
+    '[http]',
+    `listen = ${JSON.stringify(listen)}`,
+    `static_dir = ${JSON.stringify(join(REPO, 'public'))}`,
+    'shutdown_grace = "1s"',
+    '',
+    '[log]',
+    'level = "info"',
+    '',
+    // A test's own section (say `[turn]` in the relay test) replaces the optional one.
+    ...optionalSettings(bin).filter((snippet) => !extraToml.includes(snippet.split('\n')[0])),
+    '',
+    extraToml,
+    '',
+  ].join('\n');
+  writeFileSync(join(dir, 'config.toml'), config);
+  const child = spawn(bin, ['--config', join(dir, 'config.toml')], {
+    cwd: dir,
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, RUST_LOG: '' },
+  });
+  let stderr = '';
+  child.stderr.on('data', (d) => {
+    stderr += d;
+    if (process.env.SIGNALBOX_TEST_LOG) process.stderr.write(`[server] ${d}`);
+  });
+  const server = {
+    child,
+    dir,
+    listeners: {},
+    url: null,
+    stderr: () => stderr,
+    async stop() {
+      running.delete(server);
+      if (child.exitCode === null && child.signalCode === null) {
+        const exited = new Promise((r) => child.once('exit', r));
+        child.kill('SIGTERM');
+        const timer = setTimeout(() => child.kill('SIGKILL'), 3000);
+        await exited;
+        clearTimeout(timer);
+      }
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+  running.add(server);
+  const lines = createInterface({ input: child.stdout });
+  await new Promise((resolvePromise, reject) => {
+    const timer = setTimeout(() => fail(new Error('signalbox did not print its open line within 20 s')), 20000);
+    const fail = (err) => {
+      clearTimeout(timer);
+      server.stop().finally(() => reject(new Error(`${err.message}\nconfig:\n${config}\nstderr:\n${stderr}`)));
+    };
+    child.once('exit', (code) => fail(new Error(`signalbox exited with ${code} before it was ready`)));
+    child.once('error', (err) => fail(new Error(`cannot start ${bin}: ${err.message} (run \`cargo build\` first)`)));
+    lines.on('line', (line) => {
+      const m = /^signalbox: (\S+) listening on (\S+)$/.exec(line);
+      if (m) server.listeners[m[1]] = m[2];
+      if (line.startsWith('signalbox: open ')) {
+        clearTimeout(timer);
+        child.removeAllListeners('exit');
+        resolvePromise();
+      }
+    });
+  });
+  if (!server.listeners.https) throw new Error(`no https listener in ${JSON.stringify(server.listeners)}`);
+  server.url = `https://${server.listeners.https}`;
+  return server;
+}
+
+/** Flags for headless Chromium on these machines (see BROWSER-TESTING.md). */
+function chromiumArgs({ blockCamera }) {
+  return [
+    '--no-sandbox',
+    '--disable-gpu',
+    '--disable-quic',
+    '--no-first-run',
+    '--disable-background-networking',
+    '--disable-component-update',
+    '--disable-sync',
+    '--use-fake-device-for-media-stream=device-count=3',
+    // The fake UI says yes to every prompt; a participant with a blocked camera instead gets
+    // permissions granted one by one (see launchParticipant).
+    blockCamera ? null : '--use-fake-ui-for-media-stream',
+    '--ignore-certificate-errors',
+    '--autoplay-policy=no-user-gesture-required',
+    // Merged with Playwright's own list by chromium.sh (Chromium keeps only the last one).
+    '--disable-features=WebRtcHideLocalIpsWithMdns',
+    // Every name lookup fails except the loopback the test uses: nothing leaves the machine.
+    '--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE localhost, EXCLUDE localhost.',
+  ].filter(Boolean);
+}
+
+/**
+ * Runs in every page before the app: records each RTCPeerConnection and WebSocket so the test
+ * can read statistics and cut connections, and with `forceRelay` makes every connection relay-only (also through
+ * `setConfiguration`, which the app calls when fresh TURN credentials arrive).
+ */
+function peerConnectionRecorder({ forceRelay }) {
+  const Native = window.RTCPeerConnection;
+  const peers = [];
+  const fix = (config) => (forceRelay ? { ...(config || {}), iceTransportPolicy: 'relay' } : config);
+  class Recorded extends Native {
+    constructor(config, ...rest) {
+      super(fix(config), ...rest);
+      peers.push(this);
+    }
+    setConfiguration(config) {
+      return super.setConfiguration(fix(config));
+    }
+    createDataChannel(...args) {
+      const channel = super.createDataChannel(...args);
+      channels.push(channel);
+      return channel;
+    }
+  }
+  const channels = [];
+  Object.defineProperty(window, '__signalboxPeers', { value: peers });
+  Object.defineProperty(window, '__signalboxChannels', { value: channels });
+  window.RTCPeerConnection = Recorded;
+  // WebSockets too, so a test can drop the signaling connection the way a network would.
+  const NativeSocket = window.WebSocket;
+  const sockets = [];
+  class RecordedSocket extends NativeSocket {
+    constructor(...args) {
+      super(...args);
+      sockets.push(this);
+    }
+  }
+  Object.defineProperty(window, '__signalboxSockets', { value: sockets });
+  window.WebSocket = RecordedSocket;
+}
+
+/**
+ * Launches one Chromium process for one participant, with its own profile. `blockCamera`
+ * models a person who refused camera access: only the microphone is allowed.
+ */
+export async function launchParticipant(label, { forceRelay = false, blockCamera = false, viewport = { width: 1280, height: 720 } } = {}) {
+  const profile = mkdtempSync(join(tmpdir(), `signalbox-chromium-${label}-`));
+  const browser = await chromium.launchPersistentContext(profile, {
+    executablePath: CHROMIUM_WRAPPER,
+    headless: true,
+    args: chromiumArgs({ blockCamera }),
+    ignoreHTTPSErrors: true,
+    viewport,
+    timeout: 30000,
+  });
+  const participant = {
+    label,
+    context: browser,
+    page: browser.pages()[0] || (await browser.newPage()),
+    errors: [],
+    /** Every WebSocket the page opened, for tests that watch signaling frames. */
+    wsList: [],
+    async stop() {
+      running.delete(participant);
+      try {
+        await browser.close();
+      } finally {
+        rmSync(profile, { recursive: true, force: true });
+      }
+    },
+  };
+  running.add(participant);
+  if (blockCamera) await browser.grantPermissions(['microphone']);
+  await browser.addInitScript(peerConnectionRecorder, { forceRelay });
+  const page = participant.page;
+  page.on('console', (msg) => {
+    if (msg.type() === 'error') participant.errors.push(`console: ${msg.text()}`);
+  });
+  page.on('pageerror', (err) => participant.errors.push(`page error: ${err.message}`));
+  page.on('websocket', (ws) => participant.wsList.push(ws));
+  page.setDefaultTimeout(20000);
+  return participant;
+}
+
+/** Opens the room page, types a name and clicks the button labelled exactly "Join". */
+export async function joinRoom(participant, url, name) {
+  const { page } = participant;
+  await page.goto(url);
+  await page.getByLabel('Your name').fill(name);
+  await page.getByRole('button', { name: 'Join', exact: true }).click();
+  await page.locator('#call').waitFor({ state: 'visible' });
+}
+
+/** Totals over the page's open peer connections, from getStats(). */
+export async function mediaStats(page) {
+  return page.evaluate(async () => {
+    const out = { peers: 0, framesDecoded: 0, bytesReceived: 0, audioBytesReceived: 0, pairs: [] };
+    for (const pc of window.__signalboxPeers || []) {
+      if (pc.connectionState === 'closed') continue;
+      out.peers += 1;
+      const report = await pc.getStats();
+      let pairId = null;
+      report.forEach((s) => {
+        if (s.type === 'inbound-rtp' && s.kind === 'video') {
+          out.framesDecoded += s.framesDecoded || 0;
+          out.bytesReceived += s.bytesReceived || 0;
+        }
+        if (s.type === 'inbound-rtp' && s.kind === 'audio') out.audioBytesReceived += s.bytesReceived || 0;
+        if (s.type === 'transport' && s.selectedCandidatePairId) pairId = s.selectedCandidatePairId;
+      });
+      const pair = pairId ? report.get(pairId) : null;
+      const local = pair ? report.get(pair.localCandidateId) : null;
+      const remote = pair ? report.get(pair.remoteCandidateId) : null;
+      out.pairs.push({
+        state: pc.connectionState,
+        local: local ? local.candidateType : null,
+        remote: remote ? remote.candidateType : null,
+        relayProtocol: local ? local.relayProtocol || null : null,
+      });
+    }
+    return out;
+  });
+}
+
+/**
+ * Waits until video is being decoded, then proves it keeps flowing: `framesDecoded` and
+ * `bytesReceived` both grow between two samples taken a second apart.
+ */
+export async function expectVideoFlowing(page, { timeoutMs = 25000 } = {}) {
+  const deadline = Date.now() + timeoutMs;
+  let first = await mediaStats(page);
+  while (first.framesDecoded === 0) {
+    if (Date.now() > deadline) throw new Error(`no video frames decoded within ${timeoutMs} ms: ${JSON.stringify(first)}`);
+    await page.waitForTimeout(250);
+    first = await mediaStats(page);
+  }
+  for (;;) {
+    await page.waitForTimeout(1000);
+    const second = await mediaStats(page);
+    if (second.framesDecoded > first.framesDecoded && second.bytesReceived > first.bytesReceived) return second;
+    if (Date.now() > deadline) {
+      throw new Error(`video stopped: ${JSON.stringify(first)} then ${JSON.stringify(second)}`);
+    }
+    first = second;
+  }
+}
+
+/** Remote tiles (other participants) currently in the grid. */
+export function remoteTiles(page) {
+  return page.locator('#grid .tile:not(.local)');
+}
+
+export function ensureArtifacts() {
+  mkdirSync(ARTIFACTS, { recursive: true });
+  return ARTIFACTS;
+}
+
+/** A room name unique to one test. */
+export function roomName(prefix) {
+  return `${prefix}-${Date.now().toString(36)}-${Math.floor(Math.random() * 1e6).toString(36)}`;
+}

@@ -1,0 +1,79 @@
+// The app's pure modules, run directly in node: room names and the statistics summary.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomRoomName, isValidRoom, parseRoomInput, roomFromPath, tokenFromHash } from '../../public/js/names.js';
+import { summarize, describePath, formatBitrate } from '../../public/js/stats.js';
+
+test('random room names are readable and valid under the protocol rule', () => {
+  const names = new Set();
+  for (let i = 0; i < 200; i++) {
+    const name = randomRoomName();
+    assert.match(name, /^[a-z]+-[a-z]+-[a-z]+-\d{3}$/);
+    assert.ok(isValidRoom(name));
+    names.add(name);
+  }
+  assert.ok(names.size > 190, `names repeat too often: ${names.size} of 200 distinct`);
+});
+
+test('room names follow the server rule', () => {
+  assert.ok(isValidRoom('team-standup_2.0'));
+  assert.ok(isValidRoom('a'.repeat(64)));
+  assert.ok(!isValidRoom(''));
+  assert.ok(!isValidRoom('a'.repeat(65)));
+  assert.ok(!isValidRoom('a b'));
+  assert.ok(!isValidRoom('ä'));
+  assert.ok(!isValidRoom('../x'));
+});
+
+test('a pasted link or a bare name both lead to the room, keeping the token', () => {
+  assert.deepEqual(parseRoomInput('  calm-otter '), { room: 'calm-otter', hash: '' });
+  assert.deepEqual(parseRoomInput('https://calls.example.org/r/calm-otter#token=T'), { room: 'calm-otter', hash: '#token=T' });
+  assert.deepEqual(parseRoomInput('/r/calm-otter/'), { room: 'calm-otter', hash: '' });
+  assert.equal(parseRoomInput('https://calls.example.org/elsewhere'), null);
+  assert.equal(parseRoomInput('two words'), null);
+  assert.equal(parseRoomInput(''), null);
+  assert.equal(roomFromPath('/r/%E2%82%AC'), null);
+  assert.equal(roomFromPath('/r/%zz'), null);
+  assert.equal(tokenFromHash('#token=abc.def'), 'abc.def');
+  assert.equal(tokenFromHash('#other=1'), null);
+  assert.equal(tokenFromHash(''), null);
+});
+
+/** A stats report as Chromium shapes it: a Map of id → stats object. */
+function report(entries) {
+  return new Map(entries.map((e) => [e.id, e]));
+}
+
+function call({ localType, remoteType, received, sent, rtt = 0.012 }) {
+  return report([
+    { id: 'T', type: 'transport', selectedCandidatePairId: 'P' },
+    { id: 'P', type: 'candidate-pair', localCandidateId: 'L', remoteCandidateId: 'R', currentRoundTripTime: rtt },
+    { id: 'L', type: 'local-candidate', candidateType: localType, protocol: 'udp', relayProtocol: localType === 'relay' ? 'tls' : undefined },
+    { id: 'R', type: 'remote-candidate', candidateType: remoteType },
+    { id: 'V', type: 'inbound-rtp', kind: 'video', bytesReceived: received, framesDecoded: 10 },
+    { id: 'O', type: 'outbound-rtp', kind: 'video', bytesSent: sent },
+  ]);
+}
+
+test('the path is "relay" when either end of the selected pair is relayed', () => {
+  assert.equal(summarize(call({ localType: 'host', remoteType: 'srflx', received: 0, sent: 0 }), null).summary.path, 'direct');
+  assert.equal(summarize(call({ localType: 'relay', remoteType: 'host', received: 0, sent: 0 }), null).summary.path, 'relay');
+  assert.equal(summarize(call({ localType: 'srflx', remoteType: 'relay', received: 0, sent: 0 }), null).summary.path, 'relay');
+  const { summary } = summarize(call({ localType: 'relay', remoteType: 'relay', received: 0, sent: 0 }), null);
+  assert.equal(summary.protocol, 'tls');
+  assert.equal(summarize(report([]), null).summary.path, 'unknown');
+});
+
+test('bitrate comes from the byte counters between two samples', () => {
+  const first = summarize(call({ localType: 'host', remoteType: 'host', received: 1000, sent: 500 }), null);
+  assert.equal(first.summary.inKbps, null, 'no rate from a single sample');
+  const earlier = { ...first.sample, at: first.sample.at - 2000 };
+  const second = summarize(call({ localType: 'host', remoteType: 'host', received: 251000, sent: 500 }), earlier);
+  // 250,000 bytes in about 2 s is about 1 Mb/s.
+  assert.ok(Math.abs(second.summary.inKbps - 1000) < 20, `got ${second.summary.inKbps}`);
+  assert.equal(second.summary.rttMs, 12);
+  assert.equal(describePath({ ...second.summary, inKbps: 1000 }), 'direct · 12 ms · 1.0 Mb/s');
+  assert.equal(formatBitrate(640), '640 kb/s');
+  assert.equal(formatBitrate(null), '–');
+});
