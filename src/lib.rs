@@ -9,6 +9,7 @@ pub mod demux;
 pub mod listener;
 pub mod metrics;
 pub mod reload;
+pub mod selftest;
 pub mod signaling;
 pub mod stun;
 pub mod tls;
