@@ -5,5 +5,6 @@
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod credentials;
 pub mod tls;
 pub mod web;
