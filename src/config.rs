@@ -21,6 +21,8 @@ pub struct Config {
     pub http: HttpConfig,
     pub tls: TlsConfig,
     pub log: LogConfig,
+    pub api: ApiConfig,
+    pub access: AccessConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -98,6 +100,9 @@ impl Default for LogConfig {
         }
     }
 }
+
+pub use crate::access::{AccessConfig, AccessMode};
+pub use crate::web::api::config::{ApiConfig, ApiKeyConfig};
 
 /// A configuration problem: which file, which key, what is wrong. Displays as one line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -198,6 +203,9 @@ impl Config {
         if let Some(p) = self.tls.key.as_mut() {
             join(p);
         }
+        if let Some(p) = self.access.key_file.as_mut() {
+            join(p);
+        }
     }
 
     /// Checks what types alone cannot: files exist, values fit together.
@@ -229,6 +237,9 @@ impl Config {
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return err("log.level", format!("not a valid filter: {e}"));
+        }
+        if let Err((key, msg)) = self.api.validate() {
+            return err(&key, msg);
         }
         Ok(())
     }

@@ -2,6 +2,7 @@
 //! protocol logic lives in I/O-free state machines, and the async code around them is a thin
 //! shell (see each module's notes).
 
+pub mod access;
 pub mod app;
 pub mod cli;
 pub mod config;

@@ -114,6 +114,28 @@ impl Minter {
     }
 }
 
+/// What hands out ICE servers with credentials: the minter and where STUN/TURN listen. Built
+/// once the listeners are bound; shared by signaling and the HTTP API.
+#[derive(Debug, Clone)]
+pub struct Issuer {
+    pub minter: Minter,
+    pub endpoints: ice::IceEndpoints,
+}
+
+impl Issuer {
+    /// `iceServers` for peer `peer` of room `room`, with credentials valid for `ttl`.
+    pub fn ice_servers_for_peer(
+        &self,
+        room: &str,
+        peer: &str,
+        now: u64,
+        ttl: Duration,
+    ) -> serde_json::Value {
+        let credential = self.minter.mint_for_peer(room, peer, now, ttl);
+        self.endpoints.ice_servers_json(Some(&credential))
+    }
+}
+
 /// `base64(HMAC-SHA1(secret, username))`, the password of the REST scheme (coturn's
 /// `use-auth-secret`, Synapse's `turn_shared_secret`).
 pub fn rest_password(secret: &[u8], username: &str) -> String {
