@@ -7,5 +7,6 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod credentials;
+pub mod signaling;
 pub mod tls;
 pub mod web;
