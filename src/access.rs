@@ -98,7 +98,12 @@ impl AccessKey {
         match std::fs::read_to_string(path) {
             Ok(text) => return Self::parse_file(&text, &shown),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(source) => return Err(KeyFileError::Read { path: shown, source }),
+            Err(source) => {
+                return Err(KeyFileError::Read {
+                    path: shown,
+                    source,
+                })
+            }
         }
         let mut bytes = [0u8; 32];
         ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
@@ -123,8 +128,10 @@ impl AccessKey {
             }
             // Another process (the server, or a second `invite`) made it first: use theirs.
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|source| KeyFileError::Read { path: shown.clone(), source })?;
+                let text = std::fs::read_to_string(path).map_err(|source| KeyFileError::Read {
+                    path: shown.clone(),
+                    source,
+                })?;
                 Self::parse_file(&text, &shown)
             }
             Err(e) => Err(create(e)),
@@ -253,8 +260,14 @@ mod tests {
     #[test]
     fn a_signed_token_admits_its_room_until_it_expires() {
         let t = sign(&key(), &invite("standup", 1000));
-        assert_eq!(verify(&key(), &t, "standup", 999), Ok(invite("standup", 1000)));
-        assert_eq!(verify(&key(), &t, "standup", 1000), Err(TokenError::Expired));
+        assert_eq!(
+            verify(&key(), &t, "standup", 999),
+            Ok(invite("standup", 1000))
+        );
+        assert_eq!(
+            verify(&key(), &t, "standup", 1000),
+            Err(TokenError::Expired)
+        );
     }
 
     #[test]
@@ -270,10 +283,17 @@ mod tests {
         let good = sign(&key(), &invite("a", 1000));
         let (payload, tag) = good.split_once('.').unwrap();
         let forged = URL_SAFE_NO_PAD.encode(br#"{"r":"a","e":99999}"#);
-        assert_eq!(verify(&key(), &format!("{forged}.{tag}"), "a", 1), Err(TokenError::Invalid));
+        assert_eq!(
+            verify(&key(), &format!("{forged}.{tag}"), "a", 1),
+            Err(TokenError::Invalid)
+        );
         assert_eq!(verify(&key(), payload, "a", 1), Err(TokenError::Invalid));
         for junk in ["", ".", "a.b", "!!.??", &"x".repeat(5000)] {
-            assert_eq!(verify(&key(), junk, "a", 1), Err(TokenError::Invalid), "{junk:.20}");
+            assert_eq!(
+                verify(&key(), junk, "a", 1),
+                Err(TokenError::Invalid),
+                "{junk:.20}"
+            );
         }
     }
 

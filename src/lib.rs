@@ -8,5 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod credentials;
 pub mod signaling;
+pub mod stun;
 pub mod tls;
+pub mod turn;
 pub mod web;

@@ -19,8 +19,6 @@ pub mod renewal;
 
 use std::time::Duration;
 
-use base64::Engine as _;
-
 /// A peer's identity as the TURN server sees it: the user part of its REST usernames.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct UserPart(String);
@@ -137,12 +135,9 @@ impl Issuer {
 }
 
 /// `base64(HMAC-SHA1(secret, username))`, the password of the REST scheme (coturn's
-/// `use-auth-secret`, Synapse's `turn_shared_secret`).
-pub fn rest_password(secret: &[u8], username: &str) -> String {
-    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, secret);
-    let tag = ring::hmac::sign(&key, username.as_bytes());
-    base64::engine::general_purpose::STANDARD.encode(tag.as_ref())
-}
+/// `use-auth-secret`, Synapse's `turn_shared_secret`); the TURN server verifies with the same
+/// function.
+pub use crate::turn::auth::rest_password;
 
 /// The current time as unix seconds, for the shells that drive the pure code above.
 pub fn unix_now() -> u64 {

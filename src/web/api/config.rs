@@ -67,7 +67,10 @@ impl ApiConfig {
                 ));
             }
             if k.key.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                return Err((at("key"), "must not contain spaces or control characters".into()));
+                return Err((
+                    at("key"),
+                    "must not contain spaces or control characters".into(),
+                ));
             }
         }
         for (i, origin) in self.cors_origins.iter().enumerate() {
@@ -142,7 +145,13 @@ mod tests {
     #[test]
     fn cors_origins_must_be_bare_origins() {
         assert!(check("[api]\ncors_origins = [\"https://app.example.org:8443\"]\n").is_ok());
-        for bad in ["*", "app.example.org", "https://a.org/", "https://a.org/path", "ftp://a.org"] {
+        for bad in [
+            "*",
+            "app.example.org",
+            "https://a.org/",
+            "https://a.org/path",
+            "ftp://a.org",
+        ] {
             assert_eq!(
                 check(&format!("[api]\ncors_origins = [{bad:?}]\n")),
                 Err("api.cors_origins[0]".into()),

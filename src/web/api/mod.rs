@@ -67,7 +67,10 @@ struct Limits {
 impl std::fmt::Debug for ApiState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ApiState")
-            .field("keys", &self.keys.iter().map(|k| &k.name).collect::<Vec<_>>())
+            .field(
+                "keys",
+                &self.keys.iter().map(|k| &k.name).collect::<Vec<_>>(),
+            )
             .field("cors_origins", &self.cors_origins)
             .finish_non_exhaustive()
     }
@@ -154,13 +157,13 @@ async fn turn(State(state): State<Arc<ApiState>>, req: Request) -> Response {
     let (parts, _) = req.into_parts();
     let origin = state.allowed_origin(&parts.headers);
     let resp = match endpoint_method(&state, &parts.method, Method::GET) {
-        Err(resp) => resp,
+        Err(e) => e.into_response(),
         Ok(true) => preflight(origin.is_some()),
         Ok(false) => {
             let query: HashMap<String, String> = parts
                 .uri
                 .query()
-                .and_then(|q| serde_urlencoded_map(q))
+                .and_then(serde_urlencoded_map)
                 .unwrap_or_default();
             let q = TurnQuery {
                 service: query.get("service").cloned(),
@@ -169,7 +172,7 @@ async fn turn(State(state): State<Arc<ApiState>>, req: Request) -> Response {
             };
             let key = q.key.or_else(|| bearer(&parts.headers).map(str::to_owned));
             match authorize(&state, client_ip(&parts), key.as_deref()) {
-                Err(resp) => resp,
+                Err(e) => e.into_response(),
                 Ok(name) => turn_answer(&state, &name, q.service.as_deref(), q.username),
             }
         }
@@ -181,16 +184,12 @@ async fn ice_servers(State(state): State<Arc<ApiState>>, req: Request) -> Respon
     let (parts, body) = req.into_parts();
     let origin = state.allowed_origin(&parts.headers);
     let resp = match endpoint_method(&state, &parts.method, Method::POST) {
-        Err(resp) => resp,
+        Err(e) => e.into_response(),
         Ok(true) => preflight(origin.is_some()),
         Ok(false) => match authorize(&state, client_ip(&parts), bearer(&parts.headers)) {
-            Err(resp) => resp,
+            Err(e) => e.into_response(),
             Ok(name) => match axum::body::to_bytes(body, MAX_BODY).await {
-                Err(_) => error_json(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "too-large",
-                    "the request body is limited to 4096 bytes",
-                ),
+                Err(_) => ApiError::TooLarge.into_response(),
                 Ok(body) => ice_servers_answer(&state, &name, &body),
             },
         },
@@ -200,13 +199,9 @@ async fn ice_servers(State(state): State<Arc<ApiState>>, req: Request) -> Respon
 
 /// `Ok(true)` for a CORS preflight, `Ok(false)` for the endpoint's own method, `Err` with the
 /// answer otherwise (404 when no key is configured, 405 for other methods).
-fn endpoint_method(state: &ApiState, method: &Method, own: Method) -> Result<bool, Response> {
+fn endpoint_method(state: &ApiState, method: &Method, own: Method) -> Result<bool, ApiError> {
     if state.keys.is_empty() {
-        return Err(error_json(
-            StatusCode::NOT_FOUND,
-            "not-found",
-            "no such API endpoint",
-        ));
+        return Err(ApiError::NotFound);
     }
     if *method == Method::OPTIONS {
         return Ok(true);
@@ -214,43 +209,27 @@ fn endpoint_method(state: &ApiState, method: &Method, own: Method) -> Result<boo
     if *method == own || (own == Method::GET && *method == Method::HEAD) {
         return Ok(false);
     }
-    let mut resp = error_json(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method-not-allowed",
-        &format!("use {own}"),
-    );
-    if let Ok(v) = HeaderValue::from_str(&format!("{own}, OPTIONS")) {
-        resp.headers_mut().insert(header::ALLOW, v);
-    }
-    Err(resp)
+    Err(ApiError::Method(own))
 }
 
 /// Rate limits and the key. `Ok` carries the key's name.
-fn authorize(state: &ApiState, ip: IpAddr, key: Option<&str>) -> Result<String, Response> {
+fn authorize(state: &ApiState, ip: IpAddr, key: Option<&str>) -> Result<String, ApiError> {
     let now = state.now_ms();
     let mut limits = state.limits.lock().unwrap_or_else(|p| p.into_inner());
     if let Err(wait) = limits.per_client.take(&client_network(ip), now) {
         debug!(%ip, "API request over the per-address rate limit");
-        return Err(too_many(wait));
+        return Err(ApiError::RateLimited(wait));
     }
     let Some(key) = key.filter(|k| !k.is_empty()) else {
-        return Err(error_json(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "an API key is required",
-        ));
+        return Err(ApiError::MissingKey);
     };
     let Some(index) = state.find_key(key) else {
         info!(%ip, "API request with a wrong key");
-        return Err(error_json(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "the API key is not valid",
-        ));
+        return Err(ApiError::WrongKey);
     };
     if let Err(wait) = limits.per_key.take(&index, now) {
         debug!(key = %state.keys[index].name, "API key over its rate limit");
-        return Err(too_many(wait));
+        return Err(ApiError::RateLimited(wait));
     }
     Ok(state.keys[index].name.clone())
 }
@@ -262,18 +241,14 @@ fn turn_answer(
     username: Option<String>,
 ) -> Response {
     if service.is_some_and(|s| s != "turn") {
-        return error_json(
-            StatusCode::BAD_REQUEST,
-            "bad-request",
-            "`service` must be `turn`",
-        );
+        return ApiError::BadRequest("`service` must be `turn`".into()).into_response();
     }
     let user = match parse_user(username.as_deref()) {
         Ok(user) => user,
-        Err(resp) => return resp,
+        Err(e) => return e.into_response(),
     };
     let Some(issuer) = &state.issuer else {
-        return turn_off();
+        return ApiError::TurnOff.into_response();
     };
     let c = issuer.minter.mint(user.as_ref(), unix_now(), state.ttl);
     debug!(key = %key_name, username = %c.username, "API minted TURN credentials");
@@ -298,20 +273,17 @@ fn ice_servers_answer(state: &ApiState, key_name: &str, body: &Bytes) -> Respons
         match serde_json::from_slice(body) {
             Ok(b) => b,
             Err(e) => {
-                return error_json(
-                    StatusCode::BAD_REQUEST,
-                    "bad-request",
-                    &format!("the body must be empty or {{\"username\": \"...\"}}: {e}"),
-                )
+                let msg = format!("the body must be empty or {{\"username\": \"...\"}}: {e}");
+                return ApiError::BadRequest(msg).into_response();
             }
         }
     };
     let user = match parse_user(body.username.as_deref()) {
         Ok(user) => user,
-        Err(resp) => return resp,
+        Err(e) => return e.into_response(),
     };
     let Some(issuer) = &state.issuer else {
-        return turn_off();
+        return ApiError::TurnOff.into_response();
     };
     let c = issuer.minter.mint(user.as_ref(), unix_now(), state.ttl);
     debug!(key = %key_name, username = %c.username, "API minted ICE servers");
@@ -321,46 +293,75 @@ fn ice_servers_answer(state: &ApiState, key_name: &str, body: &Bytes) -> Respons
     })))
 }
 
-fn parse_user(username: Option<&str>) -> Result<Option<UserPart>, Response> {
+fn parse_user(username: Option<&str>) -> Result<Option<UserPart>, ApiError> {
     match username.filter(|u| !u.is_empty()) {
         None => Ok(None),
         Some(u) => UserPart::custom(u).map(Some).ok_or_else(|| {
-            error_json(
-                StatusCode::BAD_REQUEST,
-                "bad-request",
-                "`username` must be 1-128 bytes without spaces or control characters",
+            ApiError::BadRequest(
+                "`username` must be 1-128 bytes without spaces or control characters".into(),
             )
         }),
     }
 }
 
-fn turn_off() -> Response {
-    error_json(
-        StatusCode::NOT_FOUND,
-        "not-found",
-        "TURN is disabled on this server",
-    )
+/// Every way an API request fails, each with its status and JSON `error` code.
+#[derive(Debug, thiserror::Error)]
+enum ApiError {
+    #[error("no such API endpoint")]
+    NotFound,
+    #[error("TURN is disabled on this server")]
+    TurnOff,
+    #[error("use {0}")]
+    Method(Method),
+    #[error("an API key is required")]
+    MissingKey,
+    #[error("the API key is not valid")]
+    WrongKey,
+    #[error("too many requests; see Retry-After")]
+    RateLimited(Duration),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("the request body is limited to {MAX_BODY} bytes")]
+    TooLarge,
+    #[error("this origin is not in [api] cors_origins")]
+    OriginNotAllowed,
 }
 
-fn too_many(wait: Duration) -> Response {
-    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-    let mut resp = error_json(
-        StatusCode::TOO_MANY_REQUESTS,
-        "rate-limited",
-        "too many requests; see Retry-After",
-    );
-    resp.headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
-    resp
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = match &self {
+            ApiError::NotFound | ApiError::TurnOff => (StatusCode::NOT_FOUND, "not-found"),
+            ApiError::Method(_) => (StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed"),
+            ApiError::MissingKey | ApiError::WrongKey => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate-limited"),
+            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad-request"),
+            ApiError::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "too-large"),
+            ApiError::OriginNotAllowed => (StatusCode::FORBIDDEN, "origin-not-allowed"),
+        };
+        let mut resp = error_json(status, code, &self.to_string());
+        let h = resp.headers_mut();
+        match self {
+            ApiError::RateLimited(wait) => {
+                let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+                h.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+            }
+            ApiError::Method(own) => {
+                if let Ok(v) = HeaderValue::from_str(&format!("{own}, OPTIONS")) {
+                    h.insert(header::ALLOW, v);
+                }
+            }
+            ApiError::MissingKey | ApiError::WrongKey => {
+                h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            _ => {}
+        }
+        resp
+    }
 }
 
 fn preflight(allowed: bool) -> Response {
     if !allowed {
-        return error_json(
-            StatusCode::FORBIDDEN,
-            "origin-not-allowed",
-            "this origin is not in [api] cors_origins",
-        );
+        return ApiError::OriginNotAllowed.into_response();
     }
     let mut resp = StatusCode::NO_CONTENT.into_response();
     let h = resp.headers_mut();
@@ -402,9 +403,7 @@ fn no_store(body: impl IntoResponse) -> Response {
 fn bearer(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim())
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
 fn client_ip(parts: &axum::http::request::Parts) -> IpAddr {

@@ -57,7 +57,9 @@ impl<K: Eq + Hash + Clone> Buckets<K> {
             units: full,
             updated_ms: now_ms,
         });
-        let gained = now_ms.saturating_sub(bucket.updated_ms).saturating_mul(per_ms);
+        let gained = now_ms
+            .saturating_sub(bucket.updated_ms)
+            .saturating_mul(per_ms);
         bucket.units = bucket.units.saturating_add(gained).min(full);
         bucket.updated_ms = now_ms.max(bucket.updated_ms);
         if bucket.units >= UNIT {
@@ -67,7 +69,9 @@ impl<K: Eq + Hash + Clone> Buckets<K> {
         if per_ms == 0 {
             return Err(Duration::from_secs(3600));
         }
-        Err(Duration::from_millis((UNIT - bucket.units).div_ceil(per_ms)))
+        Err(Duration::from_millis(
+            (UNIT - bucket.units).div_ceil(per_ms),
+        ))
     }
 
     pub fn len(&self) -> usize {
