@@ -26,10 +26,13 @@ use crate::signaling::{self, Signaling};
 use crate::tls::{self, CertStore};
 use crate::web::{self, AppState};
 
-/// Why the process stops with an error: configuration (exit 2) or anything at run time (exit 1).
+/// Why the process stops with an error: configuration or a bad command-line value (exit 2),
+/// or anything at run time (exit 1).
 #[derive(Debug)]
 pub enum Failure {
     Config(ConfigError),
+    /// A command-line value that cannot work; the text is the whole message.
+    Usage(String),
     Runtime(anyhow::Error),
 }
 
@@ -83,6 +86,8 @@ pub fn main(cli: Cli) -> Result<(), Failure> {
             );
             Ok(())
         }
+        Command::Invite(args) => crate::commands::invite(&config, &source, &args),
+        Command::Credentials(args) => crate::commands::credentials(&config, &args),
         Command::Run => {
             // Certificates first: a bad file is a configuration error, reported as one line.
             let certs = CertStore::load(CertStore::source_from_config(&config))?;
@@ -201,7 +206,8 @@ fn announce(what: &str, addr: SocketAddr) {
     println!("signalbox: {what} listening on {addr}");
 }
 
-fn host_port(host: &str, port: u16) -> String {
+/// `HOST:PORT` for URLs, with IPv6 brackets, and no port when it is 443.
+pub fn host_port(host: &str, port: u16) -> String {
     let host = if host.contains(':') && !host.starts_with('[') {
         format!("[{host}]")
     } else {

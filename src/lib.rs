@@ -5,6 +5,7 @@
 pub mod access;
 pub mod app;
 pub mod cli;
+pub mod commands;
 pub mod config;
 pub mod credentials;
 pub mod signaling;

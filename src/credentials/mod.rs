@@ -16,8 +16,12 @@
 
 pub mod ice;
 pub mod renewal;
+pub mod service;
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use crate::turn::auth::Secrets;
 
 /// A peer's identity as the TURN server sees it: the user part of its REST usernames.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -59,28 +63,18 @@ pub struct TurnCredential {
     pub ttl: u64,
 }
 
-/// Mints REST credentials with one secret (the first of `[turn] secrets`, which the TURN server
-/// also accepts). Cheap to clone; shared by signaling, the HTTP API and the command line.
-#[derive(Clone)]
+/// Mints REST credentials with the first of the TURN server's secrets (configured, or generated
+/// for this run), which every TURN worker accepts. Cheap to clone; shared by signaling, the
+/// HTTP API and the command line.
+#[derive(Debug, Clone)]
 pub struct Minter {
-    secret: Vec<u8>,
+    secrets: Arc<Secrets>,
     separator: char,
 }
 
-impl std::fmt::Debug for Minter {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Minter")
-            .field("separator", &self.separator)
-            .finish_non_exhaustive()
-    }
-}
-
 impl Minter {
-    pub fn new(secret: impl Into<Vec<u8>>, separator: char) -> Minter {
-        Minter {
-            secret: secret.into(),
-            separator,
-        }
+    pub fn new(secrets: Arc<Secrets>, separator: char) -> Minter {
+        Minter { secrets, separator }
     }
 
     pub fn separator(&self) -> char {
@@ -96,7 +90,7 @@ impl Minter {
             Some(user) => format!("{expiry}{}{}", self.separator, user.as_str()),
             None => expiry.to_string(),
         };
-        let password = rest_password(&self.secret, &username);
+        let password = self.secrets.mint(&username);
         TurnCredential {
             username,
             password,
@@ -151,9 +145,14 @@ pub fn unix_now() -> u64 {
 mod tests {
     use super::*;
 
+    fn minter(secret: &[u8], separator: char) -> Minter {
+        let secrets = Secrets::new(vec![secret.to_vec()]).expect("one non-empty secret");
+        Minter::new(Arc::new(secrets), separator)
+    }
+
     #[test]
     fn a_peer_username_is_expiry_room_and_peer() {
-        let m = Minter::new(b"s3cret".to_vec(), ':');
+        let m = minter(b"s3cret", ':');
         let c = m.mint_for_peer("standup", "p1", 1_700_000_000, Duration::from_secs(600));
         assert_eq!(c.username, "1700000600:standup:p1");
         assert_eq!(c.expiry, 1_700_000_600);
@@ -162,7 +161,7 @@ mod tests {
 
     #[test]
     fn the_configured_separator_is_used_throughout() {
-        let m = Minter::new(b"s".to_vec(), '|');
+        let m = minter(b"s", '|');
         let c = m.mint_for_peer("r", "p", 10, Duration::from_secs(5));
         assert_eq!(c.username, "15|r|p");
         assert_eq!(UserPart::for_peer("r", "p", '|').as_str(), "r|p");
@@ -181,7 +180,7 @@ mod tests {
 
     #[test]
     fn without_a_user_the_username_is_the_bare_expiry() {
-        let m = Minter::new(b"s".to_vec(), ':');
+        let m = minter(b"s", ':');
         let c = m.mint(None, 100, Duration::from_secs(60));
         assert_eq!(c.username, "160");
         assert_eq!(c.password, rest_password(b"s", "160"));
@@ -199,7 +198,7 @@ mod tests {
 
     #[test]
     fn a_zero_ttl_still_gives_a_credential_that_expires_after_now() {
-        let m = Minter::new(b"s".to_vec(), ':');
+        let m = minter(b"s", ':');
         assert_eq!(m.mint(None, 100, Duration::ZERO).expiry, 101);
     }
 }
