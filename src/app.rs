@@ -155,6 +155,15 @@ async fn run(
             shutdown_rx.clone(),
         ));
     }
+    let turn = if config.turn.enabled {
+        let turn = crate::turn::service::TurnServer::start(&config)?;
+        for addr in &turn.listeners {
+            announce("turn-udp", *addr);
+        }
+        Some(turn)
+    } else {
+        None
+    };
     println!(
         "signalbox: open https://{}/",
         host_port(&config.server.public_host, https_addr.port())
@@ -176,6 +185,9 @@ async fn run(
     .await;
     // Upgraded WebSockets are no longer hyper's; they close themselves (code 1001).
     signaling.wait_closed(config.http.shutdown_grace).await;
+    if let Some(turn) = turn {
+        turn.stop();
+    }
     info!("stopped");
     Ok(())
 }

@@ -24,6 +24,7 @@ pub struct Config {
     pub api: ApiConfig,
     pub access: AccessConfig,
     pub rooms: RoomsConfig,
+    pub turn: TurnConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -211,6 +212,7 @@ impl RoomsConfig {
         }
     }
 }
+pub use crate::turn::config::{PortRange, TurnConfig};
 
 /// A configuration problem: which file, which key, what is wrong. Displays as one line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -350,6 +352,9 @@ impl Config {
             return err(&key, msg);
         }
         if let Err((key, msg)) = self.rooms.validate() {
+            return err(key, msg);
+        }
+        if let Err((key, msg)) = self.turn.validate() {
             return err(key, msg);
         }
         Ok(())
