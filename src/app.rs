@@ -20,8 +20,10 @@ use tokio_rustls::TlsAcceptor;
 use tower::Service;
 use tracing::{debug, info, warn};
 
+use crate::access::{AccessKey, AccessMode, AccessPolicy};
 use crate::cli::{Cli, Command};
 use crate::config::{Config, ConfigError, Source};
+use crate::credentials;
 use crate::signaling::{self, Signaling};
 use crate::tls::{self, CertStore};
 use crate::web::{self, AppState};
@@ -132,15 +134,48 @@ async fn run(
         certs.is_real(),
     ));
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    // TURN credentials will fill `iceServers`; until then browsers use host candidates.
-    let signaling = Signaling::start(
+    let turn = if config.turn.enabled {
+        let turn = crate::turn::service::TurnServer::start(&config)?;
+        for addr in &turn.listeners {
+            announce("turn-udp", *addr);
+        }
+        Some(turn)
+    } else {
+        None
+    };
+    let issuer = turn.as_ref().map(|t| credentials::issuer_for(&config, t));
+    let admit = admit_fn(&config, &source)?;
+    let ttl = config.turn.credential_ttl;
+    let (events_tx, events_rx) = tokio::sync::mpsc::channel(credentials::service::EVENT_QUEUE);
+    let hooks = signaling::Hooks {
+        ice_servers: match &issuer {
+            Some(issuer) => credentials::service::ice_servers_fn(issuer.clone(), ttl),
+            None => signaling::no_ice_servers(),
+        },
+        admit,
+        events: issuer.is_some().then_some(events_tx),
+    };
+    let signaling = Signaling::start_with_hooks(
         &config.rooms,
         &config.server.public_host,
         https_addr,
-        signaling::no_ice_servers(),
+        hooks,
         shutdown_rx.clone(),
     );
-    let router = web::router(state).merge(signaling.router());
+    if let (Some(issuer), Some(turn)) = (&issuer, &turn) {
+        let closer = turn.closer();
+        let close: credentials::service::CloseUserFn =
+            Arc::new(move |user: &credentials::UserPart| closer(user.as_str()));
+        tokio::spawn(credentials::service::run(
+            issuer.clone(),
+            ttl,
+            signaling.handle(),
+            events_rx,
+            Some(close),
+        ));
+    }
+    let api = Arc::new(web::api::ApiState::new(&config.api, issuer));
+    let router = web::router_with(state, web::api::routes(api)).merge(signaling.router());
 
     announce("https", https_addr);
     if let Some(addr) = config.http.redirect_listen {
@@ -155,15 +190,6 @@ async fn run(
             shutdown_rx.clone(),
         ));
     }
-    let turn = if config.turn.enabled {
-        let turn = crate::turn::service::TurnServer::start(&config)?;
-        for addr in &turn.listeners {
-            announce("turn-udp", *addr);
-        }
-        Some(turn)
-    } else {
-        None
-    };
     println!(
         "signalbox: open https://{}/",
         host_port(&config.server.public_host, https_addr.port())
@@ -190,6 +216,29 @@ async fn run(
     }
     info!("stopped");
     Ok(())
+}
+
+/// The join rule of `[access] mode`; in token mode the signing key is loaded (or created)
+/// now, so a bad key file stops the start with one line naming `access.key_file`.
+fn admit_fn(config: &Config, source: &Source) -> Result<signaling::AdmitFn, Failure> {
+    let policy = match config.access.mode {
+        AccessMode::Open => return Ok(signaling::admit_everyone()),
+        AccessMode::Token => {
+            let path = config.access.key_path(&config.tls.generated_dir);
+            let key = AccessKey::load_or_create(&path).map_err(|e| {
+                ConfigError::new(&source.name, Some("access.key_file"), e.to_string())
+            })?;
+            info!(key = %path.display(), "rooms need an invitation ([access] mode = \"token\")");
+            AccessPolicy::Token(key)
+        }
+    };
+    Ok(Arc::new(
+        move |room: &signaling::RoomId, token: Option<&str>| {
+            policy
+                .check_join(room.as_str(), token, credentials::unix_now())
+                .map_err(|e| e.to_string())
+        },
+    ))
 }
 
 /// Every WebSocket, TURN allocation and relay socket is a descriptor, and the usual soft

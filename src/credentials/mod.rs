@@ -21,7 +21,9 @@ pub mod service;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::config::Config;
 use crate::turn::auth::Secrets;
+use crate::turn::service::TurnServer;
 
 /// A peer's identity as the TURN server sees it: the user part of its REST usernames.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -115,6 +117,19 @@ pub struct Issuer {
 }
 
 impl Issuer {
+    /// The issuer of a running TURN server: its secrets, its bound UDP listeners, and
+    /// `[server] public_host` as the name browsers reach them by.
+    pub fn new(config: &Config, turn: &TurnServer) -> Issuer {
+        let mut endpoints = ice::IceEndpoints::new(&config.server.public_host);
+        for addr in &turn.listeners {
+            endpoints.add_turn(ice::TurnTransport::Udp, addr.port());
+        }
+        Issuer {
+            minter: Minter::new(turn.secrets.clone(), config.turn.separator()),
+            endpoints,
+        }
+    }
+
     /// `iceServers` for peer `peer` of room `room`, with credentials valid for `ttl`.
     pub fn ice_servers_for_peer(
         &self,
@@ -126,6 +141,11 @@ impl Issuer {
         let credential = self.minter.mint_for_peer(room, peer, now, ttl);
         self.endpoints.ice_servers_json(Some(&credential))
     }
+}
+
+/// [`Issuer::new`], shared.
+pub fn issuer_for(config: &Config, turn: &TurnServer) -> Arc<Issuer> {
+    Arc::new(Issuer::new(config, turn))
 }
 
 /// `base64(HMAC-SHA1(secret, username))`, the password of the REST scheme (coturn's

@@ -120,6 +120,15 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_config_file_parses_to_the_defaults() {
+        let text = include_str!("../../../config.toml");
+        let c = Config::parse(text, "config.toml").expect("config.toml parses");
+        let d = Config::default();
+        assert_eq!(format!("{:?}", c.api), format!("{:?}", d.api));
+        assert_eq!(format!("{:?}", c.access), format!("{:?}", d.access));
+    }
+
+    #[test]
     fn keys_are_a_list_of_named_tables() {
         let c = Config::parse(
             "[[api.keys]]\nname = \"synapse\"\nkey = \"0123456789abcdef\"\n",
