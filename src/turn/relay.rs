@@ -193,7 +193,10 @@ impl RelaySockets for RelaySet {
     }
 }
 
-/// A non-blocking UDP socket; with `reuse_port` several workers share the address.
+/// A non-blocking UDP socket. With `reuse_port` (listeners) several workers share the address,
+/// and the socket gets large buffers: it carries every client of the worker, so bursts must
+/// not overflow it. Relay sockets keep the kernel defaults, which bounds kernel memory per
+/// allocation.
 pub fn bind_udp(addr: SocketAddr, reuse_port: bool) -> io::Result<UdpSocket> {
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     if addr.is_ipv6() {
@@ -201,10 +204,10 @@ pub fn bind_udp(addr: SocketAddr, reuse_port: bool) -> io::Result<UdpSocket> {
     }
     if reuse_port {
         socket.set_reuse_port(true)?;
+        let _ = socket.set_recv_buffer_size(4 << 20);
+        let _ = socket.set_send_buffer_size(4 << 20);
     }
     socket.set_nonblocking(true)?;
-    let _ = socket.set_recv_buffer_size(4 << 20);
-    let _ = socket.set_send_buffer_size(4 << 20);
     socket.bind(&addr.into())?;
     Ok(socket.into())
 }

@@ -2,7 +2,9 @@
 //! virtual time, answers parsed back.
 
 use super::*;
+use crate::stun::Integrity;
 use crate::turn::allocation::{Limits, Quotas};
+use std::sync::Mutex;
 use std::time::Duration;
 
 const SECRET: &str = "s3cret";
@@ -56,10 +58,9 @@ fn harness_with(user_quota: u32, policy: PeerPolicy) -> Harness {
                 last: 59999,
             },
             workers: 1,
+            live: Arc::default(),
         },
         worker: 0,
-        unauth_rate: 5,
-        unauth_burst: 10,
     };
     let table = AllocationTable::new(
         Arc::new(Quotas::new(user_quota, 100)),
@@ -69,10 +70,16 @@ fn harness_with(user_quota: u32, policy: PeerPolicy) -> Harness {
             max_bytes_per_sec: 0,
         },
     );
-    let secrets = Arc::new(Secrets::new(vec![SECRET.as_bytes().to_vec()]).expect("a secret"));
+    let secrets = Arc::new(Secrets::new(vec![SECRET.as_bytes().to_vec()]).expect("one secret"));
     let nonces = Arc::new(NonceKey::new([9; 32]));
     Harness {
-        core: Core::new(config, table, secrets, nonces),
+        core: Core::new(
+            config,
+            table,
+            secrets,
+            nonces,
+            Arc::new(Mutex::new(RateLimiter::new(64, 5, 10))),
+        ),
         sockets: FakeSockets::default(),
         now: T0,
         tid: 0,
@@ -452,11 +459,16 @@ fn create_permission_installs_every_peer_or_none() {
 fn another_allocations_relayed_address_is_allowed_even_in_a_private_range() {
     let mut h = harness();
     let (c, _, _) = h.allocated(ALICE, "alice");
-    let relayed_local = format!("{}:50010", IpAddr::from(RELAY_IP));
-    assert_eq!(h.permit(ALICE, &c, &[&relayed_local]).class, Class::Success);
+    let (_, _, bob_relayed) = h.allocated(BOB, "bob");
+    let port = bob_relayed.port();
+    let bob_local = format!("{}:{port}", IpAddr::from(RELAY_IP));
+    assert_eq!(h.permit(ALICE, &c, &[&bob_local]).code, None);
+    assert_eq!(h.permit(ALICE, &c, &[&bob_relayed.to_string()]).code, None);
+    let unused = format!("{}:{}", IpAddr::from(RELAY_IP), port + 100);
     assert_eq!(
-        h.permit(ALICE, &c, &["203.0.113.10:50010"]).class,
-        Class::Success
+        h.permit(ALICE, &c, &[&unused]).code,
+        Some(403),
+        "a port of the relay range without a live allocation is not ours"
     );
 }
 
@@ -633,5 +645,33 @@ fn garbage_never_panics_and_is_dropped() {
         &[0x00, 0x01, 0, 4, 0x21, 0x12],
     ] {
         assert_eq!(h.client(ALICE, junk).0, Action::Nothing);
+    }
+}
+
+#[test]
+fn the_relay_port_range_is_cut_into_one_slice_per_worker() {
+    let plan = RelayPlan {
+        v4: None,
+        v6: None,
+        ports: PortRange {
+            first: 49152,
+            last: 65535,
+        },
+        workers: 3,
+        live: Arc::default(),
+    };
+    let slices: Vec<PortRange> = (0..3).map(|w| plan.ports_of(w)).collect();
+    assert_eq!(slices[0].first, 49152);
+    assert_eq!(slices[2].last, 65535);
+    for w in 0..3 {
+        assert_eq!(plan.worker_of(slices[w].first), w);
+        assert_eq!(plan.worker_of(slices[w].last), w);
+        if w > 0 {
+            assert_eq!(
+                slices[w].first,
+                slices[w - 1].last + 1,
+                "no gaps, no overlap"
+            );
+        }
     }
 }
