@@ -422,3 +422,87 @@ fn serde_urlencoded_map(query: &str) -> Option<HashMap<String, String>> {
     .ok()
     .map(|q| q.0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::config::ApiKeyConfig;
+    use super::*;
+
+    fn state(keys: &[(&str, &str)]) -> ApiState {
+        let config = ApiConfig {
+            keys: keys
+                .iter()
+                .map(|(name, key)| ApiKeyConfig {
+                    name: (*name).into(),
+                    key: (*key).into(),
+                })
+                .collect(),
+            cors_origins: vec!["https://app.example.org".into()],
+            ..ApiConfig::default()
+        };
+        ApiState::new(&config, None)
+    }
+
+    #[test]
+    fn a_key_is_found_only_when_it_matches_exactly() {
+        let s = state(&[("a", "0123456789abcdef"), ("b", "fedcba9876543210")]);
+        assert_eq!(s.find_key("fedcba9876543210"), Some(1));
+        assert_eq!(s.find_key("0123456789abcdef"), Some(0));
+        assert_eq!(s.find_key("0123456789abcde"), None);
+        assert_eq!(s.find_key("0123456789abcdef "), None);
+        assert_eq!(s.find_key(""), None);
+    }
+
+    #[test]
+    fn only_listed_origins_are_allowed() {
+        let s = state(&[("a", "0123456789abcdef")]);
+        let with = |origin: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::ORIGIN, HeaderValue::from_str(origin).unwrap());
+            s.allowed_origin(&h)
+        };
+        assert!(with("https://app.example.org").is_some());
+        assert!(with("https://app.example.org.evil.com").is_none());
+        assert!(with("http://app.example.org").is_none());
+        assert!(s.allowed_origin(&HeaderMap::new()).is_none());
+    }
+
+    #[test]
+    fn a_bearer_token_is_read_case_insensitively_and_other_schemes_are_not() {
+        let mut h = HeaderMap::new();
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("bearer k1"));
+        assert_eq!(bearer(&h), Some("k1"));
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic k1"));
+        assert_eq!(bearer(&h), None);
+    }
+
+    #[test]
+    fn an_address_is_limited_before_its_key_is_even_looked_at() {
+        let config = ApiConfig {
+            keys: vec![ApiKeyConfig {
+                name: "a".into(),
+                key: "0123456789abcdef".into(),
+            }],
+            rate_limit_per_ip: 1,
+            rate_limit_burst: 1,
+            ..ApiConfig::default()
+        };
+        let s = ApiState::new(&config, None);
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        assert!(matches!(
+            authorize(&s, ip, Some("wrong-key-0000000")),
+            Err(ApiError::WrongKey)
+        ));
+        assert!(matches!(
+            authorize(&s, ip, Some("0123456789abcdef")),
+            Err(ApiError::RateLimited(_))
+        ));
+        let other: IpAddr = "192.0.2.2".parse().unwrap();
+        assert_eq!(
+            authorize(&s, other, Some("0123456789abcdef"))
+                .ok()
+                .as_deref(),
+            Some("a")
+        );
+    }
+}
