@@ -4,6 +4,7 @@
 
 pub mod access;
 pub mod app;
+pub mod bench;
 pub mod cli;
 pub mod commands;
 pub mod config;
