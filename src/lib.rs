@@ -2,10 +2,13 @@
 //! protocol logic lives in I/O-free state machines, and the async code around them is a thin
 //! shell (see each module's notes).
 
+pub mod access;
 pub mod app;
 pub mod bench;
 pub mod cli;
+pub mod commands;
 pub mod config;
+pub mod credentials;
 pub mod demux;
 pub mod listener;
 pub mod metrics;
