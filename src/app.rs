@@ -180,8 +180,14 @@ async fn run(
             Some(close),
         ));
     }
+    let ops = Arc::new(web::ops::OpsState {
+        app: state.clone(),
+        hub: signaling.handle(),
+        issuer: issuer.clone(),
+    });
     let api = Arc::new(web::api::ApiState::new(&config.api, issuer));
-    let router = web::router_with(state.clone(), web::api::routes(api)).merge(signaling.router());
+    let extra = web::api::routes(api).merge(web::ops::routes(ops));
+    let router = web::router_with(state.clone(), extra).merge(signaling.router());
 
     announce("https", https_addr);
     if let Some(addr) = config.http.redirect_listen {
