@@ -234,11 +234,15 @@ async fn run(
 
     // Signal handlers go in before the `open` line: whoever reads it may signal at once.
     reloader.run_on_sighup();
-    let stop = stop_signals();
-    tokio::spawn(async move {
-        stop.await;
-        let _ = shutdown_tx.send(true);
-    });
+    let (drain_tx, drain_rx) = watch::channel(false);
+    tokio::spawn(drain_then_stop(
+        stop_signals(),
+        drain_tx,
+        shutdown_tx,
+        signaling.handle(),
+        turn.as_ref().map(|t| t.drain_switch()),
+        config.server.drain_grace,
+    ));
     println!(
         "signalbox: open https://{}/",
         host_port(&config.server.public_host, https_addr.port())
@@ -250,8 +254,14 @@ async fn run(
         turn: None,
     };
     https
-        .serve(listener, shutdown_rx, config.http.shutdown_grace)
+        .serve(listener, drain_rx, config.http.shutdown_grace)
         .await;
+    let mut closing = shutdown_rx.clone();
+    while !*closing.borrow_and_update() {
+        if closing.changed().await.is_err() {
+            break;
+        }
+    }
     // Upgraded WebSockets are no longer hyper's; they close themselves (code 1001).
     signaling.wait_closed(config.http.shutdown_grace).await;
     if let Some(turn) = turn {
@@ -346,6 +356,43 @@ fn log_certificate(loaded: &tls::Loaded, real: bool) {
         sha256 = %loaded.fingerprint,
         "{kind}"
     );
+}
+
+/// The drain: on the stop signal the HTTPS listener stops accepting, every signaling client is
+/// told `server-shutdown`, joins and new allocations are refused, and calls keep relaying
+/// until `grace` ends or no client is left; then everything closes.
+async fn drain_then_stop(
+    stop: impl std::future::Future<Output = ()>,
+    drain: watch::Sender<bool>,
+    shutdown: watch::Sender<bool>,
+    hub: signaling::HubHandle,
+    turn: Option<Arc<std::sync::atomic::AtomicBool>>,
+    grace: std::time::Duration,
+) {
+    use crate::metrics::METRICS;
+    stop.await;
+    let _ = drain.send(true);
+    if let Some(switch) = turn {
+        switch.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+    hub.drain(grace).await;
+    info!("draining: no new joins or allocations; calls keep relaying for up to {grace:?}");
+    let deadline = tokio::time::Instant::now() + grace;
+    loop {
+        let allocations: i64 = (0..crate::metrics::TRANSPORTS.len())
+            .map(|i| METRICS.allocations_active.at(i).get())
+            .sum();
+        if METRICS.ws_connections_active.get() == 0 && allocations == 0 {
+            info!("drained: no clients left");
+            break;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            info!("drain grace over: closing {allocations} allocations and every connection");
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let _ = shutdown.send(true);
 }
 
 /// Installs the SIGTERM/SIGINT handlers now; the future completes on the first of them.

@@ -653,3 +653,30 @@ fn metrics_count_forbidden_peers_and_allocations_that_come_and_go() {
         before["signalbox_turn_allocations_active{transport=\"udp\"}"]
     );
 }
+
+#[test]
+fn while_draining_new_allocations_get_508_and_existing_ones_keep_relaying() {
+    let mut server = start_loopback("");
+    let peer = UdpSocket::bind("127.0.0.1:0").expect("bind peer");
+    peer.set_read_timeout(Some(Duration::from_secs(2)))
+        .expect("timeout");
+    let peer_addr = peer.local_addr().expect("addr");
+    let mut old = Raw::new(server.addr("turn-udp"), "early", 3600, SECRET);
+    assert_eq!(old.allocate().class, Class::Success);
+    assert_eq!(old.permission(peer_addr).class, Class::Success);
+
+    server.signal(libc::SIGTERM);
+    assert!(server.log_contains("draining"));
+    let mut late = Raw::new(server.addr("turn-udp"), "late", 3600, SECRET);
+    let refused = late.allocate();
+    assert_eq!(refused.class, Class::Error);
+    assert_eq!(refused.code, Some(508));
+
+    old.send_indication(peer_addr, b"still relaying");
+    let mut buf = [0u8; 200];
+    let (n, _) = peer
+        .recv_from(&mut buf)
+        .expect("the old allocation still relays");
+    assert_eq!(&buf[..n], b"still relaying");
+    assert_eq!(server.wait_exit(Duration::from_secs(6)), Some(0));
+}

@@ -26,6 +26,7 @@ pub struct TurnServer {
     pub secrets: Arc<Secrets>,
     pub realm: String,
     shared: Arc<Shared>,
+    draining: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
 }
 
@@ -70,6 +71,7 @@ impl TurnServer {
             strict_expiry: turn.strict_expiry,
             max_bytes_per_sec: turn.max_bitrate / 8,
         };
+        let draining = Arc::new(AtomicBool::new(false));
         let policy = PeerPolicy {
             allowed: turn.allowed_peer_ranges.clone(),
             denied: turn.denied_peer_ranges.clone(),
@@ -104,6 +106,7 @@ impl TurnServer {
                 policy: policy.clone(),
                 relay: plan.clone(),
                 worker: index,
+                draining: draining.clone(),
             };
             let table = AllocationTable::new(quotas.clone(), limits.clone());
             let core = Core::new(
@@ -138,6 +141,7 @@ impl TurnServer {
             secrets,
             realm,
             shared,
+            draining,
             threads,
         })
     }
@@ -152,6 +156,12 @@ impl TurnServer {
     pub fn closer(&self) -> impl Fn(&str) + Send + Sync + 'static {
         let shared = self.shared.clone();
         move |user: &str| shared.close_user(user)
+    }
+
+    /// A switch that, once set, refuses new allocations (508) while existing ones keep
+    /// relaying: how the server drains before it stops.
+    pub fn drain_switch(&self) -> Arc<AtomicBool> {
+        self.draining.clone()
     }
 
     /// Stops the workers and waits for them; their sockets close with them.
