@@ -233,6 +233,10 @@ async fn run(
     tokio::task::spawn_blocking(move || log_self_test(&target));
 
     // Signal handlers go in before the `open` line: whoever reads it may signal at once.
+    let turn = turn.map(Arc::new);
+    if let Some(turn) = &turn {
+        tokio::spawn(apply_reloads(reloader.subscribe(), Arc::downgrade(turn)));
+    }
     reloader.run_on_sighup();
     let (drain_tx, drain_rx) = watch::channel(false);
     tokio::spawn(drain_then_stop(
@@ -264,8 +268,10 @@ async fn run(
     }
     // Upgraded WebSockets are no longer hyper's; they close themselves (code 1001).
     signaling.wait_closed(config.http.shutdown_grace).await;
-    if let Some(turn) = turn {
-        turn.stop();
+    match turn.map(Arc::try_unwrap) {
+        Some(Ok(turn)) => turn.stop(),
+        Some(Err(_)) => warn!("TURN workers still in use at exit; they end with the process"),
+        None => {}
     }
     info!("stopped");
     Ok(())
@@ -356,6 +362,20 @@ fn log_certificate(loaded: &tls::Loaded, real: bool) {
         sha256 = %loaded.fingerprint,
         "{kind}"
     );
+}
+
+/// Hands every accepted configuration to the parts that can change live.
+async fn apply_reloads(
+    mut config: watch::Receiver<Arc<Config>>,
+    turn: std::sync::Weak<crate::turn::service::TurnServer>,
+) {
+    config.borrow_and_update();
+    while config.changed().await.is_ok() {
+        let current = config.borrow_and_update().clone();
+        // Weak: shutting down must be able to take the TURN server back to stop it.
+        let Some(turn) = turn.upgrade() else { break };
+        turn.apply(&current.turn);
+    }
 }
 
 /// The drain: on the stop signal the HTTPS listener stops accepting, every signaling client is

@@ -27,6 +27,7 @@ pub struct TurnServer {
     pub realm: String,
     shared: Arc<Shared>,
     draining: Arc<AtomicBool>,
+    quotas: Arc<Quotas>,
     threads: Vec<JoinHandle<()>>,
 }
 
@@ -142,6 +143,7 @@ impl TurnServer {
             realm,
             shared,
             draining,
+            quotas,
             threads,
         })
     }
@@ -156,6 +158,19 @@ impl TurnServer {
     pub fn closer(&self) -> impl Fn(&str) + Send + Sync + 'static {
         let shared = self.shared.clone();
         move |user: &str| shared.close_user(user)
+    }
+
+    /// Applies what a configuration reload may change while allocations live: the secrets (an
+    /// empty list keeps the ones in use, such as a generated secret) and the quotas.
+    pub fn apply(&self, turn: &crate::config::TurnConfig) {
+        if !turn.secrets.is_empty() {
+            let list = turn.secrets.iter().map(|s| s.as_bytes().to_vec()).collect();
+            match self.secrets.replace(list) {
+                Ok(()) => info!("[turn] secrets reloaded ({} in use)", turn.secrets.len()),
+                Err(e) => warn!("[turn] secrets not reloaded: {e}"),
+            }
+        }
+        self.quotas.set_limits(turn.user_quota, turn.total_quota);
     }
 
     /// A switch that, once set, refuses new allocations (508) while existing ones keep
