@@ -20,16 +20,32 @@ pub struct Cli {
 pub struct Global {
     /// Configuration file. When the default `config.toml` is absent, the built-in defaults apply;
     /// a file named explicitly must exist.
-    #[arg(long, short = 'c', global = true, value_name = "PATH", env = "SIGNALBOX_CONFIG")]
+    #[arg(
+        long,
+        short = 'c',
+        global = true,
+        value_name = "PATH",
+        env = "SIGNALBOX_CONFIG"
+    )]
     pub config: Option<PathBuf>,
     /// Override `[http] listen`: where HTTPS (web app and signaling) listens, e.g. 0.0.0.0:443.
     #[arg(long, global = true, value_name = "ADDR", env = "SIGNALBOX_LISTEN")]
     pub listen: Option<SocketAddr>,
     /// Override `[server] public_host`: the name or IP address browsers use to reach this server.
-    #[arg(long, global = true, value_name = "HOST", env = "SIGNALBOX_PUBLIC_HOST")]
+    #[arg(
+        long,
+        global = true,
+        value_name = "HOST",
+        env = "SIGNALBOX_PUBLIC_HOST"
+    )]
     pub public_host: Option<String>,
     /// Override `[log] level`, e.g. `debug` or `signalbox=trace` (RUST_LOG still wins).
-    #[arg(long, global = true, value_name = "FILTER", env = "SIGNALBOX_LOG_LEVEL")]
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILTER",
+        env = "SIGNALBOX_LOG_LEVEL"
+    )]
     pub log_level: Option<String>,
 }
 

@@ -3,6 +3,7 @@
 //! shell (see each module's notes).
 
 pub mod app;
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod tls;
