@@ -140,6 +140,15 @@ async fn run(
             shutdown_rx.clone(),
         ));
     }
+    let turn = if config.turn.enabled {
+        let turn = crate::turn::service::TurnServer::start(&config)?;
+        for addr in &turn.listeners {
+            announce("turn-udp", *addr);
+        }
+        Some(turn)
+    } else {
+        None
+    };
     println!(
         "signalbox: open https://{}/",
         host_port(&config.server.public_host, https_addr.port())
@@ -159,6 +168,9 @@ async fn run(
         config.http.shutdown_grace,
     )
     .await;
+    if let Some(turn) = turn {
+        turn.stop();
+    }
     info!("stopped");
     Ok(())
 }

@@ -21,6 +21,7 @@ pub struct Config {
     pub http: HttpConfig,
     pub tls: TlsConfig,
     pub log: LogConfig,
+    pub turn: TurnConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -98,6 +99,8 @@ impl Default for LogConfig {
         }
     }
 }
+
+pub use crate::turn::config::{PortRange, TurnConfig};
 
 /// A configuration problem: which file, which key, what is wrong. Displays as one line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -229,6 +232,9 @@ impl Config {
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return err("log.level", format!("not a valid filter: {e}"));
+        }
+        if let Err((key, msg)) = self.turn.validate() {
+            return err(key, msg);
         }
         Ok(())
     }

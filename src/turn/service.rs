@@ -1,0 +1,264 @@
+//! Starting and stopping the TURN server: relay addresses, secrets, one core and one thread per
+//! worker. The only place that reads the `[turn]` configuration as a whole.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use anyhow::Context as _;
+use mio::{Poll, Token, Waker};
+use ring::rand::{SecureRandom, SystemRandom};
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::turn::allocation::{AllocationTable, Limits, Quotas};
+use crate::turn::auth::{NonceKey, Secrets};
+use crate::turn::policy::PeerPolicy;
+use crate::turn::relay::{self, Clock, Inbox, RelaySet, Shared, Worker};
+use crate::turn::server::{Core, CoreConfig, RelayPlan};
+
+/// A running TURN server.
+pub struct TurnServer {
+    /// The bound listener addresses, one per `[turn] listen` entry.
+    pub listeners: Vec<SocketAddr>,
+    /// The REST secrets in use (configured or generated), for minting credentials.
+    pub secrets: Arc<Secrets>,
+    pub realm: String,
+    shared: Arc<Shared>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl TurnServer {
+    /// Binds every socket and starts the workers; errors name the config key at fault.
+    pub fn start(config: &Config) -> anyhow::Result<TurnServer> {
+        let turn = &config.turn;
+        let workers = match turn.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        let rng = SystemRandom::new();
+        let secrets = if turn.secrets.is_empty() {
+            let mut raw = [0u8; 24];
+            rng.fill(&mut raw)
+                .map_err(|_| anyhow::anyhow!("no system randomness"))?;
+            info!("[turn] secrets is empty: generated a random secret for this run (credentials minted now stop working after a restart)");
+            vec![hex(&raw).into_bytes()]
+        } else {
+            turn.secrets.iter().map(|s| s.as_bytes().to_vec()).collect()
+        };
+        let secrets = Arc::new(Secrets::new(secrets));
+        let mut nonce_key = [0u8; 32];
+        rng.fill(&mut nonce_key)
+            .map_err(|_| anyhow::anyhow!("no system randomness"))?;
+        let nonces = Arc::new(NonceKey(nonce_key));
+        let realm = if turn.realm.is_empty() {
+            config.server.public_host.clone()
+        } else {
+            turn.realm.clone()
+        };
+        let plan = relay_plan(config, workers)?;
+        info!(
+            v4 = ?plan.v4, v6 = ?plan.v6, ports = %plan.ports, workers,
+            "TURN relay addresses (local, advertised)"
+        );
+        let per_worker = relay::bind_listeners(&turn.listen, workers)?;
+        let listeners: Vec<SocketAddr> = per_worker[0].iter().map(|(a, _)| *a).collect();
+        let quotas = Arc::new(Quotas::new(turn.user_quota, turn.total_quota));
+        let limits = Limits {
+            max_lifetime: turn.max_allocation_lifetime,
+            strict_expiry: turn.strict_expiry,
+            max_bytes_per_sec: turn.max_bitrate / 8,
+        };
+        let policy = PeerPolicy {
+            allowed: turn.allowed_peer_ranges.clone(),
+            denied: turn.denied_peer_ranges.clone(),
+            allow_loopback: turn.allow_loopback_peers,
+            listeners: listeners.clone(),
+        };
+        let mut polls = Vec::new();
+        let mut wakers = Vec::new();
+        for _ in 0..workers {
+            let poll = Poll::new().context("cannot create an epoll instance")?;
+            wakers.push(Waker::new(poll.registry(), Token(0)).context("cannot create a waker")?);
+            polls.push(poll);
+        }
+        let shared = Arc::new(Shared {
+            inboxes: (0..workers).map(|_| Mutex::new(Inbox::default())).collect(),
+            wakers,
+            stop: AtomicBool::new(false),
+        });
+        let clock = Clock::new();
+        let mut threads = Vec::new();
+        for (index, (poll, sockets)) in polls.into_iter().zip(per_worker).enumerate() {
+            let core_config = CoreConfig {
+                realm: realm.clone(),
+                separator: turn.separator(),
+                nonce_lifetime_secs: turn.nonce_lifetime.as_secs(),
+                policy: policy.clone(),
+                relay: plan.clone(),
+                worker: index,
+                unauth_rate: turn.unauth_rate,
+                unauth_burst: turn.unauth_burst,
+            };
+            let table = AllocationTable::new(quotas.clone(), limits.clone());
+            let core = Core::new(core_config, table, secrets.clone(), nonces.clone());
+            let registry = poll
+                .registry()
+                .try_clone()
+                .context("cannot clone the registry")?;
+            let seed = u64::from_le_bytes(nonce_key[..8].try_into().unwrap_or([1; 8]))
+                ^ (index as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            let worker = Worker {
+                index,
+                poll,
+                listeners: sockets
+                    .into_iter()
+                    .map(|(a, s)| (a, mio::net::UdpSocket::from_std(s)))
+                    .collect(),
+                core,
+                relays: RelaySet::new(registry, plan.ports_of(index), seed),
+                clock,
+            };
+            threads
+                .push(relay::spawn(worker, shared.clone()).context("cannot start a TURN worker")?);
+        }
+        Ok(TurnServer {
+            listeners,
+            secrets,
+            realm,
+            shared,
+            threads,
+        })
+    }
+
+    /// Stops the workers and waits for them; their sockets close with them.
+    pub fn stop(self) {
+        self.shared.stop.store(true, Ordering::Relaxed);
+        for w in &self.shared.wakers {
+            let _ = w.wake();
+        }
+        for t in self.threads {
+            if t.join().is_err() {
+                warn!("a TURN worker panicked");
+            }
+        }
+    }
+}
+
+/// Works out the relay addresses: `relay_ip`, else what `public_host` resolves to, else the
+/// first non-loopback interface, else loopback; plus one of the other family when the host
+/// has it.
+fn relay_plan(config: &Config, workers: usize) -> anyhow::Result<RelayPlan> {
+    let turn = &config.turn;
+    let primary = match turn.relay_ip {
+        Some(ip) => ip,
+        None => resolve(&config.server.public_host)
+            .filter(|ip| local_ip_usable(*ip))
+            .or_else(|| {
+                interfaces()
+                    .into_iter()
+                    .find(|ip| !ip.is_loopback() && ip.is_ipv4())
+            })
+            .or_else(|| interfaces().into_iter().find(|ip| !ip.is_loopback()))
+            .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+    };
+    if !local_ip_usable(primary) {
+        anyhow::bail!("[turn] relay_ip: {primary} is not an address of this host");
+    }
+    let other = if primary.is_loopback() {
+        let lo: IpAddr = if primary.is_ipv4() {
+            Ipv6Addr::LOCALHOST.into()
+        } else {
+            Ipv4Addr::LOCALHOST.into()
+        };
+        Some(lo).filter(|ip| local_ip_usable(*ip))
+    } else {
+        interfaces()
+            .into_iter()
+            .find(|ip| ip.is_ipv4() != primary.is_ipv4() && !ip.is_loopback() && !is_link_local(ip))
+    };
+    let external = turn.external_ip;
+    let pair = |local: IpAddr| {
+        let public = external
+            .filter(|e| e.is_ipv4() == local.is_ipv4())
+            .unwrap_or(local);
+        (local, public)
+    };
+    let (v4, v6) = if primary.is_ipv4() {
+        (Some(pair(primary)), other.map(pair))
+    } else {
+        (other.map(pair), Some(pair(primary)))
+    };
+    if turn.relay_ports.len() < workers as u32 {
+        anyhow::bail!(
+            "[turn] relay_ports: {} has fewer ports than workers",
+            turn.relay_ports
+        );
+    }
+    Ok(RelayPlan {
+        v4,
+        v6,
+        ports: turn.relay_ports,
+        workers,
+    })
+}
+
+fn resolve(host: &str) -> Option<IpAddr> {
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Some(ip);
+    }
+    (host, 0)
+        .to_socket_addrs()
+        .ok()?
+        .map(|a| a.ip())
+        .find(|ip| ip.is_ipv4())
+}
+
+/// True when a UDP socket can bind `ip` (it is assigned to this host).
+fn local_ip_usable(ip: IpAddr) -> bool {
+    std::net::UdpSocket::bind(SocketAddr::new(ip, 0)).is_ok()
+}
+
+fn is_link_local(ip: &IpAddr) -> bool {
+    match ip {
+        IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) == 0xfe80,
+        IpAddr::V4(v4) => v4.is_link_local(),
+    }
+}
+
+/// The host's interface addresses (getifaddrs).
+fn interfaces() -> Vec<IpAddr> {
+    let mut out = Vec::new();
+    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `head` with a list we walk read-only and free once.
+    unsafe {
+        if libc::getifaddrs(&mut head) != 0 {
+            return out;
+        }
+        let mut cur = head;
+        while !cur.is_null() {
+            let addr = (*cur).ifa_addr;
+            if !addr.is_null() {
+                match i32::from((*addr).sa_family) {
+                    libc::AF_INET => {
+                        let a = &*(addr as *const libc::sockaddr_in);
+                        out.push(IpAddr::V4(Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr))));
+                    }
+                    libc::AF_INET6 => {
+                        let a = &*(addr as *const libc::sockaddr_in6);
+                        out.push(IpAddr::V6(Ipv6Addr::from(a.sin6_addr.s6_addr)));
+                    }
+                    _ => {}
+                }
+            }
+            cur = (*cur).ifa_next;
+        }
+        libc::freeifaddrs(head);
+    }
+    out
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
