@@ -22,6 +22,7 @@ use tracing::{debug, info, warn};
 
 use crate::cli::{Cli, Command};
 use crate::config::{Config, ConfigError, Source};
+use crate::signaling::{self, Signaling};
 use crate::tls::{self, CertStore};
 use crate::web::{self, AppState};
 
@@ -112,6 +113,7 @@ async fn run(
     (certs, loaded): (Arc<CertStore>, tls::Loaded),
 ) -> Result<(), Failure> {
     info!(config = %source.name, "signalbox {} starting", env!("CARGO_PKG_VERSION"));
+    raise_nofile_limit();
     log_certificate(&loaded, certs.is_real());
     let tls_config = tls::server_config(certs.clone(), &[b"h2", b"http/1.1"]);
 
@@ -124,9 +126,17 @@ async fn run(
         config.http.static_dir.clone(),
         certs.is_real(),
     ));
-    let router = web::router(state);
-
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    // TURN credentials will fill `iceServers`; until then browsers use host candidates.
+    let signaling = Signaling::start(
+        &config.rooms,
+        &config.server.public_host,
+        https_addr,
+        signaling::no_ice_servers(),
+        shutdown_rx.clone(),
+    );
+    let router = web::router(state).merge(signaling.router());
+
     announce("https", https_addr);
     if let Some(addr) = config.http.redirect_listen {
         let redirect = TcpListener::bind(addr)
@@ -171,8 +181,31 @@ async fn run(
     if let Some(turn) = turn {
         turn.stop();
     }
+    // Upgraded WebSockets are no longer hyper's; they close themselves (code 1001).
+    signaling.wait_closed(config.http.shutdown_grace).await;
     info!("stopped");
     Ok(())
+}
+
+/// Every WebSocket, TURN allocation and relay socket is a descriptor, and the usual soft
+/// limit (1024) is far below what one server handles: raise the soft limit to the hard one.
+fn raise_nofile_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed to them.
+    let ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0;
+    if !ok || lim.rlim_cur >= lim.rlim_max {
+        return;
+    }
+    let before = lim.rlim_cur;
+    lim.rlim_cur = lim.rlim_max;
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } == 0 {
+        debug!("open file limit raised from {before} to {}", lim.rlim_max);
+    } else {
+        warn!("cannot raise the open file limit above {before}");
+    }
 }
 
 /// One machine-readable line per listener on stdout: tests and scripts read these.

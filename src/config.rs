@@ -22,6 +22,7 @@ pub struct Config {
     pub tls: TlsConfig,
     pub log: LogConfig,
     pub turn: TurnConfig,
+    pub rooms: RoomsConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -101,6 +102,114 @@ impl Default for LogConfig {
 }
 
 pub use crate::turn::config::{PortRange, TurnConfig};
+
+/// Room signaling over WebSocket (`/ws`): room size, resume grace and abuse limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoomsConfig {
+    /// Most peers in one room.
+    pub max_peers: usize,
+    /// How long a dropped peer keeps its id and place for a `resume`.
+    #[serde(deserialize_with = "duration")]
+    pub reconnect_grace: Duration,
+    /// Largest text frame accepted; larger gets `too-large`, over twice this closes with 1009.
+    pub max_message_bytes: usize,
+    /// Messages per second one connection may send on average.
+    pub rate_per_second: u32,
+    /// Messages one connection may send at once above the average.
+    pub rate_burst: u32,
+    /// Open WebSocket connections in total.
+    pub max_connections: usize,
+    /// Open WebSocket connections from one client IP address.
+    pub max_connections_per_ip: usize,
+    /// Messages waiting for one connection; a client that lets it fill is cut off.
+    pub outbound_queue: usize,
+    /// A connection that has not joined a room within this time is closed.
+    #[serde(deserialize_with = "duration")]
+    pub join_timeout: Duration,
+    /// How often the server sends a WebSocket ping.
+    #[serde(deserialize_with = "duration")]
+    pub ping_interval: Duration,
+    /// A connection silent this long after a ping is dropped.
+    #[serde(deserialize_with = "duration")]
+    pub ping_timeout: Duration,
+}
+
+impl Default for RoomsConfig {
+    fn default() -> Self {
+        Self {
+            max_peers: 4,
+            reconnect_grace: Duration::from_secs(20),
+            max_message_bytes: 65536,
+            rate_per_second: 50,
+            rate_burst: 200,
+            max_connections: 20000,
+            max_connections_per_ip: 64,
+            outbound_queue: 256,
+            join_timeout: Duration::from_secs(10),
+            ping_interval: Duration::from_secs(15),
+            ping_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl RoomsConfig {
+    fn validate(&self) -> Result<(), (&'static str, String)> {
+        let r = self;
+        let checks: [(&'static str, bool, &str); 10] = [
+            (
+                "rooms.max_peers",
+                (2..=64).contains(&r.max_peers),
+                "must be 2 to 64",
+            ),
+            (
+                "rooms.max_message_bytes",
+                (1024..=16 << 20).contains(&r.max_message_bytes),
+                "must be 1024 to 16777216",
+            ),
+            (
+                "rooms.rate_per_second",
+                r.rate_per_second >= 1,
+                "must be at least 1",
+            ),
+            ("rooms.rate_burst", r.rate_burst >= 1, "must be at least 1"),
+            (
+                "rooms.max_connections",
+                r.max_connections >= 1,
+                "must be at least 1",
+            ),
+            (
+                "rooms.max_connections_per_ip",
+                r.max_connections_per_ip >= 1,
+                "must be at least 1",
+            ),
+            (
+                "rooms.outbound_queue",
+                (4..=65536).contains(&r.outbound_queue),
+                "must be 4 to 65536",
+            ),
+            (
+                "rooms.join_timeout",
+                !r.join_timeout.is_zero(),
+                "must be more than 0",
+            ),
+            (
+                "rooms.ping_interval",
+                !r.ping_interval.is_zero(),
+                "must be more than 0",
+            ),
+            (
+                "rooms.ping_timeout",
+                !r.ping_timeout.is_zero(),
+                "must be more than 0",
+            ),
+        ];
+        match checks.into_iter().find(|(_, ok, _)| !ok) {
+            Some((key, _, msg)) => Err((key, msg.to_owned())),
+            None => Ok(()),
+        }
+    }
+}
 
 /// A configuration problem: which file, which key, what is wrong. Displays as one line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -236,6 +345,9 @@ impl Config {
         if let Err((key, msg)) = self.turn.validate() {
             return err(key, msg);
         }
+        if let Err((key, msg)) = self.rooms.validate() {
+            return err(key, msg);
+        }
         Ok(())
     }
 }
@@ -353,6 +465,26 @@ mod tests {
         assert!(parse_duration("3 weeks").is_err());
         assert!(parse_duration("").is_err());
         assert!(parse_duration("99999999999999999999d").is_err());
+    }
+
+    #[test]
+    fn rooms_defaults_match_the_documentation_and_limits_are_checked() {
+        let c = Config::parse("", "c.toml").expect("parses");
+        assert_eq!(c.rooms.max_peers, 4);
+        assert_eq!(c.rooms.reconnect_grace, Duration::from_secs(20));
+        assert_eq!(c.rooms.max_message_bytes, 65536);
+        let src = Source {
+            name: "c.toml".into(),
+            base_dir: ".".into(),
+        };
+        let c = Config::parse("[rooms]\nmax_peers = 1\n", "c.toml").expect("parses");
+        let e = c.validate(&src).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("rooms.max_peers"));
+        let c = Config::parse("[rooms]\nping_timeout = \"0s\"\n", "c.toml").expect("parses");
+        assert_eq!(
+            c.validate(&src).unwrap_err().key.as_deref(),
+            Some("rooms.ping_timeout")
+        );
     }
 
     #[test]

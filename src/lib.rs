@@ -6,6 +6,7 @@ pub mod app;
 pub mod bench;
 pub mod cli;
 pub mod config;
+pub mod signaling;
 pub mod stun;
 pub mod tls;
 pub mod turn;

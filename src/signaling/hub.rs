@@ -1,0 +1,233 @@
+//! The registry's owner task: the one place where [`Registry`] runs.
+//!
+//! Connection tasks send [`Command`]s over one bounded channel; the hub applies them in
+//! arrival order, in batches, and hands each output to the addressed connection's bounded
+//! queue with `try_send`. No lock is taken per message, and no connection can make the hub
+//! wait: a queue that is full means that client stopped reading, so it is cut off (and its
+//! peer leaves at once). The fresh ids and resume tokens the pure core cannot make are drawn
+//! here from the OS random source.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use base64::Engine as _;
+use ring::rand::{SecureRandom, SystemRandom};
+use tokio::sync::{mpsc, oneshot};
+use tracing::debug;
+
+use super::protocol::{ClientMessage, PeerId, ResumeToken, ServerMessage};
+use super::rooms::{CloseReason, ConnId, FreshPeer, Output, Registry, RegistryConfig};
+use super::IceServersFn;
+
+/// Commands waiting for the hub; connection tasks wait (back-pressure) when it is full.
+const COMMAND_QUEUE: usize = 8192;
+/// Commands applied per wake-up before outputs are flushed.
+const BATCH: usize = 256;
+
+/// Why the hub ends a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kill {
+    /// Its outbound queue was full: the client is not reading.
+    Overflow,
+    /// Its peer was resumed on another connection.
+    Replaced,
+}
+
+/// What connection tasks (and the rest of the server) ask of the hub.
+#[derive(Debug)]
+pub enum Command {
+    /// A new connection and its ends of the outbound queue and the kill switch.
+    Connect {
+        conn: ConnId,
+        out: mpsc::Sender<ServerMessage>,
+        kill: oneshot::Sender<Kill>,
+    },
+    /// A valid client message.
+    Client { conn: ConnId, msg: ClientMessage },
+    /// The connection ended; its queue comes back so that unsent signals are not lost.
+    Disconnect {
+        conn: ConnId,
+        out: mpsc::Receiver<ServerMessage>,
+    },
+    /// Send `{"type":"ice-servers"}` to a connected peer.
+    PushIceServers {
+        peer: PeerId,
+        ice_servers: serde_json::Value,
+    },
+}
+
+/// A cheap, cloneable way to talk to the hub.
+#[derive(Clone)]
+pub struct HubHandle {
+    tx: mpsc::Sender<Command>,
+    next_conn: Arc<AtomicU64>,
+}
+
+impl HubHandle {
+    /// Sends fresh ICE servers (for example new TURN credentials) to `peer`, if it is
+    /// connected. Returns false only when the hub has stopped.
+    pub async fn push_ice_servers(&self, peer: PeerId, ice_servers: serde_json::Value) -> bool {
+        self.send(Command::PushIceServers { peer, ice_servers })
+            .await
+    }
+
+    /// A connection id never used before.
+    pub fn next_conn(&self) -> ConnId {
+        ConnId(self.next_conn.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// Queues a command; false when the hub has stopped.
+    pub async fn send(&self, cmd: Command) -> bool {
+        self.tx.send(cmd).await.is_ok()
+    }
+}
+
+/// Starts the hub task on the current runtime.
+pub fn spawn(config: RegistryConfig, ice_servers: IceServersFn) -> HubHandle {
+    let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
+    let hub = Hub {
+        registry: Registry::new(config),
+        links: HashMap::new(),
+        ice_servers,
+        rng: SystemRandom::new(),
+    };
+    tokio::spawn(run(rx, hub));
+    HubHandle {
+        tx,
+        next_conn: Arc::new(AtomicU64::new(1)),
+    }
+}
+
+struct Link {
+    out: mpsc::Sender<ServerMessage>,
+    kill: Option<oneshot::Sender<Kill>>,
+}
+
+struct Hub {
+    registry: Registry,
+    links: HashMap<ConnId, Link>,
+    ice_servers: IceServersFn,
+    rng: SystemRandom,
+}
+
+async fn run(mut rx: mpsc::Receiver<Command>, mut hub: Hub) {
+    let mut batch = Vec::with_capacity(BATCH);
+    let timer = tokio::time::sleep_until(super::limits::far_future(Instant::now()).into());
+    tokio::pin!(timer);
+    let mut armed: Option<Instant> = None;
+    loop {
+        tokio::select! {
+            n = rx.recv_many(&mut batch, BATCH) => {
+                if n == 0 {
+                    break;
+                }
+                for cmd in batch.drain(..) {
+                    hub.apply(cmd);
+                }
+            }
+            () = &mut timer, if armed.is_some() => {
+                armed = None;
+                hub.registry.handle_timeout(Instant::now());
+            }
+        }
+        hub.flush();
+        let next = hub.registry.poll_timeout();
+        if next != armed {
+            armed = next;
+            if let Some(at) = next {
+                timer.as_mut().reset(at.into());
+            }
+        }
+    }
+    debug!("signaling hub stopped");
+}
+
+impl Hub {
+    fn apply(&mut self, cmd: Command) {
+        match cmd {
+            Command::Connect { conn, out, kill } => {
+                self.links.insert(
+                    conn,
+                    Link {
+                        out,
+                        kill: Some(kill),
+                    },
+                );
+            }
+            Command::Client { conn, msg } => match msg {
+                ClientMessage::Join { room, name, resume } => {
+                    let fresh = self.fresh_peer();
+                    self.registry.join(conn, room, name, resume, fresh);
+                }
+                ClientMessage::Signal { to, data } => self.registry.signal(conn, &to, data),
+                ClientMessage::Leave => self.registry.leave(conn),
+                ClientMessage::Ping => self.registry.ping(conn),
+            },
+            Command::Disconnect { conn, mut out } => {
+                self.links.remove(&conn);
+                out.close();
+                let mut undelivered = Vec::new();
+                while let Ok(msg) = out.try_recv() {
+                    undelivered.push(msg);
+                }
+                self.registry.disconnect(conn, undelivered, Instant::now());
+            }
+            Command::PushIceServers { peer, ice_servers } => {
+                self.registry.push_ice_servers(&peer, ice_servers);
+            }
+        }
+    }
+
+    /// Hands every pending output to its connection.
+    fn flush(&mut self) {
+        while let Some(output) = self.registry.poll_output() {
+            match output {
+                Output::Send { conn, mut msg } => {
+                    if let ServerMessage::Joined {
+                        room,
+                        id,
+                        ice_servers,
+                        ..
+                    } = &mut msg
+                    {
+                        *ice_servers = (self.ice_servers)(room, id);
+                    }
+                    let Some(link) = self.links.get(&conn) else {
+                        continue;
+                    };
+                    if let Err(mpsc::error::TrySendError::Full(_)) = link.out.try_send(msg) {
+                        debug!(conn = conn.0, "outbound queue full; cutting the client off");
+                        self.kill(conn, Kill::Overflow);
+                        self.links.remove(&conn);
+                        self.registry.evict(conn);
+                    }
+                }
+                Output::Close {
+                    conn,
+                    reason: CloseReason::Replaced,
+                } => self.kill(conn, Kill::Replaced),
+            }
+        }
+    }
+
+    fn kill(&mut self, conn: ConnId, why: Kill) {
+        if let Some(kill) = self.links.get_mut(&conn).and_then(|l| l.kill.take()) {
+            let _ = kill.send(why);
+        }
+    }
+
+    /// 128 random bits each for the peer id and the resume token, URL-safe base64.
+    fn fresh_peer(&self) -> FreshPeer {
+        let mut bytes = [0u8; 32];
+        self.rng
+            .fill(&mut bytes)
+            .expect("the OS random source works (a failure here means the system is broken)");
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        FreshPeer {
+            id: PeerId::new(&b64.encode(&bytes[..16])),
+            resume: ResumeToken::new(&b64.encode(&bytes[16..])),
+        }
+    }
+}

@@ -1,0 +1,125 @@
+//! Room signaling over WebSocket (`wss://HOST:PORT/ws`): rooms, presence, and the addressed
+//! relay of SDP and ICE between the browsers of a call. The wire protocol is documented in
+//! `docs/protocol.md`.
+//!
+//! Design, from the wire inwards:
+//! - [`ws`] upgrades `/ws` (after the `Origin` check and the connection caps) and runs one task
+//!   per connection. That task alone owns its socket: it parses frames, applies the rate and
+//!   size limits, keeps the ping/pong and join timers, and writes everything from the
+//!   connection's bounded outbound queue.
+//! - [`hub`] is the single owner of the room registry: connection tasks send it commands over
+//!   one channel and it answers by `try_send` into the addressed connections' queues. So the
+//!   fan-out takes no lock at all — not one global lock per message, not one per room — and a
+//!   client that stops reading fills only its own queue and is cut off. One task is plenty:
+//!   the registry does a few hash lookups per message while serialization, TLS and socket
+//!   work run in the connection tasks on every core (`signalbox-bench signaling` measures it).
+//! - [`rooms`] is the registry itself, a plain state machine with no I/O and no clock, tested
+//!   on its own; [`protocol`] is the message format; [`limits`] holds the origin policy, the
+//!   rate limiter and the connection caps.
+//!
+//! The `iceServers` of `joined` come from an [`IceServersFn`] given at start, so that the part
+//! of the server that issues TURN credentials can fill them without this module knowing how;
+//! [`HubHandle::push_ice_servers`] sends a connected peer a fresh list later.
+
+pub mod hub;
+pub mod limits;
+pub mod protocol;
+pub mod rooms;
+pub mod ws;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::routing::get;
+use axum::Router;
+use tokio::sync::watch;
+use tracing::info;
+
+pub use hub::HubHandle;
+use limits::{ConnectionCaps, OriginPolicy};
+pub use protocol::{PeerId, RoomId};
+use rooms::RegistryConfig;
+
+use crate::config::RoomsConfig;
+
+/// Builds the `iceServers` list for a peer that just joined a room (called by the hub for
+/// every `joined`). Must be quick: it runs on the registry's task.
+pub type IceServersFn = Arc<dyn Fn(&RoomId, &PeerId) -> serde_json::Value + Send + Sync>;
+
+/// An [`IceServersFn`] that gives every peer an empty list (host candidates only).
+pub fn no_ice_servers() -> IceServersFn {
+    Arc::new(|_: &RoomId, _: &PeerId| serde_json::Value::Array(Vec::new()))
+}
+
+/// Most signals kept for a peer whose connection dropped, until it resumes.
+pub const AWAY_QUEUE_LEN: usize = 64;
+/// Most signal payload bytes kept for such a peer.
+pub const AWAY_QUEUE_BYTES: usize = 256 * 1024;
+
+/// The running signaling service: its hub and what the `/ws` route needs.
+#[derive(Clone)]
+pub struct Signaling {
+    state: ws::WsState,
+}
+
+impl Signaling {
+    /// Starts the hub. `https_addr` is the bound HTTPS listener (its port and address decide the
+    /// accepted origins); `shutdown` turning true closes every connection with code 1001.
+    pub fn start(
+        config: &RoomsConfig,
+        public_host: &str,
+        https_addr: SocketAddr,
+        ice_servers: IceServersFn,
+        shutdown: watch::Receiver<bool>,
+    ) -> Signaling {
+        let hub = hub::spawn(
+            RegistryConfig {
+                max_peers: config.max_peers,
+                reconnect_grace: config.reconnect_grace,
+                away_queue_len: AWAY_QUEUE_LEN,
+                away_queue_bytes: AWAY_QUEUE_BYTES,
+            },
+            ice_servers,
+        );
+        let origins = OriginPolicy::new(public_host, https_addr);
+        info!(origins = ?origins.allowed(), "signaling on /ws");
+        let settings = ws::Settings {
+            rooms: config.clone(),
+            origins,
+            caps: ConnectionCaps::new(config.max_connections, config.max_connections_per_ip),
+            shutdown,
+        };
+        Signaling {
+            state: ws::WsState {
+                hub,
+                settings: Arc::new(settings),
+            },
+        }
+    }
+
+    /// The `/ws` route, to merge into the application router.
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route("/ws", get(ws::upgrade))
+            .with_state(self.state.clone())
+    }
+
+    pub fn handle(&self) -> HubHandle {
+        self.state.hub.clone()
+    }
+
+    /// Open WebSocket connections.
+    pub fn open_connections(&self) -> usize {
+        self.state.settings.caps.open()
+    }
+
+    /// After shutdown was signalled: waits until every connection has sent its close frame
+    /// and ended, or until `limit`.
+    pub async fn wait_closed(&self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while self.open_connections() > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}

@@ -1,0 +1,473 @@
+//! The signaling wire format: one JSON object per WebSocket text frame, tagged by `type`.
+//!
+//! Client messages are parsed by hand from a flat envelope rather than with a tagged serde
+//! enum, for two reasons: every failure gets a specific `bad-request` message naming the field,
+//! and a signal's `data` stays a borrowed-then-boxed [`RawValue`] that is relayed byte for byte
+//! without being parsed into a tree and printed again (serde cannot buffer a `RawValue` inside
+//! an internally tagged enum). Unknown fields are ignored so that clients may add their own.
+//! `docs/protocol.md` is the reference for all of this and must stay true to this file.
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::value::RawValue;
+
+/// Longest display name, in characters.
+pub const MAX_NAME_CHARS: usize = 64;
+
+/// A room name: 1–64 characters of ASCII letters, digits, `-`, `_` and `.`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RoomId(Arc<str>);
+
+impl RoomId {
+    pub fn parse(text: &str) -> Option<RoomId> {
+        crate::web::is_valid_room(text).then(|| RoomId(text.into()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A peer's id inside a room. The server makes them unguessable (128 random bits); the core
+/// only compares them.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PeerId(Arc<str>);
+
+impl PeerId {
+    pub fn new(text: &str) -> PeerId {
+        PeerId(text.into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for PeerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The secret that lets a client take its old id back after its connection dropped.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct ResumeToken(Arc<str>);
+
+impl ResumeToken {
+    pub fn new(text: &str) -> ResumeToken {
+        ResumeToken(text.into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for ResumeToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ResumeToken(…)")
+    }
+}
+
+macro_rules! serialize_as_str {
+    ($($t:ty),*) => {$(
+        impl Serialize for $t {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(&self.0)
+            }
+        }
+    )*};
+}
+serialize_as_str!(RoomId, PeerId, ResumeToken);
+
+/// A signal's `data`: any JSON value, kept as the exact text the sender wrote.
+#[derive(Debug, Clone)]
+pub struct Payload(Box<RawValue>);
+
+impl Payload {
+    /// The JSON text. Callers outside parsing use it in tests and for size accounting.
+    pub fn get(&self) -> &str {
+        self.0.get()
+    }
+
+    /// A payload from JSON text, or `None` when the text is not one valid JSON value.
+    pub fn from_json(text: &str) -> Option<Payload> {
+        RawValue::from_string(text.to_owned()).ok().map(Payload)
+    }
+}
+
+impl PartialEq for Payload {
+    fn eq(&self, other: &Self) -> bool {
+        self.get() == other.get()
+    }
+}
+
+impl Serialize for Payload {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+/// A message from a client, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClientMessage {
+    Join {
+        room: RoomId,
+        name: Option<String>,
+        resume: Option<ResumeToken>,
+    },
+    Signal {
+        to: PeerId,
+        data: Payload,
+    },
+    Leave,
+    Ping,
+}
+
+/// One entry of `joined.peers` and of `peer-joined`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PeerInfo {
+    pub id: PeerId,
+    /// Omitted from the JSON when the peer gave no name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// A message to a client.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum ServerMessage {
+    Joined {
+        room: RoomId,
+        id: PeerId,
+        peers: Vec<PeerInfo>,
+        #[serde(rename = "iceServers")]
+        ice_servers: serde_json::Value,
+        resume: ResumeToken,
+    },
+    PeerJoined {
+        peer: PeerInfo,
+    },
+    PeerLeft {
+        id: PeerId,
+    },
+    Signal {
+        from: PeerId,
+        data: Payload,
+    },
+    /// Fresh ICE servers (for example new TURN credentials) for a connected peer.
+    IceServers {
+        #[serde(rename = "iceServers")]
+        ice_servers: serde_json::Value,
+    },
+    Pong,
+    Error {
+        code: ErrorCode,
+        message: String,
+    },
+}
+
+impl ServerMessage {
+    pub fn error(code: ErrorCode, message: impl Into<String>) -> ServerMessage {
+        ServerMessage::Error {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// The JSON text of this message.
+    pub fn to_json(&self) -> String {
+        // Serializing these types cannot fail: all map keys are strings and every value is
+        // plain data or an already valid `RawValue`.
+        serde_json::to_string(self).expect("server messages always serialize")
+    }
+}
+
+/// The `code` of an `error` message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ErrorCode {
+    /// Invalid JSON, an unknown `type`, a missing or wrong field, or a binary frame.
+    BadRequest,
+    /// The room already has `[rooms] max_peers` peers.
+    RoomFull,
+    /// `signal` or `leave` before a successful `join`.
+    NotJoined,
+    /// `join` while already in a room.
+    AlreadyJoined,
+    /// `signal` to an id that is not another peer of the sender's room.
+    UnknownPeer,
+    /// More messages than the rate limit allows; the message was dropped.
+    RateLimited,
+    /// A frame longer than `[rooms] max_message_bytes`; it was dropped.
+    TooLarge,
+}
+
+impl ErrorCode {
+    pub const ALL: [ErrorCode; 7] = [
+        ErrorCode::BadRequest,
+        ErrorCode::RoomFull,
+        ErrorCode::NotJoined,
+        ErrorCode::AlreadyJoined,
+        ErrorCode::UnknownPeer,
+        ErrorCode::RateLimited,
+        ErrorCode::TooLarge,
+    ];
+}
+
+/// Why a client frame was refused; becomes a `bad-request` error message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    #[error("invalid JSON: {0}")]
+    Json(String),
+    #[error("missing field `type`")]
+    MissingType,
+    #[error("unknown message type `{0}`")]
+    UnknownType(String),
+    #[error("{kind}: missing field `{field}`")]
+    MissingField {
+        kind: &'static str,
+        field: &'static str,
+    },
+    #[error("join: `room` must be 1-64 characters of letters, digits, `-`, `_` and `.`")]
+    BadRoom,
+    #[error("join: `name` must be at most {MAX_NAME_CHARS} characters")]
+    NameTooLong,
+    #[error("join: `resume` must not be empty")]
+    EmptyResume,
+    #[error("signal: `to` must not be empty")]
+    EmptyTo,
+}
+
+/// Every field any client message may carry; the `type` decides which are required.
+#[derive(Deserialize)]
+struct Envelope {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    room: Option<String>,
+    name: Option<String>,
+    resume: Option<String>,
+    to: Option<String>,
+    #[serde(default, deserialize_with = "raw_including_null")]
+    data: Option<Box<RawValue>>,
+}
+
+/// `data` may be any JSON value, `null` included; only its absence is an error.
+fn raw_including_null<'de, D: Deserializer<'de>>(de: D) -> Result<Option<Box<RawValue>>, D::Error> {
+    Box::<RawValue>::deserialize(de).map(Some)
+}
+
+/// Parses and validates one text frame from a client.
+pub fn parse_client(text: &str) -> Result<ClientMessage, ParseError> {
+    let env: Envelope = serde_json::from_str(text).map_err(|e| ParseError::Json(e.to_string()))?;
+    let kind = env.kind.ok_or(ParseError::MissingType)?;
+    match kind.as_str() {
+        "join" => {
+            let room = env.room.ok_or(ParseError::MissingField {
+                kind: "join",
+                field: "room",
+            })?;
+            let room = RoomId::parse(&room).ok_or(ParseError::BadRoom)?;
+            if env
+                .name
+                .as_ref()
+                .is_some_and(|n| n.chars().count() > MAX_NAME_CHARS)
+            {
+                return Err(ParseError::NameTooLong);
+            }
+            let resume = match env.resume {
+                Some(t) if t.is_empty() => return Err(ParseError::EmptyResume),
+                Some(t) => Some(ResumeToken::new(&t)),
+                None => None,
+            };
+            Ok(ClientMessage::Join {
+                room,
+                name: env.name,
+                resume,
+            })
+        }
+        "signal" => {
+            let to = env.to.ok_or(ParseError::MissingField {
+                kind: "signal",
+                field: "to",
+            })?;
+            if to.is_empty() {
+                return Err(ParseError::EmptyTo);
+            }
+            let data = env.data.ok_or(ParseError::MissingField {
+                kind: "signal",
+                field: "data",
+            })?;
+            Ok(ClientMessage::Signal {
+                to: PeerId::new(&to),
+                data: Payload(data),
+            })
+        }
+        "leave" => Ok(ClientMessage::Leave),
+        "ping" => Ok(ClientMessage::Ping),
+        _ => Err(ParseError::UnknownType(kind)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_join_with_name_and_resume_parses() {
+        let m = parse_client(r#"{"type":"join","room":"standup-1","name":"Ann","resume":"t"}"#);
+        assert_eq!(
+            m,
+            Ok(ClientMessage::Join {
+                room: RoomId::parse("standup-1").unwrap(),
+                name: Some("Ann".into()),
+                resume: Some(ResumeToken::new("t")),
+            })
+        );
+    }
+
+    #[test]
+    fn signal_data_is_kept_byte_for_byte() {
+        let text = r#"{"type":"signal","to":"abc","data":{"sdp":"v=0\r\n","n":[1, 2.50]}}"#;
+        let Ok(ClientMessage::Signal { to, data }) = parse_client(text) else {
+            panic!("not a signal");
+        };
+        assert_eq!(to.as_str(), "abc");
+        assert_eq!(data.get(), r#"{"sdp":"v=0\r\n","n":[1, 2.50]}"#);
+    }
+
+    #[test]
+    fn null_data_is_a_value_but_missing_data_is_an_error() {
+        assert!(parse_client(r#"{"type":"signal","to":"a","data":null}"#).is_ok());
+        assert_eq!(
+            parse_client(r#"{"type":"signal","to":"a"}"#),
+            Err(ParseError::MissingField {
+                kind: "signal",
+                field: "data"
+            })
+        );
+    }
+
+    #[test]
+    fn malformed_frames_get_specific_errors() {
+        assert!(matches!(parse_client("nope"), Err(ParseError::Json(_))));
+        assert!(matches!(parse_client("[1]"), Err(ParseError::Json(_))));
+        assert_eq!(parse_client("{}"), Err(ParseError::MissingType));
+        assert_eq!(
+            parse_client(r#"{"type":"dance"}"#),
+            Err(ParseError::UnknownType("dance".into()))
+        );
+        assert_eq!(
+            parse_client(r#"{"type":"join"}"#),
+            Err(ParseError::MissingField {
+                kind: "join",
+                field: "room"
+            })
+        );
+        assert_eq!(
+            parse_client(r#"{"type":"join","room":"a b"}"#),
+            Err(ParseError::BadRoom)
+        );
+        assert!(matches!(
+            parse_client(r#"{"type":"join","room":5}"#),
+            Err(ParseError::Json(_))
+        ));
+        let long = "é".repeat(65);
+        assert_eq!(
+            parse_client(&json!({"type":"join","room":"r","name":long}).to_string()),
+            Err(ParseError::NameTooLong)
+        );
+        assert_eq!(
+            parse_client(r#"{"type":"signal","to":"","data":1}"#),
+            Err(ParseError::EmptyTo)
+        );
+    }
+
+    #[test]
+    fn a_name_of_exactly_64_characters_is_accepted() {
+        let name = "é".repeat(64);
+        let text = json!({"type":"join","room":"r","name":name}).to_string();
+        assert!(parse_client(&text).is_ok());
+    }
+
+    #[test]
+    fn unknown_fields_are_ignored() {
+        assert_eq!(
+            parse_client(r#"{"type":"ping","extra":[1]}"#),
+            Ok(ClientMessage::Ping)
+        );
+    }
+
+    #[test]
+    fn server_messages_serialize_as_documented() {
+        let data = Payload::from_json(r#"{"sdp":"x"}"#).unwrap();
+        let m = ServerMessage::Signal {
+            from: PeerId::new("p1"),
+            data,
+        };
+        assert_eq!(
+            m.to_json(),
+            r#"{"type":"signal","from":"p1","data":{"sdp":"x"}}"#
+        );
+        let joined = ServerMessage::Joined {
+            room: RoomId::parse("r").unwrap(),
+            id: PeerId::new("me"),
+            peers: vec![
+                PeerInfo {
+                    id: PeerId::new("a"),
+                    name: Some("Ann".into()),
+                },
+                PeerInfo {
+                    id: PeerId::new("b"),
+                    name: None,
+                },
+            ],
+            ice_servers: json!([]),
+            resume: ResumeToken::new("tok"),
+        };
+        let v: serde_json::Value = serde_json::from_str(&joined.to_json()).unwrap();
+        assert_eq!(
+            v,
+            json!({"type":"joined","room":"r","id":"me",
+                   "peers":[{"id":"a","name":"Ann"},{"id":"b"}],
+                   "iceServers":[],"resume":"tok"})
+        );
+        assert_eq!(ServerMessage::Pong.to_json(), r#"{"type":"pong"}"#);
+        assert_eq!(
+            ServerMessage::PeerLeft {
+                id: PeerId::new("a")
+            }
+            .to_json(),
+            r#"{"type":"peer-left","id":"a"}"#
+        );
+    }
+
+    #[test]
+    fn error_codes_have_their_documented_names() {
+        let names: Vec<String> = ErrorCode::ALL
+            .iter()
+            .map(|c| {
+                serde_json::to_value(c)
+                    .unwrap()
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "bad-request",
+                "room-full",
+                "not-joined",
+                "already-joined",
+                "unknown-peer",
+                "rate-limited",
+                "too-large"
+            ]
+        );
+    }
+}

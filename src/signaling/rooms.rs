@@ -1,0 +1,446 @@
+//! The room registry: who is in which room, on which connection, and who is away.
+//!
+//! A plain state machine in the sans-IO style: inputs are method calls (`join`, `signal`,
+//! `leave`, `disconnect`, `handle_timeout`, …) with `now` passed in where time matters; outputs
+//! are [`Output`] values addressed to connection ids, taken with [`Registry::poll_output`];
+//! [`Registry::poll_timeout`] says when `handle_timeout` wants to run next. There is no clock,
+//! no randomness (fresh ids and resume tokens come in with `join`) and no I/O, so every rule
+//! below is unit-tested without a socket.
+//!
+//! Presence rules:
+//! - A peer is either *connected* (bound to one connection) or *away* (its connection dropped
+//!   less than `reconnect_grace` ago). Away peers still count as members: they appear in
+//!   `peers` lists, take a place in the room, and signals to them are queued (bounded).
+//! - A `join` carrying the resume token of a peer of the same room gets that peer back: same id,
+//!   no `peer-joined`/`peer-left` for the others, queued signals delivered after `joined`. If
+//!   the old connection still looks alive (the server has not noticed it died yet) it is closed
+//!   and the new one takes over.
+//! - `leave`, an eviction by the server, or the grace running out removes the peer: the others
+//!   get `peer-left`, the token becomes useless, and an empty room disappears.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use super::protocol::{ErrorCode, Payload, PeerId, PeerInfo, ResumeToken, RoomId, ServerMessage};
+
+/// A WebSocket connection, numbered by the shell. Never reused while the process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(pub u64);
+
+/// The registry's limits.
+#[derive(Debug, Clone)]
+pub struct RegistryConfig {
+    /// Most peers in one room (away peers included).
+    pub max_peers: usize,
+    /// How long an away peer keeps its place and id.
+    pub reconnect_grace: Duration,
+    /// Most signals kept for one away peer; later ones are dropped.
+    pub away_queue_len: usize,
+    /// Most payload bytes kept for one away peer; later signals are dropped.
+    pub away_queue_bytes: usize,
+}
+
+/// Id and resume token for a peer that is new, made by the caller (the core has no RNG).
+#[derive(Debug, Clone)]
+pub struct FreshPeer {
+    pub id: PeerId,
+    pub resume: ResumeToken,
+}
+
+/// Why the registry wants a connection closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// Its peer was resumed on another connection.
+    Replaced,
+}
+
+/// What the registry asks its shell to do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    /// Send `msg` on connection `conn`.
+    Send { conn: ConnId, msg: ServerMessage },
+    /// Close connection `conn`; it no longer belongs to any peer.
+    Close { conn: ConnId, reason: CloseReason },
+}
+
+#[derive(Debug)]
+enum Presence {
+    Connected(ConnId),
+    Away {
+        deadline: Instant,
+        queue: VecDeque<ServerMessage>,
+        queued_bytes: usize,
+    },
+}
+
+#[derive(Debug)]
+struct Peer {
+    room: RoomId,
+    name: Option<String>,
+    resume: ResumeToken,
+    presence: Presence,
+}
+
+/// Members in join order; a room is small (`max_peers`), so a `Vec` beats a set.
+#[derive(Debug, Default)]
+struct Room {
+    members: Vec<PeerId>,
+}
+
+#[derive(Debug)]
+pub struct Registry {
+    config: RegistryConfig,
+    rooms: HashMap<RoomId, Room>,
+    peers: HashMap<PeerId, Peer>,
+    peers_by_conn: HashMap<ConnId, PeerId>,
+    peers_by_resume: HashMap<ResumeToken, PeerId>,
+    /// Connections whose peer was resumed elsewhere and that have not reported their end yet;
+    /// signals still sitting in their queues are forwarded to the peer when they do.
+    replaced_conns: HashMap<ConnId, PeerId>,
+    /// Away deadlines; entries for peers that came back or left are skipped when they expire.
+    away_deadlines: BinaryHeap<Reverse<(Instant, PeerId)>>,
+    outputs: VecDeque<Output>,
+}
+
+impl Registry {
+    pub fn new(config: RegistryConfig) -> Registry {
+        Registry {
+            config,
+            rooms: HashMap::new(),
+            peers: HashMap::new(),
+            peers_by_conn: HashMap::new(),
+            peers_by_resume: HashMap::new(),
+            replaced_conns: HashMap::new(),
+            away_deadlines: BinaryHeap::new(),
+            outputs: VecDeque::new(),
+        }
+    }
+
+    /// `{"type":"join"}` on `conn`. `fresh` is used unless `resume` names a peer of `room`.
+    /// The `joined` output carries an empty `iceServers`; the shell fills it in.
+    pub fn join(
+        &mut self,
+        conn: ConnId,
+        room: RoomId,
+        name: Option<String>,
+        resume: Option<ResumeToken>,
+        fresh: FreshPeer,
+    ) {
+        if self.peers_by_conn.contains_key(&conn) {
+            self.error(
+                conn,
+                ErrorCode::AlreadyJoined,
+                "already in a room; leave first",
+            );
+            return;
+        }
+        let resumable = resume
+            .and_then(|token| self.peers_by_resume.get(&token).cloned())
+            .filter(|id| self.peers.get(id).is_some_and(|p| p.room == room));
+        match resumable {
+            Some(id) => self.resume(conn, id),
+            None => self.join_fresh(conn, room, name, fresh),
+        }
+    }
+
+    /// `{"type":"signal"}` from `conn` to `to`.
+    pub fn signal(&mut self, conn: ConnId, to: &PeerId, data: Payload) {
+        let Some(from) = self.peers_by_conn.get(&conn).cloned() else {
+            self.error(conn, ErrorCode::NotJoined, "join a room before signaling");
+            return;
+        };
+        let same_room = match (self.peers.get(&from), self.peers.get(to)) {
+            (Some(a), Some(b)) => a.room == b.room && &from != to,
+            _ => false,
+        };
+        if !same_room {
+            let message = format!("no other peer `{to}` in your room");
+            self.error(conn, ErrorCode::UnknownPeer, message);
+            return;
+        }
+        let msg = ServerMessage::Signal { from, data };
+        let to = to.clone();
+        self.deliver(&to, msg);
+    }
+
+    /// `{"type":"leave"}` from `conn`: the peer is gone for good; `conn` may join again.
+    pub fn leave(&mut self, conn: ConnId) {
+        match self.peers_by_conn.get(&conn).cloned() {
+            Some(id) => self.remove_peer(&id),
+            None => self.error(conn, ErrorCode::NotJoined, "not in a room"),
+        }
+    }
+
+    /// `{"type":"ping"}`: answered in order with everything else sent to `conn`.
+    pub fn ping(&mut self, conn: ConnId) {
+        self.send(conn, ServerMessage::Pong);
+    }
+
+    /// `conn` ended without `leave` (closed, dropped, or silent past the ping timeout).
+    /// `undelivered` are the messages still in its outbound queue; its signals are kept for the
+    /// peer's return.
+    pub fn disconnect(&mut self, conn: ConnId, undelivered: Vec<ServerMessage>, now: Instant) {
+        if let Some(id) = self.replaced_conns.remove(&conn) {
+            for msg in undelivered.into_iter().filter(is_signal) {
+                self.deliver(&id, msg);
+            }
+            return;
+        }
+        let Some(id) = self.peers_by_conn.remove(&conn) else {
+            return;
+        };
+        if self.config.reconnect_grace.is_zero() {
+            self.remove_peer(&id);
+            return;
+        }
+        let deadline = now + self.config.reconnect_grace;
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
+        peer.presence = Presence::Away {
+            deadline,
+            queue: VecDeque::new(),
+            queued_bytes: 0,
+        };
+        self.away_deadlines.push(Reverse((deadline, id.clone())));
+        for msg in undelivered.into_iter().filter(is_signal) {
+            self.deliver(&id, msg);
+        }
+    }
+
+    /// The server cut `conn` off (it stopped reading): its peer leaves at once, no resume.
+    pub fn evict(&mut self, conn: ConnId) {
+        self.replaced_conns.remove(&conn);
+        if let Some(id) = self.peers_by_conn.get(&conn).cloned() {
+            self.remove_peer(&id);
+        }
+    }
+
+    /// Sends fresh ICE servers to `peer` if it is connected; returns whether it was.
+    pub fn push_ice_servers(&mut self, peer: &PeerId, ice_servers: serde_json::Value) -> bool {
+        match self.peers.get(peer).map(|p| &p.presence) {
+            Some(Presence::Connected(conn)) => {
+                let conn = *conn;
+                self.send(conn, ServerMessage::IceServers { ice_servers });
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Removes away peers whose grace ended at or before `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(Reverse((deadline, _))) = self.away_deadlines.peek() {
+            if *deadline > now {
+                break;
+            }
+            let Some(Reverse((deadline, id))) = self.away_deadlines.pop() else {
+                break;
+            };
+            let still_away = self.peers.get(&id).is_some_and(
+                |p| matches!(p.presence, Presence::Away { deadline: d, .. } if d == deadline),
+            );
+            if still_away {
+                self.remove_peer(&id);
+            }
+        }
+    }
+
+    /// When [`Registry::handle_timeout`] should run next. May be early (a peer came back).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.away_deadlines.peek().map(|Reverse((d, _))| *d)
+    }
+
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    pub fn room_count(&self) -> usize {
+        self.rooms.len()
+    }
+
+    pub fn peer_count(&self) -> usize {
+        self.peers.len()
+    }
+
+    fn join_fresh(&mut self, conn: ConnId, room: RoomId, name: Option<String>, fresh: FreshPeer) {
+        let members = self.rooms.get(&room).map_or(0, |r| r.members.len());
+        if members >= self.config.max_peers {
+            let message = format!(
+                "room `{}` is full ({} peers)",
+                room.as_str(),
+                self.config.max_peers
+            );
+            self.error(conn, ErrorCode::RoomFull, message);
+            return;
+        }
+        let id = fresh.id;
+        let peers = self.peer_infos(&room, &id);
+        let me = PeerInfo {
+            id: id.clone(),
+            name: name.clone(),
+        };
+        for other in &peers {
+            self.send_to_peer(&other.id, ServerMessage::PeerJoined { peer: me.clone() });
+        }
+        self.rooms
+            .entry(room.clone())
+            .or_default()
+            .members
+            .push(id.clone());
+        self.peers_by_conn.insert(conn, id.clone());
+        self.peers_by_resume
+            .insert(fresh.resume.clone(), id.clone());
+        self.peers.insert(
+            id.clone(),
+            Peer {
+                room: room.clone(),
+                name,
+                resume: fresh.resume.clone(),
+                presence: Presence::Connected(conn),
+            },
+        );
+        self.send(
+            conn,
+            ServerMessage::Joined {
+                room,
+                id,
+                peers,
+                ice_servers: serde_json::Value::Array(Vec::new()),
+                resume: fresh.resume,
+            },
+        );
+    }
+
+    fn resume(&mut self, conn: ConnId, id: PeerId) {
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
+        let previous = std::mem::replace(&mut peer.presence, Presence::Connected(conn));
+        let room = peer.room.clone();
+        let resume = peer.resume.clone();
+        self.peers_by_conn.insert(conn, id.clone());
+        let queued = match previous {
+            Presence::Connected(old) => {
+                self.peers_by_conn.remove(&old);
+                self.replaced_conns.insert(old, id.clone());
+                self.outputs.push_back(Output::Close {
+                    conn: old,
+                    reason: CloseReason::Replaced,
+                });
+                VecDeque::new()
+            }
+            Presence::Away { queue, .. } => queue,
+        };
+        let peers = self.peer_infos(&room, &id);
+        self.send(
+            conn,
+            ServerMessage::Joined {
+                room,
+                id,
+                peers,
+                ice_servers: serde_json::Value::Array(Vec::new()),
+                resume,
+            },
+        );
+        for msg in queued {
+            self.send(conn, msg);
+        }
+    }
+
+    /// The members of `room` other than `except`, in join order.
+    fn peer_infos(&self, room: &RoomId, except: &PeerId) -> Vec<PeerInfo> {
+        let Some(r) = self.rooms.get(room) else {
+            return Vec::new();
+        };
+        r.members
+            .iter()
+            .filter(|id| *id != except)
+            .filter_map(|id| {
+                self.peers.get(id).map(|p| PeerInfo {
+                    id: id.clone(),
+                    name: p.name.clone(),
+                })
+            })
+            .collect()
+    }
+
+    /// Sends to a peer's connection, or queues a signal while it is away.
+    fn deliver(&mut self, to: &PeerId, msg: ServerMessage) {
+        let away_queue_len = self.config.away_queue_len;
+        let away_queue_bytes = self.config.away_queue_bytes;
+        match self.peers.get_mut(to).map(|p| &mut p.presence) {
+            Some(Presence::Connected(conn)) => {
+                let conn = *conn;
+                self.send(conn, msg);
+            }
+            Some(Presence::Away {
+                queue,
+                queued_bytes,
+                ..
+            }) => {
+                let size = payload_len(&msg);
+                if queue.len() < away_queue_len && *queued_bytes + size <= away_queue_bytes {
+                    *queued_bytes += size;
+                    queue.push_back(msg);
+                }
+            }
+            None => {}
+        }
+    }
+
+    /// Room events go to connected peers only: a peer that comes back gets the current
+    /// `peers` list in its `joined` instead of a replay.
+    fn send_to_peer(&mut self, to: &PeerId, msg: ServerMessage) {
+        if let Some(Presence::Connected(conn)) = self.peers.get(to).map(|p| &p.presence) {
+            let conn = *conn;
+            self.send(conn, msg);
+        }
+    }
+
+    fn remove_peer(&mut self, id: &PeerId) {
+        let Some(peer) = self.peers.remove(id) else {
+            return;
+        };
+        self.peers_by_resume.remove(&peer.resume);
+        if let Presence::Connected(conn) = peer.presence {
+            self.peers_by_conn.remove(&conn);
+        }
+        let Some(room) = self.rooms.get_mut(&peer.room) else {
+            return;
+        };
+        room.members.retain(|m| m != id);
+        if room.members.is_empty() {
+            self.rooms.remove(&peer.room);
+            return;
+        }
+        let others = room.members.clone();
+        for other in &others {
+            self.send_to_peer(other, ServerMessage::PeerLeft { id: id.clone() });
+        }
+    }
+
+    fn send(&mut self, conn: ConnId, msg: ServerMessage) {
+        self.outputs.push_back(Output::Send { conn, msg });
+    }
+
+    fn error(&mut self, conn: ConnId, code: ErrorCode, message: impl Into<String>) {
+        self.send(conn, ServerMessage::error(code, message));
+    }
+}
+
+fn is_signal(msg: &ServerMessage) -> bool {
+    matches!(msg, ServerMessage::Signal { .. })
+}
+
+fn payload_len(msg: &ServerMessage) -> usize {
+    match msg {
+        ServerMessage::Signal { data, .. } => data.get().len(),
+        _ => 0,
+    }
+}
+
+#[cfg(test)]
+#[path = "rooms_tests.rs"]
+mod tests;

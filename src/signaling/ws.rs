@@ -1,0 +1,425 @@
+//! The WebSocket edge: the `/ws` upgrade and one task per connection.
+//!
+//! The upgrade refuses foreign origins (403) and connections over the caps (503 total, 429 per
+//! IP) before any WebSocket exists. The connection task then owns its socket alone, so reads,
+//! writes, timers and the rate limit need no locks; it parses frames, answers local errors
+//! (`bad-request`, `rate-limited`, `too-large`) itself and forwards valid messages to the hub.
+//! Everything it writes comes from one bounded queue that the hub and the task both feed.
+//!
+//! Timers, one `sleep` per connection: the join deadline (until `joined` went out), the next
+//! WebSocket ping, and the pong deadline (any inbound frame counts as the pong). A write that
+//! cannot finish within `ping_timeout` means the client stopped reading: it is dropped.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::Response;
+use futures_util::SinkExt as _;
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::debug;
+
+use super::hub::{Command, HubHandle, Kill};
+use super::limits::{earliest, CapError, ConnPermit, ConnectionCaps, OriginPolicy, RateLimiter};
+use super::protocol::{parse_client, ClientMessage, ErrorCode, ServerMessage};
+use super::rooms::ConnId;
+use crate::config::RoomsConfig;
+use crate::web::error_json;
+
+/// Close codes (RFC 6455 §7.4.1, plus one application code).
+pub mod close_code {
+    pub const GOING_AWAY: u16 = 1001;
+    pub const PROTOCOL_ERROR: u16 = 1002;
+    pub const INVALID_DATA: u16 = 1007;
+    pub const POLICY: u16 = 1008;
+    pub const TOO_BIG: u16 = 1009;
+    pub const INTERNAL: u16 = 1011;
+    /// The peer was resumed on another connection.
+    pub const REPLACED: u16 = 4000;
+}
+
+/// Time allowed for a close frame to go out before the connection is simply dropped.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+/// Queued messages written per flush.
+const WRITE_BATCH: usize = 64;
+/// Initial read buffer; it grows for larger frames. Small because most connections idle.
+const READ_BUFFER: usize = 4096;
+
+/// What every connection task shares; read-only after start.
+pub struct Settings {
+    pub rooms: RoomsConfig,
+    pub origins: OriginPolicy,
+    pub caps: Arc<ConnectionCaps>,
+    pub shutdown: watch::Receiver<bool>,
+}
+
+#[derive(Clone)]
+pub struct WsState {
+    pub hub: HubHandle,
+    pub settings: Arc<Settings>,
+}
+
+/// `GET /ws`: checks origin and caps, then upgrades.
+pub async fn upgrade(
+    State(state): State<WsState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let settings = &state.settings;
+    // A non-UTF-8 Origin can match nothing; it is compared as an impossible value.
+    let origin = headers
+        .get(header::ORIGIN)
+        .map(|v| v.to_str().unwrap_or("\u{0}"));
+    if !settings.origins.allows(origin) {
+        debug!(%peer, ?origin, "WebSocket refused: origin not allowed");
+        return error_json(
+            StatusCode::FORBIDDEN,
+            "forbidden-origin",
+            "this page's origin may not use this server's signaling",
+        );
+    }
+    if *settings.shutdown.borrow() {
+        return error_json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting-down",
+            "the server is shutting down",
+        );
+    }
+    let permit = match settings.caps.acquire(peer.ip()) {
+        Ok(p) => p,
+        Err(e) => {
+            let status = match e {
+                CapError::Total(_) => StatusCode::SERVICE_UNAVAILABLE,
+                CapError::PerIp(_) => StatusCode::TOO_MANY_REQUESTS,
+            };
+            return error_json(status, "too-many-connections", &e.to_string());
+        }
+    };
+    let hard_limit = settings.rooms.max_message_bytes.saturating_mul(2);
+    ws.read_buffer_size(READ_BUFFER)
+        .write_buffer_size(16 * 1024)
+        .max_message_size(hard_limit)
+        .max_frame_size(hard_limit)
+        .on_upgrade(move |socket| {
+            let conn = Connection::new(state.hub.clone(), state.settings.clone(), peer);
+            conn.run(socket, permit)
+        })
+}
+
+/// How a connection ended, which decides the close frame (if any).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// The client sent a close frame.
+    ClientClosed,
+    /// EOF, reset or I/O error: nothing more can be sent.
+    Dropped,
+    /// No frame within `ping_timeout` of a ping.
+    Silent,
+    /// A write did not finish within `ping_timeout`, or the queue overflowed.
+    NotReading,
+    JoinTimeout,
+    /// A frame over twice `max_message_bytes`.
+    TooBig,
+    Protocol,
+    InvalidUtf8,
+    Replaced,
+    Shutdown,
+    HubGone,
+}
+
+struct Connection {
+    id: ConnId,
+    hub: HubHandle,
+    settings: Arc<Settings>,
+    peer: SocketAddr,
+    rate: RateLimiter,
+    /// `joined` went out and no `leave` came since.
+    joined: bool,
+    join_deadline: Instant,
+    next_ping: Instant,
+    pong_deadline: Option<Instant>,
+}
+
+impl Connection {
+    fn new(hub: HubHandle, settings: Arc<Settings>, peer: SocketAddr) -> Connection {
+        let now = Instant::now();
+        let r = &settings.rooms;
+        Connection {
+            id: hub.next_conn(),
+            rate: RateLimiter::new(r.rate_per_second, r.rate_burst, now),
+            joined: false,
+            join_deadline: now + r.join_timeout,
+            next_ping: now + r.ping_interval,
+            pong_deadline: None,
+            hub,
+            settings,
+            peer,
+        }
+    }
+
+    async fn run(mut self, mut socket: WebSocket, permit: ConnPermit) {
+        let (out_tx, mut out_rx) = mpsc::channel(self.settings.rooms.outbound_queue);
+        let (kill_tx, mut kill_rx) = oneshot::channel();
+        let mut shutdown = self.settings.shutdown.clone();
+        let connected = self
+            .hub
+            .send(Command::Connect {
+                conn: self.id,
+                out: out_tx.clone(),
+                kill: kill_tx,
+            })
+            .await;
+        let end = if !connected {
+            End::HubGone
+        } else if *shutdown.borrow_and_update() {
+            End::Shutdown
+        } else {
+            self.serve(
+                &mut socket,
+                &out_tx,
+                &mut out_rx,
+                &mut kill_rx,
+                &mut shutdown,
+            )
+            .await
+        };
+        debug!(conn = self.id.0, peer = %self.peer, ?end, "WebSocket connection ended");
+        close(&mut socket, end, self.settings.rooms.max_message_bytes).await;
+        drop(socket);
+        drop(permit);
+        if connected {
+            self.hub
+                .send(Command::Disconnect {
+                    conn: self.id,
+                    out: out_rx,
+                })
+                .await;
+        }
+    }
+
+    async fn serve(
+        &mut self,
+        socket: &mut WebSocket,
+        out_tx: &mpsc::Sender<ServerMessage>,
+        out_rx: &mut mpsc::Receiver<ServerMessage>,
+        kill_rx: &mut oneshot::Receiver<Kill>,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> End {
+        let timer = tokio::time::sleep_until(self.next_deadline().into());
+        tokio::pin!(timer);
+        loop {
+            let end = tokio::select! {
+                biased;
+                _ = shutdown.changed() => Some(End::Shutdown),
+                why = &mut *kill_rx => Some(killed(why)),
+                frame = socket.recv() => self.on_frame(frame, out_tx).await,
+                msg = out_rx.recv() => match msg {
+                    Some(msg) => self.write_batch(msg, socket, out_rx, kill_rx, shutdown).await,
+                    None => Some(End::HubGone),
+                },
+                () = &mut timer => self.on_timer(socket, kill_rx, shutdown).await,
+            };
+            if let Some(end) = end {
+                return end;
+            }
+            timer.as_mut().reset(self.next_deadline().into());
+        }
+    }
+
+    fn next_deadline(&self) -> Instant {
+        let join = (!self.joined).then_some(self.join_deadline);
+        earliest([join, Some(self.next_ping), self.pong_deadline]).unwrap_or(self.next_ping)
+    }
+
+    async fn on_frame(
+        &mut self,
+        frame: Option<Result<Message, axum::Error>>,
+        out: &mpsc::Sender<ServerMessage>,
+    ) -> Option<End> {
+        let msg = match frame {
+            None => return Some(End::Dropped),
+            Some(Err(e)) => return Some(read_error(e)),
+            Some(Ok(msg)) => msg,
+        };
+        self.pong_deadline = None;
+        let reply = match msg {
+            Message::Text(text) => match self.on_text(&text) {
+                Ok(Some(msg)) => {
+                    return (!self.hub.send(Command::Client { conn: self.id, msg }).await)
+                        .then_some(End::HubGone)
+                }
+                Ok(None) => return None,
+                Err(reply) => reply,
+            },
+            Message::Binary(_) => ServerMessage::error(
+                ErrorCode::BadRequest,
+                "binary frames are not supported; send JSON text",
+            ),
+            Message::Ping(_) | Message::Pong(_) => return None,
+            Message::Close(_) => return Some(End::ClientClosed),
+        };
+        // Local replies share the outbound queue, so a client that does not read cannot
+        // make them pile up either.
+        out.try_send(reply).err().map(|_| End::NotReading)
+    }
+
+    /// A text frame: either a message for the hub, nothing, or an error to answer with.
+    fn on_text(&mut self, text: &str) -> Result<Option<ClientMessage>, ServerMessage> {
+        let now = Instant::now();
+        if !self.rate.allow(now) {
+            let r = &self.settings.rooms;
+            return Err(ServerMessage::error(
+                ErrorCode::RateLimited,
+                format!(
+                    "more than {} messages per second (burst {}); message dropped",
+                    r.rate_per_second, r.rate_burst
+                ),
+            ));
+        }
+        let max = self.settings.rooms.max_message_bytes;
+        if text.len() > max {
+            return Err(ServerMessage::error(
+                ErrorCode::TooLarge,
+                format!("frame of {} bytes exceeds {max} bytes; dropped", text.len()),
+            ));
+        }
+        let msg = parse_client(text)
+            .map_err(|e| ServerMessage::error(ErrorCode::BadRequest, e.to_string()))?;
+        if msg == ClientMessage::Leave {
+            // Leaving (or trying to) starts a new wait for a join.
+            self.joined = false;
+            self.join_deadline = now + self.settings.rooms.join_timeout;
+        }
+        Ok(Some(msg))
+    }
+
+    /// Writes `first` and whatever else is queued, then flushes once.
+    async fn write_batch(
+        &mut self,
+        first: ServerMessage,
+        socket: &mut WebSocket,
+        out_rx: &mut mpsc::Receiver<ServerMessage>,
+        kill_rx: &mut oneshot::Receiver<Kill>,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Option<End> {
+        let joined = &mut self.joined;
+        let write = async {
+            socket.feed(to_frame(first, joined)).await?;
+            for _ in 1..WRITE_BATCH {
+                match out_rx.try_recv() {
+                    Ok(msg) => socket.feed(to_frame(msg, joined)).await?,
+                    Err(_) => break,
+                }
+            }
+            socket.flush().await
+        };
+        guarded(write, self.settings.rooms.ping_timeout, kill_rx, shutdown).await
+    }
+
+    async fn on_timer(
+        &mut self,
+        socket: &mut WebSocket,
+        kill_rx: &mut oneshot::Receiver<Kill>,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Option<End> {
+        let now = Instant::now();
+        let r = &self.settings.rooms;
+        if !self.joined && now >= self.join_deadline {
+            return Some(End::JoinTimeout);
+        }
+        if self.pong_deadline.is_some_and(|d| now >= d) {
+            return Some(End::Silent);
+        }
+        if now >= self.next_ping {
+            self.next_ping = now + r.ping_interval;
+            self.pong_deadline.get_or_insert(now + r.ping_timeout);
+            let ping = socket.send(Message::Ping(Default::default()));
+            return guarded(ping, r.ping_timeout, kill_rx, shutdown).await;
+        }
+        None
+    }
+}
+
+/// Serializes an outbound message, noting when the connection has joined.
+fn to_frame(msg: ServerMessage, joined: &mut bool) -> Message {
+    if matches!(msg, ServerMessage::Joined { .. }) {
+        *joined = true;
+    }
+    Message::Text(Utf8Bytes::from(msg.to_json()))
+}
+
+/// Runs a write, but gives up when it stalls, the hub kills the connection, or the server
+/// shuts down.
+async fn guarded(
+    write: impl Future<Output = Result<(), axum::Error>>,
+    stall: Duration,
+    kill_rx: &mut oneshot::Receiver<Kill>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Option<End> {
+    tokio::select! {
+        biased;
+        _ = shutdown.changed() => Some(End::Shutdown),
+        why = kill_rx => Some(killed(why)),
+        r = write => r.err().map(read_error),
+        () = tokio::time::sleep(stall) => Some(End::NotReading),
+    }
+}
+
+fn killed(why: Result<Kill, oneshot::error::RecvError>) -> End {
+    match why {
+        Ok(Kill::Overflow) => End::NotReading,
+        Ok(Kill::Replaced) => End::Replaced,
+        Err(_) => End::HubGone,
+    }
+}
+
+/// Maps a WebSocket error to how the connection ends.
+fn read_error(e: axum::Error) -> End {
+    use tungstenite::error::{Error as WsError, ProtocolError};
+    let inner = e.into_inner();
+    match inner.downcast_ref::<WsError>() {
+        Some(WsError::Capacity(_)) => End::TooBig,
+        Some(WsError::Utf8(_)) => End::InvalidUtf8,
+        Some(WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake)) => End::Dropped,
+        Some(WsError::Protocol(_)) => End::Protocol,
+        _ => End::Dropped,
+    }
+}
+
+/// Sends the close frame that fits `end`, if the connection can still take one.
+async fn close(socket: &mut WebSocket, end: End, max_message_bytes: usize) {
+    use close_code::*;
+    let frame = |code: u16, reason: String| {
+        Some(Message::Close(Some(CloseFrame {
+            code,
+            reason: Utf8Bytes::from(reason),
+        })))
+    };
+    let msg = match end {
+        End::Shutdown => frame(GOING_AWAY, "server shutting down".into()),
+        End::JoinTimeout => frame(POLICY, "no join in time".into()),
+        End::TooBig => frame(
+            TOO_BIG,
+            format!("frame over {} bytes", max_message_bytes.saturating_mul(2)),
+        ),
+        End::Protocol => frame(PROTOCOL_ERROR, "WebSocket protocol error".into()),
+        End::InvalidUtf8 => frame(INVALID_DATA, "text frame is not UTF-8".into()),
+        End::Replaced => frame(REPLACED, "resumed on another connection".into()),
+        End::HubGone => frame(INTERNAL, "signaling stopped".into()),
+        // The client's close is answered by the WebSocket layer; flushing sends the answer.
+        End::ClientClosed => None,
+        End::Dropped | End::Silent | End::NotReading => return,
+    };
+    let send = async {
+        match msg {
+            Some(m) => socket.send(m).await,
+            None => socket.flush().await,
+        }
+    };
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, send).await;
+}
