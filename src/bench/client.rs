@@ -10,9 +10,8 @@ use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::net::{self, Epoll};
-use super::stunmsg::{
-    attr, long_term_key, rest_password, Class, MessageRef, MessageWriter, Method, TransactionId,
-};
+use crate::stun::{attr, Class, MessageRef, MessageWriter, Method, TransactionId};
+use crate::turn::auth::{long_term_key, rest_password};
 
 /// REST credentials shared by the server and the benchmark.
 #[derive(Clone, Debug)]
@@ -207,13 +206,13 @@ impl TurnClient {
         }
         match (self.phase, msg.class()) {
             (Phase::Allocating { .. }, Class::Error)
-                if matches!(msg.error_code(), Some(401) | Some(438)) =>
+                if matches!(error_code(&msg), Some(401) | Some(438)) =>
             {
                 let (Some(realm), Some(nonce)) = (msg.get(attr::REALM), msg.get(attr::NONCE))
                 else {
                     return self.fail("401 without REALM/NONCE".into());
                 };
-                if msg.error_code() == Some(401)
+                if error_code(&msg) == Some(401)
                     && self.phase == (Phase::Allocating { authed: true })
                 {
                     return self.fail("credentials rejected (401 after authenticating)".into());
@@ -244,10 +243,17 @@ impl TurnClient {
                     Phase::Permitting => "CreatePermission",
                     _ => "ChannelBind",
                 };
-                self.fail(format!("{what} failed with {:?}", msg.error_code()));
+                self.fail(format!("{what} failed with {:?}", error_code(&msg)));
             }
             _ => {}
         }
+    }
+}
+
+fn error_code(msg: &MessageRef<'_>) -> Option<u16> {
+    match msg.error_code() {
+        Some(Ok((code, _))) => Some(code),
+        _ => None,
     }
 }
 

@@ -16,7 +16,6 @@ pub mod servers;
 pub mod setup;
 pub mod stats;
 pub mod stun;
-pub mod stunmsg;
 pub mod turn;
 pub mod wire;
 pub mod workloads;
