@@ -40,6 +40,10 @@ pub struct Common {
     /// Where the JSON report is written.
     #[arg(long, default_value = "target/bench-report.json", global = true)]
     pub report: PathBuf,
+    /// Nice value for the benchmark and the servers it starts (inherited), e.g. -5 to keep
+    /// background jobs from starving the load generator; 0 leaves the priority alone.
+    #[arg(long, default_value_t = 0, allow_hyphen_values = true, global = true)]
+    pub nice: i32,
     /// Run the same workload against another server in alternating rounds.
     #[arg(long, value_enum, global = true)]
     pub against: Option<Against>,
@@ -53,6 +57,19 @@ pub enum Against {
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
     crate::config::parse_duration(s)
+}
+
+/// Applies `--nice` to this process (servers started later inherit it).
+pub fn apply_nice(nice: i32) {
+    if nice != 0 {
+        // SAFETY: plain syscall on our own process.
+        if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) } != 0 {
+            eprintln!(
+                "signalbox-bench: cannot set nice {nice}: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
 }
 
 /// Cores of this machine: the default worker count.

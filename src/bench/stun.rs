@@ -126,7 +126,15 @@ pub fn compare(
         .zip(results)
         .map(|(s, rs)| {
             let mut row = Row::new("stun", s.spec.kind.name(), s.spec.workers, None);
-            row.set("offered_req_s", Some(rate));
+            row.set("target_req_s", Some(rate));
+            row.set(
+                "sent_req_s",
+                median(
+                    &rs.iter()
+                        .map(|r| r.sent as f64 / r.window.as_secs_f64())
+                        .collect::<Vec<_>>(),
+                ),
+            );
             row.set(
                 "answered_req_s",
                 median(

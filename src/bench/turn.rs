@@ -82,7 +82,9 @@ fn summarize(workload: &str, t: &Target, size: usize, rate: f64, rs: &mut [RunRe
     let spec = t.server.spec;
     let mut row = Row::new(workload, spec.kind.name(), spec.workers, Some(size));
     let m = |f: &dyn Fn(&RunResult) -> f64| median(&rs.iter().map(f).collect::<Vec<_>>());
-    row.set("offered_rt_s", Some(rate));
+    row.set("target_rt_s", Some(rate));
+    // What the generator managed to send (below the target only on a starved machine).
+    row.set("sent_rt_s", m(&|r| r.offered_per_sec()));
     row.set("rt_s", m(&|r| r.round_trips_per_sec()));
     row.set("relayed_pkt_s", m(&|r| r.relayed_per_sec()));
     row.set("loss_pct", m(&|r| r.loss() * 100.0));

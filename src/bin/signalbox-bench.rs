@@ -46,6 +46,7 @@ enum Workload {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     net::raise_fd_limit();
+    signalbox::bench::apply_nice(cli.common.nice);
     let mut report = Report::default();
     let common = &cli.common;
     let result = match &cli.command {
