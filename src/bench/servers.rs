@@ -94,7 +94,7 @@ fn temp_dir(name: &str) -> anyhow::Result<PathBuf> {
 /// (where the benchmark's own sockets live).
 fn relay_range(kind: Kind) -> (u16, u16) {
     match kind {
-        Kind::Signalbox => (10_000, 21_999),
+        Kind::Signalbox => (5_000, 21_999),
         _ => (22_000, 32_767),
     }
 }

@@ -135,8 +135,13 @@ fn search(t: &Target, common: &Common, size: usize) -> anyhow::Result<(f64, Opti
     let mut best: Option<RunResult> = None;
     let mut rate = SEARCH_START;
     for _ in 0..SEARCH_STEPS {
-        let r = run_on(t, &step(rate))?;
-        let passed = r.loss() <= 0.01 && r.round_trips_per_sec() >= 0.97 * rate;
+        let pass = |r: &RunResult| r.loss() <= 0.01 && r.round_trips_per_sec() >= 0.97 * rate;
+        let mut r = run_on(t, &step(rate))?;
+        if !pass(&r) {
+            // One retry: on a shared machine a single step can lose its core to a neighbour.
+            r = run_on(t, &step(rate))?;
+        }
+        let passed = pass(&r);
         if passed {
             lo = rate;
             if best
