@@ -294,7 +294,7 @@ impl AllocationTable {
     /// Creates an allocation (RFC 8656 §7.2) after checking the credential and the quotas. The
     /// relay address is filled in by [`Self::set_relay`] once the IO layer has bound it.
     pub fn insert(&mut self, new: NewAllocation, now: Millis) -> Result<AllocId, AllocError> {
-        if now.unix_secs() >= new.credential_expiry {
+        if now.unix_secs() > new.credential_expiry {
             return Err(AllocError::CredentialExpired);
         }
         self.quotas.acquire(&new.user)?;
@@ -379,7 +379,7 @@ impl AllocationTable {
     /// `max_lifetime` old.
     pub fn credential_usable(&self, id: AllocId, now: Millis) -> bool {
         let Some(a) = self.get(id) else { return false };
-        now.unix_secs() < a.credential_expiry
+        now.unix_secs() <= a.credential_expiry
             || (!self.limits.strict_expiry && now < a.created.plus(self.limits.max_lifetime))
     }
 
@@ -396,7 +396,7 @@ impl AllocationTable {
         let mut lifetime = self.desired_lifetime(requested);
         let max_lifetime = self.limits.max_lifetime;
         let a = self.get_mut(id).ok_or(AllocError::NoAllocation)?;
-        if now.unix_secs() >= a.credential_expiry {
+        if now.unix_secs() > a.credential_expiry {
             // Past the credential: never beyond `max_lifetime` from creation.
             lifetime = lifetime.min(now.until(a.created.plus(max_lifetime)));
         }

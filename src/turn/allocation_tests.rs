@@ -231,7 +231,8 @@ fn the_user_quota_is_shared_between_worker_tables() {
 fn an_expired_rest_username_cannot_create_an_allocation() {
     let mut t = table(5, 5, false);
     assert_eq!(
-        t.insert(request(1, "a", T0.unix_secs()), T0).map(|_| ()),
+        t.insert(request(1, "a", T0.unix_secs() - 1), T0)
+            .map(|_| ()),
         Err(AllocError::CredentialExpired)
     );
     assert_eq!(t.len(), 0);
@@ -265,8 +266,9 @@ fn an_allocation_made_while_valid_keeps_working_after_expiry_until_max_lifetime(
 fn strict_expiry_refuses_refreshes_once_the_credential_expires() {
     let mut t = table(5, 5, true);
     let id = t.insert(request(1, "a", valid_for(60)), T0).expect("alloc");
-    t.refresh(id, None, T0.plus(secs(59))).expect("still valid");
-    let after = T0.plus(secs(60));
+    t.refresh(id, None, T0.plus(secs(60)))
+        .expect("valid through its last second");
+    let after = T0.plus(secs(61));
     assert_eq!(
         t.refresh(id, None, after),
         Err(AllocError::CredentialExpired)

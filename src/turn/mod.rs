@@ -1,11 +1,9 @@
-//! STUN and TURN over UDP (RFC 8489, RFC 8656). The protocol core (`server`, `allocation`,
-//! `policy`) is a set of state machines with time passed in; `relay` is the IO layer that owns
-//! the sockets and drives one core per worker thread; `service` starts and stops it all.
-//! Credentials and nonces are in [`auth`] (the stand-in with the agreed API until the relay
-//! moves to `auth.rs`).
+//! STUN and TURN over UDP (RFC 8489, RFC 8656). Credentials and nonces live in [`auth`]; the
+//! protocol core ([`server`], [`allocation`], [`policy`]) is a set of state machines with time
+//! passed in; [`relay`] is the IO layer that owns the sockets and drives one core per worker
+//! thread; [`service`] starts and stops it all.
 
 pub mod allocation;
-#[path = "auth_stub.rs"]
 pub mod auth;
 pub mod config;
 pub mod policy;

@@ -14,6 +14,12 @@
 //! memory: directly inside the core on the same worker, through that worker's inbox otherwise.
 //! An inbox is a byte arena under a mutex that the sender locks once per receive batch (not per
 //! packet) and the owner swaps out once per wake-up.
+//!
+//! Known limits: a wildcard listener (`0.0.0.0:3478`) answers from the address the kernel
+//! picks, which is right on single-address hosts but not on multi-homed ones (that needs
+//! IP_PKTINFO; list the addresses in `[turn] listen` instead). A permission installed for one of
+//! our relayed addresses outlives that allocation; after it goes, packets to that port take the
+//! kernel path like any other peer.
 
 mod batch;
 
@@ -176,7 +182,10 @@ impl RelaySockets for RelaySet {
     }
 }
 
-/// A non-blocking UDP socket; with `reuse_port` several workers share the address.
+/// A non-blocking UDP socket. With `reuse_port` (listeners) several workers share the address,
+/// and the socket gets large buffers: it carries every client of the worker, so bursts must
+/// not overflow it. Relay sockets keep the kernel defaults, which bounds kernel memory per
+/// allocation.
 pub fn bind_udp(addr: SocketAddr, reuse_port: bool) -> io::Result<UdpSocket> {
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     if addr.is_ipv6() {
@@ -184,10 +193,10 @@ pub fn bind_udp(addr: SocketAddr, reuse_port: bool) -> io::Result<UdpSocket> {
     }
     if reuse_port {
         socket.set_reuse_port(true)?;
+        let _ = socket.set_recv_buffer_size(4 << 20);
+        let _ = socket.set_send_buffer_size(4 << 20);
     }
     socket.set_nonblocking(true)?;
-    let _ = socket.set_recv_buffer_size(4 << 20);
-    let _ = socket.set_send_buffer_size(4 << 20);
     socket.bind(&addr.into())?;
     Ok(socket.into())
 }

@@ -16,11 +16,12 @@
 //! unknown comprehension-required attributes (420), then the method's own rules.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use tracing::{debug, info};
 
-use crate::stun::{self, attr, channel_data, Class, Integrity, IntegrityAlgorithm, Method};
+use crate::stun::{self, attr, channel_data, Class, IntegrityAlgorithm, Method};
 use crate::stun::{MessageRef, MessageWriter, TransactionId};
 use crate::turn::allocation::{
     AllocError, AllocId, AllocationTable, Direction, FiveTuple, Millis, NewAllocation, Transport,
@@ -91,6 +92,48 @@ pub struct RelayPlan {
     pub v6: Option<(IpAddr, IpAddr)>,
     pub ports: PortRange,
     pub workers: usize,
+    /// Which relay ports hold a live allocation, shared by all workers.
+    pub live: Arc<LiveRelays>,
+}
+
+/// The read-mostly index of live relayed addresses: one bit per port and family, set when an
+/// allocation binds and cleared when it goes. Atomic loads only, so the data path may ask it
+/// for every packet; the owning worker follows from the port ([`RelayPlan::worker_of`]).
+#[derive(Debug)]
+pub struct LiveRelays {
+    bits: [Box<[AtomicU64]>; 2],
+}
+
+impl Default for LiveRelays {
+    fn default() -> Self {
+        let words = || (0..1024).map(|_| AtomicU64::new(0)).collect();
+        LiveRelays {
+            bits: [words(), words()],
+        }
+    }
+}
+
+impl LiveRelays {
+    fn slot(&self, addr: SocketAddr) -> (&AtomicU64, u64) {
+        let family = usize::from(addr.is_ipv6());
+        let port = usize::from(addr.port());
+        (&self.bits[family][port / 64], 1u64 << (port % 64))
+    }
+
+    pub fn insert(&self, local: SocketAddr) {
+        let (word, bit) = self.slot(local);
+        word.fetch_or(bit, Ordering::Release);
+    }
+
+    pub fn remove(&self, local: SocketAddr) {
+        let (word, bit) = self.slot(local);
+        word.fetch_and(!bit, Ordering::Release);
+    }
+
+    pub fn contains(&self, local: SocketAddr) -> bool {
+        let (word, bit) = self.slot(local);
+        word.load(Ordering::Acquire) & bit != 0
+    }
 }
 
 impl RelayPlan {
@@ -117,7 +160,8 @@ impl RelayPlan {
         }
     }
 
-    /// When `addr` is (the advertised form of) one of our relayed addresses, its local form.
+    /// When `addr` is (the advertised form of) a live relayed address of this server, its
+    /// local form. Only live ones: another process may use a port of the range.
     pub fn ours(&self, addr: SocketAddr) -> Option<SocketAddr> {
         if !self.ports.contains(addr.port()) {
             return None;
@@ -128,6 +172,7 @@ impl RelayPlan {
             .flatten()
             .find(|(local, public)| *local == ip || *public == ip)
             .map(|(local, _)| SocketAddr::new(local, addr.port()))
+            .filter(|local| self.live.contains(*local))
     }
 
     fn public_of(&self, local: SocketAddr) -> SocketAddr {
@@ -149,8 +194,6 @@ pub struct CoreConfig {
     pub policy: PeerPolicy,
     pub relay: RelayPlan,
     pub worker: usize,
-    pub unauth_rate: u32,
-    pub unauth_burst: u32,
 }
 
 pub struct Core {
@@ -158,7 +201,10 @@ pub struct Core {
     table: AllocationTable,
     secrets: Arc<Secrets>,
     nonces: Arc<NonceKey>,
-    unauth: RateLimiter,
+    /// Shared by all workers: SO_REUSEPORT spreads one source IP's ports over every worker,
+    /// so per-worker limiters would multiply the budget. Locked only for answers to
+    /// unauthenticated requests, never on the data path.
+    unauth: Arc<Mutex<RateLimiter>>,
     log: LogBudget,
     scratch: Vec<u8>,
 }
@@ -180,8 +226,8 @@ impl Core {
         table: AllocationTable,
         secrets: Arc<Secrets>,
         nonces: Arc<NonceKey>,
+        unauth: Arc<Mutex<RateLimiter>>,
     ) -> Core {
-        let unauth = RateLimiter::new(4096, config.unauth_rate, config.unauth_burst);
         Core {
             config,
             table,
@@ -191,6 +237,14 @@ impl Core {
             log: LogBudget::default(),
             scratch: Vec::with_capacity(1500),
         }
+    }
+
+    /// Whether `ip` may get another answer to an unauthenticated request now.
+    fn unauth_allowed(&self, ip: IpAddr, now: Millis) -> bool {
+        self.unauth
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .allow(ip, now.0)
     }
 
     /// Bytes of the last [`Payload::Scratch`] transmission.
@@ -209,7 +263,8 @@ impl Core {
     pub fn handle_timeout(&mut self, now: Millis, sockets: &mut impl RelaySockets) {
         for (id, a) in self.table.handle_timeout(now) {
             debug!(client = %a.five_tuple.client, user = %a.username, "allocation expired");
-            if a.relay_local.is_some() {
+            if let Some(local) = a.relay_local {
+                self.config.relay.live.remove(local);
                 sockets.close(id);
             }
         }

@@ -13,7 +13,7 @@ use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::turn::allocation::{AllocationTable, Limits, Quotas};
-use crate::turn::auth::{NonceKey, Secrets};
+use crate::turn::auth::{NonceKey, RateLimiter, Secrets};
 use crate::turn::policy::PeerPolicy;
 use crate::turn::relay::{self, Clock, Inbox, RelaySet, Shared, Worker};
 use crate::turn::server::{Core, CoreConfig, RelayPlan};
@@ -47,11 +47,11 @@ impl TurnServer {
         } else {
             turn.secrets.iter().map(|s| s.as_bytes().to_vec()).collect()
         };
-        let secrets = Arc::new(Secrets::new(secrets));
+        let secrets = Arc::new(Secrets::new(secrets).context("[turn] secrets")?);
         let mut nonce_key = [0u8; 32];
         rng.fill(&mut nonce_key)
             .map_err(|_| anyhow::anyhow!("no system randomness"))?;
-        let nonces = Arc::new(NonceKey(nonce_key));
+        let nonces = Arc::new(NonceKey::new(nonce_key));
         let realm = if turn.realm.is_empty() {
             config.server.public_host.clone()
         } else {
@@ -89,6 +89,12 @@ impl TurnServer {
             stop: AtomicBool::new(false),
         });
         let clock = Clock::new();
+        // 16 bytes a slot: 1 MiB whatever the number of sources.
+        let unauth = Arc::new(Mutex::new(RateLimiter::new(
+            65_536,
+            turn.unauth_rate,
+            turn.unauth_burst,
+        )));
         let mut threads = Vec::new();
         for (index, (poll, sockets)) in polls.into_iter().zip(per_worker).enumerate() {
             let core_config = CoreConfig {
@@ -98,11 +104,15 @@ impl TurnServer {
                 policy: policy.clone(),
                 relay: plan.clone(),
                 worker: index,
-                unauth_rate: turn.unauth_rate,
-                unauth_burst: turn.unauth_burst,
             };
             let table = AllocationTable::new(quotas.clone(), limits.clone());
-            let core = Core::new(core_config, table, secrets.clone(), nonces.clone());
+            let core = Core::new(
+                core_config,
+                table,
+                secrets.clone(),
+                nonces.clone(),
+                unauth.clone(),
+            );
             let registry = poll
                 .registry()
                 .try_clone()
@@ -201,6 +211,7 @@ fn relay_plan(config: &Config, workers: usize) -> anyhow::Result<RelayPlan> {
         v6,
         ports: turn.relay_ports,
         workers,
+        live: Arc::default(),
     })
 }
 

@@ -3,6 +3,7 @@
 //! is a STUN error response (or, for unauthenticated floods, silence).
 
 use super::*;
+use crate::turn::auth::Authentication;
 
 /// Attributes a TURN request may carry besides its method's own (RFC 8489 §14, RFC 8656 §18).
 const COMMON: &[u16] = &[
@@ -66,7 +67,7 @@ impl Core {
                 self.relay_to_peer(id, peer, buf, start, end, now)
             }
             (Class::Request, _) => {
-                if !self.unauth.allow(five.client.ip(), now.0) {
+                if !self.unauth_allowed(five.client.ip(), now) {
                     return Action::Nothing;
                 }
                 self.error(&msg, five, 400, "Unknown method", None)
@@ -209,6 +210,7 @@ impl Core {
         };
         let public = self.config.relay.public_of(local);
         self.table.set_relay(id, local, public);
+        self.config.relay.live.insert(local);
         let lifetime = self
             .table
             .get(id)
@@ -243,7 +245,9 @@ impl Core {
         }
         let requested = msg.u32_attr(attr::LIFETIME).and_then(Result::ok);
         let lifetime = if requested == Some(0) {
-            self.table.remove(id);
+            if let Some(local) = self.table.remove(id).and_then(|a| a.relay_local) {
+                self.config.relay.live.remove(local);
+            }
             sockets.close(id);
             debug!(client = %five.client, "allocation deleted by the client");
             0
@@ -410,12 +414,12 @@ impl Core {
         let Some(algorithm) = msg.integrity_algorithm() else {
             return Auth::Answered(self.challenge(msg, five, 401, "Unauthenticated", now));
         };
-        let (Some(username), Some(realm), Some(nonce)) = (
+        let (Some(_), Some(realm), Some(nonce)) = (
             msg.get(attr::USERNAME),
             msg.get(attr::REALM),
             msg.get(attr::NONCE),
         ) else {
-            if !self.unauth.allow(five.client.ip(), now.0) {
+            if !self.unauth_allowed(five.client.ip(), now) {
                 return Auth::Answered(Action::Nothing);
             }
             return Auth::Answered(self.error(
@@ -435,38 +439,36 @@ impl Core {
             NonceCheck::Valid => {}
             _ => return Auth::Answered(self.challenge(msg, five, 438, "Stale Nonce", now)),
         }
-        let username = match std::str::from_utf8(username) {
-            Ok(u) if realm == self.config.realm.as_bytes() => u,
-            _ => {
-                return Auth::Answered(self.bad_credentials(
-                    msg,
-                    five,
-                    now,
-                    "unknown realm or malformed username",
-                ))
+        if realm != self.config.realm.as_bytes() {
+            return Auth::Answered(self.bad_credentials(msg, five, now, "the realm is not ours"));
+        }
+        let realm = self.config.realm.clone();
+        match self
+            .secrets
+            .authenticate(msg, &realm, self.config.separator, now.unix_secs())
+        {
+            Authentication::Valid {
+                key,
+                username,
+                rest,
             }
-        };
-        let Some(rest) = auth::parse_rest_username(username, self.config.separator) else {
-            return Auth::Answered(self.bad_credentials(
+            | Authentication::Expired {
+                key,
+                username,
+                rest,
+            } => Auth::Ok {
+                key,
+                username: username.to_owned(),
+                expiry: rest.expiry,
+                algorithm,
+            },
+            Authentication::BadUsername => Auth::Answered(self.bad_credentials(
                 msg,
                 five,
                 now,
                 "the username is not EXPIRY or EXPIRY:USER",
-            ));
-        };
-        let expiry = rest.expiry;
-        let key = self
-            .secrets
-            .candidates(username, &self.config.realm)
-            .find(|key| msg.verify_integrity(key) == Integrity::Ok);
-        match key {
-            Some(key) => Auth::Ok {
-                key,
-                username: username.to_owned(),
-                expiry,
-                algorithm,
-            },
-            None => Auth::Answered(self.bad_credentials(
+            )),
+            Authentication::BadIntegrity => Auth::Answered(self.bad_credentials(
                 msg,
                 five,
                 now,
@@ -495,7 +497,7 @@ impl Core {
         reason: &str,
         now: Millis,
     ) -> Action {
-        if !self.unauth.allow(five.client.ip(), now.0) {
+        if !self.unauth_allowed(five.client.ip(), now) {
             return Action::Nothing;
         }
         let nonce = self.nonces.mint(now.unix_secs(), five.client);

@@ -1,0 +1,559 @@
+//! TURN over UDP against the real binary, with three independent clients: the `turn` crate,
+//! Debian's coturn tools (`turnutils_stunclient`, `turnutils_uclient`, `turnutils_peer`), and a
+//! raw client built from the codec for the refusals the other two cannot provoke.
+
+mod common;
+
+use std::net::{SocketAddr, UdpSocket};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use common::Server;
+use signalbox::stun::{attr, Class, MessageRef, MessageWriter, Method, TransactionId};
+
+const SECRET: &str = "integration-secret";
+const REALM: &str = "turn.test";
+
+fn start(extra: &str) -> Server {
+    let quota = if extra.contains("user_quota") {
+        ""
+    } else {
+        "user_quota = 50\n"
+    };
+    Server::start(&common::base_config(&format!(
+        "[turn]\nlisten = [\"127.0.0.1:0\"]\nrealm = \"{REALM}\"\nsecrets = [\"{SECRET}\"]\nrelay_ip = \"127.0.0.1\"\nworkers = 2\n{quota}{extra}\n"
+    )))
+}
+
+fn start_loopback(extra: &str) -> Server {
+    start(&format!("allow_loopback_peers = true\n{extra}"))
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs()
+}
+
+/// REST credentials computed here from the definition, not with the server's code.
+fn rest_credentials(user: &str, valid_for: i64, secret: &str) -> (String, String) {
+    let username = format!("{}:{user}", (unix_now() as i64 + valid_for) as u64);
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, secret.as_bytes());
+    let tag = ring::hmac::sign(&key, username.as_bytes());
+    let password = base64::engine::general_purpose::STANDARD.encode(tag.as_ref());
+    (username, password)
+}
+
+fn long_term_key(username: &str, password: &str) -> [u8; 16] {
+    use md5::{Digest, Md5};
+    Md5::digest(format!("{username}:{REALM}:{password}").as_bytes()).into()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The `turn` crate's client.
+
+#[tokio::test]
+async fn turn_crate_client_relays_both_ways_with_a_udp_peer() {
+    use webrtc_util::Conn;
+    let server = start_loopback("");
+    let addr = server.addr("turn-udp");
+    let (username, password) = rest_credentials("alice", 3600, SECRET);
+    let conn = tokio::net::UdpSocket::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let client = turn::client::Client::new(turn::client::ClientConfig {
+        stun_serv_addr: addr.to_string(),
+        turn_serv_addr: addr.to_string(),
+        username,
+        password,
+        realm: REALM.into(),
+        software: String::new(),
+        rto_in_ms: 0,
+        conn: Arc::new(conn),
+        vnet: None,
+    })
+    .await
+    .expect("client");
+    client.listen().await.expect("listen");
+    let mapped = client.send_binding_request().await.expect("binding");
+    assert_eq!(mapped.ip().to_string(), "127.0.0.1");
+    let relay = client.allocate().await.expect("allocate");
+    let relayed = relay.local_addr().expect("relayed address");
+    assert_eq!(relayed.ip().to_string(), "127.0.0.1");
+
+    let peer = tokio::net::UdpSocket::bind("127.0.0.1:0")
+        .await
+        .expect("peer");
+    let peer_addr = peer.local_addr().expect("peer addr");
+    let mut buf = [0u8; 1500];
+    // Several rounds: the first go out as Send indications, later ones over the channel.
+    for round in 0..20u32 {
+        let msg = format!("ping {round}");
+        relay
+            .send_to(msg.as_bytes(), peer_addr)
+            .await
+            .expect("send");
+        let (n, from) = tokio::time::timeout(Duration::from_secs(5), peer.recv_from(&mut buf))
+            .await
+            .expect("peer receives in time")
+            .expect("recv");
+        assert_eq!(&buf[..n], msg.as_bytes());
+        assert_eq!(from, relayed, "the peer sees the relayed address");
+        let reply = format!("pong {round}");
+        peer.send_to(reply.as_bytes(), relayed)
+            .await
+            .expect("reply");
+        let (n, from) = tokio::time::timeout(Duration::from_secs(5), relay.recv_from(&mut buf))
+            .await
+            .expect("client receives in time")
+            .expect("recv");
+        assert_eq!(&buf[..n], reply.as_bytes());
+        assert_eq!(from, peer_addr);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    relay.close().await.expect("close relay");
+    client.close().await.expect("close");
+}
+
+// ---------------------------------------------------------------------------------------------
+// coturn's tools as an independent client.
+
+fn coturn_tool(name: &str) -> Command {
+    let found = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {name}"))
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    assert!(
+        found,
+        "`{name}` is not installed: these tests need Debian's coturn tools (apt-get install -y coturn)"
+    );
+    Command::new(name)
+}
+
+#[test]
+fn coturn_stunclient_gets_its_reflexive_address() {
+    let server = start("");
+    let port = server.addr("turn-udp").port().to_string();
+    let out = coturn_tool("turnutils_stunclient")
+        .args(["-p", &port, "127.0.0.1"])
+        .output()
+        .expect("run turnutils_stunclient");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        text.contains("UDP reflexive addr: 127.0.0.1:"),
+        "unexpected output:\n{text}"
+    );
+}
+
+/// A free UDP port on loopback for `turnutils_peer` (which cannot report an ephemeral one).
+fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs `turnutils_uclient` against `server` with `flags`, to a `turnutils_peer`, and returns
+/// (sent, received, lost) from its summary.
+fn uclient(server: &Server, user: &str, flags: &[&str]) -> (u64, u64, u64, String) {
+    let peer_port = free_udp_port();
+    let _peer = Child(
+        coturn_tool("turnutils_peer")
+            .args(["-p", &peer_port.to_string(), "-L", "127.0.0.1"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start turnutils_peer"),
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    let port = server.addr("turn-udp").port().to_string();
+    let peer_port = peer_port.to_string();
+    let mut args = vec![
+        "-W",
+        SECRET,
+        "-u",
+        user,
+        "-p",
+        &port,
+        "-e",
+        "127.0.0.1",
+        "-r",
+        &peer_port,
+    ];
+    args.extend_from_slice(flags);
+    args.push("127.0.0.1");
+    let out = coturn_tool("turnutils_uclient")
+        .args(&args)
+        .output()
+        .expect("run turnutils_uclient");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let field = |key: &str| -> Option<u64> {
+        text.lines()
+            .rev()
+            .find_map(|l| l.split(key).nth(1))
+            .and_then(|rest| {
+                rest.trim_start_matches('=')
+                    .split(|c: char| !c.is_ascii_digit())
+                    .next()
+                    .map(str::to_owned)
+            })
+            .and_then(|n| n.parse().ok())
+    };
+    let sent = field("tot_send_msgs").unwrap_or(0);
+    let received = field("tot_recv_msgs").unwrap_or(0);
+    let lost = field("Total lost packets ").unwrap_or(u64::MAX);
+    (sent, received, lost, text)
+}
+
+#[test]
+fn coturn_uclient_relays_channel_data_to_turnutils_peer_with_zero_loss() {
+    let server = start_loopback("");
+    // 10 clients × 300 messages of 200 bytes, one every 5 ms each: ~2,000 packets/s.
+    let (sent, received, lost, text) = uclient(
+        &server,
+        "alice",
+        &["-c", "-m", "10", "-n", "300", "-l", "200", "-z", "5"],
+    );
+    assert_eq!(sent, 3000, "{text}");
+    assert_eq!(received, sent, "{text}");
+    assert_eq!(lost, 0, "{text}");
+}
+
+#[test]
+fn coturn_uclient_relays_send_indications_with_dont_fragment_with_zero_loss() {
+    let server = start_loopback("");
+    let (sent, received, lost, text) = uclient(
+        &server,
+        "bob",
+        &[
+            "-s", "-g", "-X", "-c", "-m", "4", "-n", "200", "-l", "120", "-z", "5",
+        ],
+    );
+    assert_eq!(sent, 800, "{text}");
+    assert_eq!(received, sent, "{text}");
+    assert_eq!(lost, 0, "{text}");
+}
+
+#[test]
+fn coturn_uclient_client_to_client_goes_relay_to_relay_with_zero_loss() {
+    let server = start_loopback("");
+    let (sent, received, lost, text) = uclient(
+        &server,
+        "carol",
+        &["-y", "-c", "-m", "10", "-n", "200", "-l", "200", "-z", "5"],
+    );
+    assert!(sent >= 2000, "{text}");
+    assert_eq!(received, sent, "{text}");
+    assert_eq!(lost, 0, "{text}");
+}
+
+#[test]
+fn coturn_uclient_with_the_wrong_secret_gets_no_allocation() {
+    let server = start_loopback("");
+    let port = server.addr("turn-udp").port().to_string();
+    let out = coturn_tool("turnutils_uclient")
+        .args([
+            "-W",
+            "wrong",
+            "-u",
+            "eve",
+            "-p",
+            &port,
+            "-e",
+            "127.0.0.1",
+            "-c",
+            "-n",
+            "5",
+            "127.0.0.1",
+        ])
+        .output()
+        .expect("run turnutils_uclient");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("Cannot complete Allocation"), "{text}");
+    assert!(!server.stderr_text().contains("allocation created"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// A raw client for the refusals.
+
+struct Raw {
+    sock: UdpSocket,
+    server: SocketAddr,
+    username: String,
+    key: [u8; 16],
+    nonce: Vec<u8>,
+    tid: u8,
+}
+
+struct Reply {
+    class: Class,
+    code: Option<u16>,
+    bytes: Vec<u8>,
+}
+
+impl Raw {
+    fn new(server: SocketAddr, user: &str, valid_for: i64, secret: &str) -> Raw {
+        let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        sock.set_read_timeout(Some(Duration::from_secs(3)))
+            .expect("timeout");
+        let (username, password) = rest_credentials(user, valid_for, secret);
+        let key = long_term_key(&username, &password);
+        Raw {
+            sock,
+            server,
+            username,
+            key,
+            nonce: Vec::new(),
+            tid: 0,
+        }
+    }
+
+    fn call(
+        &mut self,
+        method: Method,
+        signed: bool,
+        attrs: &dyn Fn(&mut MessageWriter<'_>),
+    ) -> Reply {
+        self.tid = self.tid.wrapping_add(1);
+        let mut buf = Vec::new();
+        let mut w = MessageWriter::new(
+            &mut buf,
+            method,
+            Class::Request,
+            TransactionId([self.tid; 12]),
+        );
+        attrs(&mut w);
+        if signed {
+            w.attr(attr::USERNAME, self.username.as_bytes())
+                .attr(attr::REALM, REALM.as_bytes())
+                .attr(attr::NONCE, &self.nonce)
+                .integrity(&self.key);
+        }
+        w.fingerprint();
+        w.finish();
+        self.sock.send_to(&buf, self.server).expect("send");
+        let mut rx = [0u8; 1500];
+        let (n, _) = self.sock.recv_from(&mut rx).expect("an answer");
+        let msg = MessageRef::parse(&rx[..n]).expect("answer parses");
+        Reply {
+            class: msg.class(),
+            code: msg.error_code().and_then(Result::ok).map(|(c, _)| c),
+            bytes: rx[..n].to_vec(),
+        }
+    }
+
+    /// Gets a nonce from a 401, then sends `method` signed.
+    fn authed(&mut self, method: Method, attrs: &dyn Fn(&mut MessageWriter<'_>)) -> Reply {
+        if self.nonce.is_empty() {
+            let challenge = self.call(Method::ALLOCATE, false, &udp);
+            assert_eq!(challenge.code, Some(401));
+            let msg = MessageRef::parse(&challenge.bytes).expect("parses");
+            self.nonce = msg.get(attr::NONCE).expect("NONCE").to_vec();
+        }
+        self.call(method, true, attrs)
+    }
+
+    fn allocate(&mut self) -> Reply {
+        self.authed(Method::ALLOCATE, &udp)
+    }
+
+    fn permission(&mut self, peer: SocketAddr) -> Reply {
+        self.authed(Method::CREATE_PERMISSION, &|w| {
+            w.xor_address(attr::XOR_PEER_ADDRESS, peer);
+        })
+    }
+
+    fn send_indication(&self, peer: SocketAddr, data: &[u8]) {
+        let mut buf = Vec::new();
+        let mut w = MessageWriter::new(
+            &mut buf,
+            Method::SEND,
+            Class::Indication,
+            TransactionId([99; 12]),
+        );
+        w.xor_address(attr::XOR_PEER_ADDRESS, peer)
+            .attr(attr::DATA, data);
+        w.finish();
+        self.sock.send_to(&buf, self.server).expect("send");
+    }
+}
+
+fn udp(w: &mut MessageWriter<'_>) {
+    w.attr(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0]);
+}
+
+#[test]
+fn forbidden_peers_are_refused_with_403_and_nothing_is_sent() {
+    let server = start("");
+    let mut c = Raw::new(server.addr("turn-udp"), "alice", 3600, SECRET);
+    assert_eq!(c.allocate().class, Class::Success);
+    let target = UdpSocket::bind("127.0.0.1:0").expect("bind target");
+    target
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .expect("timeout");
+    let target_addr = target.local_addr().expect("addr");
+    let mapped: SocketAddr = format!("[::ffff:127.0.0.1]:{}", target_addr.port())
+        .parse()
+        .expect("addr");
+    for peer in [
+        "10.0.0.1:5000".parse().expect("addr"),
+        "169.254.169.254:80".parse().expect("addr"),
+        target_addr,
+        mapped,
+        server.addr("turn-udp"),
+    ] {
+        assert_eq!(c.permission(peer).code, Some(403), "{peer}");
+    }
+    c.send_indication(target_addr, b"must not arrive");
+    let mut buf = [0u8; 100];
+    assert!(
+        target.recv_from(&mut buf).is_err(),
+        "a packet reached a forbidden peer"
+    );
+}
+
+#[test]
+fn wrong_and_expired_credentials_get_401_and_no_relay() {
+    let server = start_loopback("");
+    let mut wrong = Raw::new(server.addr("turn-udp"), "alice", 3600, "not-the-secret");
+    assert_eq!(wrong.allocate().code, Some(401));
+    let mut expired = Raw::new(server.addr("turn-udp"), "alice", -10, SECRET);
+    assert_eq!(expired.allocate().code, Some(401));
+    assert_eq!(
+        expired
+            .permission("127.0.0.1:9".parse().expect("addr"))
+            .code,
+        Some(437)
+    );
+}
+
+#[test]
+fn the_user_quota_answers_486() {
+    let server = start("user_quota = 2");
+    let mut answers = Vec::new();
+    for _ in 0..3 {
+        let mut c = Raw::new(server.addr("turn-udp"), "alice", 3600, SECRET);
+        answers.push(c.allocate().code);
+    }
+    assert_eq!(answers, vec![None, None, Some(486)]);
+    let mut bob = Raw::new(server.addr("turn-udp"), "bob", 3600, SECRET);
+    assert_eq!(
+        bob.allocate().class,
+        Class::Success,
+        "other users are unaffected"
+    );
+}
+
+#[test]
+fn refresh_with_lifetime_zero_deletes_the_allocation() {
+    let server = start_loopback("");
+    let mut c = Raw::new(server.addr("turn-udp"), "alice", 3600, SECRET);
+    assert_eq!(c.allocate().class, Class::Success);
+    let r = c.authed(Method::REFRESH, &|w| {
+        w.u32(attr::LIFETIME, 0);
+    });
+    assert_eq!(r.class, Class::Success);
+    assert_eq!(
+        c.permission("127.0.0.1:9".parse().expect("addr")).code,
+        Some(437)
+    );
+    assert_eq!(
+        c.allocate().class,
+        Class::Success,
+        "the 5-tuple is free again"
+    );
+}
+
+#[test]
+fn a_flood_of_unauthenticated_allocates_is_rate_limited() {
+    let server = start("unauth_rate = 10\nunauth_burst = 20");
+    let addr = server.addr("turn-udp");
+    let sockets: Vec<UdpSocket> = (0..50)
+        .map(|_| {
+            let s = UdpSocket::bind("127.0.0.1:0").expect("bind");
+            s.set_nonblocking(true).expect("nonblocking");
+            s
+        })
+        .collect();
+    let started = Instant::now();
+    let mut req = Vec::new();
+    let mut w = MessageWriter::new(
+        &mut req,
+        Method::ALLOCATE,
+        Class::Request,
+        TransactionId([7; 12]),
+    );
+    udp(&mut w);
+    w.finish();
+    for round in 0..40 {
+        for s in &sockets {
+            let _ = s.send_to(&req, addr);
+        }
+        if round % 10 == 9 {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let elapsed = started.elapsed().as_secs_f64();
+    let mut answers = 0;
+    let mut buf = [0u8; 1500];
+    for s in &sockets {
+        while s.recv_from(&mut buf).is_ok() {
+            answers += 1;
+        }
+    }
+    let allowed = 20.0 + 10.0 * elapsed + 2.0;
+    assert!(answers > 0, "some requests are answered");
+    assert!(
+        (answers as f64) <= allowed,
+        "{answers} answers to 2000 requests in {elapsed:.2}s (limit {allowed:.0})"
+    );
+}
+
+#[test]
+fn an_ipv6_relay_is_given_when_requested_and_relays_to_an_ipv6_peer() {
+    let server = start_loopback("");
+    let mut c = Raw::new(server.addr("turn-udp"), "alice", 3600, SECRET);
+    let r = c.authed(Method::ALLOCATE, &|w| {
+        udp(w);
+        w.attr(attr::REQUESTED_ADDRESS_FAMILY, &[2, 0, 0, 0]);
+    });
+    assert_eq!(r.class, Class::Success, "{:?}", r.code);
+    let msg = MessageRef::parse(&r.bytes).expect("parses");
+    let relayed = msg
+        .xor_address(attr::XOR_RELAYED_ADDRESS)
+        .expect("XOR-RELAYED-ADDRESS")
+        .expect("valid");
+    assert_eq!(relayed.ip().to_string(), "::1");
+    let peer = UdpSocket::bind("[::1]:0").expect("IPv6 loopback peer");
+    peer.set_read_timeout(Some(Duration::from_secs(3)))
+        .expect("timeout");
+    let peer_addr = peer.local_addr().expect("addr");
+    assert_eq!(
+        c.permission("127.0.0.1:9".parse().expect("addr")).code,
+        Some(443)
+    );
+    assert_eq!(c.permission(peer_addr).class, Class::Success);
+    c.send_indication(peer_addr, b"over ipv6");
+    let mut buf = [0u8; 100];
+    let (n, from) = peer.recv_from(&mut buf).expect("the peer receives");
+    assert_eq!(&buf[..n], b"over ipv6");
+    assert_eq!(from, relayed);
+}
