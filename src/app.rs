@@ -189,7 +189,7 @@ async fn run(
 
 /// Every WebSocket, TURN allocation and relay socket is a descriptor, and the usual soft
 /// limit (1024) is far below what one server handles: raise the soft limit to the hard one.
-fn raise_nofile_limit() {
+pub fn raise_nofile_limit() {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,

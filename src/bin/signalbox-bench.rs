@@ -1,14 +1,15 @@
-//! `signalbox-bench`: the benchmark. Each subcommand is one workload; see `docs/performance.md`
-//! for what the figures mean. Build and run in release mode:
+//! `signalbox-bench`: load tests against the real server. Each subcommand is one workload (see
+//! `signalbox::bench`); `docs/performance.md` says what the UDP figures mean. Build and run in release mode:
 //! `cargo build --release && target/release/signalbox-bench all --against coturn`.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
 use signalbox::bench::report::{self, Report};
 use signalbox::bench::workloads::{self, LimitArgs, MemoryArgs, StunArgs, TurnArgs};
-use signalbox::bench::{forward, net, Common};
+use signalbox::bench::{forward, net, signaling, Common};
 
 /// Reproducible figures for signalbox, against coturn and against the machine's ceiling.
 /// All traffic stays on loopback; every workload is bounded in count and time.
@@ -17,12 +18,21 @@ use signalbox::bench::{forward, net, Common};
 struct Cli {
     #[command(flatten)]
     common: Common,
+    /// The server executable for `signaling`; default: `signalbox` next to this program.
+    #[arg(long, global = true, value_name = "PATH")]
+    server: Option<PathBuf>,
+    /// Where `signaling` writes its JSON report; default: `bench-signaling.json`.
+    #[arg(long, global = true, value_name = "PATH")]
+    json: Option<PathBuf>,
     #[command(subcommand)]
     command: Workload,
 }
 
 #[derive(Debug, Subcommand)]
 enum Workload {
+    /// WebSocket signaling: many clients in rooms of two, a join storm, then relayed signals
+    /// at a fixed offered rate; reports joins/s, signals/s, relay latency and RSS per connection.
+    Signaling(signaling::Args),
     /// TURN data path: clients with allocations and channels to an echo peer (or in pairs).
     Turn(TurnArgs),
     /// STUN Binding requests answered per second and CPU per request.
@@ -50,6 +60,19 @@ fn main() -> ExitCode {
     let mut report = Report::default();
     let common = &cli.common;
     let result = match &cli.command {
+        Workload::Signaling(args) => {
+            return match signalbox::bench::run_signaling(
+                args,
+                cli.server.as_deref(),
+                cli.json.as_deref(),
+            ) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("signalbox-bench: {e:#}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         Workload::Forward { port, workers } => {
             return match forward::run(*port, *workers) {
                 Ok(()) => ExitCode::SUCCESS,

@@ -185,14 +185,8 @@ impl Hub {
         while let Some(output) = self.registry.poll_output() {
             match output {
                 Output::Send { conn, mut msg } => {
-                    if let ServerMessage::Joined {
-                        room,
-                        id,
-                        ice_servers,
-                        ..
-                    } = &mut msg
-                    {
-                        *ice_servers = (self.ice_servers)(room, id);
+                    if let ServerMessage::Joined(j) = &mut msg {
+                        j.ice_servers = (self.ice_servers)(&j.room, &j.id);
                     }
                     let Some(link) = self.links.get(&conn) else {
                         continue;
