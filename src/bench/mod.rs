@@ -151,7 +151,8 @@ impl ServerProcess {
         std::fs::create_dir_all(&dir).context("temporary directory")?;
         let config = format!(
             "[server]\npublic_host = \"127.0.0.1\"\n\n[http]\nlisten = \"127.0.0.1:0\"\n\
-             static_dir = \"public\"\nshutdown_grace = \"2s\"\n\n[log]\nlevel = \"warn\"\n\n{extra}\n"
+             static_dir = \"public\"\nshutdown_grace = \"2s\"\n\n[log]\nlevel = \"warn\"\n\n\
+             [metrics]\nlisten = \"\"\n\n{extra}\n"
         );
         std::fs::write(dir.join("config.toml"), config).context("write config")?;
         let mut child = Command::new(binary)

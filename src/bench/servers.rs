@@ -136,6 +136,9 @@ static_dir = "."
 [log]
 level = "warn"
 
+[metrics]
+listen = ""
+
 [turn]
 listen = ["127.0.0.1:{port}"]
 realm = "{REALM}"
