@@ -13,18 +13,23 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
+use crate::access::{AccessKey, AccessMode, AccessPolicy};
 use crate::cli::{Cli, Command};
 use crate::config::{Config, ConfigError, Source};
 use crate::listener::Listener;
 use crate::reload::Reloader;
+use crate::credentials;
 use crate::signaling::{self, Signaling};
 use crate::tls::{self, CertStore};
 use crate::web::{self, AppState};
 
-/// Why the process stops with an error: configuration (exit 2) or anything at run time (exit 1).
+/// Why the process stops with an error: configuration or a bad command-line value (exit 2),
+/// or anything at run time (exit 1).
 #[derive(Debug)]
 pub enum Failure {
     Config(ConfigError),
+    /// A command-line value that cannot work; the text is the whole message.
+    Usage(String),
     Runtime(anyhow::Error),
 }
 
@@ -84,6 +89,8 @@ pub fn main(cli: Cli) -> Result<(), Failure> {
             );
             Ok(())
         }
+        Command::Invite(args) => crate::commands::invite(&config, &source, &args),
+        Command::Credentials(args) => crate::commands::credentials(&config, &args),
         Command::Run => {
             // Certificates first: a bad file is a configuration error, reported as one line.
             let certs = CertStore::load(CertStore::source_from_config(&config))?;
@@ -133,15 +140,48 @@ async fn run(
         reloader.subscribe(),
     ));
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    // TURN credentials will fill `iceServers`; until then browsers use host candidates.
-    let signaling = Signaling::start(
+    let turn = if config.turn.enabled {
+        let turn = crate::turn::service::TurnServer::start(&config)?;
+        for addr in &turn.listeners {
+            announce("turn-udp", *addr);
+        }
+        Some(turn)
+    } else {
+        None
+    };
+    let issuer = turn.as_ref().map(|t| credentials::issuer_for(&config, t));
+    let admit = admit_fn(&config, &source)?;
+    let ttl = config.turn.credential_ttl;
+    let (events_tx, events_rx) = tokio::sync::mpsc::channel(credentials::service::EVENT_QUEUE);
+    let hooks = signaling::Hooks {
+        ice_servers: match &issuer {
+            Some(issuer) => credentials::service::ice_servers_fn(issuer.clone(), ttl),
+            None => signaling::no_ice_servers(),
+        },
+        admit,
+        events: issuer.is_some().then_some(events_tx),
+    };
+    let signaling = Signaling::start_with_hooks(
         &config.rooms,
         &config.server.public_host,
         https_addr,
-        signaling::no_ice_servers(),
+        hooks,
         shutdown_rx.clone(),
     );
-    let router = web::router(state).merge(signaling.router());
+    if let (Some(issuer), Some(turn)) = (&issuer, &turn) {
+        let closer = turn.closer();
+        let close: credentials::service::CloseUserFn =
+            Arc::new(move |user: &credentials::UserPart| closer(user.as_str()));
+        tokio::spawn(credentials::service::run(
+            issuer.clone(),
+            ttl,
+            signaling.handle(),
+            events_rx,
+            Some(close),
+        ));
+    }
+    let api = Arc::new(web::api::ApiState::new(&config.api, issuer));
+    let router = web::router_with(state, web::api::routes(api)).merge(signaling.router());
 
     announce("https", https_addr);
     if let Some(addr) = config.http.redirect_listen {
@@ -174,16 +214,6 @@ async fn run(
         None => None,
     };
 
-    let turn = if config.turn.enabled {
-        let turn = crate::turn::service::TurnServer::start(&config)?;
-        for addr in &turn.listeners {
-            announce("turn-udp", *addr);
-        }
-        Some(turn)
-    } else {
-        None
-    };
-
     // Signal handlers go in before the `open` line: whoever reads it may signal at once.
     reloader.run_on_sighup();
     let stop = stop_signals();
@@ -213,6 +243,29 @@ async fn run(
     Ok(())
 }
 
+/// The join rule of `[access] mode`; in token mode the signing key is loaded (or created)
+/// now, so a bad key file stops the start with one line naming `access.key_file`.
+fn admit_fn(config: &Config, source: &Source) -> Result<signaling::AdmitFn, Failure> {
+    let policy = match config.access.mode {
+        AccessMode::Open => return Ok(signaling::admit_everyone()),
+        AccessMode::Token => {
+            let path = config.access.key_path(&config.tls.generated_dir);
+            let key = AccessKey::load_or_create(&path).map_err(|e| {
+                ConfigError::new(&source.name, Some("access.key_file"), e.to_string())
+            })?;
+            info!(key = %path.display(), "rooms need an invitation ([access] mode = \"token\")");
+            AccessPolicy::Token(key)
+        }
+    };
+    Ok(Arc::new(
+        move |room: &signaling::RoomId, token: Option<&str>| {
+            policy
+                .check_join(room.as_str(), token, credentials::unix_now())
+                .map_err(|e| e.to_string())
+        },
+    ))
+}
+
 /// Every WebSocket, TURN allocation and relay socket is a descriptor, and the usual soft
 /// limit (1024) is far below what one server handles: raise the soft limit to the hard one.
 fn raise_nofile_limit() {
@@ -239,7 +292,8 @@ fn announce(what: &str, addr: SocketAddr) {
     println!("signalbox: {what} listening on {addr}");
 }
 
-fn host_port(host: &str, port: u16) -> String {
+/// `HOST:PORT` for URLs, with IPv6 brackets, and no port when it is 443.
+pub fn host_port(host: &str, port: u16) -> String {
     let host = if host.contains(':') && !host.starts_with('[') {
         format!("[{host}]")
     } else {

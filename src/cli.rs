@@ -58,6 +58,34 @@ pub enum Command {
     /// Ask the running server (found through `[server] pid_file`) to re-read its configuration.
     /// The file is checked first; an invalid one is not sent. The server log says what changed.
     Reload,
+    /// Print an invitation link to ROOM, signed with this server's key, for rooms that need
+    /// one (`[access] mode = "token"`).
+    Invite(InviteArgs),
+    /// Print a TURN username and password (REST-API scheme, signed with the first of
+    /// `[turn] secrets`) and the TURN URIs, for command-line tools and tests.
+    Credentials(CredentialsArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct InviteArgs {
+    /// The room: 1-64 letters, digits, `-`, `_` or `.`.
+    pub room: String,
+    /// How long the link admits people, e.g. 30m, 24h, 7d.
+    #[arg(long, default_value = "24h", value_name = "DURATION")]
+    pub ttl: String,
+    /// Display name the invited person appears under (fixed by the invitation).
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CredentialsArgs {
+    /// How long the credentials open new allocations, e.g. 10m, 1h.
+    #[arg(long, default_value = "1h", value_name = "DURATION")]
+    pub ttl: String,
+    /// User part of the username (`EXPIRY:USER`); without it the username is the bare expiry.
+    #[arg(long, value_name = "NAME")]
+    pub user: Option<String>,
 }
 
 impl Global {

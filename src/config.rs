@@ -22,6 +22,8 @@ pub struct Config {
     pub tls: TlsConfig,
     pub log: LogConfig,
     pub metrics: MetricsConfig,
+    pub api: ApiConfig,
+    pub access: AccessConfig,
     pub rooms: RoomsConfig,
     pub turn: TurnConfig,
 }
@@ -125,6 +127,8 @@ impl Default for MetricsConfig {
     }
 }
 
+pub use crate::access::{AccessConfig, AccessMode};
+pub use crate::web::api::config::{ApiConfig, ApiKeyConfig};
 /// Room signaling over WebSocket (`/ws`): room size, resume grace and abuse limits.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -337,6 +341,9 @@ impl Config {
         if let Some(p) = self.tls.key.as_mut() {
             join(p);
         }
+        if let Some(p) = self.access.key_file.as_mut() {
+            join(p);
+        }
     }
 
     /// Checks what types alone cannot: files exist, values fit together.
@@ -374,6 +381,9 @@ impl Config {
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return err("log.level", format!("not a valid filter: {e}"));
+        }
+        if let Err((key, msg)) = self.api.validate() {
+            return err(&key, msg);
         }
         if let Err((key, msg)) = self.rooms.validate() {
             return err(key, msg);

@@ -2,13 +2,16 @@
 //! protocol logic lives in I/O-free state machines, and the async code around them is a thin
 //! shell (see each module's notes).
 
+pub mod access;
 pub mod app;
 pub mod cli;
+pub mod commands;
 pub mod config;
 pub mod demux;
 pub mod listener;
 pub mod metrics;
 pub mod reload;
+pub mod credentials;
 pub mod signaling;
 pub mod stun;
 pub mod tls;

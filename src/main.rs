@@ -13,6 +13,10 @@ fn main() -> ExitCode {
             eprintln!("signalbox: {e}");
             ExitCode::from(2)
         }
+        Err(Failure::Usage(e)) => {
+            eprintln!("signalbox: {e}");
+            ExitCode::from(2)
+        }
         Err(Failure::Runtime(e)) => {
             eprintln!("signalbox: {e:#}");
             ExitCode::from(1)

@@ -39,7 +39,8 @@ async fn the_first_peer_creates_a_room_the_second_joins_and_a_third_finds_it_ful
     let ja = a.join("pair").await;
     assert_eq!(ja["room"], "pair");
     assert_eq!(ja["peers"], json!([]));
-    assert_eq!(ja["iceServers"], json!([]));
+    // Filled with this server's STUN/TURN and the peer's credentials (tests/credentials.rs).
+    assert!(ja["iceServers"].is_array(), "{ja}");
     assert!(ja["id"].as_str().is_some_and(|s| s.len() >= 20), "{ja}");
     assert!(ja["resume"].as_str().is_some_and(|s| s.len() >= 20), "{ja}");
 

@@ -15,11 +15,11 @@ use std::time::Instant;
 use base64::Engine as _;
 use ring::rand::{SecureRandom, SystemRandom};
 use tokio::sync::{mpsc, oneshot};
-use tracing::debug;
+use tracing::{debug, warn};
 
-use super::protocol::{ClientMessage, PeerId, ResumeToken, ServerMessage};
+use super::protocol::{ClientMessage, ErrorCode, PeerId, ResumeToken, ServerMessage};
 use super::rooms::{CloseReason, ConnId, FreshPeer, Output, Registry, RegistryConfig};
-use super::IceServersFn;
+use super::{Hooks, PeerEvent};
 
 /// Commands waiting for the hub; connection tasks wait (back-pressure) when it is full.
 const COMMAND_QUEUE: usize = 8192;
@@ -85,12 +85,12 @@ impl HubHandle {
 }
 
 /// Starts the hub task on the current runtime.
-pub fn spawn(config: RegistryConfig, ice_servers: IceServersFn) -> HubHandle {
+pub fn spawn(config: RegistryConfig, hooks: Hooks) -> HubHandle {
     let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
     let hub = Hub {
         registry: Registry::new(config),
         links: HashMap::new(),
-        ice_servers,
+        hooks,
         rng: SystemRandom::new(),
     };
     tokio::spawn(run(rx, hub));
@@ -108,7 +108,7 @@ struct Link {
 struct Hub {
     registry: Registry,
     links: HashMap<ConnId, Link>,
-    ice_servers: IceServersFn,
+    hooks: Hooks,
     rng: SystemRandom,
 }
 
@@ -157,7 +157,30 @@ impl Hub {
                 );
             }
             Command::Client { conn, msg } => match msg {
-                ClientMessage::Join { room, name, resume } => {
+                ClientMessage::Join {
+                    room,
+                    name,
+                    resume,
+                    token,
+                } => {
+                    // A peer coming back within the grace was admitted already; its resume
+                    // token is the proof, so an invite that expired meanwhile does not cut
+                    // it off.
+                    let resuming = resume
+                        .as_ref()
+                        .is_some_and(|r| self.registry.is_resumable(&room, r));
+                    let name = if resuming {
+                        name
+                    } else {
+                        match (self.hooks.admit)(&room, token.as_deref()) {
+                            Ok(Some(fixed)) => Some(fixed),
+                            Ok(None) => name,
+                            Err(why) => {
+                                self.refuse(conn, why);
+                                return;
+                            }
+                        }
+                    };
                     let fresh = self.fresh_peer();
                     self.registry.join(conn, room, name, resume, fresh);
                 }
@@ -192,7 +215,11 @@ impl Hub {
                         ..
                     } = &mut msg
                     {
-                        *ice_servers = (self.ice_servers)(room, id);
+                        *ice_servers = (self.hooks.ice_servers)(room, id);
+                        self.tell(PeerEvent::Issued {
+                            room: room.clone(),
+                            peer: id.clone(),
+                        });
                     }
                     let Some(link) = self.links.get(&conn) else {
                         continue;
@@ -209,6 +236,31 @@ impl Hub {
                     reason: CloseReason::Replaced,
                 } => self.kill(conn, Kill::Replaced),
             }
+        }
+        self.drain_removed();
+    }
+
+    /// Reports peers removed for good to whoever listens (the credential service).
+    fn drain_removed(&mut self) {
+        while let Some((room, peer)) = self.registry.poll_removed() {
+            self.tell(PeerEvent::Removed { room, peer });
+        }
+    }
+
+    fn tell(&self, event: PeerEvent) {
+        if let Some(events) = &self.hooks.events {
+            if events.try_send(event).is_err() {
+                warn!("peer event dropped: the credential service is not keeping up");
+            }
+        }
+    }
+
+    /// A `join` the access rule refused: `forbidden`, and the connection stays usable.
+    fn refuse(&mut self, conn: ConnId, why: String) {
+        if let Some(link) = self.links.get(&conn) {
+            let _ = link
+                .out
+                .try_send(ServerMessage::error(ErrorCode::Forbidden, why));
         }
     }
 

@@ -52,6 +52,48 @@ pub fn no_ice_servers() -> IceServersFn {
     Arc::new(|_: &RoomId, _: &PeerId| serde_json::Value::Array(Vec::new()))
 }
 
+/// Decides whether a fresh `join` of a room may proceed, given the `token` it carried:
+/// `Ok(None)` yes, `Ok(Some(name))` yes under that display name, `Err(message)` no (the client
+/// gets the error `forbidden` with that message). Must be quick: it runs on the hub's task.
+pub type AdmitFn =
+    Arc<dyn Fn(&RoomId, Option<&str>) -> Result<Option<String>, String> + Send + Sync>;
+
+/// An [`AdmitFn`] that lets everyone in (`[access] mode = "open"`).
+pub fn admit_everyone() -> AdmitFn {
+    Arc::new(|_: &RoomId, _: Option<&str>| Ok(None))
+}
+
+/// What happens to peers, for the part of the server that keeps per-peer state outside the
+/// registry (TURN credentials and allocations).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeerEvent {
+    /// `joined` (fresh or resumed) was sent with credentials from the [`IceServersFn`].
+    Issued { room: RoomId, peer: PeerId },
+    /// The peer left, was cut off, or stayed away past the reconnect grace: it is gone for good.
+    Removed { room: RoomId, peer: PeerId },
+}
+
+/// How signaling reaches the rest of the server.
+#[derive(Clone)]
+pub struct Hooks {
+    pub ice_servers: IceServersFn,
+    pub admit: AdmitFn,
+    /// Where [`PeerEvent`]s go; `None` = nobody listens. Bounded: a full channel drops events
+    /// (logged) rather than stall the hub.
+    pub events: Option<tokio::sync::mpsc::Sender<PeerEvent>>,
+}
+
+impl Hooks {
+    /// Hooks with the given `iceServers` source, everyone admitted, no events.
+    pub fn with_ice_servers(ice_servers: IceServersFn) -> Hooks {
+        Hooks {
+            ice_servers,
+            admit: admit_everyone(),
+            events: None,
+        }
+    }
+}
+
 /// Most signals kept for a peer whose connection dropped, until it resumes.
 pub const AWAY_QUEUE_LEN: usize = 64;
 /// Most signal payload bytes kept for such a peer.
@@ -73,6 +115,18 @@ impl Signaling {
         ice_servers: IceServersFn,
         shutdown: watch::Receiver<bool>,
     ) -> Signaling {
+        let hooks = Hooks::with_ice_servers(ice_servers);
+        Self::start_with_hooks(config, public_host, https_addr, hooks, shutdown)
+    }
+
+    /// [`Signaling::start`] with every hook: `iceServers`, the access rule, peer events.
+    pub fn start_with_hooks(
+        config: &RoomsConfig,
+        public_host: &str,
+        https_addr: SocketAddr,
+        hooks: Hooks,
+        shutdown: watch::Receiver<bool>,
+    ) -> Signaling {
         let hub = hub::spawn(
             RegistryConfig {
                 max_peers: config.max_peers,
@@ -80,7 +134,7 @@ impl Signaling {
                 away_queue_len: AWAY_QUEUE_LEN,
                 away_queue_bytes: AWAY_QUEUE_BYTES,
             },
-            ice_servers,
+            hooks,
         );
         let origins = OriginPolicy::new(public_host, https_addr);
         info!(origins = ?origins.allowed(), "signaling on /ws");

@@ -117,6 +117,8 @@ pub enum ClientMessage {
         room: RoomId,
         name: Option<String>,
         resume: Option<ResumeToken>,
+        /// Invite token, required when `[access] mode = "token"`.
+        token: Option<String>,
     },
     Signal {
         to: PeerId,
@@ -203,10 +205,12 @@ pub enum ErrorCode {
     RateLimited,
     /// A frame longer than `[rooms] max_message_bytes`; it was dropped.
     TooLarge,
+    /// `join` without a valid invite token for that room (`[access] mode = "token"`).
+    Forbidden,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 7] = [
+    pub const ALL: [ErrorCode; 8] = [
         ErrorCode::BadRequest,
         ErrorCode::RoomFull,
         ErrorCode::NotJoined,
@@ -214,6 +218,7 @@ impl ErrorCode {
         ErrorCode::UnknownPeer,
         ErrorCode::RateLimited,
         ErrorCode::TooLarge,
+        ErrorCode::Forbidden,
     ];
 }
 
@@ -249,6 +254,7 @@ struct Envelope {
     room: Option<String>,
     name: Option<String>,
     resume: Option<String>,
+    token: Option<String>,
     to: Option<String>,
     #[serde(default, deserialize_with = "raw_including_null")]
     data: Option<Box<RawValue>>,
@@ -286,6 +292,7 @@ pub fn parse_client(text: &str) -> Result<ClientMessage, ParseError> {
                 room,
                 name: env.name,
                 resume,
+                token: env.token,
             })
         }
         "signal" => {
@@ -325,6 +332,7 @@ mod tests {
                 room: RoomId::parse("standup-1").unwrap(),
                 name: Some("Ann".into()),
                 resume: Some(ResumeToken::new("t")),
+                token: None,
             })
         );
     }
@@ -466,7 +474,8 @@ mod tests {
                 "already-joined",
                 "unknown-peer",
                 "rate-limited",
-                "too-large"
+                "too-large",
+                "forbidden"
             ]
         );
     }

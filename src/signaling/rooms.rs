@@ -101,6 +101,9 @@ pub struct Registry {
     /// Away deadlines; entries for peers that came back or left are skipped when they expire.
     away_deadlines: BinaryHeap<Reverse<(Instant, PeerId)>>,
     outputs: VecDeque<Output>,
+    /// Peers removed for good (left, evicted, or away past the grace), for the parts of the
+    /// server that hold per-peer state elsewhere (TURN allocations made with its credentials).
+    removed: VecDeque<(RoomId, PeerId)>,
 }
 
 impl Registry {
@@ -114,6 +117,7 @@ impl Registry {
             replaced_conns: HashMap::new(),
             away_deadlines: BinaryHeap::new(),
             outputs: VecDeque::new(),
+            removed: VecDeque::new(),
         }
     }
 
@@ -254,6 +258,20 @@ impl Registry {
 
     pub fn poll_output(&mut self) -> Option<Output> {
         self.outputs.pop_front()
+    }
+
+    /// The next peer removed for good since the last call: it will never come back under that
+    /// id. A peer that is merely away is not reported (it may still resume).
+    pub fn poll_removed(&mut self) -> Option<(RoomId, PeerId)> {
+        self.removed.pop_front()
+    }
+
+    /// Whether a `join` of `room` with `resume` would get an existing peer back.
+    pub fn is_resumable(&self, room: &RoomId, resume: &ResumeToken) -> bool {
+        self.peers_by_resume
+            .get(resume)
+            .and_then(|id| self.peers.get(id))
+            .is_some_and(|p| &p.room == room)
     }
 
     pub fn room_count(&self) -> usize {
@@ -407,6 +425,7 @@ impl Registry {
         if let Presence::Connected(conn) = peer.presence {
             self.peers_by_conn.remove(&conn);
         }
+        self.removed.push_back((peer.room.clone(), id.clone()));
         let Some(room) = self.rooms.get_mut(&peer.room) else {
             return;
         };

@@ -503,3 +503,40 @@ fn many_rooms_churn_leaves_no_ghosts() {
     assert!(b.reg.peers_by_conn.is_empty() && b.reg.peers_by_resume.is_empty());
     assert!(b.reg.replaced_conns.is_empty());
 }
+
+#[test]
+fn removals_are_reported_for_leave_eviction_and_the_end_of_the_grace_but_not_for_a_drop() {
+    let mut b = Bench::new();
+    for conn in 1..=4 {
+        b.joined(conn, "r");
+    }
+    b.reg.leave(ConnId(1));
+    b.reg.evict(ConnId(2));
+    b.reg.disconnect(ConnId(3), vec![], b.at(0));
+    b.drain();
+    let removed: Vec<_> = std::iter::from_fn(|| b.reg.poll_removed()).collect();
+    assert_eq!(removed, vec![(room("r"), pid(1)), (room("r"), pid(2))]);
+    b.reg.handle_timeout(b.at(20));
+    assert_eq!(b.reg.poll_removed(), Some((room("r"), pid(3))));
+    b.reg.leave(ConnId(4));
+    assert_eq!(
+        b.reg.poll_removed(),
+        Some((room("r"), pid(4))),
+        "the last peer of a room is reported too"
+    );
+    assert_eq!(b.reg.poll_removed(), None);
+}
+
+#[test]
+fn a_resumed_peer_is_not_reported_removed_and_its_token_is_resumable_only_in_its_room() {
+    let mut b = Bench::new();
+    b.joined(1, "r");
+    b.reg.disconnect(ConnId(1), vec![], b.at(0));
+    let token = ResumeToken::new("token1");
+    assert!(b.reg.is_resumable(&room("r"), &token));
+    assert!(!b.reg.is_resumable(&room("other"), &token));
+    assert!(!b.reg.is_resumable(&room("r"), &ResumeToken::new("nope")));
+    b.join_as(5, "r", None, Some("token1"));
+    b.reg.handle_timeout(b.at(60));
+    assert_eq!(b.reg.poll_removed(), None);
+}

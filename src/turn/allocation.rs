@@ -374,6 +374,25 @@ impl AllocationTable {
         Some(a)
     }
 
+    /// Deletes every allocation whose user (the USER part of its REST username) is `user`, and
+    /// returns them for the IO layer to close. Used when the peer those credentials were minted
+    /// for has left its call; a scan, as it is rare next to packets.
+    pub fn remove_user(&mut self, user: &str) -> Vec<(AllocId, Allocation)> {
+        let ids: Vec<AllocId> = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.allocation.as_ref().is_some_and(|a| &*a.user == user))
+            .map(|(i, s)| AllocId {
+                index: i as u32,
+                generation: s.generation,
+            })
+            .collect();
+        ids.into_iter()
+            .filter_map(|id| self.remove(id).map(|a| (id, a)))
+            .collect()
+    }
+
     /// Whether requests other than Allocate may still use this allocation's credential: while it
     /// is valid, and after that (unless `strict_expiry`) until the allocation is
     /// `max_lifetime` old.

@@ -381,3 +381,35 @@ fn the_bitrate_cap_drops_what_exceeds_the_budget_and_refills_with_time() {
         T0.plus(Duration::from_millis(500))
     ));
 }
+
+#[test]
+fn removing_a_user_deletes_exactly_its_allocations_and_frees_their_quota() {
+    let mut t = table(2, 100, false);
+    let now = T0;
+    let a1 = t
+        .insert(request(1, "room:alice", valid_for(600)), now)
+        .unwrap();
+    let a2 = t
+        .insert(request(2, "room:alice", valid_for(600)), now)
+        .unwrap();
+    let b = t
+        .insert(request(3, "room:bob", valid_for(600)), now)
+        .unwrap();
+    let removed: Vec<AllocId> = t
+        .remove_user("room:alice")
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(removed, vec![a1, a2]);
+    assert!(t.get(a1).is_none() && t.get(a2).is_none());
+    assert!(t.get(b).is_some(), "another user's allocation stays");
+    assert!(t.by_client(&tuple(1)).is_none());
+    assert!(
+        t.remove_user("room:alice").is_empty(),
+        "nothing left to remove"
+    );
+    assert!(t.remove_user("room").is_empty(), "a prefix is not the user");
+    assert_eq!(t.len(), 1);
+    t.insert(request(4, "room:alice", valid_for(600)), now)
+        .expect("alice's quota was given back");
+}

@@ -22,6 +22,9 @@ pub struct TurnConfig {
     /// REST-API shared secrets: the first mints credentials, all verify. Empty = random at start.
     pub secrets: Vec<String>,
     pub username_separator: String,
+    /// Lifetime of the credentials signaling hands each peer; renewed at 80 % of it.
+    #[serde(deserialize_with = "duration")]
+    pub credential_ttl: Duration,
     pub strict_expiry: bool,
     #[serde(deserialize_with = "duration")]
     pub max_allocation_lifetime: Duration,
@@ -57,6 +60,7 @@ impl Default for TurnConfig {
             realm: String::new(),
             secrets: Vec::new(),
             username_separator: ":".into(),
+            credential_ttl: Duration::from_secs(600),
             strict_expiry: false,
             max_allocation_lifetime: Duration::from_secs(3600),
             relay_ip: None,
@@ -96,6 +100,19 @@ impl TurnConfig {
                     self.username_separator
                 ),
             ));
+        }
+        if self
+            .username_separator
+            .chars()
+            .any(|c| c.is_ascii_digit() || c.is_whitespace() || c.is_control())
+        {
+            return Err((
+                "turn.username_separator",
+                "must not be a digit or white space (it follows the expiry digits)".into(),
+            ));
+        }
+        if self.credential_ttl < Duration::from_secs(1) {
+            return Err(("turn.credential_ttl", "must be at least 1s".into()));
         }
         if self.realm.contains('"') || self.realm.len() > 127 {
             return Err((

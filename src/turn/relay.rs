@@ -79,6 +79,8 @@ pub struct Inbox {
     /// Each entry's bytes are `arena[start - HEADROOM..end]`: headroom, then the payload.
     arena: Vec<u8>,
     entries: Vec<(SocketAddr, SocketAddr, usize, usize)>,
+    /// Users whose allocations are to be closed (their owner left), from [`Shared::close_user`].
+    close_users: Vec<Box<str>>,
 }
 
 /// What workers share: their inboxes and wakers, and the stop flag.
@@ -86,6 +88,21 @@ pub struct Shared {
     pub inboxes: Vec<Mutex<Inbox>>,
     pub wakers: Vec<Waker>,
     pub stop: AtomicBool,
+}
+
+impl Shared {
+    /// Asks every worker to close the allocations of `user`; they do so on their next wake-up,
+    /// which this triggers. Allocations of one user may sit on any worker.
+    pub fn close_user(&self, user: &str) {
+        for (inbox, waker) in self.inboxes.iter().zip(&self.wakers) {
+            inbox
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .close_users
+                .push(user.into());
+            let _ = waker.wake();
+        }
+    }
 }
 
 /// One worker's sockets and core.
@@ -429,6 +446,9 @@ fn drain_inbox(
             .lock()
             .unwrap_or_else(|p| p.into_inner());
         std::mem::swap(&mut *shared_inbox, inbox);
+    }
+    for user in inbox.close_users.drain(..) {
+        w.core.close_user(&user, &mut w.relays);
     }
     for k in 0..inbox.entries.len() {
         let (from, to, s, e) = inbox.entries[k];

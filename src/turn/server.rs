@@ -270,6 +270,19 @@ impl Core {
         }
     }
 
+    /// Closes every allocation made with credentials of `user` (the owner left its call);
+    /// returns how many. Refreshes on them then get 437 like any unknown allocation.
+    pub fn close_user(&mut self, user: &str, sockets: &mut impl RelaySockets) -> usize {
+        let removed = self.table.remove_user(user);
+        for (id, a) in &removed {
+            debug!(client = %a.five_tuple.client, user = %a.username, "allocation closed: its user is gone");
+            if a.relay_local.is_some() {
+                sockets.close(*id);
+            }
+        }
+        removed.len()
+    }
+
     /// A datagram from a client on the listener `listener`; it sits at
     /// `buf[HEADROOM..HEADROOM + len]`.
     pub fn handle_client(

@@ -142,6 +142,18 @@ impl TurnServer {
         })
     }
 
+    /// Closes, within one worker wake-up, every allocation whose REST username has the user
+    /// part `user`: how signaling ends the relays of a peer that left its call.
+    pub fn close_user(&self, user: &str) {
+        self.shared.close_user(user);
+    }
+
+    /// A handle for [`TurnServer::close_user`] that other tasks can keep.
+    pub fn closer(&self) -> impl Fn(&str) + Send + Sync + 'static {
+        let shared = self.shared.clone();
+        move |user: &str| shared.close_user(user)
+    }
+
     /// Stops the workers and waits for them; their sockets close with them.
     pub fn stop(self) {
         self.shared.stop.store(true, Ordering::Relaxed);

@@ -17,6 +17,8 @@ use serde_json::json;
 use tower::ServiceExt;
 use tower_http::services::{ServeDir, ServeFile};
 
+pub mod api;
+
 /// What request handlers share. Fields are cheap to read; nothing here is locked per request.
 #[derive(Debug)]
 pub struct AppState {
@@ -66,6 +68,12 @@ pub fn is_valid_room(room: &str) -> bool {
 
 /// The application router. Other modules add their routes before the static fallback.
 pub fn router(state: Arc<AppState>) -> Router {
+    router_with(state, Router::new())
+}
+
+/// The application router with `extra` routes (such as the credential API) that get the same
+/// headers and take precedence over the static fallback.
+pub fn router_with(state: Arc<AppState>, extra: Router) -> Router {
     let static_files = ServeDir::new(&state.static_dir)
         .append_index_html_on_directories(false)
         .fallback(get(not_found).with_state(state.clone()));
@@ -77,9 +85,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_behind_token))
         .route("/api/{*rest}", axum::routing::any(api_not_found))
+        .with_state(state.clone())
+        .merge(extra)
         .fallback_service(static_files)
-        .layer(middleware::from_fn_with_state(state.clone(), headers))
-        .with_state(state)
+        .layer(middleware::from_fn_with_state(state, headers))
 }
 
 async fn index(State(state): State<Arc<AppState>>, req: Request) -> Response {
