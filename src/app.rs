@@ -16,9 +16,9 @@ use tracing::{debug, info, warn};
 use crate::access::{AccessKey, AccessMode, AccessPolicy};
 use crate::cli::{Cli, Command};
 use crate::config::{Config, ConfigError, Source};
-use crate::listener::Listener;
-use crate::reload::Reloader;
 use crate::credentials;
+use crate::listener::{Listener, ALPN_STUN_TURN};
+use crate::reload::Reloader;
 use crate::signaling::{self, Signaling};
 use crate::tls::{self, CertStore};
 use crate::web::{self, AppState};
@@ -125,7 +125,13 @@ async fn run(
     info!(config = %source.name, "signalbox {} starting", env!("CARGO_PKG_VERSION"));
     raise_nofile_limit();
     log_certificate(&loaded, certs.is_real());
-    let tls_config = tls::server_config(certs.clone(), &[b"h2", b"http/1.1"]);
+    // One-port mode also offers ALPN `stun.turn` (RFC 7443). It goes first: the server's order
+    // wins, and coturn's client offers `http/1.1` next to it. Browsers never offer it.
+    let tls_config = if config.turn.enabled && config.turn.one_port {
+        tls::server_config(certs.clone(), &[ALPN_STUN_TURN, b"h2", b"http/1.1"])
+    } else {
+        tls::server_config(certs.clone(), &[b"h2", b"http/1.1"])
+    };
 
     let listener = TcpListener::bind(config.http.listen)
         .await
@@ -149,7 +155,26 @@ async fn run(
     } else {
         None
     };
-    let issuer = turn.as_ref().map(|t| credentials::issuer_for(&config, t));
+    let streams = match &turn {
+        Some(t) => Some(
+            crate::turn::stream::StreamService::start(
+                &config.turn,
+                t.shared(),
+                TlsAcceptor::from(tls::server_config(certs.clone(), &[ALPN_STUN_TURN])),
+                shutdown_rx.clone(),
+            )
+            .await?,
+        ),
+        None => None,
+    };
+    let one_port = config.turn.one_port.then_some(https_addr.port());
+    let issuer = turn.as_ref().map(|t| {
+        let mut issuer = credentials::Issuer::new(&config, t);
+        if let Some(s) = &streams {
+            s.add_endpoints(&mut issuer.endpoints, one_port);
+        }
+        Arc::new(issuer)
+    });
     let admit = admit_fn(&config, &source)?;
     let ttl = config.turn.credential_ttl;
     let (events_tx, events_rx) = tokio::sync::mpsc::channel(credentials::service::EVENT_QUEUE);
@@ -229,7 +254,10 @@ async fn run(
     let https = Listener {
         acceptor: TlsAcceptor::from(tls_config),
         router,
-        turn: None,
+        turn: streams
+            .as_ref()
+            .filter(|_| config.turn.one_port)
+            .map(|s| s.streams.handler()),
     };
     https
         .serve(listener, shutdown_rx, config.http.shutdown_grace)
