@@ -153,7 +153,10 @@ mod tests {
         d.push(&binding_request(1));
         d.push(&[0xC0, 0, 0, 0]);
         assert!(d.next_frame().expect("first is fine").is_some());
-        assert!(d.next_frame().is_err(), "a bad second frame ends the stream");
+        assert!(
+            d.next_frame().is_err(),
+            "a bad second frame ends the stream"
+        );
     }
 
     #[test]
