@@ -206,7 +206,7 @@ async fn run(
         ));
     }
     let api = Arc::new(web::api::ApiState::new(&config.api, issuer));
-    let router = web::router_with(state, web::api::routes(api)).merge(signaling.router());
+    let router = web::router_with(state.clone(), web::api::routes(api)).merge(signaling.router());
 
     announce("https", https_addr);
     if let Some(addr) = config.http.redirect_listen {
@@ -238,6 +238,18 @@ async fn run(
         ),
         None => None,
     };
+
+    let target = crate::selftest::Target {
+        turn_udp: turn.as_ref().and_then(|t| t.listeners.first().copied()),
+        secrets: turn.as_ref().map(|t| t.secrets.clone()),
+        realm: turn.as_ref().map(|t| t.realm.clone()).unwrap_or_default(),
+        separator: config.turn.username_separator.chars().next().unwrap_or(':'),
+        relay_ip: config.turn.relay_ip,
+        external_ip: config.turn.external_ip,
+        certificate: certs.leaf_der(),
+    };
+    let _ = state.selftest.set(target.clone());
+    tokio::task::spawn_blocking(move || log_self_test(&target));
 
     // Signal handlers go in before the `open` line: whoever reads it may signal at once.
     reloader.run_on_sighup();
@@ -296,7 +308,7 @@ fn admit_fn(config: &Config, source: &Source) -> Result<signaling::AdmitFn, Fail
 
 /// Every WebSocket, TURN allocation and relay socket is a descriptor, and the usual soft
 /// limit (1024) is far below what one server handles: raise the soft limit to the hard one.
-fn raise_nofile_limit() {
+pub fn raise_nofile_limit() {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -312,6 +324,17 @@ fn raise_nofile_limit() {
         debug!("open file limit raised from {before} to {}", lim.rlim_max);
     } else {
         warn!("cannot raise the open file limit above {before}");
+    }
+}
+
+/// One log line per start-up check, at a level that matches its outcome.
+fn log_self_test(target: &crate::selftest::Target) {
+    for check in crate::selftest::run(target) {
+        match check.status {
+            "ok" => info!("self-test {}: ok: {}", check.name, check.message),
+            "warn" => warn!("self-test {}: WARNING: {}", check.name, check.message),
+            _ => tracing::error!("self-test {}: FAILED: {}", check.name, check.message),
+        }
     }
 }
 

@@ -4,6 +4,7 @@
 
 pub mod access;
 pub mod app;
+pub mod bench;
 pub mod cli;
 pub mod commands;
 pub mod config;
@@ -12,6 +13,7 @@ pub mod demux;
 pub mod listener;
 pub mod metrics;
 pub mod reload;
+pub mod selftest;
 pub mod signaling;
 pub mod stun;
 pub mod tls;

@@ -158,6 +158,16 @@ pub const RELAY_DIRECTIONS: [&str; 3] = ["client_to_peer", "peer_to_client", "in
 pub const CLIENT_TO_PEER: usize = 0;
 pub const PEER_TO_CLIENT: usize = 1;
 pub const IN_MEMORY: usize = 2;
+/// Indexes into `auth_failures`.
+pub const AUTH_MISSING: usize = 0;
+pub const AUTH_BAD_CREDENTIALS: usize = 1;
+pub const AUTH_EXPIRED: usize = 2;
+pub const AUTH_STALE_NONCE: usize = 3;
+pub const AUTH_BAD_REQUEST: usize = 4;
+/// Index into `rate_limited`.
+pub const LIMITED_TURN: usize = 0;
+pub const LIMITED_SIGNALING: usize = 1;
+pub const LIMITED_API: usize = 2;
 
 /// All of signalbox's instruments.
 pub struct Metrics {
@@ -229,7 +239,7 @@ pub static METRICS: Metrics = Metrics {
     ),
     peer_refusals: CounterVec::new(
         "reason",
-        ["denied_range", "not_allowed", "own_port", "other"],
+        ["special_range", "denied_peer_ranges", "own_listener", "family_mismatch"],
     ),
     quota_refusals: CounterVec::new("scope", ["user", "total"]),
     rate_limited: CounterVec::new("what", ["turn", "signaling", "api"]),

@@ -86,6 +86,11 @@ impl CertStore {
         matches!(self.source, CertSource::Files { .. })
     }
 
+    /// DER of the leaf certificate in service.
+    pub fn leaf_der(&self) -> Option<Vec<u8>> {
+        self.current().cert.first().map(|c| c.as_ref().to_vec())
+    }
+
     fn current(&self) -> Arc<CertifiedKey> {
         self.current
             .read()

@@ -266,6 +266,9 @@ fn coturn_uclient_client_to_client_goes_relay_to_relay_with_zero_loss() {
 #[test]
 fn coturn_uclient_with_the_wrong_secret_gets_no_allocation() {
     let server = start_loopback("");
+    // The start-up self-test makes (and deletes) two allocations of its own; count from there.
+    assert!(server.log_contains("self-test turn-relay: ok"));
+    let created_before = server.stderr_text().matches("allocation created").count();
     let port = server.addr("turn-udp").port().to_string();
     let out = coturn_tool("turnutils_uclient")
         .args([
@@ -287,7 +290,11 @@ fn coturn_uclient_with_the_wrong_secret_gets_no_allocation() {
     let text =
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert!(text.contains("Cannot complete Allocation"), "{text}");
-    assert!(!server.stderr_text().contains("allocation created"));
+    assert_eq!(
+        server.stderr_text().matches("allocation created").count(),
+        created_before,
+        "no allocation for the wrong secret"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -556,4 +563,93 @@ fn an_ipv6_relay_is_given_when_requested_and_relays_to_an_ipv6_peer() {
     let (n, from) = peer.recv_from(&mut buf).expect("the peer receives");
     assert_eq!(&buf[..n], b"over ipv6");
     assert_eq!(from, relayed);
+}
+
+/// Scrapes `/metrics` and parses the exposition into `series -> value`.
+fn scrape(server: &Server) -> std::collections::HashMap<String, f64> {
+    use std::io::{Read, Write};
+    let mut tcp = std::net::TcpStream::connect(server.addr("metrics")).expect("metrics listener");
+    tcp.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .expect("request");
+    let mut text = String::new();
+    tcp.read_to_string(&mut text).expect("response");
+    let (_, body) = text.split_once("\r\n\r\n").expect("HTTP response");
+    let mut out = std::collections::HashMap::new();
+    for line in body
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    {
+        let (series, value) = line.rsplit_once(' ').expect("`series value` line");
+        out.insert(
+            series.to_owned(),
+            value.parse::<f64>().expect("numeric value"),
+        );
+    }
+    out
+}
+
+#[test]
+fn metrics_follow_a_relayed_exchange() {
+    let server = start_loopback("");
+    assert!(server.log_contains("self-test turn-relay: ok"));
+    let before = scrape(&server);
+    let (sent, received, _, text) = uclient(
+        &server,
+        "metrics",
+        &["-c", "-m", "4", "-n", "100", "-l", "120", "-z", "5"],
+    );
+    assert_eq!(received, sent, "{text}");
+    let after = scrape(&server);
+    let delta = |series: &str| after[series] - before.get(series).copied().unwrap_or(0.0);
+    // Each client message goes to the peer and its echo comes back.
+    assert!(
+        delta("signalbox_turn_relayed_packets_total{direction=\"client_to_peer\"}") >= sent as f64
+    );
+    assert!(
+        delta("signalbox_turn_relayed_packets_total{direction=\"peer_to_client\"}") >= sent as f64
+    );
+    assert!(
+        delta("signalbox_turn_relayed_bytes_total{direction=\"client_to_peer\"}")
+            >= 120.0 * sent as f64
+    );
+    assert!(delta("signalbox_turn_allocations_created_total{transport=\"udp\"}") >= 4.0);
+    // The first Allocate of each client is challenged: an expected 401 with no credentials.
+    assert!(delta("signalbox_turn_auth_failures_total{reason=\"missing\"}") >= 4.0);
+    assert!(after["signalbox_turn_allocations_active{transport=\"udp\"}"] >= 0.0);
+    assert!(after["signalbox_turn_channels_active"] >= 0.0);
+    // The self-test's relay-to-relay packet went through memory.
+    assert!(after["signalbox_turn_relayed_packets_total{direction=\"in_memory\"}"] >= 1.0);
+}
+
+#[test]
+fn metrics_count_forbidden_peers_and_allocations_that_come_and_go() {
+    let server = start("");
+    assert!(server.log_contains("self-test turn-relay: ok"));
+    let before = scrape(&server);
+    let mut raw = Raw::new(server.addr("turn-udp"), "gauges", 3600, SECRET);
+    assert_eq!(raw.allocate().class, Class::Success);
+    let mid = scrape(&server);
+    assert_eq!(
+        mid["signalbox_turn_allocations_active{transport=\"udp\"}"]
+            - before["signalbox_turn_allocations_active{transport=\"udp\"}"],
+        1.0
+    );
+    assert_eq!(
+        raw.permission("10.0.0.1:9".parse().unwrap()).code,
+        Some(403)
+    );
+    let deleted = raw.authed(Method::REFRESH, &|w| {
+        w.u32(attr::LIFETIME, 0);
+    });
+    assert_eq!(deleted.class, Class::Success);
+    let after = scrape(&server);
+    assert_eq!(
+        after["signalbox_turn_peer_refusals_total{reason=\"special_range\"}"]
+            - before["signalbox_turn_peer_refusals_total{reason=\"special_range\"}"],
+        1.0
+    );
+    assert_eq!(
+        after["signalbox_turn_allocations_active{transport=\"udp\"}"],
+        before["signalbox_turn_allocations_active{transport=\"udp\"}"]
+    );
 }

@@ -208,17 +208,11 @@ impl Hub {
         while let Some(output) = self.registry.poll_output() {
             match output {
                 Output::Send { conn, mut msg } => {
-                    if let ServerMessage::Joined {
-                        room,
-                        id,
-                        ice_servers,
-                        ..
-                    } = &mut msg
-                    {
-                        *ice_servers = (self.hooks.ice_servers)(room, id);
+                    if let ServerMessage::Joined(j) = &mut msg {
+                        j.ice_servers = (self.hooks.ice_servers)(&j.room, &j.id);
                         self.tell(PeerEvent::Issued {
-                            room: room.clone(),
-                            peer: id.clone(),
+                            room: j.room.clone(),
+                            peer: j.id.clone(),
                         });
                     }
                     let Some(link) = self.links.get(&conn) else {

@@ -137,18 +137,24 @@ pub struct PeerInfo {
     pub name: Option<String>,
 }
 
+/// The answer to a successful `join`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Joined {
+    pub room: RoomId,
+    pub id: PeerId,
+    pub peers: Vec<PeerInfo>,
+    #[serde(rename = "iceServers")]
+    pub ice_servers: serde_json::Value,
+    pub resume: ResumeToken,
+}
+
 /// A message to a client.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "type", rename_all = "kebab-case")]
 pub enum ServerMessage {
-    Joined {
-        room: RoomId,
-        id: PeerId,
-        peers: Vec<PeerInfo>,
-        #[serde(rename = "iceServers")]
-        ice_servers: serde_json::Value,
-        resume: ResumeToken,
-    },
+    /// Boxed: it is by far the largest variant, and every queue slot is as large as the
+    /// largest variant.
+    Joined(Box<Joined>),
     PeerJoined {
         peer: PeerInfo,
     },
@@ -420,7 +426,7 @@ mod tests {
             m.to_json(),
             r#"{"type":"signal","from":"p1","data":{"sdp":"x"}}"#
         );
-        let joined = ServerMessage::Joined {
+        let joined = ServerMessage::Joined(Box::new(Joined {
             room: RoomId::parse("r").unwrap(),
             id: PeerId::new("me"),
             peers: vec![
@@ -435,7 +441,7 @@ mod tests {
             ],
             ice_servers: json!([]),
             resume: ResumeToken::new("tok"),
-        };
+        }));
         let v: serde_json::Value = serde_json::from_str(&joined.to_json()).unwrap();
         assert_eq!(
             v,
@@ -451,6 +457,11 @@ mod tests {
             .to_json(),
             r#"{"type":"peer-left","id":"a"}"#
         );
+    }
+
+    #[test]
+    fn queue_slots_stay_small() {
+        assert!(std::mem::size_of::<ServerMessage>() <= 48);
     }
 
     #[test]

@@ -22,7 +22,9 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use super::protocol::{ErrorCode, Payload, PeerId, PeerInfo, ResumeToken, RoomId, ServerMessage};
+use super::protocol::{
+    ErrorCode, Joined, Payload, PeerId, PeerInfo, ResumeToken, RoomId, ServerMessage,
+};
 
 /// A WebSocket connection, numbered by the shell. Never reused while the process runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -321,13 +323,13 @@ impl Registry {
         );
         self.send(
             conn,
-            ServerMessage::Joined {
+            ServerMessage::Joined(Box::new(Joined {
                 room,
                 id,
                 peers,
                 ice_servers: serde_json::Value::Array(Vec::new()),
                 resume: fresh.resume,
-            },
+            })),
         );
     }
 
@@ -354,13 +356,13 @@ impl Registry {
         let peers = self.peer_infos(&room, &id);
         self.send(
             conn,
-            ServerMessage::Joined {
+            ServerMessage::Joined(Box::new(Joined {
                 room,
                 id,
                 peers,
                 ice_servers: serde_json::Value::Array(Vec::new()),
                 resume,
-            },
+            })),
         );
         for msg in queued {
             self.send(conn, msg);

@@ -74,7 +74,7 @@ impl Bench {
     fn joined(&mut self, conn: u64, r: &str) {
         let out = self.join(conn, r);
         assert!(
-            out.iter().any(|o| matches!(o, Output::Send { conn: c, msg: ServerMessage::Joined { .. } } if *c == ConnId(conn))),
+            out.iter().any(|o| matches!(o, Output::Send { conn: c, msg: ServerMessage::Joined(_) } if *c == ConnId(conn))),
             "{out:?}"
         );
     }
@@ -111,13 +111,13 @@ fn info(n: u64) -> PeerInfo {
 }
 
 fn joined(r: &str, n: u64, peers: Vec<PeerInfo>) -> ServerMessage {
-    ServerMessage::Joined {
+    ServerMessage::Joined(Box::new(Joined {
         room: room(r),
         id: pid(n),
         peers,
         ice_servers: serde_json::json!([]),
         resume: ResumeToken::new(&format!("token{n}")),
-    }
+    }))
 }
 
 fn error_code(out: &[Output]) -> Option<ErrorCode> {

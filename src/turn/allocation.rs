@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::metrics::METRICS;
 use crate::turn::policy::canonical;
 
 /// A point on the server clock in milliseconds. The IO layer derives it from a monotonic clock
@@ -50,6 +51,32 @@ pub enum Transport {
     Tcp,
     /// TURN over TLS over TCP (`turns:`), on its own port or the HTTPS port.
     Tls,
+}
+
+impl Transport {
+    /// Position in [`crate::metrics::TRANSPORTS`].
+    pub fn metric_index(self) -> usize {
+        match self {
+            Transport::Udp => 0,
+            Transport::Tcp => 1,
+            Transport::Tls => 2,
+        }
+    }
+}
+
+/// Live permission and channel counts of one allocation, for the gauges.
+fn counts(a: &Allocation) -> (i64, i64) {
+    (a.permissions.len() as i64, a.channels.len() as i64)
+}
+
+/// Moves the permission and channel gauges by what a change did to one allocation.
+fn publish(before: (i64, i64), after: (i64, i64)) {
+    if before.0 != after.0 {
+        METRICS.permissions_active.add(after.0 - before.0);
+    }
+    if before.1 != after.1 {
+        METRICS.channels_active.add(after.1 - before.1);
+    }
 }
 
 /// RFC 8656 §2: the 5-tuple that identifies an allocation.
@@ -343,6 +370,9 @@ impl AllocationTable {
         });
         self.by_five_tuple.insert(new.five_tuple, id);
         self.deadlines.insert((expires, id));
+        let t = new.five_tuple.transport.metric_index();
+        METRICS.allocations_created.at(t).inc();
+        METRICS.allocations_active.at(t).inc();
         Ok(id)
     }
 
@@ -375,6 +405,11 @@ impl AllocationTable {
         }
         self.deadlines.remove(&(a.scheduled, id));
         self.quotas.release(&a.user);
+        METRICS
+            .allocations_active
+            .at(a.five_tuple.transport.metric_index())
+            .dec();
+        publish(counts(&a), (0, 0));
         Some(a)
     }
 
@@ -439,7 +474,10 @@ impl AllocationTable {
             return Err(AllocError::CredentialExpired);
         }
         let a = self.get_mut(id).ok_or(AllocError::NoAllocation)?;
-        install_permission(a, peer, now)?;
+        let before = counts(a);
+        let installed = install_permission(a, peer, now);
+        publish(before, counts(a));
+        installed?;
         self.reschedule(id);
         Ok(())
     }
@@ -481,7 +519,12 @@ impl AllocationTable {
             None if a.channels.len() >= MAX_CHANNELS => return Err(AllocError::TooManyChannels),
             None => {}
         }
-        install_permission(a, peer.ip(), now)?;
+        let before = counts(a);
+        let installed = install_permission(a, peer.ip(), now);
+        if installed.is_err() {
+            publish(before, counts(a));
+            installed?;
+        }
         let expires = now.plus(CHANNEL_LIFETIME);
         match existing {
             Some(i) => a.channels[i].expires = expires,
@@ -491,6 +534,7 @@ impl AllocationTable {
                 expires,
             }),
         }
+        publish(before, counts(a));
         self.reschedule(id);
         Ok(())
     }
@@ -567,13 +611,19 @@ impl AllocationTable {
             if a.expires <= now {
                 a.scheduled = Millis(0);
                 if let Some(a) = self.remove(id) {
+                    METRICS
+                        .allocations_expired
+                        .at(a.five_tuple.transport.metric_index())
+                        .inc();
                     removed.push((id, a));
                 }
                 continue;
             }
+            let before = counts(a);
             a.permissions.retain(|p| p.expires > now);
             a.channels
                 .retain(|c| c.expires.plus(CHANNEL_QUARANTINE) > now);
+            publish(before, counts(a));
             a.scheduled = Millis(0);
             self.reschedule(id);
         }

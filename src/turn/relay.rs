@@ -14,6 +14,12 @@
 //! memory: directly inside the core on the same worker, through that worker's inbox otherwise.
 //! An inbox is a byte arena under a mutex that the sender locks once per receive batch (not per
 //! packet) and the owner swaps out once per wake-up.
+//!
+//! Known limits: a wildcard listener (`0.0.0.0:3478`) answers from the address the kernel
+//! picks, which is right on single-address hosts but not on multi-homed ones (that needs
+//! IP_PKTINFO; list the addresses in `[turn] listen` instead). A permission installed for one of
+//! our relayed addresses outlives that allocation; after it goes, packets to that port take the
+//! kernel path like any other peer.
 
 mod batch;
 pub mod streams;

@@ -21,6 +21,8 @@ use std::sync::{Arc, Mutex};
 
 use tracing::{debug, info};
 
+use crate::metrics::{self, METRICS};
+
 use crate::stun::{self, attr, channel_data, Class, IntegrityAlgorithm, Method};
 use crate::stun::{MessageRef, MessageWriter, TransactionId};
 use crate::turn::allocation::{
@@ -254,10 +256,15 @@ impl Core {
 
     /// Whether `ip` may get another answer to an unauthenticated request now.
     fn unauth_allowed(&self, ip: IpAddr, now: Millis) -> bool {
-        self.unauth
+        let allowed = self
+            .unauth
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .allow(ip, now.0)
+            .allow(ip, now.0);
+        if !allowed {
+            METRICS.rate_limited.at(metrics::LIMITED_TURN).inc();
+        }
+        allowed
     }
 
     /// Bytes of the last [`Payload::Scratch`] transmission.
@@ -399,6 +406,11 @@ impl Core {
             let Some(from) = self.table.get(id).and_then(|a| a.relay_public) else {
                 return Action::Nothing;
             };
+            METRICS.relayed_packets.at(metrics::IN_MEMORY).inc();
+            METRICS
+                .relayed_bytes
+                .at(metrics::IN_MEMORY)
+                .add((end - start) as u64);
             let worker = self.config.relay.worker_of(local.port());
             if worker != self.config.worker {
                 return Action::Forward {
@@ -414,6 +426,11 @@ impl Core {
                 None => Action::Nothing,
             };
         }
+        METRICS.relayed_packets.at(metrics::CLIENT_TO_PEER).inc();
+        METRICS
+            .relayed_bytes
+            .at(metrics::CLIENT_TO_PEER)
+            .add((end - start) as u64);
         Action::Send {
             via: Via::Relay(id),
             to: peer,
@@ -433,7 +450,15 @@ impl Core {
         if buf.len() < HEADROOM + len {
             return Action::Nothing;
         }
-        self.relay_to_client(id, from, buf, HEADROOM, HEADROOM + len, now)
+        let action = self.relay_to_client(id, from, buf, HEADROOM, HEADROOM + len, now);
+        if action != Action::Nothing {
+            METRICS.relayed_packets.at(metrics::PEER_TO_CLIENT).inc();
+            METRICS
+                .relayed_bytes
+                .at(metrics::PEER_TO_CLIENT)
+                .add(len as u64);
+        }
+        action
     }
 
     /// Data another worker's allocation sent to our relayed address `to`.

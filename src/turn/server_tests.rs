@@ -15,6 +15,8 @@ const RELAY_IP: [u8; 4] = [192, 0, 2, 10];
 
 #[derive(Default)]
 struct FakeSockets {
+    /// First port handed out; 0 = 50000.
+    base: u16,
     next_port: u16,
     open: Vec<(AllocId, SocketAddr)>,
     closed: Vec<AllocId>,
@@ -23,7 +25,8 @@ struct FakeSockets {
 impl RelaySockets for FakeSockets {
     fn open(&mut self, id: AllocId, ip: IpAddr, even: bool) -> std::io::Result<SocketAddr> {
         self.next_port += 2;
-        let port = 50000 + self.next_port + u16::from(!even);
+        let base = if self.base == 0 { 50000 } else { self.base };
+        let port = base + self.next_port + u16::from(!even);
         let addr = SocketAddr::new(ip, port);
         self.open.push((id, addr));
         Ok(addr)
@@ -45,6 +48,16 @@ fn addr(s: &str) -> SocketAddr {
 }
 
 fn harness_with(user_quota: u32, policy: PeerPolicy) -> Harness {
+    worker_harness(user_quota, policy, 0, 1, Arc::default())
+}
+
+fn worker_harness(
+    user_quota: u32,
+    policy: PeerPolicy,
+    worker: usize,
+    workers: usize,
+    live: Arc<LiveRelays>,
+) -> Harness {
     let config = CoreConfig {
         realm: REALM.into(),
         separator: ':',
@@ -57,10 +70,10 @@ fn harness_with(user_quota: u32, policy: PeerPolicy) -> Harness {
                 first: 50000,
                 last: 59999,
             },
-            workers: 1,
-            live: Arc::default(),
+            workers,
+            live,
         },
-        worker: 0,
+        worker,
     };
     let table = AllocationTable::new(
         Arc::new(Quotas::new(user_quota, 100)),
@@ -80,7 +93,10 @@ fn harness_with(user_quota: u32, policy: PeerPolicy) -> Harness {
             nonces,
             Arc::new(Mutex::new(RateLimiter::new(64, 5, 10))),
         ),
-        sockets: FakeSockets::default(),
+        sockets: FakeSockets {
+            base: 50000 + 5000 * worker as u16,
+            ..FakeSockets::default()
+        },
         now: T0,
         tid: 0,
     }
@@ -674,4 +690,42 @@ fn the_relay_port_range_is_cut_into_one_slice_per_worker() {
             );
         }
     }
+}
+
+#[test]
+fn relay_to_relay_traffic_between_workers_is_forwarded_in_memory() {
+    let live: Arc<LiveRelays> = Arc::default();
+    let mut w0 = worker_harness(12, PeerPolicy::default(), 0, 2, live.clone());
+    let mut w1 = worker_harness(12, PeerPolicy::default(), 1, 2, live);
+    let (a, _, a_relay) = w0.allocated(ALICE, "alice");
+    let (b, _, b_relay) = w1.allocated(BOB, "bob");
+    assert!(b_relay.port() >= 55000, "worker 1 uses its own port slice");
+    assert_eq!(
+        w0.bind(ALICE, &a, 0x4000, &b_relay.to_string()).class,
+        Class::Success
+    );
+    assert_eq!(
+        w1.bind(BOB, &b, 0x4321, &a_relay.to_string()).class,
+        Class::Success
+    );
+    let (action, _) = w0.client(ALICE, &[0x40, 0x00, 0, 2, b'h', b'i']);
+    let Action::Forward {
+        worker,
+        from,
+        to,
+        start,
+        end,
+    } = action
+    else {
+        panic!("expected a hand-over to worker 1, got {action:?}");
+    };
+    assert_eq!((worker, from, end - start), (1, a_relay, 2));
+    let mut buf = vec![0u8; HEADROOM + 2];
+    buf[HEADROOM..].copy_from_slice(b"hi");
+    let action = w1.core.handle_forwarded(from, to, &mut buf, 2, w1.now);
+    assert!(
+        matches!(action, Action::Send { via: Via::Listener(_), to, payload: Payload::Input { start: 0, end: 6 } } if to == addr(BOB)),
+        "{action:?}"
+    );
+    assert_eq!(buf, [0x43, 0x21, 0, 2, b'h', b'i']);
 }

@@ -26,6 +26,8 @@ pub struct AppState {
     pub static_dir: PathBuf,
     /// Send `Strict-Transport-Security` (only with an operator-provided certificate).
     pub hsts: bool,
+    /// What the deep health check tests (set once the TURN server runs).
+    pub selftest: std::sync::OnceLock<crate::selftest::Target>,
     /// The live configuration (replaced on reload).
     pub config: tokio::sync::watch::Receiver<Arc<crate::config::Config>>,
     not_found_html: String,
@@ -43,6 +45,7 @@ impl AppState {
             started: Instant::now(),
             static_dir,
             hsts,
+            selftest: std::sync::OnceLock::new(),
             config,
             not_found_html,
         }
@@ -142,12 +145,43 @@ pub fn error_json(status: StatusCode, code: &str, message: &str) -> Response {
     (status, Json(json!({ "error": code, "message": message }))).into_response()
 }
 
-async fn healthz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
-    Json(json!({
+#[derive(serde::Deserialize)]
+struct HealthQuery {
+    #[serde(default)]
+    deep: Option<String>,
+}
+
+/// Liveness; with `?deep=1` also the self-test (TURN relays, relay addresses, certificate):
+/// 200 when nothing failed (warnings included), 503 when a check failed.
+async fn healthz(
+    State(state): State<Arc<AppState>>,
+    axum::extract::Query(q): axum::extract::Query<HealthQuery>,
+) -> Response {
+    let base = json!({
         "status": "ok",
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_s": state.started.elapsed().as_secs(),
-    }))
+    });
+    if !matches!(q.deep.as_deref(), Some("1" | "true")) {
+        return Json(base).into_response();
+    }
+    let target = state.selftest.get().cloned();
+    let checks = match target {
+        Some(t) => tokio::task::spawn_blocking(move || crate::selftest::run(&t))
+            .await
+            .unwrap_or_default(),
+        None => Vec::new(),
+    };
+    let failed = checks.iter().any(|c| c.status == "fail");
+    let mut body = base;
+    body["status"] = json!(if failed { "failing" } else { "ok" });
+    body["checks"] = json!(checks);
+    let status = if failed {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    (status, Json(body)).into_response()
 }
 
 /// Prometheus metrics for scrapers that only reach the HTTPS port, behind a bearer token.

@@ -50,6 +50,7 @@ impl Core {
         }
         match (msg.class(), msg.method()) {
             (Class::Request, Method::BINDING) => {
+                METRICS.stun_bindings.inc();
                 if stun::binding_response(&msg, five.client, &mut self.scratch) == 0 {
                     return Action::Nothing;
                 }
@@ -192,10 +193,13 @@ impl Core {
         let id = match self.table.insert(new, now) {
             Ok(id) => id,
             Err(AllocError::CredentialExpired) => {
+                METRICS.auth_failures.at(metrics::AUTH_EXPIRED).inc();
                 self.refused(now, five, "Allocate", "the REST credential has expired");
                 return self.challenge(msg, five, 401, "Credential expired", now);
             }
             Err(e) => {
+                let scope = usize::from(matches!(e, AllocError::TotalQuota));
+                METRICS.quota_refusals.at(scope).inc();
                 info!(client = %five.client, "Allocate refused: {e}");
                 return self.error(msg, five, 486, "Allocation Quota Reached", k);
             }
@@ -255,6 +259,7 @@ impl Core {
             match self.table.refresh(id, requested, now) {
                 Ok(d) => d.as_secs() as u32,
                 Err(_) => {
+                    METRICS.auth_failures.at(metrics::AUTH_EXPIRED).inc();
                     self.refused(now, five, "Refresh", "the credential has expired");
                     return self.challenge(msg, five, 401, "Credential expired", now);
                 }
@@ -412,6 +417,7 @@ impl Core {
     /// RFC 8489 §9.2.4: long-term credentials with the REST-API username scheme.
     fn authenticate(&mut self, msg: &MessageRef<'_>, five: &FiveTuple, now: Millis) -> Auth {
         let Some(algorithm) = msg.integrity_algorithm() else {
+            METRICS.auth_failures.at(metrics::AUTH_MISSING).inc();
             return Auth::Answered(self.challenge(msg, five, 401, "Unauthenticated", now));
         };
         let (Some(_), Some(realm), Some(nonce)) = (
@@ -419,6 +425,7 @@ impl Core {
             msg.get(attr::REALM),
             msg.get(attr::NONCE),
         ) else {
+            METRICS.auth_failures.at(metrics::AUTH_BAD_REQUEST).inc();
             if !self.unauth_allowed(five.client.ip(), now) {
                 return Auth::Answered(Action::Nothing);
             }
@@ -437,7 +444,10 @@ impl Core {
             self.config.nonce_lifetime_secs,
         ) {
             NonceCheck::Valid => {}
-            _ => return Auth::Answered(self.challenge(msg, five, 438, "Stale Nonce", now)),
+            _ => {
+                METRICS.auth_failures.at(metrics::AUTH_STALE_NONCE).inc();
+                return Auth::Answered(self.challenge(msg, five, 438, "Stale Nonce", now));
+            }
         }
         if realm != self.config.realm.as_bytes() {
             return Auth::Answered(self.bad_credentials(msg, five, now, "the realm is not ours"));
@@ -484,6 +494,10 @@ impl Core {
         now: Millis,
         why: &str,
     ) -> Action {
+        METRICS
+            .auth_failures
+            .at(metrics::AUTH_BAD_CREDENTIALS)
+            .inc();
         self.refused(now, five, "request", why);
         self.challenge(msg, five, 401, "Unauthenticated", now)
     }
@@ -567,6 +581,7 @@ impl Core {
             .is_some_and(|r| r.is_ipv4());
         let peer_v4 = crate::turn::policy::canonical(peer.ip()).is_ipv4();
         if relay_v4 != peer_v4 {
+            METRICS.peer_refusals.at(3).inc();
             self.refused(
                 now,
                 five,
@@ -577,6 +592,14 @@ impl Core {
         }
         let ours = self.config.relay.ours(peer).is_some();
         if let Verdict::Denied(reason) = self.config.policy.check(peer, ours) {
+            let label = if reason.contains("own listeners") {
+                2
+            } else if reason.contains("denied_peer_ranges") {
+                1
+            } else {
+                0
+            };
+            METRICS.peer_refusals.at(label).inc();
             if self.log.take(now) {
                 info!(client = %five.client, %peer, "{what} refused (403): {reason}");
             }
@@ -594,6 +617,12 @@ impl Core {
         k: Option<(&[u8; 16], IntegrityAlgorithm)>,
     ) -> Action {
         self.refused(now, five, "request", &e.to_string());
+        match e {
+            AllocError::CredentialExpired => METRICS.auth_failures.at(metrics::AUTH_EXPIRED).inc(),
+            AllocError::UserQuota => METRICS.quota_refusals.at(0).inc(),
+            AllocError::TotalQuota => METRICS.quota_refusals.at(1).inc(),
+            _ => {}
+        }
         match e {
             AllocError::CredentialExpired => {
                 self.challenge(msg, five, 401, "Credential expired", now)
