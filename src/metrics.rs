@@ -239,7 +239,12 @@ pub static METRICS: Metrics = Metrics {
     ),
     peer_refusals: CounterVec::new(
         "reason",
-        ["special_range", "denied_peer_ranges", "own_listener", "family_mismatch"],
+        [
+            "special_range",
+            "denied_peer_ranges",
+            "own_listener",
+            "family_mismatch",
+        ],
     ),
     quota_refusals: CounterVec::new("scope", ["user", "total"]),
     rate_limited: CounterVec::new("what", ["turn", "signaling", "api"]),
