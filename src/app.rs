@@ -80,6 +80,8 @@ pub fn main(cli: Cli) -> Result<(), Failure> {
             );
             Ok(())
         }
+        Command::Invite(args) => crate::commands::invite(&config, &source, &args),
+        Command::Credentials(args) => crate::commands::credentials(&config, &args),
         Command::Reload => {
             let pid = crate::reload::signal_running_server(&config)
                 .map_err(|e| Failure::Runtime(anyhow::anyhow!(e)))?;
@@ -89,8 +91,6 @@ pub fn main(cli: Cli) -> Result<(), Failure> {
             );
             Ok(())
         }
-        Command::Invite(args) => crate::commands::invite(&config, &source, &args),
-        Command::Credentials(args) => crate::commands::credentials(&config, &args),
         Command::Run => {
             // Certificates first: a bad file is a configuration error, reported as one line.
             let certs = CertStore::load(CertStore::source_from_config(&config))?;
@@ -205,8 +205,14 @@ async fn run(
             Some(close),
         ));
     }
+    let ops = Arc::new(web::ops::OpsState {
+        app: state.clone(),
+        hub: signaling.handle(),
+        issuer: issuer.clone(),
+    });
     let api = Arc::new(web::api::ApiState::new(&config.api, issuer));
-    let router = web::router_with(state.clone(), web::api::routes(api)).merge(signaling.router());
+    let extra = web::api::routes(api).merge(web::ops::routes(ops));
+    let router = web::router_with(state.clone(), extra).merge(signaling.router());
 
     announce("https", https_addr);
     if let Some(addr) = config.http.redirect_listen {

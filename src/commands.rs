@@ -48,7 +48,8 @@ pub fn invite(config: &Config, source: &Source, args: &InviteArgs) -> Result<(),
     println!("https://{host}/r/{}#token={token}", args.room);
     if config.access.mode == AccessMode::Open {
         eprintln!(
-            "signalbox: note: [access] mode is \"open\", so the room is open to anyone with its name; the token matters once mode = \"token\""
+            "signalbox: note: [access] mode is \"open\", so the room is open to anyone with \
+             its name; the token matters once mode = \"token\""
         );
     }
     Ok(())
@@ -70,7 +71,9 @@ pub fn credentials(config: &Config, args: &CredentialsArgs) -> Result<(), Failur
     let turn = &config.turn;
     if turn.secrets.is_empty() {
         return Err(Failure::Usage(
-            "credentials: [turn] secrets is empty, so the server makes a new secret at every start; set one to mint credentials outside the server".into(),
+            "credentials: [turn] secrets is empty, so the server makes a new secret at every \
+             start; set one to mint credentials outside the server"
+                .into(),
         ));
     }
     let list = turn.secrets.iter().map(|s| s.as_bytes().to_vec()).collect();

@@ -22,6 +22,7 @@ pub struct Config {
     pub tls: TlsConfig,
     pub log: LogConfig,
     pub metrics: MetricsConfig,
+    pub admin: AdminConfig,
     pub api: ApiConfig,
     pub access: AccessConfig,
     pub rooms: RoomsConfig,
@@ -239,6 +240,13 @@ impl RoomsConfig {
 
 pub use crate::turn::config::{PortRange, TurnConfig};
 
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Bearer token for `GET /api/stats` and the `/admin` page; empty = the status API is off.
+    pub token: String,
+}
+
 /// A configuration problem: which file, which key, what is wrong. Displays as one line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
@@ -372,6 +380,12 @@ impl Config {
                 }
             }
             (None, None) => {}
+        }
+        if !self.admin.token.is_empty() && self.admin.token.len() < 16 {
+            return err(
+                "admin.token",
+                "must be at least 16 characters (or empty to turn the status API off)".into(),
+            );
         }
         if !self.metrics.token.is_empty() && self.metrics.token.len() < 16 {
             return err(

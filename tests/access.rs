@@ -106,6 +106,31 @@ async fn an_expired_invite_or_one_signed_with_another_key_is_forbidden() {
 }
 
 #[tokio::test]
+async fn a_peer_that_resumes_after_its_invite_expired_is_let_back_in() {
+    let server = Server::start(&config("token"));
+    let token = invite(server.dir.path(), &["r", "--ttl", "2s"]);
+    let expiry = unix_now() + 2;
+    let mut ws = Ws::connect(&server).await;
+    ws.send(json!({"type":"join","room":"r","token":token}))
+        .await;
+    let joined = ws.recv_type("joined").await;
+    ws.drop_without_close();
+    while unix_now() <= expiry {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let mut again = Ws::connect(&server).await;
+    again
+        .send(json!({"type":"join","room":"r","token":token}))
+        .await;
+    again.expect_error("forbidden").await;
+    again
+        .send(json!({"type":"join","room":"r","token":token,"resume":joined["resume"]}))
+        .await;
+    let back = again.recv_type("joined").await;
+    assert_eq!(back["id"], joined["id"], "the same peer, resumed");
+}
+
+#[tokio::test]
 async fn the_key_survives_a_restart_so_invites_do_too() {
     let server = Server::start(&config("token"));
     let token = invite(server.dir.path(), &["r"]);

@@ -92,15 +92,62 @@ async fn a_peers_joined_credentials_name_it_and_open_an_allocation_on_the_turn_l
 }
 
 #[tokio::test]
+async fn the_turn_crates_client_relays_with_a_peers_joined_credentials() {
+    use webrtc_util::Conn;
+    let server = start("10m");
+    let mut ws = Ws::connect(&server).await;
+    let joined = ws.join("interop").await;
+    let (uri, username, password) = turn_entry(&joined["iceServers"]);
+    let turn_addr = addr_of_uri(&uri);
+    let conn = tokio::net::UdpSocket::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let client = turn::client::Client::new(turn::client::ClientConfig {
+        stun_serv_addr: turn_addr.to_string(),
+        turn_serv_addr: turn_addr.to_string(),
+        username,
+        password,
+        // The realm defaults to `[server] public_host`.
+        realm: "127.0.0.1".into(),
+        software: String::new(),
+        rto_in_ms: 0,
+        conn: std::sync::Arc::new(conn),
+        vnet: None,
+    })
+    .await
+    .expect("client");
+    client.listen().await.expect("listen");
+    let relay = client
+        .allocate()
+        .await
+        .expect("allocate with the joined credentials");
+    let relayed = relay.local_addr().expect("relayed address");
+    let peer = tokio::net::UdpSocket::bind("127.0.0.1:0")
+        .await
+        .expect("peer");
+    let peer_addr = peer.local_addr().expect("peer address");
+    relay.send_to(b"hello", peer_addr).await.expect("send");
+    let mut buf = [0u8; 64];
+    let (n, from) = tokio::time::timeout(Duration::from_secs(5), peer.recv_from(&mut buf))
+        .await
+        .expect("the peer receives in time")
+        .expect("recv");
+    assert_eq!(&buf[..n], b"hello");
+    assert_eq!(from, relayed);
+    relay.close().await.expect("close relay");
+    client.close().await.expect("close");
+}
+
+#[tokio::test]
 async fn fresh_credentials_arrive_before_the_old_ones_expire_and_work() {
-    let server = start("3s");
+    let server = start("5s");
     let mut ws = Ws::connect(&server).await;
     let joined = ws.join("r").await;
     let (_, first, _) = turn_entry(&joined["iceServers"]);
     let sent = Instant::now();
-    let renewal = tokio::time::timeout(Duration::from_secs(3), ws.recv_type("ice-servers"))
+    let renewal = tokio::time::timeout(Duration::from_secs(5), ws.recv_type("ice-servers"))
         .await
-        .expect("an ice-servers message within the 3 s TTL");
+        .expect("an ice-servers message within the 5 s TTL");
     assert!(
         sent.elapsed() >= Duration::from_secs(2),
         "renewed at 80 %, not at once"
@@ -118,7 +165,7 @@ async fn fresh_credentials_arrive_before_the_old_ones_expire_and_work() {
     let mut client = TurnClient::new(addr_of_uri(&uri), &second, &password);
     assert!(client.allocate().is_success());
     // And again: renewals keep coming for as long as the peer stays.
-    let again = tokio::time::timeout(Duration::from_secs(3), ws.recv_type("ice-servers"))
+    let again = tokio::time::timeout(Duration::from_secs(5), ws.recv_type("ice-servers"))
         .await
         .expect("a second renewal");
     let (_, third, _) = turn_entry(&again["iceServers"]);

@@ -11,8 +11,9 @@ function cell(text) {
 }
 
 function render(stats) {
+  const allocations = Object.values(stats.allocations).reduce((a, b) => a + b, 0);
   document.getElementById('totals').textContent =
-    `${stats.rooms.length} rooms · ${stats.peers} peers · ${stats.allocations.length} allocations · up ${stats.uptime_s} s`;
+    `${stats.rooms.length} rooms · ${stats.peers} peers · ${stats.ws_connections} WebSocket connections · ${allocations} relay allocations · up ${stats.uptime_s} s`;
   const rooms = document.querySelector('#rooms tbody');
   rooms.replaceChildren(...stats.rooms.map((r) => {
     const tr = document.createElement('tr');
@@ -21,12 +22,13 @@ function render(stats) {
     return tr;
   }));
   const allocs = document.querySelector('#allocations tbody');
-  allocs.replaceChildren(...stats.allocations.map((a) => {
+  allocs.replaceChildren(...Object.entries(stats.allocations).map(([transport, n]) => {
     const tr = document.createElement('tr');
-    tr.append(cell(a.client), cell(a.transport), cell(a.relay), cell(a.user || '—'),
-      cell(`${a.permissions} / ${a.channels}`), cell(`${a.expires_in_s} s`));
+    tr.append(cell(transport.toUpperCase()), cell(String(n)));
     return tr;
   }));
+  document.getElementById('relay-totals').textContent =
+    `${stats.permissions} permissions · ${stats.channels} channel bindings`;
 }
 
 async function refresh() {

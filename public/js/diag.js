@@ -12,14 +12,17 @@ async function gather(iceServer, expect) {
     iceTransportPolicy: expect === 'relay' ? 'relay' : 'all',
   });
   const seen = [];
+  const hosts = [];
   const errors = [];
+  let complete = false;
   try {
     pc.createDataChannel('diag');
     const done = new Promise((resolve) => {
       const timer = setTimeout(resolve, TIMEOUT_MS);
       pc.onicecandidate = (e) => {
-        if (!e.candidate) { clearTimeout(timer); resolve(); return; }
+        if (!e.candidate) { complete = true; clearTimeout(timer); resolve(); return; }
         const c = e.candidate;
+        if (c.type === 'host' && c.protocol === 'udp') hosts.push(`${c.address || '?'}:${c.port}`);
         if (c.type === expect) {
           seen.push(`${c.address || '?'}:${c.port}`);
           clearTimeout(timer);
@@ -35,7 +38,16 @@ async function gather(iceServer, expect) {
   } finally {
     pc.close();
   }
-  return { ok: seen.length > 0, seen: [...new Set(seen)], errors, ms: Math.round(performance.now() - started) };
+  const ms = Math.round(performance.now() - started);
+  if (seen.length > 0) return { ok: true, seen: [...new Set(seen)], errors, ms };
+  // A browser drops a server-reflexive candidate equal to one of its host candidates, which
+  // is what a STUN answer looks like when there is no NAT in between. An unanswered STUN
+  // server shows up as an icecandidateerror instead, so a clean, complete gathering means the
+  // server answered.
+  if (expect === 'srflx' && complete && errors.length === 0 && hosts.length > 0) {
+    return { ok: true, seen: [...new Set(hosts)].map((h) => `${h} (no NAT)`), errors, ms };
+  }
+  return { ok: false, seen: [], errors, ms };
 }
 
 function row(check) {

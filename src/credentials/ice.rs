@@ -77,6 +77,14 @@ impl IceEndpoints {
         }
     }
 
+    /// Each TURN listener browsers can use, with its transport and its URI, in list order.
+    pub fn turn_entries(&self) -> Vec<(TurnTransport, String)> {
+        self.turn
+            .iter()
+            .map(|(t, port)| (*t, t.uri(&self.host, *port)))
+            .collect()
+    }
+
     pub fn has_turn(&self) -> bool {
         !self.turn.is_empty()
     }

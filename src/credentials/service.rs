@@ -34,38 +34,73 @@ pub async fn run(
     mut events: mpsc::Receiver<PeerEvent>,
     close_user: Option<CloseUserFn>,
 ) {
-    let mut schedule: RenewalSchedule<(RoomId, PeerId)> = RenewalSchedule::new(ttl);
+    let mut service = Service {
+        schedule: RenewalSchedule::new(ttl),
+        issuer,
+        ttl,
+        close_user,
+    };
     let far = Duration::from_secs(86_400 * 365);
     loop {
-        let wake = schedule
+        let wake = service
+            .schedule
             .poll_timeout()
             .unwrap_or_else(|| Instant::now() + far);
         tokio::select! {
             event = events.recv() => match event {
+                Some(event) => service.on_event(event),
                 None => break,
-                Some(PeerEvent::Issued { room, peer }) => {
-                    schedule.issued((room, peer), Instant::now());
-                }
-                Some(PeerEvent::Removed { room, peer }) => {
-                    schedule.forget(&(room.clone(), peer.clone()));
-                    if let Some(close) = &close_user {
-                        let user = UserPart::for_peer(room.as_str(), peer.as_str(), issuer.minter.separator());
-                        debug!(user = user.as_str(), "peer gone: closing its TURN allocations");
-                        close(&user);
-                    }
-                }
             },
             () = tokio::time::sleep_until(wake.into()) => {
-                let now = Instant::now();
-                for (room, peer) in schedule.handle_timeout(now) {
-                    let list = issuer.ice_servers_for_peer(room.as_str(), peer.as_str(), unix_now(), ttl);
-                    if !hub.push_ice_servers(peer.clone(), list).await {
-                        return;
-                    }
-                    schedule.issued((room, peer), now);
+                if !service.renew_due(&hub, Instant::now()).await {
+                    break;
                 }
             }
         }
     }
     debug!("credential service stopped");
+}
+
+struct Service {
+    schedule: RenewalSchedule<(RoomId, PeerId)>,
+    issuer: Arc<Issuer>,
+    ttl: Duration,
+    close_user: Option<CloseUserFn>,
+}
+
+impl Service {
+    fn on_event(&mut self, event: PeerEvent) {
+        match event {
+            PeerEvent::Issued { room, peer } => self.schedule.issued((room, peer), Instant::now()),
+            PeerEvent::Removed { room, peer } => {
+                self.schedule.forget(&(room.clone(), peer.clone()));
+                if let Some(close) = &self.close_user {
+                    let separator = self.issuer.minter.separator();
+                    let user = UserPart::for_peer(room.as_str(), peer.as_str(), separator);
+                    debug!(
+                        user = user.as_str(),
+                        "peer gone: closing its TURN allocations"
+                    );
+                    close(&user);
+                }
+            }
+        }
+    }
+
+    /// Sends fresh credentials to every peer whose renewal is due; false when the hub stopped.
+    async fn renew_due(&mut self, hub: &HubHandle, now: Instant) -> bool {
+        for (room, peer) in self.schedule.handle_timeout(now) {
+            let list = self.issuer.ice_servers_for_peer(
+                room.as_str(),
+                peer.as_str(),
+                unix_now(),
+                self.ttl,
+            );
+            if !hub.push_ice_servers(peer.clone(), list).await {
+                return false;
+            }
+            self.schedule.issued((room, peer), now);
+        }
+        true
+    }
 }

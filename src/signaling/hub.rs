@@ -7,6 +7,7 @@
 //! peer leaves at once). The fresh ids and resume tokens the pure core cannot make are drawn
 //! here from the OS random source.
 
+use crate::metrics::METRICS;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -56,6 +57,10 @@ pub enum Command {
         peer: PeerId,
         ice_servers: serde_json::Value,
     },
+    /// Report every room and its peers.
+    Snapshot {
+        reply: oneshot::Sender<Vec<super::rooms::RoomSnapshot>>,
+    },
 }
 
 /// A cheap, cloneable way to talk to the hub.
@@ -74,6 +79,15 @@ impl HubHandle {
     }
 
     /// A connection id never used before.
+    /// Every room and its peers, or `None` when the hub has stopped.
+    pub async fn snapshot(&self) -> Option<Vec<super::rooms::RoomSnapshot>> {
+        let (reply, rx) = oneshot::channel();
+        if !self.send(Command::Snapshot { reply }).await {
+            return None;
+        }
+        rx.await.ok()
+    }
+
     pub fn next_conn(&self) -> ConnId {
         ConnId(self.next_conn.fetch_add(1, Ordering::Relaxed))
     }
@@ -92,6 +106,7 @@ pub fn spawn(config: RegistryConfig, hooks: Hooks) -> HubHandle {
         links: HashMap::new(),
         hooks,
         rng: SystemRandom::new(),
+        published: (0, 0),
     };
     tokio::spawn(run(rx, hub));
     HubHandle {
@@ -110,6 +125,8 @@ struct Hub {
     links: HashMap<ConnId, Link>,
     hooks: Hooks,
     rng: SystemRandom,
+    /// Room and peer counts last added to the gauges.
+    published: (i64, i64),
 }
 
 async fn run(mut rx: mpsc::Receiver<Command>, mut hub: Hub) {
@@ -133,6 +150,7 @@ async fn run(mut rx: mpsc::Receiver<Command>, mut hub: Hub) {
             }
         }
         hub.flush();
+        hub.publish_gauges();
         let next = hub.registry.poll_timeout();
         if next != armed {
             armed = next;
@@ -200,7 +218,21 @@ impl Hub {
             Command::PushIceServers { peer, ice_servers } => {
                 self.registry.push_ice_servers(&peer, ice_servers);
             }
+            Command::Snapshot { reply } => {
+                let _ = reply.send(self.registry.snapshot());
+            }
         }
+    }
+
+    /// Moves the room and peer gauges to the registry's counts (the hub is their one writer).
+    fn publish_gauges(&mut self) {
+        let now = (
+            self.registry.room_count() as i64,
+            self.registry.peer_count() as i64,
+        );
+        METRICS.rooms_active.add(now.0 - self.published.0);
+        METRICS.peers_active.add(now.1 - self.published.1);
+        self.published = now;
     }
 
     /// Hands every pending output to its connection.

@@ -216,6 +216,20 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// The code as it appears on the wire (and as the metrics label).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ErrorCode::BadRequest => "bad-request",
+            ErrorCode::RoomFull => "room-full",
+            ErrorCode::NotJoined => "not-joined",
+            ErrorCode::AlreadyJoined => "already-joined",
+            ErrorCode::UnknownPeer => "unknown-peer",
+            ErrorCode::RateLimited => "rate-limited",
+            ErrorCode::TooLarge => "too-large",
+            ErrorCode::Forbidden => "forbidden",
+        }
+    }
+
     pub const ALL: [ErrorCode; 8] = [
         ErrorCode::BadRequest,
         ErrorCode::RoomFull,
@@ -328,6 +342,17 @@ pub fn parse_client(text: &str) -> Result<ClientMessage, ParseError> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn error_code_names_match_the_wire_and_the_metrics_labels() {
+        for code in ErrorCode::ALL {
+            assert_eq!(json!(code), json!(code.as_str()));
+            assert!(crate::metrics::METRICS
+                .signaling_errors
+                .by_name(code.as_str())
+                .is_some());
+        }
+    }
 
     #[test]
     fn a_join_with_name_and_resume_parses() {

@@ -66,6 +66,21 @@ pub enum Output {
     Close { conn: ConnId, reason: CloseReason },
 }
 
+/// One room as the status page shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RoomSnapshot {
+    pub room: String,
+    pub peers: Vec<PeerSnapshot>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PeerSnapshot {
+    pub id: String,
+    pub name: Option<String>,
+    /// False while the peer is away within the reconnect grace.
+    pub connected: bool,
+}
+
 #[derive(Debug)]
 enum Presence {
     Connected(ConnId),
@@ -282,6 +297,30 @@ impl Registry {
 
     pub fn peer_count(&self) -> usize {
         self.peers.len()
+    }
+
+    /// Every room with its peers in join order, for the operator's status page.
+    pub fn snapshot(&self) -> Vec<RoomSnapshot> {
+        let mut rooms: Vec<RoomSnapshot> = self
+            .rooms
+            .iter()
+            .map(|(id, room)| RoomSnapshot {
+                room: id.as_str().to_owned(),
+                peers: room
+                    .members
+                    .iter()
+                    .filter_map(|p| {
+                        self.peers.get(p).map(|peer| PeerSnapshot {
+                            id: p.as_str().to_owned(),
+                            name: peer.name.clone(),
+                            connected: matches!(peer.presence, Presence::Connected(_)),
+                        })
+                    })
+                    .collect(),
+            })
+            .collect();
+        rooms.sort_by(|a, b| a.room.cmp(&b.room));
+        rooms
     }
 
     fn join_fresh(&mut self, conn: ConnId, room: RoomId, name: Option<String>, fresh: FreshPeer) {

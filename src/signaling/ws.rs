@@ -10,6 +10,7 @@
 //! WebSocket ping, and the pong deadline (any inbound frame counts as the pong). A write that
 //! cannot finish within `ping_timeout` means the client stopped reading: it is dropped.
 
+use crate::metrics::METRICS;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -164,7 +165,13 @@ impl Connection {
         }
     }
 
-    async fn run(mut self, mut socket: WebSocket, permit: ConnPermit) {
+    async fn run(self, socket: WebSocket, permit: ConnPermit) {
+        METRICS.ws_connections_active.inc();
+        self.session(socket, permit).await;
+        METRICS.ws_connections_active.dec();
+    }
+
+    async fn session(mut self, mut socket: WebSocket, permit: ConnPermit) {
         let (out_tx, mut out_rx) = mpsc::channel(self.settings.rooms.outbound_queue);
         let (kill_tx, mut kill_rx) = oneshot::channel();
         let mut shutdown = self.settings.shutdown.clone();
@@ -255,6 +262,9 @@ impl Connection {
             Some(Ok(msg)) => msg,
         };
         self.pong_deadline = None;
+        if matches!(msg, Message::Text(_) | Message::Binary(_)) {
+            METRICS.ws_messages.at(0).inc();
+        }
         let reply = match msg {
             Message::Text(text) => match self.on_text(&text) {
                 Ok(Some(msg)) => {
@@ -355,8 +365,19 @@ impl Connection {
 
 /// Serializes an outbound message, noting when the connection has joined.
 fn to_frame(msg: ServerMessage, joined: &mut bool) -> Message {
-    if matches!(msg, ServerMessage::Joined(_)) {
-        *joined = true;
+    METRICS.ws_messages.at(1).inc();
+    match &msg {
+        ServerMessage::Joined(_) => {
+            *joined = true;
+            METRICS.joins.inc();
+        }
+        ServerMessage::Error { code, .. } => {
+            let errors = &METRICS.signaling_errors;
+            if let Some(c) = errors.by_name(code.as_str()) {
+                c.inc();
+            }
+        }
+        _ => {}
     }
     Message::Text(Utf8Bytes::from(msg.to_json()))
 }

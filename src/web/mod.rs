@@ -18,6 +18,7 @@ use tower::ServiceExt;
 use tower_http::services::{ServeDir, ServeFile};
 
 pub mod api;
+pub mod ops;
 
 /// What request handlers share. Fields are cheap to read; nothing here is locked per request.
 #[derive(Debug)]

@@ -1,0 +1,166 @@
+//! Operator endpoints against the real binary: `/api/stats`, `/api/diag`, and the signaling
+//! metrics they and `/metrics` report.
+mod common;
+mod ws_client;
+
+use std::collections::HashMap;
+
+use serde_json::{json, Value};
+
+use common::{base_config, Server};
+use ws_client::Ws;
+
+const ADMIN: &str = "admin-token-0123456789";
+
+fn start(extra: &str) -> Server {
+    Server::start(&base_config(&format!(
+        "[admin]\ntoken = \"{ADMIN}\"\n{extra}"
+    )))
+}
+
+async fn stats(server: &Server, token: Option<&str>) -> (u16, Value) {
+    let mut req = server.client().get(server.https_url("/api/stats"));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let resp = req.send().await.expect("request");
+    (resp.status().as_u16(), resp.json().await.expect("json"))
+}
+
+async fn metrics(server: &Server) -> HashMap<String, f64> {
+    let text = reqwest::get(format!("http://{}/metrics", server.addr("metrics")))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    text.lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| {
+            let (series, value) = l.rsplit_once(' ').expect("`series value`");
+            (series.to_owned(), value.parse().expect("number"))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn stats_need_the_admin_token() {
+    let server = start("");
+    assert_eq!(stats(&server, None).await.0, 401);
+    assert_eq!(stats(&server, Some("admin-token-012345678X")).await.0, 401);
+    let off = Server::start(&base_config(""));
+    let (status, body) = stats(&off, Some(ADMIN)).await;
+    assert_eq!(status, 404);
+    assert_eq!(body["error"], "not-found");
+}
+
+#[tokio::test]
+async fn stats_and_metrics_follow_a_room_session() {
+    let server = start("");
+    let before = metrics(&server).await;
+    let mut ann = Ws::connect(&server).await;
+    let mut bob = Ws::connect(&server).await;
+    ann.join_named("ops-room", "Ann").await;
+    bob.join_named("ops-room", "Bob").await;
+    ann.recv_type("peer-joined").await;
+    ann.send_text("not json").await;
+    ann.expect_error("bad-request").await;
+
+    let (status, body) = stats(&server, Some(ADMIN)).await;
+    assert_eq!(status, 200, "{body}");
+    let room = body["rooms"]
+        .as_array()
+        .expect("rooms")
+        .iter()
+        .find(|r| r["room"] == "ops-room")
+        .expect("the room is listed");
+    let names: Vec<&str> = room["peers"]
+        .as_array()
+        .expect("peers")
+        .iter()
+        .map(|p| p["name"].as_str().expect("name"))
+        .collect();
+    assert_eq!(names, ["Ann", "Bob"]);
+    assert!(room["peers"][0]["connected"].as_bool().expect("connected"));
+    assert_eq!(body["peers"], json!(2));
+    assert_eq!(body["ws_connections"], json!(2));
+
+    let after = metrics(&server).await;
+    let delta = |k: &str| after[k] - before.get(k).copied().unwrap_or(0.0);
+    assert_eq!(after["signalbox_rooms_active"], 1.0);
+    assert_eq!(after["signalbox_peers_active"], 2.0);
+    assert_eq!(after["signalbox_ws_connections_active"], 2.0);
+    assert_eq!(delta("signalbox_joins_total"), 2.0);
+    assert_eq!(
+        delta("signalbox_signaling_errors_total{code=\"bad-request\"}"),
+        1.0
+    );
+    assert!(delta("signalbox_ws_messages_total{direction=\"in\"}") >= 3.0);
+    assert!(delta("signalbox_ws_messages_total{direction=\"out\"}") >= 4.0);
+
+    ann.send(json!({"type": "leave"})).await;
+    bob.recv_type("peer-left").await;
+    bob.send(json!({"type": "leave"})).await;
+    bob.send(json!({"type": "ping"})).await;
+    bob.recv_type("pong").await;
+    let end = metrics(&server).await;
+    assert_eq!(end["signalbox_rooms_active"], 0.0);
+    assert_eq!(end["signalbox_peers_active"], 0.0);
+}
+
+#[tokio::test]
+async fn diag_hands_out_one_entry_per_path_with_its_own_credential() {
+    let server = start("");
+    let body: Value = server
+        .client()
+        .get(server.https_url("/api/diag"))
+        .send()
+        .await
+        .expect("request")
+        .json()
+        .await
+        .expect("json");
+    let checks = body["checks"].as_array().expect("checks");
+    let stun = checks
+        .iter()
+        .find(|c| c["id"] == "stun")
+        .expect("a STUN check");
+    let port = server.addr("turn-udp").port();
+    assert_eq!(
+        stun["iceServer"]["urls"][0],
+        format!("stun:127.0.0.1:{port}")
+    );
+    assert_eq!(stun["expect"], "srflx");
+    let udp = checks
+        .iter()
+        .find(|c| c["id"] == "turn-udp")
+        .expect("a TURN/UDP check");
+    assert_eq!(udp["expect"], "relay");
+    let username = udp["iceServer"]["username"].as_str().expect("username");
+    let (expiry, user) = username.split_once(':').expect("EXPIRY:USER");
+    assert_eq!(user, "diag");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let expiry: u64 = expiry.parse().expect("expiry");
+    assert!(
+        expiry > now && expiry <= now + 130,
+        "short-lived: {expiry} vs {now}"
+    );
+    assert!(udp["iceServer"]["credential"]
+        .as_str()
+        .is_some_and(|c| !c.is_empty()));
+}
+
+#[tokio::test]
+async fn diag_is_off_when_only_invited_callers_may_use_the_relay() {
+    let server = start("[access]\nmode = \"token\"\n");
+    let resp = server
+        .client()
+        .get(server.https_url("/api/diag"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status(), 403);
+}
