@@ -258,12 +258,20 @@ async fn run(
     tokio::task::spawn_blocking(move || log_self_test(&target));
 
     // Signal handlers go in before the `open` line: whoever reads it may signal at once.
+    let turn = turn.map(Arc::new);
+    if let Some(turn) = &turn {
+        tokio::spawn(apply_reloads(reloader.subscribe(), Arc::downgrade(turn)));
+    }
     reloader.run_on_sighup();
-    let stop = stop_signals();
-    tokio::spawn(async move {
-        stop.await;
-        let _ = shutdown_tx.send(true);
-    });
+    let (drain_tx, drain_rx) = watch::channel(false);
+    tokio::spawn(drain_then_stop(
+        stop_signals(),
+        drain_tx,
+        shutdown_tx,
+        signaling.handle(),
+        turn.as_ref().map(|t| t.drain_switch()),
+        config.server.drain_grace,
+    ));
     println!(
         "signalbox: open https://{}/",
         host_port(&config.server.public_host, https_addr.port())
@@ -278,12 +286,20 @@ async fn run(
             .map(|s| s.streams.handler()),
     };
     https
-        .serve(listener, shutdown_rx, config.http.shutdown_grace)
+        .serve(listener, drain_rx, config.http.shutdown_grace)
         .await;
+    let mut closing = shutdown_rx.clone();
+    while !*closing.borrow_and_update() {
+        if closing.changed().await.is_err() {
+            break;
+        }
+    }
     // Upgraded WebSockets are no longer hyper's; they close themselves (code 1001).
     signaling.wait_closed(config.http.shutdown_grace).await;
-    if let Some(turn) = turn {
-        turn.stop();
+    match turn.map(Arc::try_unwrap) {
+        Some(Ok(turn)) => turn.stop(),
+        Some(Err(_)) => warn!("TURN workers still in use at exit; they end with the process"),
+        None => {}
     }
     info!("stopped");
     Ok(())
@@ -374,6 +390,57 @@ fn log_certificate(loaded: &tls::Loaded, real: bool) {
         sha256 = %loaded.fingerprint,
         "{kind}"
     );
+}
+
+/// Hands every accepted configuration to the parts that can change live.
+async fn apply_reloads(
+    mut config: watch::Receiver<Arc<Config>>,
+    turn: std::sync::Weak<crate::turn::service::TurnServer>,
+) {
+    config.borrow_and_update();
+    while config.changed().await.is_ok() {
+        let current = config.borrow_and_update().clone();
+        // Weak: shutting down must be able to take the TURN server back to stop it.
+        let Some(turn) = turn.upgrade() else { break };
+        turn.apply(&current.turn);
+    }
+}
+
+/// The drain: on the stop signal the HTTPS listener stops accepting, every signaling client is
+/// told `server-shutdown`, joins and new allocations are refused, and calls keep relaying
+/// until `grace` ends or no client is left; then everything closes.
+async fn drain_then_stop(
+    stop: impl std::future::Future<Output = ()>,
+    drain: watch::Sender<bool>,
+    shutdown: watch::Sender<bool>,
+    hub: signaling::HubHandle,
+    turn: Option<Arc<std::sync::atomic::AtomicBool>>,
+    grace: std::time::Duration,
+) {
+    use crate::metrics::METRICS;
+    stop.await;
+    let _ = drain.send(true);
+    if let Some(switch) = turn {
+        switch.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+    hub.drain(grace).await;
+    info!("draining: no new joins or allocations; calls keep relaying for up to {grace:?}");
+    let deadline = tokio::time::Instant::now() + grace;
+    loop {
+        let allocations: i64 = (0..crate::metrics::TRANSPORTS.len())
+            .map(|i| METRICS.allocations_active.at(i).get())
+            .sum();
+        if METRICS.ws_connections_active.get() == 0 && allocations == 0 {
+            info!("drained: no clients left");
+            break;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            info!("drain grace over: closing {allocations} allocations and every connection");
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let _ = shutdown.send(true);
 }
 
 /// Installs the SIGTERM/SIGINT handlers now; the future completes on the first of them.

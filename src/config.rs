@@ -37,6 +37,10 @@ pub struct ServerConfig {
     /// Where the running server writes its process id, for `signalbox reload`; `None` = nowhere.
     #[serde(deserialize_with = "optional_path")]
     pub pid_file: Option<PathBuf>,
+    /// After SIGTERM/SIGINT: how long calls keep relaying (no new joins or allocations) before
+    /// the server closes everything; it stops sooner once no client is left.
+    #[serde(deserialize_with = "duration")]
+    pub drain_grace: Duration,
 }
 
 impl Default for ServerConfig {
@@ -44,6 +48,7 @@ impl Default for ServerConfig {
         Self {
             public_host: "localhost".into(),
             pid_file: Some(PathBuf::from("signalbox.pid")),
+            drain_grace: Duration::from_secs(30),
         }
     }
 }

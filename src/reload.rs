@@ -56,6 +56,13 @@ impl Reloader {
         }
         let loaded = self.certs.reload()?;
         info!(sha256 = %loaded.fingerprint, "certificate (re)loaded");
+        let later = applied_at_restart(&old, &new);
+        if !later.is_empty() {
+            warn!(
+                "reload: changes in {} take effect at the next restart",
+                later.join(", ")
+            );
+        }
         self.current.send_replace(Arc::new(new));
         Ok(())
     }
@@ -134,6 +141,39 @@ pub fn restart_only_change(old: &Config, new: &Config) -> Option<&'static str> {
         .map(|(key, _)| *key)
 }
 
+/// Sections whose changes the running server does not apply (they are read at start).
+pub fn applied_at_restart(old: &Config, new: &Config) -> Vec<&'static str> {
+    let differs =
+        |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
+    let mut turn_old = old.turn.clone();
+    let mut turn_new = new.turn.clone();
+    // Live: secrets and quotas.
+    for t in [&mut turn_old, &mut turn_new] {
+        t.secrets.clear();
+        t.user_quota = 0;
+        t.total_quota = 0;
+    }
+    let sections: [(&'static str, bool); 6] = [
+        ("[rooms]", differs(&old.rooms, &new.rooms)),
+        ("[api]", differs(&old.api, &new.api)),
+        ("[access]", differs(&old.access, &new.access)),
+        ("[log]", differs(&old.log, &new.log)),
+        (
+            "[turn] (other than secrets and quotas)",
+            differs(&turn_old, &turn_new),
+        ),
+        (
+            "[server] drain_grace",
+            old.server.drain_grace != new.server.drain_grace,
+        ),
+    ];
+    sections
+        .iter()
+        .filter(|(_, d)| *d)
+        .map(|(s, _)| *s)
+        .collect()
+}
+
 /// Writes the pid file and removes it when dropped.
 pub struct PidFile(PathBuf);
 
@@ -201,6 +241,24 @@ mod tests {
         let mut new = Config::default();
         new.turn.listen_tls = Vec::new();
         assert_eq!(restart_only_change(&old, &new), Some("turn.listen_tls"));
+    }
+
+    #[test]
+    fn changes_read_only_at_start_are_named() {
+        let old = Config::default();
+        let mut new = Config::default();
+        new.turn.user_quota = 3;
+        new.turn.secrets = vec!["s".into()];
+        assert!(
+            applied_at_restart(&old, &new).is_empty(),
+            "secrets and quotas are live"
+        );
+        new.rooms.max_peers = 8;
+        new.turn.max_bitrate = 1;
+        assert_eq!(
+            applied_at_restart(&old, &new),
+            ["[rooms]", "[turn] (other than secrets and quotas)"]
+        );
     }
 
     #[test]

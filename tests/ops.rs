@@ -164,3 +164,38 @@ async fn diag_is_off_when_only_invited_callers_may_use_the_relay() {
         .expect("request");
     assert_eq!(resp.status(), 403);
 }
+
+#[tokio::test]
+async fn sigterm_drains_then_closes_within_the_grace() {
+    let mut server = start("");
+    let mut ann = Ws::connect(&server).await;
+    let mut bob = Ws::connect(&server).await;
+    ann.join("drain-room").await;
+    bob.join("drain-room").await;
+    ann.recv_type("peer-joined").await;
+    let started = std::time::Instant::now();
+    server.signal(libc::SIGTERM);
+    let notice = ann.recv_type("server-shutdown").await;
+    assert_eq!(notice["grace_s"], json!(2));
+    bob.recv_type("server-shutdown").await;
+    // Calls go on during the grace; only new joins are refused.
+    ann.send(json!({"type": "leave"})).await;
+    bob.recv_type("peer-left").await;
+    ann.send(json!({"type": "join", "room": "drain-room"}))
+        .await;
+    ann.expect_error("shutting-down").await;
+    // New connections are no longer accepted.
+    assert!(tokio::net::TcpStream::connect(server.addr("https"))
+        .await
+        .is_err());
+    // After the grace every connection is closed (1001) and the process exits 0.
+    let close = bob.recv_close().await.expect("a close frame");
+    assert_eq!(u16::from(close.code), 1001);
+    assert_eq!(server.wait_exit(std::time::Duration::from_secs(5)), Some(0));
+    let took = started.elapsed();
+    assert!(
+        took >= std::time::Duration::from_millis(1900),
+        "kept going for the grace: {took:?}"
+    );
+    assert!(took < std::time::Duration::from_secs(6), "{took:?}");
+}

@@ -87,6 +87,7 @@ fn core() -> Core {
             live: Arc::default(),
         },
         worker: 0,
+        draining: Default::default(),
     };
     let table = AllocationTable::new(
         Arc::new(Quotas::new(10, 10)),

@@ -653,3 +653,69 @@ fn metrics_count_forbidden_peers_and_allocations_that_come_and_go() {
         before["signalbox_turn_allocations_active{transport=\"udp\"}"]
     );
 }
+
+#[test]
+fn while_draining_new_allocations_get_508_and_existing_ones_keep_relaying() {
+    let mut server = start_loopback("");
+    let peer = UdpSocket::bind("127.0.0.1:0").expect("bind peer");
+    peer.set_read_timeout(Some(Duration::from_secs(2)))
+        .expect("timeout");
+    let peer_addr = peer.local_addr().expect("addr");
+    let mut old = Raw::new(server.addr("turn-udp"), "early", 3600, SECRET);
+    assert_eq!(old.allocate().class, Class::Success);
+    assert_eq!(old.permission(peer_addr).class, Class::Success);
+
+    server.signal(libc::SIGTERM);
+    assert!(server.log_contains("draining"));
+    let mut late = Raw::new(server.addr("turn-udp"), "late", 3600, SECRET);
+    let refused = late.allocate();
+    assert_eq!(refused.class, Class::Error);
+    assert_eq!(refused.code, Some(508));
+
+    old.send_indication(peer_addr, b"still relaying");
+    let mut buf = [0u8; 200];
+    let (n, _) = peer
+        .recv_from(&mut buf)
+        .expect("the old allocation still relays");
+    assert_eq!(&buf[..n], b"still relaying");
+    assert_eq!(server.wait_exit(Duration::from_secs(6)), Some(0));
+}
+
+#[test]
+fn a_reload_changes_the_secret_and_the_quota_while_an_allocation_keeps_relaying() {
+    let turn = |secret: &str, quota: u32| {
+        common::base_config(&format!(
+            "[turn]\nlisten = [\"127.0.0.1:0\"]\nrealm = \"{REALM}\"\nsecrets = [\"{secret}\"]\nrelay_ip = \"127.0.0.1\"\nallow_loopback_peers = true\nuser_quota = {quota}\n"
+        ))
+    };
+    let server = Server::start(&turn("first-secret", 1));
+    let peer = UdpSocket::bind("127.0.0.1:0").expect("bind peer");
+    peer.set_read_timeout(Some(Duration::from_secs(2)))
+        .expect("timeout");
+    let peer_addr = peer.local_addr().expect("addr");
+    let addr = server.addr("turn-udp");
+    let mut first = Raw::new(addr, "carol", 3600, "first-secret");
+    assert_eq!(first.allocate().class, Class::Success);
+    assert_eq!(first.permission(peer_addr).class, Class::Success);
+    let mut second = Raw::new(addr, "carol", 3600, "first-secret");
+    assert_eq!(second.allocate().code, Some(486), "user_quota = 1");
+
+    std::fs::write(
+        server.dir.path().join("config.toml"),
+        turn("second-secret", 2),
+    )
+    .expect("write config");
+    server.signal(libc::SIGHUP);
+    assert!(server.log_contains("[turn] secrets reloaded"));
+
+    // The allocation made before keeps relaying.
+    first.send_indication(peer_addr, b"after the reload");
+    let mut buf = [0u8; 200];
+    let (n, _) = peer.recv_from(&mut buf).expect("still relaying");
+    assert_eq!(&buf[..n], b"after the reload");
+    // New credentials need the new secret, and the raised quota admits a second allocation.
+    let mut stale = Raw::new(addr, "dave", 3600, "first-secret");
+    assert_eq!(stale.allocate().code, Some(401));
+    let mut fresh = Raw::new(addr, "carol", 3600, "second-secret");
+    assert_eq!(fresh.allocate().class, Class::Success, "user_quota = 2 now");
+}

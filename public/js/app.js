@@ -234,6 +234,12 @@ class Room {
     s.addEventListener('signal', (e) => this.onSignal(e.detail));
     s.addEventListener('ice-servers', (e) => this.onIceServers(e.detail));
     s.addEventListener('error', (e) => this.onServerError(e.detail));
+    s.addEventListener('server-shutdown', (e) => {
+      // Calls keep running over their current connections for the grace; signaling comes
+      // back through the usual reconnect once the server is up again.
+      const secs = Number(e.detail.grace_s) || 0;
+      showBanner(`The server is restarting — the call continues${secs ? ` for up to ${secs} s` : ''}, then reconnects.`);
+    });
     s.connect();
     window.addEventListener('pagehide', () => {
       // Tell the room at once (a reload comes back as a new participant) instead of leaving

@@ -181,6 +181,7 @@ export class Signaling extends EventTarget {
       case 'peer-left':
       case 'signal':
       case 'ice-servers':
+      case 'server-shutdown':
         this.emit(msg.type, msg);
         break;
       default:

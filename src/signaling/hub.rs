@@ -57,6 +57,8 @@ pub enum Command {
         peer: PeerId,
         ice_servers: serde_json::Value,
     },
+    /// The server drains: tell every connection, refuse joins from now on.
+    Drain { grace_s: u64 },
     /// Report every room and its peers.
     Snapshot {
         reply: oneshot::Sender<Vec<super::rooms::RoomSnapshot>>,
@@ -79,6 +81,14 @@ impl HubHandle {
     }
 
     /// A connection id never used before.
+    /// Starts draining: every connection gets `server-shutdown`, joins get `shutting-down`.
+    pub async fn drain(&self, grace: std::time::Duration) -> bool {
+        self.send(Command::Drain {
+            grace_s: grace.as_secs(),
+        })
+        .await
+    }
+
     /// Every room and its peers, or `None` when the hub has stopped.
     pub async fn snapshot(&self) -> Option<Vec<super::rooms::RoomSnapshot>> {
         let (reply, rx) = oneshot::channel();
@@ -107,6 +117,7 @@ pub fn spawn(config: RegistryConfig, hooks: Hooks) -> HubHandle {
         hooks,
         rng: SystemRandom::new(),
         published: (0, 0),
+        draining: false,
     };
     tokio::spawn(run(rx, hub));
     HubHandle {
@@ -127,6 +138,8 @@ struct Hub {
     rng: SystemRandom,
     /// Room and peer counts last added to the gauges.
     published: (i64, i64),
+    /// Set by [`Command::Drain`]: joins are refused.
+    draining: bool,
 }
 
 async fn run(mut rx: mpsc::Receiver<Command>, mut hub: Hub) {
@@ -184,6 +197,15 @@ impl Hub {
                     // A peer coming back within the grace was admitted already; its resume
                     // token is the proof, so an invite that expired meanwhile does not cut
                     // it off.
+                    if self.draining {
+                        if let Some(link) = self.links.get(&conn) {
+                            let _ = link.out.try_send(ServerMessage::error(
+                                ErrorCode::ShuttingDown,
+                                "the server is shutting down; reconnect later",
+                            ));
+                        }
+                        return;
+                    }
                     let resuming = resume
                         .as_ref()
                         .is_some_and(|r| self.registry.is_resumable(&room, r));
@@ -217,6 +239,12 @@ impl Hub {
             }
             Command::PushIceServers { peer, ice_servers } => {
                 self.registry.push_ice_servers(&peer, ice_servers);
+            }
+            Command::Drain { grace_s } => {
+                self.draining = true;
+                for link in self.links.values() {
+                    let _ = link.out.try_send(ServerMessage::ServerShutdown { grace_s });
+                }
             }
             Command::Snapshot { reply } => {
                 let _ = reply.send(self.registry.snapshot());

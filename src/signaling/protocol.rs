@@ -175,6 +175,11 @@ pub enum ServerMessage {
         code: ErrorCode,
         message: String,
     },
+    /// The server is going down: calls keep their relays for `grace_s` seconds, new joins are
+    /// refused; clients should reconnect (with back-off) to come back when it is up again.
+    ServerShutdown {
+        grace_s: u64,
+    },
 }
 
 impl ServerMessage {
@@ -213,6 +218,8 @@ pub enum ErrorCode {
     TooLarge,
     /// `join` without a valid invite token for that room (`[access] mode = "token"`).
     Forbidden,
+    /// `join` while the server drains before shutting down.
+    ShuttingDown,
 }
 
 impl ErrorCode {
@@ -227,10 +234,11 @@ impl ErrorCode {
             ErrorCode::RateLimited => "rate-limited",
             ErrorCode::TooLarge => "too-large",
             ErrorCode::Forbidden => "forbidden",
+            ErrorCode::ShuttingDown => "shutting-down",
         }
     }
 
-    pub const ALL: [ErrorCode; 8] = [
+    pub const ALL: [ErrorCode; 9] = [
         ErrorCode::BadRequest,
         ErrorCode::RoomFull,
         ErrorCode::NotJoined,
@@ -239,6 +247,7 @@ impl ErrorCode {
         ErrorCode::RateLimited,
         ErrorCode::TooLarge,
         ErrorCode::Forbidden,
+        ErrorCode::ShuttingDown,
     ];
 }
 
@@ -511,7 +520,8 @@ mod tests {
                 "unknown-peer",
                 "rate-limited",
                 "too-large",
-                "forbidden"
+                "forbidden",
+                "shutting-down"
             ]
         );
     }

@@ -138,8 +138,10 @@ pub enum AllocError {
 /// Allocation counts shared by all workers: per user and in total.
 #[derive(Debug)]
 pub struct Quotas {
-    user_quota: u32,
-    total_quota: u32,
+    /// Atomics so a configuration reload can change them while allocations live; a lowered
+    /// quota refuses new allocations and never closes existing ones.
+    user_quota: AtomicU32,
+    total_quota: AtomicU32,
     total: AtomicU32,
     per_user: Mutex<HashMap<Box<str>, u32>>,
 }
@@ -147,8 +149,8 @@ pub struct Quotas {
 impl Quotas {
     pub fn new(user_quota: u32, total_quota: u32) -> Quotas {
         Quotas {
-            user_quota,
-            total_quota,
+            user_quota: AtomicU32::new(user_quota),
+            total_quota: AtomicU32::new(total_quota),
             total: AtomicU32::new(0),
             per_user: Mutex::new(HashMap::new()),
         }
@@ -156,11 +158,11 @@ impl Quotas {
 
     pub fn acquire(&self, user: &str) -> Result<(), AllocError> {
         let mut users = self.per_user.lock().unwrap_or_else(|p| p.into_inner());
-        if self.total.load(Ordering::Relaxed) >= self.total_quota {
+        if self.total.load(Ordering::Relaxed) >= self.total_quota.load(Ordering::Relaxed) {
             return Err(AllocError::TotalQuota);
         }
         let count = users.get(user).copied().unwrap_or(0);
-        if count >= self.user_quota {
+        if count >= self.user_quota.load(Ordering::Relaxed) {
             return Err(AllocError::UserQuota);
         }
         users.insert(user.into(), count + 1);
@@ -181,6 +183,12 @@ impl Quotas {
 
     pub fn total(&self) -> u32 {
         self.total.load(Ordering::Relaxed)
+    }
+
+    /// New limits from a configuration reload.
+    pub fn set_limits(&self, user_quota: u32, total_quota: u32) {
+        self.user_quota.store(user_quota, Ordering::Relaxed);
+        self.total_quota.store(total_quota, Ordering::Relaxed);
     }
 }
 

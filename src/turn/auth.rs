@@ -123,10 +123,19 @@ pub fn parse_rest_username(username: &str, separator: char) -> Option<RestUserna
     Some(RestUsername { expiry, user })
 }
 
-/// The shared secrets: the first mints new credentials, all verify.
-#[derive(Clone)]
+/// The shared secrets: the first mints new credentials, all verify. The list can be replaced
+/// while the server runs (a configuration reload); every holder of the same `Secrets` sees the
+/// new list at its next request. Reads happen on the control path only, never per packet.
 pub struct Secrets {
-    list: Vec<Vec<u8>>,
+    list: std::sync::RwLock<std::sync::Arc<Vec<Vec<u8>>>>,
+}
+
+impl Clone for Secrets {
+    fn clone(&self) -> Self {
+        Secrets {
+            list: std::sync::RwLock::new(self.current()),
+        }
+    }
 }
 
 /// Result of [`Secrets::authenticate`].
@@ -154,18 +163,38 @@ pub enum Authentication<'a> {
 
 impl Secrets {
     pub fn new(list: Vec<Vec<u8>>) -> Result<Self, AuthError> {
+        Self::check(&list)?;
+        Ok(Secrets {
+            list: std::sync::RwLock::new(std::sync::Arc::new(list)),
+        })
+    }
+
+    fn check(list: &[Vec<u8>]) -> Result<(), AuthError> {
         if list.is_empty() {
             return Err(AuthError::NoSecret);
         }
         if let Some(i) = list.iter().position(Vec::is_empty) {
             return Err(AuthError::EmptySecret(i + 1));
         }
-        Ok(Secrets { list })
+        Ok(())
+    }
+
+    /// Puts a new list in service (rotation on reload); an invalid list changes nothing.
+    pub fn replace(&self, list: Vec<Vec<u8>>) -> Result<(), AuthError> {
+        Self::check(&list)?;
+        *self.list.write().unwrap_or_else(|p| p.into_inner()) = std::sync::Arc::new(list);
+        Ok(())
+    }
+
+    fn current(&self) -> std::sync::Arc<Vec<Vec<u8>>> {
+        self.list.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// The REST-API password for `username` under the first (current) secret.
     pub fn mint(&self, username: &str) -> String {
-        rest_password(&self.list[0], username)
+        let list = self.current();
+        // `check` guarantees at least one secret.
+        rest_password(&list[0], username)
     }
 
     /// The long-term key `username` would have under each secret, current first.
@@ -174,9 +203,9 @@ impl Secrets {
         username: &'s str,
         realm: &'s str,
     ) -> impl Iterator<Item = [u8; 16]> + 's {
-        self.list
-            .iter()
-            .map(move |secret| long_term_key(username, realm, &rest_password(secret, username)))
+        let list = self.current();
+        (0..list.len())
+            .map(move |i| long_term_key(username, realm, &rest_password(&list[i], username)))
     }
 
     /// Checks a request's REST-API credentials: the USERNAME's form, then its integrity
@@ -223,7 +252,7 @@ impl Secrets {
 
 impl fmt::Debug for Secrets {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Secrets({} hidden)", self.list.len())
+        write!(f, "Secrets({} hidden)", self.current().len())
     }
 }
 

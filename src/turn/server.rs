@@ -209,6 +209,9 @@ pub struct CoreConfig {
     pub policy: PeerPolicy,
     pub relay: RelayPlan,
     pub worker: usize,
+    /// Set when the server drains before shutting down: new allocations are refused (508),
+    /// existing ones keep relaying.
+    pub draining: Arc<std::sync::atomic::AtomicBool>,
 }
 
 pub struct Core {

@@ -74,6 +74,7 @@ fn worker_harness(
             live,
         },
         worker,
+        draining: Default::default(),
     };
     let table = AllocationTable::new(
         Arc::new(Quotas::new(user_quota, 100)),

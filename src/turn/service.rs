@@ -26,6 +26,8 @@ pub struct TurnServer {
     pub secrets: Arc<Secrets>,
     pub realm: String,
     shared: Arc<Shared>,
+    draining: Arc<AtomicBool>,
+    quotas: Arc<Quotas>,
     threads: Vec<JoinHandle<()>>,
 }
 
@@ -70,6 +72,7 @@ impl TurnServer {
             strict_expiry: turn.strict_expiry,
             max_bytes_per_sec: turn.max_bitrate / 8,
         };
+        let draining = Arc::new(AtomicBool::new(false));
         let policy = PeerPolicy {
             allowed: turn.allowed_peer_ranges.clone(),
             denied: turn.denied_peer_ranges.clone(),
@@ -104,6 +107,7 @@ impl TurnServer {
                 policy: policy.clone(),
                 relay: plan.clone(),
                 worker: index,
+                draining: draining.clone(),
             };
             let table = AllocationTable::new(quotas.clone(), limits.clone());
             let core = Core::new(
@@ -139,6 +143,8 @@ impl TurnServer {
             secrets,
             realm,
             shared,
+            draining,
+            quotas,
             threads,
         })
     }
@@ -158,6 +164,25 @@ impl TurnServer {
     pub fn closer(&self) -> impl Fn(&str) + Send + Sync + 'static {
         let shared = self.shared.clone();
         move |user: &str| shared.close_user(user)
+    }
+
+    /// Applies what a configuration reload may change while allocations live: the secrets (an
+    /// empty list keeps the ones in use, such as a generated secret) and the quotas.
+    pub fn apply(&self, turn: &crate::config::TurnConfig) {
+        if !turn.secrets.is_empty() {
+            let list = turn.secrets.iter().map(|s| s.as_bytes().to_vec()).collect();
+            match self.secrets.replace(list) {
+                Ok(()) => info!("[turn] secrets reloaded ({} in use)", turn.secrets.len()),
+                Err(e) => warn!("[turn] secrets not reloaded: {e}"),
+            }
+        }
+        self.quotas.set_limits(turn.user_quota, turn.total_quota);
+    }
+
+    /// A switch that, once set, refuses new allocations (508) while existing ones keep
+    /// relaying: how the server drains before it stops.
+    pub fn drain_switch(&self) -> Arc<AtomicBool> {
+        self.draining.clone()
     }
 
     /// Stops the workers and waits for them; their sockets close with them.

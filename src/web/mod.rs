@@ -194,12 +194,7 @@ async fn metrics_behind_token(
     if token.is_empty() {
         return not_found(State(state.clone())).await.into_response();
     }
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    if !secret_eq(given.as_bytes(), token.as_bytes()) {
+    if !bearer_is(&headers, &token) {
         return error_json(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
@@ -207,6 +202,16 @@ async fn metrics_behind_token(
         );
     }
     metrics_response()
+}
+
+/// Whether the request carries `Authorization: Bearer <token>`, compared in constant time.
+pub fn bearer_is(headers: &axum::http::HeaderMap, token: &str) -> bool {
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    secret_eq(given.as_bytes(), token.as_bytes())
 }
 
 /// Compares a presented secret with the expected one in time that depends only on the lengths.

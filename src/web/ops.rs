@@ -21,7 +21,7 @@ use crate::credentials::ice::TurnTransport;
 use crate::credentials::{unix_now, Issuer, UserPart};
 use crate::metrics::{METRICS, TRANSPORTS};
 use crate::signaling::HubHandle;
-use crate::web::{error_json, secret_eq, AppState};
+use crate::web::{bearer_is, error_json, AppState};
 
 /// How long the connection check's credentials open new allocations.
 const DIAG_TTL: Duration = Duration::from_secs(120);
@@ -49,12 +49,7 @@ async fn stats(State(ops): State<Arc<OpsState>>, headers: HeaderMap) -> Response
             "no [admin] token is configured, so the status API is off",
         );
     }
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    if !secret_eq(given.as_bytes(), token.as_bytes()) {
+    if !bearer_is(&headers, &token) {
         return error_json(
             StatusCode::UNAUTHORIZED,
             "unauthorized",

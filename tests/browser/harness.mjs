@@ -72,6 +72,7 @@ export async function startServer(extraToml = '', { listen = '127.0.0.1:0' } = {
   const config = [
     '[server]',
     'public_host = "127.0.0.1"',
+    'drain_grace = "1s"',
     '',
     '[http]',
     `listen = ${JSON.stringify(listen)}`,

@@ -29,7 +29,7 @@ pub fn public_dir() -> PathBuf {
 /// section in `extra` replaces the default one here.
 pub fn base_config(extra: &str) -> String {
     let mut config = format!(
-        "[server]\npublic_host = \"127.0.0.1\"\n\n[http]\nlisten = \"127.0.0.1:0\"\nstatic_dir = {:?}\nshutdown_grace = \"2s\"\n\n[log]\nlevel = \"info,signalbox=debug\"\n\n",
+        "[server]\npublic_host = \"127.0.0.1\"\ndrain_grace = \"2s\"\n\n[http]\nlisten = \"127.0.0.1:0\"\nstatic_dir = {:?}\nshutdown_grace = \"2s\"\n\n[log]\nlevel = \"info,signalbox=debug\"\n\n",
         public_dir().display().to_string()
     );
     if !extra.contains("[metrics]") {

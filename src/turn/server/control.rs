@@ -104,6 +104,14 @@ impl Core {
             Auth::Answered(action) => return action,
         };
         let k = Some((&key, alg));
+        if self
+            .config
+            .draining
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            self.refused(now, five, "Allocate", "the server is shutting down");
+            return self.error(msg, five, 508, "Server Shutting Down", k);
+        }
         if self.table.by_client(five).is_some() {
             self.refused(
                 now,
