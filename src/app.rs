@@ -155,12 +155,15 @@ async fn run(
     } else {
         None
     };
+    // The drain stops every accept loop; open connections keep relaying until shutdown.
+    let (drain_tx, drain_rx) = watch::channel(false);
     let streams = match &turn {
         Some(t) => Some(
             crate::turn::stream::StreamService::start(
                 &config.turn,
                 t.shared(),
                 TlsAcceptor::from(tls::server_config(certs.clone(), &[ALPN_STUN_TURN])),
+                drain_rx.clone(),
                 shutdown_rx.clone(),
             )
             .await?,
@@ -263,7 +266,6 @@ async fn run(
         tokio::spawn(apply_reloads(reloader.subscribe(), Arc::downgrade(turn)));
     }
     reloader.run_on_sighup();
-    let (drain_tx, drain_rx) = watch::channel(false);
     tokio::spawn(drain_then_stop(
         stop_signals(),
         drain_tx,

@@ -224,17 +224,20 @@ impl Streams {
         drop(slot);
     }
 
-    /// Accepts TURN over TCP on `listener` until shutdown.
-    pub async fn accept_tcp(self: Arc<Self>, listener: TcpListener) {
+    /// Accepts TURN over TCP on `listener` until `stop` fires (the drain).
+    pub async fn accept_tcp(
+        self: Arc<Self>,
+        listener: TcpListener,
+        mut stop: watch::Receiver<bool>,
+    ) {
         let local = listener.local_addr().ok();
-        let mut shutdown = self.shutdown.clone();
         loop {
             let (tcp, peer) = tokio::select! {
                 r = listener.accept() => match r {
                     Ok(c) => c,
                     Err(e) => { accept_backoff(e).await; continue; }
                 },
-                _ = shutdown.changed() => return,
+                _ = stop.changed() => return,
             };
             let Some(slot) = self.admit(peer.ip()) else {
                 continue;
@@ -249,17 +252,21 @@ impl Streams {
         }
     }
 
-    /// Accepts TURN over TLS on `listener` until shutdown.
-    pub async fn accept_tls(self: Arc<Self>, listener: TcpListener, acceptor: TlsAcceptor) {
+    /// Accepts TURN over TLS on `listener` until `stop` fires (the drain).
+    pub async fn accept_tls(
+        self: Arc<Self>,
+        listener: TcpListener,
+        acceptor: TlsAcceptor,
+        mut stop: watch::Receiver<bool>,
+    ) {
         let local = listener.local_addr().ok();
-        let mut shutdown = self.shutdown.clone();
         loop {
             let (tcp, peer) = tokio::select! {
                 r = listener.accept() => match r {
                     Ok(c) => c,
                     Err(e) => { accept_backoff(e).await; continue; }
                 },
-                _ = shutdown.changed() => return,
+                _ = stop.changed() => return,
             };
             let Some(slot) = self.admit(peer.ip()) else {
                 continue;
@@ -310,12 +317,14 @@ pub struct StreamService {
 }
 
 impl StreamService {
-    /// Binds `[turn] listen_tcp` and `listen_tls`, prints their lines and starts accepting.
+    /// Binds `[turn] listen_tcp` and `listen_tls`, prints their lines and starts accepting until
+    /// `drain`; connections are served until `shutdown`.
     /// `acceptor` carries the HTTPS certificate store, so a SIGHUP reload reaches `turns:` too.
     pub async fn start(
         turn: &TurnConfig,
         shared: Arc<Shared>,
         acceptor: TlsAcceptor,
+        drain: watch::Receiver<bool>,
         shutdown: watch::Receiver<bool>,
     ) -> anyhow::Result<StreamService> {
         let streams = Streams::new(shared, StreamLimits::from_config(turn), shutdown);
@@ -324,13 +333,17 @@ impl StreamService {
             let addr = l.local_addr().context("listener has no address")?;
             println!("signalbox: turn-tcp listening on {addr}");
             tcp.push(addr);
-            tokio::spawn(streams.clone().accept_tcp(l));
+            tokio::spawn(streams.clone().accept_tcp(l, drain.clone()));
         }
         for l in bind_all(&turn.listen_tls, "listen_tls").await? {
             let addr = l.local_addr().context("listener has no address")?;
             println!("signalbox: turn-tls listening on {addr}");
             tls.push(addr);
-            tokio::spawn(streams.clone().accept_tls(l, acceptor.clone()));
+            tokio::spawn(
+                streams
+                    .clone()
+                    .accept_tls(l, acceptor.clone(), drain.clone()),
+            );
         }
         Ok(StreamService { streams, tcp, tls })
     }
