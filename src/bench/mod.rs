@@ -1,12 +1,29 @@
-//! `signalbox-bench`: load tests against the real server binary.
+//! `signalbox-bench`: load tests against the real server binary, reproducible figures for the
+//! TURN/STUN data path against coturn and against the ceiling of the machine, and for the
+//! WebSocket signaling; all on loopback and bounded in count and time.
 //!
 //! The benchmark builds nothing: it starts the `signalbox` executable that sits next to its own
-//! (`target/release/signalbox` after `cargo build --release --bins`) with a temporary config on
-//! `127.0.0.1:0` ports, drives it over loopback, and prints a table plus a JSON report. Each
-//! kind of load is one subcommand with its own module; [`BenchCommand`] lists them. Everything
-//! shared — starting the server, file limits, resident memory, percentiles, the report — is here.
+//! (`target/release/signalbox` after `cargo build --release --bins`) with a temporary config,
+//! drives it over loopback, and prints a table plus a JSON report. Each kind of load is one
+//! subcommand with its own module: [`signaling`], and the UDP workloads run by [`workloads`].
+//! The server's cost is read from `/proc/PID/stat` (CPU time) and `/proc/PID/status` (RSS),
+//! which holds on a noisy shared machine where throughput alone would not.
 
+pub mod client;
+pub mod forward;
+pub mod load;
+pub mod memory;
+pub mod net;
+pub mod procstat;
+pub mod report;
+pub mod servers;
+pub mod setup;
 pub mod signaling;
+pub mod stats;
+pub mod stun;
+pub mod turn;
+pub mod wire;
+pub mod workloads;
 
 use std::io::{BufRead as _, BufReader};
 use std::net::SocketAddr;
@@ -16,34 +33,72 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
-use clap::{Parser, Subcommand};
+use clap::{Args, ValueEnum};
 
-/// Load tests for signalbox. Build first: `cargo build --release --bins`.
-#[derive(Debug, Parser)]
-#[command(name = "signalbox-bench")]
-pub struct BenchCli {
-    /// The server executable; default: `signalbox` next to this program.
-    #[arg(long, global = true, value_name = "PATH")]
-    pub server: Option<PathBuf>,
-    /// Where to write the JSON report; default: `bench-SUBCOMMAND.json` in the current directory.
-    #[arg(long, global = true, value_name = "PATH")]
-    pub json: Option<PathBuf>,
-    #[command(subcommand)]
-    pub command: BenchCommand,
+/// Options every workload shares.
+#[derive(Debug, Clone, Args)]
+pub struct Common {
+    /// Rounds per server; servers alternate within each round and figures are medians.
+    #[arg(long, default_value_t = 3, global = true)]
+    pub rounds: usize,
+    /// Measured length of one fixed-rate round (e.g. "3s", "1500ms"). Give it before the
+    /// subcommand (`signaling` has a `--duration` of its own).
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Measured length of one step of a max-rate search.
+    #[arg(long, default_value = "1s", value_parser = parse_duration, global = true)]
+    pub search_step: Duration,
+    /// Where the JSON report is written.
+    #[arg(long, default_value = "target/bench-report.json", global = true)]
+    pub report: PathBuf,
+    /// Nice value for the benchmark and the servers it starts (inherited), e.g. -5 to keep
+    /// background jobs from starving the load generator; 0 leaves the priority alone.
+    #[arg(long, default_value_t = 0, allow_hyphen_values = true, global = true)]
+    pub nice: i32,
+    /// Run the same workload against another server in alternating rounds.
+    #[arg(long, value_enum, global = true)]
+    pub against: Option<Against>,
 }
 
-#[derive(Debug, Subcommand)]
-pub enum BenchCommand {
-    /// WebSocket signaling: many clients in rooms of two, a join storm, then relayed signals
-    /// at a fixed offered rate; reports joins/s, signals/s, relay latency and RSS per connection.
-    Signaling(signaling::Args),
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Against {
+    /// Debian's coturn (`turnserver`), installed with apt-get when missing.
+    Coturn,
 }
 
-/// Entry point of the `signalbox-bench` binary.
-pub fn main() -> anyhow::Result<()> {
-    let cli = BenchCli::parse();
-    let server = match &cli.server {
-        Some(p) => p.clone(),
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    crate::config::parse_duration(s)
+}
+
+/// Applies `--nice` to this process (servers started later inherit it).
+pub fn apply_nice(nice: i32) {
+    if nice != 0 {
+        // SAFETY: plain syscall on our own process.
+        if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) } != 0 {
+            eprintln!(
+                "signalbox-bench: cannot set nice {nice}: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+}
+
+/// Cores of this machine: the default worker count.
+pub fn cores() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+/// Runs the `signaling` workload against `server` (default: `signalbox` next to this program)
+/// and writes its JSON report to `json` (default: `bench-signaling.json`).
+pub fn run_signaling(
+    args: &signaling::Args,
+    server: Option<&Path>,
+    json: Option<&Path>,
+) -> anyhow::Result<()> {
+    let server = match server {
+        Some(p) => p.to_path_buf(),
         None => sibling_server()?,
     };
     crate::app::raise_nofile_limit();
@@ -51,16 +106,10 @@ pub fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let (name, report) = match &cli.command {
-        BenchCommand::Signaling(args) => (
-            "signaling",
-            runtime.block_on(signaling::run(&server, args))?,
-        ),
-    };
-    let path = cli
-        .json
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(format!("bench-{name}.json")));
+    let report = runtime.block_on(signaling::run(&server, args))?;
+    let path = json
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("bench-signaling.json"));
     let text = serde_json::to_string_pretty(&report).context("report to JSON")?;
     std::fs::write(&path, text + "\n")
         .with_context(|| format!("cannot write {}", path.display()))?;
@@ -69,7 +118,7 @@ pub fn main() -> anyhow::Result<()> {
 }
 
 /// `signalbox` in the directory of the running executable.
-fn sibling_server() -> anyhow::Result<PathBuf> {
+pub fn sibling_server() -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe().context("cannot find this executable")?;
     let server = exe.with_file_name("signalbox");
     if !server.exists() {
