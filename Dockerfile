@@ -18,10 +18,16 @@ RUN apt-get update \
  && mkdir -p /srv/signalbox/certs \
  && chown signalbox:signalbox /srv/signalbox/certs
 COPY --from=build /src/target/release/signalbox /usr/local/bin/signalbox
+# The one capability needed to bind ports below 1024 (443) as the non-root user.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends libcap2-bin \
+ && setcap cap_net_bind_service=+ep /usr/local/bin/signalbox \
+ && apt-get purge -y libcap2-bin && apt-get autoremove -y && rm -rf /var/lib/apt/lists/*
 COPY public /srv/signalbox/public
 COPY config.toml /srv/signalbox/config.toml
 WORKDIR /srv/signalbox
 USER signalbox
-# HTTPS (web app + signaling), STUN/TURN over UDP and TCP, TURN over TLS, the relay port range.
-EXPOSE 8443/tcp 3478/udp 3478/tcp 5349/tcp 49152-65535/udp
+# HTTPS (web app + signaling), STUN/TURN over UDP and TCP, TURN over TLS, the relay port range;
+# 443/tcp and 443/udp for the one-port layout.
+EXPOSE 8443/tcp 443/tcp 443/udp 3478/udp 3478/tcp 5349/tcp 49152-65535/udp
 ENTRYPOINT ["/usr/local/bin/signalbox", "--config", "/srv/signalbox/config.toml"]

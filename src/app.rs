@@ -17,7 +17,7 @@ use crate::access::{AccessKey, AccessMode, AccessPolicy};
 use crate::cli::{Cli, Command};
 use crate::config::{Config, ConfigError, Source};
 use crate::credentials;
-use crate::listener::Listener;
+use crate::listener::{Listener, ALPN_STUN_TURN};
 use crate::reload::Reloader;
 use crate::signaling::{self, Signaling};
 use crate::tls::{self, CertStore};
@@ -125,7 +125,13 @@ async fn run(
     info!(config = %source.name, "signalbox {} starting", env!("CARGO_PKG_VERSION"));
     raise_nofile_limit();
     log_certificate(&loaded, certs.is_real());
-    let tls_config = tls::server_config(certs.clone(), &[b"h2", b"http/1.1"]);
+    // One-port mode also offers ALPN `stun.turn` (RFC 7443). It goes first: the server's order
+    // wins, and coturn's client offers `http/1.1` next to it. Browsers never offer it.
+    let tls_config = if config.turn.enabled && config.turn.one_port {
+        tls::server_config(certs.clone(), &[ALPN_STUN_TURN, b"h2", b"http/1.1"])
+    } else {
+        tls::server_config(certs.clone(), &[b"h2", b"http/1.1"])
+    };
 
     let listener = TcpListener::bind(config.http.listen)
         .await
@@ -149,7 +155,29 @@ async fn run(
     } else {
         None
     };
-    let issuer = turn.as_ref().map(|t| credentials::issuer_for(&config, t));
+    // The drain stops every accept loop; open connections keep relaying until shutdown.
+    let (drain_tx, drain_rx) = watch::channel(false);
+    let streams = match &turn {
+        Some(t) => Some(
+            crate::turn::stream::StreamService::start(
+                &config.turn,
+                t.shared(),
+                TlsAcceptor::from(tls::server_config(certs.clone(), &[ALPN_STUN_TURN])),
+                drain_rx.clone(),
+                shutdown_rx.clone(),
+            )
+            .await?,
+        ),
+        None => None,
+    };
+    let one_port = config.turn.one_port.then_some(https_addr.port());
+    let issuer = turn.as_ref().map(|t| {
+        let mut issuer = credentials::Issuer::new(&config, t);
+        if let Some(s) = &streams {
+            s.add_endpoints(&mut issuer.endpoints, one_port);
+        }
+        Arc::new(issuer)
+    });
     let admit = admit_fn(&config, &source)?;
     let ttl = config.turn.credential_ttl;
     let (events_tx, events_rx) = tokio::sync::mpsc::channel(credentials::service::EVENT_QUEUE);
@@ -238,7 +266,6 @@ async fn run(
         tokio::spawn(apply_reloads(reloader.subscribe(), Arc::downgrade(turn)));
     }
     reloader.run_on_sighup();
-    let (drain_tx, drain_rx) = watch::channel(false);
     tokio::spawn(drain_then_stop(
         stop_signals(),
         drain_tx,
@@ -255,7 +282,10 @@ async fn run(
     let https = Listener {
         acceptor: TlsAcceptor::from(tls_config),
         router,
-        turn: None,
+        turn: streams
+            .as_ref()
+            .filter(|_| config.turn.one_port)
+            .map(|s| s.streams.handler()),
     };
     https
         .serve(listener, drain_rx, config.http.shutdown_grace)

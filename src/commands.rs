@@ -85,6 +85,15 @@ pub fn credentials(config: &Config, args: &CredentialsArgs) -> Result<(), Failur
         for addr in &turn.listen {
             endpoints.add_turn(TurnTransport::Udp, addr.port());
         }
+        for addr in &turn.listen_tcp {
+            endpoints.add_turn(TurnTransport::Tcp, addr.port());
+        }
+        for addr in &turn.listen_tls {
+            endpoints.add_turn(TurnTransport::Tls, addr.port());
+        }
+        if turn.one_port {
+            endpoints.add_turn(TurnTransport::TlsOnHttpsPort, config.http.listen.port());
+        }
     }
     println!("username: {}", c.username);
     println!("password: {}", c.password);

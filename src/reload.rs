@@ -115,6 +115,25 @@ pub fn restart_only_change(old: &Config, new: &Config) -> Option<&'static str> {
         ("turn.external_ip", o.turn.external_ip != n.turn.external_ip),
         ("turn.relay_ports", o.turn.relay_ports != n.turn.relay_ports),
         ("turn.workers", o.turn.workers != n.turn.workers),
+        ("turn.listen_tcp", o.turn.listen_tcp != n.turn.listen_tcp),
+        ("turn.listen_tls", o.turn.listen_tls != n.turn.listen_tls),
+        ("turn.one_port", o.turn.one_port != n.turn.one_port),
+        (
+            "turn.stream_handshake_timeout",
+            o.turn.stream_handshake_timeout != n.turn.stream_handshake_timeout,
+        ),
+        (
+            "turn.stream_idle_timeout",
+            o.turn.stream_idle_timeout != n.turn.stream_idle_timeout,
+        ),
+        (
+            "turn.max_stream_connections",
+            o.turn.max_stream_connections != n.turn.max_stream_connections,
+        ),
+        (
+            "turn.max_stream_connections_per_ip",
+            o.turn.max_stream_connections_per_ip != n.turn.max_stream_connections_per_ip,
+        ),
     ];
     checks
         .iter()
@@ -219,6 +238,9 @@ mod tests {
         assert_eq!(restart_only_change(&old, &new), None);
         new.http.listen = "127.0.0.1:1".parse().expect("addr");
         assert_eq!(restart_only_change(&old, &new), Some("http.listen"));
+        let mut new = Config::default();
+        new.turn.listen_tls = Vec::new();
+        assert_eq!(restart_only_change(&old, &new), Some("turn.listen_tls"));
     }
 
     #[test]

@@ -83,9 +83,16 @@ async fn get_turn_with_the_key_answers_the_rest_api_shape_and_the_credentials_wo
     assert_eq!(body["password"], rest_password(username));
     assert_eq!(body["ttl"], 3600);
     let turn_port = server.addr("turn-udp").port();
+    let port = |name: &str| server.addr(name).port();
+    // Every transport, fastest first; TURN over TLS on the HTTPS port last (one-port mode).
     assert_eq!(
         body["uris"],
-        serde_json::json!([format!("turn:127.0.0.1:{turn_port}?transport=udp")])
+        serde_json::json!([
+            format!("turn:127.0.0.1:{turn_port}?transport=udp"),
+            format!("turn:127.0.0.1:{}?transport=tcp", port("turn-tcp")),
+            format!("turns:127.0.0.1:{}?transport=tcp", port("turn-tls")),
+            format!("turns:127.0.0.1:{}?transport=tcp", port("https")),
+        ])
     );
     let uri = body["uris"][0].as_str().expect("uri");
     let password = body["password"].as_str().expect("password");

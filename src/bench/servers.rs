@@ -141,6 +141,9 @@ listen = ""
 
 [turn]
 listen = ["127.0.0.1:{port}"]
+listen_tcp = []
+listen_tls = []
+one_port = false
 realm = "{REALM}"
 secrets = ["{SECRET}"]
 relay_ip = "127.0.0.1"

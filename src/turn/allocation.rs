@@ -43,10 +43,14 @@ impl Millis {
     }
 }
 
-/// RFC 8656 §2: transport between client and server.
+/// RFC 8656 §2: transport between client and server. The relayed transport is always UDP.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Transport {
     Udp,
+    /// RFC 8656 §3.1 TURN over TCP: the allocation lives as long as the connection.
+    Tcp,
+    /// TURN over TLS over TCP (`turns:`), on its own port or the HTTPS port.
+    Tls,
 }
 
 impl Transport {
@@ -54,6 +58,8 @@ impl Transport {
     pub fn metric_index(self) -> usize {
         match self {
             Transport::Udp => 0,
+            Transport::Tcp => 1,
+            Transport::Tls => 2,
         }
     }
 }

@@ -50,6 +50,21 @@ pub struct TurnConfig {
     pub unauth_burst: u32,
     #[serde(deserialize_with = "duration")]
     pub nonce_lifetime: Duration,
+    /// TURN over TCP listener addresses; empty = off.
+    pub listen_tcp: Vec<SocketAddr>,
+    /// TURN over TLS (`turns:`) listener addresses; empty = off.
+    pub listen_tls: Vec<SocketAddr>,
+    /// Serve TURN over TCP and TLS on the HTTPS listener too (one port for everything).
+    pub one_port: bool,
+    /// Time a stream client gets for the TLS handshake and its first whole message.
+    #[serde(deserialize_with = "duration")]
+    pub stream_handshake_timeout: Duration,
+    /// A stream connection that sends no whole message for this long is closed.
+    #[serde(deserialize_with = "duration")]
+    pub stream_idle_timeout: Duration,
+    /// Most TURN stream connections at once, and from one source IP.
+    pub max_stream_connections: u32,
+    pub max_stream_connections_per_ip: u32,
 }
 
 impl Default for TurnConfig {
@@ -79,6 +94,13 @@ impl Default for TurnConfig {
             unauth_rate: 10,
             unauth_burst: 20,
             nonce_lifetime: Duration::from_secs(600),
+            listen_tcp: vec![SocketAddr::from(([0, 0, 0, 0], 3478))],
+            listen_tls: vec![SocketAddr::from(([0, 0, 0, 0], 5349))],
+            one_port: true,
+            stream_handshake_timeout: Duration::from_secs(10),
+            stream_idle_timeout: Duration::from_secs(600),
+            max_stream_connections: 10_000,
+            max_stream_connections_per_ip: 64,
         }
     }
 }
@@ -151,6 +173,24 @@ impl TurnConfig {
         }
         if self.nonce_lifetime < Duration::from_secs(30) {
             return Err(("turn.nonce_lifetime", "must be at least 30s".into()));
+        }
+        if self.stream_handshake_timeout < Duration::from_secs(1) {
+            return Err((
+                "turn.stream_handshake_timeout",
+                "must be at least 1s".into(),
+            ));
+        }
+        if self.stream_idle_timeout < Duration::from_secs(1) {
+            return Err(("turn.stream_idle_timeout", "must be at least 1s".into()));
+        }
+        if self.max_stream_connections == 0 {
+            return Err(("turn.max_stream_connections", "must be at least 1".into()));
+        }
+        if self.max_stream_connections_per_ip == 0 {
+            return Err((
+                "turn.max_stream_connections_per_ip",
+                "must be at least 1".into(),
+            ));
         }
         Ok(())
     }
@@ -237,6 +277,15 @@ mod tests {
         assert_eq!(c.turn.listen, vec!["0.0.0.0:3478".parse().expect("addr")]);
         assert_eq!(c.turn.relay_ports.to_string(), "49152-65535");
         assert_eq!(c.turn.user_quota, 12);
+        assert_eq!(
+            c.turn.listen_tcp,
+            vec!["0.0.0.0:3478".parse().expect("addr")]
+        );
+        assert_eq!(
+            c.turn.listen_tls,
+            vec!["0.0.0.0:5349".parse().expect("addr")]
+        );
+        assert!(c.turn.one_port);
         assert!(c.turn.validate().is_ok());
     }
 
@@ -262,5 +311,13 @@ mod tests {
         assert_eq!(c.turn.validate().unwrap_err().0, "turn.username_separator");
         let c = Config::parse("[turn]\nuser_quota = 0\n", "c.toml").expect("parses");
         assert_eq!(c.turn.validate().unwrap_err().0, "turn.user_quota");
+        let c = Config::parse("[turn]\nstream_idle_timeout = \"0s\"\n", "c.toml").expect("parses");
+        assert_eq!(c.turn.validate().unwrap_err().0, "turn.stream_idle_timeout");
+        let c =
+            Config::parse("[turn]\nmax_stream_connections_per_ip = 0\n", "c.toml").expect("parses");
+        assert_eq!(
+            c.turn.validate().unwrap_err().0,
+            "turn.max_stream_connections_per_ip"
+        );
     }
 }

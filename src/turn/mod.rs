@@ -6,7 +6,9 @@
 pub mod allocation;
 pub mod auth;
 pub mod config;
+pub mod framing;
 pub mod policy;
 pub mod relay;
 pub mod server;
 pub mod service;
+pub mod stream;

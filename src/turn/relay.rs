@@ -22,6 +22,7 @@
 //! kernel path like any other peer.
 
 mod batch;
+pub mod streams;
 
 use std::io;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
@@ -87,6 +88,8 @@ pub struct Inbox {
     entries: Vec<(SocketAddr, SocketAddr, usize, usize)>,
     /// Users whose allocations are to be closed (their owner left), from [`Shared::close_user`].
     close_users: Vec<Box<str>>,
+    /// Frames and connection events of stream (TCP/TLS) clients, from their tasks.
+    streams: streams::StreamInbox,
 }
 
 /// What workers share: their inboxes and wakers, and the stop flag.
@@ -119,6 +122,8 @@ pub struct Worker {
     pub core: Core,
     pub relays: RelaySet,
     pub clock: Clock,
+    /// The stream connections whose clients this worker serves.
+    pub streams: streams::StreamConns,
 }
 
 /// The relay sockets of one worker, indexed by allocation slot.
@@ -295,6 +300,8 @@ pub fn run(mut w: Worker, shared: Arc<Shared>) {
         for token in tokens {
             if token == WAKER {
                 drain_inbox(&mut w, &shared, &mut inbox, &mut send, &recv, now);
+                streams::drain_streams(&mut w, &mut inbox, &mut send, &recv, &mut outboxes, now);
+                flush_outboxes(&shared, &mut outboxes, w.index);
                 continue;
             }
             let more = drain_socket(&mut w, token, &mut recv, &mut send, &mut outboxes, now);
@@ -373,6 +380,17 @@ fn queue(
 ) {
     match action {
         Action::Nothing => {}
+        Action::Send {
+            via: Via::Stream(local),
+            to,
+            payload,
+        } => {
+            let bytes = match payload {
+                Payload::Input { start, end } => &buf[start..end],
+                Payload::Scratch => w.core.scratch(),
+            };
+            w.streams.deliver(to, local, bytes);
+        }
         Action::Send { via, to, payload } => {
             let fd = match via {
                 Via::Relay(id) => w.relays.fd(id),
@@ -381,6 +399,7 @@ fn queue(
                     .iter()
                     .find(|(a, _)| *a == addr)
                     .map(|(_, s)| s.as_raw_fd()),
+                Via::Stream(_) => None,
             };
             let Some(fd) = fd else { return };
             match payload {
@@ -461,6 +480,19 @@ fn drain_inbox(
         let region = &mut inbox.arena[s - HEADROOM..e];
         let action = w.core.handle_forwarded(from, to, region, e - s, now);
         let offset = s - HEADROOM;
+        if let Action::Send {
+            via: Via::Stream(local),
+            to,
+            payload,
+        } = action
+        {
+            let bytes = match payload {
+                Payload::Input { start, end } => &inbox.arena[offset + start..offset + end],
+                Payload::Scratch => w.core.scratch(),
+            };
+            w.streams.deliver(to, local, bytes);
+            continue;
+        }
         if let Action::Send {
             via: Via::Listener(addr),
             to,

@@ -56,6 +56,19 @@ pub enum Via {
     Listener(SocketAddr),
     /// The relay socket of this allocation.
     Relay(AllocId),
+    /// The stream connection (TCP or TLS) from `to` to this local address: the client's
+    /// 5-tuple names exactly one connection.
+    Stream(SocketAddr),
+}
+
+impl Via {
+    /// How answers and peer data reach the client of `five`.
+    pub fn to_client(five: &FiveTuple) -> Via {
+        match five.transport {
+            Transport::Udp => Via::Listener(five.listener),
+            Transport::Tcp | Transport::Tls => Via::Stream(five.listener),
+        }
+    }
 }
 
 /// What to do after one input.
@@ -319,6 +332,44 @@ impl Core {
         }
     }
 
+    /// One frame from a stream (TCP or TLS) client, framed by the IO layer, at
+    /// `buf[HEADROOM..HEADROOM + len]` (ChannelData with its stream padding).
+    pub fn handle_stream(
+        &mut self,
+        five: &FiveTuple,
+        buf: &mut [u8],
+        len: usize,
+        now: Millis,
+        sockets: &mut impl RelaySockets,
+    ) -> Action {
+        match buf.get(HEADROOM).map(|b| b >> 6) {
+            Some(1) if buf.len() >= HEADROOM + len => {
+                self.channel_data_from_client(five, buf, len, now)
+            }
+            Some(0) if buf.len() >= HEADROOM + len => {
+                self.stun_from_client(five, buf, len, now, sockets)
+            }
+            _ => Action::Nothing,
+        }
+    }
+
+    /// The stream connection of `five` closed: RFC 8656 §3.1 ties a TCP or TLS client's
+    /// allocation to its connection, so the allocation goes with it.
+    pub fn close_client(&mut self, five: &FiveTuple, sockets: &mut impl RelaySockets) -> bool {
+        let Some(id) = self.table.by_client(five) else {
+            return false;
+        };
+        let Some(a) = self.table.remove(id) else {
+            return false;
+        };
+        debug!(client = %five.client, user = %a.username, "allocation closed with its connection");
+        if let Some(local) = a.relay_local {
+            self.config.relay.live.remove(local);
+            sockets.close(id);
+        }
+        true
+    }
+
     /// RFC 8656 §12.6: ChannelData from the client goes to the channel's peer.
     fn channel_data_from_client(
         &mut self,
@@ -450,14 +501,14 @@ impl Core {
         let Some(a) = self.table.get(id) else {
             return Action::Nothing;
         };
-        let (client, listener) = (a.five_tuple.client, a.five_tuple.listener);
+        let (client, via) = (a.five_tuple.client, Via::to_client(&a.five_tuple));
         if let Some(number) = self.table.channel_for_peer(id, peer, now) {
             let head = start - channel_data::HEADER_LEN;
             let mut header = [0u8; 4];
             channel_data::write_header(&mut header, number, (end - start) as u16);
             buf[head..start].copy_from_slice(&header);
             return Action::Send {
-                via: Via::Listener(listener),
+                via,
                 to: client,
                 payload: Payload::Input { start: head, end },
             };
@@ -470,7 +521,7 @@ impl Core {
             return Action::Nothing;
         }
         Action::Send {
-            via: Via::Listener(listener),
+            via,
             to: client,
             payload: Payload::Scratch,
         }

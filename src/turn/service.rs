@@ -133,6 +133,7 @@ impl TurnServer {
                 core,
                 relays: RelaySet::new(registry, plan.ports_of(index), seed),
                 clock,
+                streams: Default::default(),
             };
             threads
                 .push(relay::spawn(worker, shared.clone()).context("cannot start a TURN worker")?);
@@ -152,6 +153,11 @@ impl TurnServer {
     /// part `user`: how signaling ends the relays of a peer that left its call.
     pub fn close_user(&self, user: &str) {
         self.shared.close_user(user);
+    }
+
+    /// What stream (TCP/TLS) connection tasks need to reach the workers.
+    pub fn shared(&self) -> Arc<Shared> {
+        self.shared.clone()
     }
 
     /// A handle for [`TurnServer::close_user`] that other tasks can keep.

@@ -38,18 +38,23 @@ process.on('exit', () => {
  * if `signalbox check-config` accepts it, because the config refuses unknown sections (a build
  * without metrics would not start with a `[metrics]` section).
  */
-const OPTIONAL_SETTINGS = ['[metrics]\nlisten = "127.0.0.1:0"', '[turn]\nlisten = ["127.0.0.1:0"]'];
+const OPTIONAL_SETTINGS = [
+  ['[metrics]\nlisten = "127.0.0.1:0"'],
+  // The first alternative a build accepts: TURN over TCP and TLS too where the build has them.
+  ['[turn]\nlisten = ["127.0.0.1:0"]\nlisten_tcp = ["127.0.0.1:0"]\nlisten_tls = ["127.0.0.1:0"]', '[turn]\nlisten = ["127.0.0.1:0"]'],
+];
 let acceptedOptional = null;
 
 function optionalSettings(bin) {
   if (acceptedOptional) return acceptedOptional;
   const dir = mkdtempSync(join(tmpdir(), 'signalbox-probe-'));
+  const accepted = (snippet) => {
+    writeFileSync(join(dir, 'config.toml'), `${snippet}\n`);
+    const r = spawnSync(bin, ['check-config', '--config', join(dir, 'config.toml')], { cwd: dir, timeout: 10000 });
+    return r.status === 0;
+  };
   try {
-    acceptedOptional = OPTIONAL_SETTINGS.filter((snippet) => {
-      writeFileSync(join(dir, 'config.toml'), `${snippet}\n`);
-      const r = spawnSync(bin, ['check-config', '--config', join(dir, 'config.toml')], { cwd: dir, timeout: 10000 });
-      return r.status === 0;
-    });
+    acceptedOptional = OPTIONAL_SETTINGS.map((alternatives) => alternatives.find(accepted)).filter(Boolean);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
@@ -165,10 +170,20 @@ function chromiumArgs({ blockCamera }) {
  * can read statistics and cut connections, and with `forceRelay` makes every connection relay-only (also through
  * `setConfiguration`, which the app calls when fresh TURN credentials arrive).
  */
-function peerConnectionRecorder({ forceRelay }) {
+function peerConnectionRecorder({ forceRelay, onlyIceUrl }) {
   const Native = window.RTCPeerConnection;
   const peers = [];
-  const fix = (config) => (forceRelay ? { ...(config || {}), iceTransportPolicy: 'relay' } : config);
+  // With `onlyIceUrl` (a regular expression source), every ICE server URL that does not match
+  // it is removed, so the browser can use that one transport only.
+  const only = onlyIceUrl ? new RegExp(onlyIceUrl) : null;
+  const keepOnly = (config) => {
+    if (!only || !config || !config.iceServers) return config;
+    const iceServers = config.iceServers
+      .map((s) => ({ ...s, urls: [].concat(s.urls).filter((u) => only.test(u)) }))
+      .filter((s) => s.urls.length > 0);
+    return { ...config, iceServers };
+  };
+  const fix = (config) => keepOnly(forceRelay ? { ...(config || {}), iceTransportPolicy: 'relay' } : config);
   class Recorded extends Native {
     constructor(config, ...rest) {
       super(fix(config), ...rest);
@@ -204,7 +219,7 @@ function peerConnectionRecorder({ forceRelay }) {
  * Launches one Chromium process for one participant, with its own profile. `blockCamera`
  * models a person who refused camera access: only the microphone is allowed.
  */
-export async function launchParticipant(label, { forceRelay = false, blockCamera = false, viewport = { width: 1280, height: 720 } } = {}) {
+export async function launchParticipant(label, { forceRelay = false, onlyIceUrl = null, blockCamera = false, viewport = { width: 1280, height: 720 } } = {}) {
   const profile = mkdtempSync(join(tmpdir(), `signalbox-chromium-${label}-`));
   const browser = await chromium.launchPersistentContext(profile, {
     executablePath: CHROMIUM_WRAPPER,
@@ -232,7 +247,7 @@ export async function launchParticipant(label, { forceRelay = false, blockCamera
   };
   running.add(participant);
   if (blockCamera) await browser.grantPermissions(['microphone']);
-  await browser.addInitScript(peerConnectionRecorder, { forceRelay });
+  await browser.addInitScript(peerConnectionRecorder, { forceRelay, onlyIceUrl });
   const page = participant.page;
   page.on('console', (msg) => {
     if (msg.type() === 'error') participant.errors.push(`console: ${msg.text()}`);

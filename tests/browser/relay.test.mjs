@@ -16,6 +16,8 @@ const TEST_TIMEOUT_MS = 90000;
 const RELAY_TOML = process.env.SIGNALBOX_RELAY_TOML || [
   '[turn]',
   'listen = ["127.0.0.1:0"]',
+  'listen_tcp = ["127.0.0.1:0"]',
+  'listen_tls = ["127.0.0.1:0"]',
   'relay_ip = "127.0.0.1"',
   'secrets = ["browser-relay-test-secret"]',
   'allow_loopback_peers = true',
@@ -109,4 +111,30 @@ test('renewed TURN credentials are applied to the running call, which outlives t
   assertRelayed('bob', after[1]);
   assert.deepEqual(alice.errors, []);
   assert.deepEqual(bob.errors, []);
+});
+
+test('given only turns: on the HTTPS port, relay-only calls decode video over TURN over TLS', { timeout: TEST_TIMEOUT_MS }, async (t) => {
+  const server = await startServer(RELAY_TOML);
+  t.after(() => server.stop());
+  const httpsPort = server.listeners.https.split(':').pop();
+  // Everything but `turns:127.0.0.1:<https port>?transport=tcp` is taken out of the pages' list.
+  const onlyIceUrl = `^turns:127\\.0\\.0\\.1:${httpsPort}\\?transport=tcp$`;
+  const alice = await launchParticipant('alice', { forceRelay: true, onlyIceUrl });
+  t.after(() => alice.stop());
+  const bob = await launchParticipant('bob', { forceRelay: true, onlyIceUrl });
+  t.after(() => bob.stop());
+  const url = `${server.url}/r/${roomName('oneport')}`;
+  await joinRoom(alice, url, 'Alice');
+  await joinRoom(bob, url, 'Bob');
+
+  const stats = await Promise.all([expectVideoFlowing(alice.page, { timeoutMs: 40000 }), expectVideoFlowing(bob.page, { timeoutMs: 40000 })]);
+  for (const [who, s, p] of [['alice', stats[0], alice], ['bob', stats[1], bob]]) {
+    assertRelayed(who, s);
+    assert.equal(s.pairs[0].relayProtocol, 'tls', `${who} reaches its relay over TLS: ${JSON.stringify(s.pairs)}`);
+    const urls = await p.page.evaluate(() =>
+      window.__signalboxPeers.flatMap((pc) => pc.getConfiguration().iceServers.flatMap((s) => [].concat(s.urls))),
+    );
+    assert.deepEqual([...new Set(urls)], [`turns:127.0.0.1:${httpsPort}?transport=tcp`], `${who} was given the one URL only`);
+    assert.deepEqual(p.errors, [], `${p.label} logged errors`);
+  }
 });

@@ -23,7 +23,8 @@ pub fn public_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("public")
 }
 
-/// A config with every listener on an ephemeral loopback port (HTTPS, metrics, TURN) and the
+/// A config with every listener on an ephemeral loopback port (HTTPS, metrics, TURN over UDP,
+/// TCP and TLS) and the
 /// web app from the repository; `extra` is appended (more sections). A `[metrics]` or `[turn]`
 /// section in `extra` replaces the default one here.
 pub fn base_config(extra: &str) -> String {
@@ -37,7 +38,20 @@ pub fn base_config(extra: &str) -> String {
     if !extra.contains("[turn]") {
         config.push_str("[turn]\nlisten = [\"127.0.0.1:0\"]\nrelay_ip = \"127.0.0.1\"\n\n");
     }
-    config.push_str(extra);
+    // The TCP and TLS TURN listeners go on ephemeral loopback ports too, unless the test names
+    // them: the default ports would collide between tests running in parallel.
+    let mut streams = String::new();
+    for key in ["listen_tcp", "listen_tls"] {
+        if !extra.contains(key) {
+            streams.push_str(&format!("{key} = [\"127.0.0.1:0\"]\n"));
+        }
+    }
+    if extra.contains("[turn]") {
+        config.push_str(&extra.replacen("[turn]\n", &format!("[turn]\n{streams}"), 1));
+    } else {
+        config = config.replacen("[turn]\n", &format!("[turn]\n{streams}"), 1);
+        config.push_str(extra);
+    }
     config.push('\n');
     config
 }

@@ -697,7 +697,7 @@ impl Core {
             return Action::Nothing;
         }
         Action::Send {
-            via: Via::Listener(five.listener),
+            via: Via::to_client(five),
             to: five.client,
             payload: Payload::Scratch,
         }
