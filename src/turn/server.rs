@@ -26,7 +26,8 @@ use crate::metrics::{self, METRICS};
 use crate::stun::{self, attr, channel_data, Class, IntegrityAlgorithm, Method};
 use crate::stun::{MessageRef, MessageWriter, TransactionId};
 use crate::turn::allocation::{
-    AllocError, AllocId, AllocationTable, Direction, FiveTuple, Millis, NewAllocation, Transport,
+    AllocError, AllocId, Allocation, AllocationTable, Direction, FiveTuple, Millis, NewAllocation,
+    Transport,
 };
 use crate::turn::auth::{self, NonceCheck, NonceKey, RateLimiter, Secrets};
 use crate::turn::config::PortRange;
@@ -286,10 +287,17 @@ impl Core {
     pub fn handle_timeout(&mut self, now: Millis, sockets: &mut impl RelaySockets) {
         for (id, a) in self.table.handle_timeout(now) {
             debug!(client = %a.five_tuple.client, user = %a.username, "allocation expired");
-            if let Some(local) = a.relay_local {
-                self.config.relay.live.remove(local);
-                sockets.close(id);
-            }
+            self.release_relay(id, &a, sockets);
+        }
+    }
+
+    /// What every way of ending an allocation must do after taking it out of the table: its
+    /// relayed address stops being one of ours (so in-memory forwarding no longer targets it)
+    /// and its socket closes.
+    fn release_relay(&mut self, id: AllocId, a: &Allocation, sockets: &mut impl RelaySockets) {
+        if let Some(local) = a.relay_local {
+            self.config.relay.live.remove(local);
+            sockets.close(id);
         }
     }
 
@@ -299,9 +307,7 @@ impl Core {
         let removed = self.table.remove_user(user);
         for (id, a) in &removed {
             debug!(client = %a.five_tuple.client, user = %a.username, "allocation closed: its user is gone");
-            if a.relay_local.is_some() {
-                sockets.close(*id);
-            }
+            self.release_relay(*id, a, sockets);
         }
         removed.len()
     }
@@ -363,10 +369,7 @@ impl Core {
             return false;
         };
         debug!(client = %five.client, user = %a.username, "allocation closed with its connection");
-        if let Some(local) = a.relay_local {
-            self.config.relay.live.remove(local);
-            sockets.close(id);
-        }
+        self.release_relay(id, &a, sockets);
         true
     }
 

@@ -733,3 +733,19 @@ fn relay_to_relay_traffic_between_workers_is_forwarded_in_memory() {
 
 #[path = "server_stream_tests.rs"]
 mod stream;
+
+#[test]
+fn closing_a_users_allocations_also_ends_their_relayed_addresses_being_ours() {
+    let mut h = harness();
+    let (c, _, _) = h.allocated(ALICE, "alice");
+    let (_, bob_id, bob_relayed) = h.allocated(BOB, "bob");
+    let bob_local = format!("{}:{}", IpAddr::from(RELAY_IP), bob_relayed.port());
+    assert_eq!(h.permit(ALICE, &c, &[&bob_local]).code, None);
+    assert_eq!(h.core.close_user("bob", &mut h.sockets), 1);
+    assert!(h.sockets.closed.contains(&bob_id), "bob's relay socket is closed");
+    assert_eq!(
+        h.permit(ALICE, &c, &[&bob_local]).code,
+        Some(403),
+        "a closed allocation's address is a private address like any other"
+    );
+}

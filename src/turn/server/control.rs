@@ -257,10 +257,9 @@ impl Core {
         }
         let requested = msg.u32_attr(attr::LIFETIME).and_then(Result::ok);
         let lifetime = if requested == Some(0) {
-            if let Some(local) = self.table.remove(id).and_then(|a| a.relay_local) {
-                self.config.relay.live.remove(local);
+            if let Some(a) = self.table.remove(id) {
+                self.release_relay(id, &a, sockets);
             }
-            sockets.close(id);
             debug!(client = %five.client, "allocation deleted by the client");
             0
         } else {
