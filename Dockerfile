@@ -15,8 +15,8 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --home-dir /srv/signalbox --shell /usr/sbin/nologin signalbox \
- && mkdir -p /srv/signalbox/certs \
- && chown signalbox:signalbox /srv/signalbox/certs
+ && mkdir -p /srv/signalbox/certs /srv/signalbox/run \
+ && chown signalbox:signalbox /srv/signalbox/certs /srv/signalbox/run
 COPY --from=build /src/target/release/signalbox /usr/local/bin/signalbox
 # The one capability needed to bind ports below 1024 (443) as the non-root user.
 RUN apt-get update \
@@ -25,6 +25,10 @@ RUN apt-get update \
  && apt-get purge -y libcap2-bin && apt-get autoremove -y && rm -rf /var/lib/apt/lists/*
 COPY public /srv/signalbox/public
 COPY config.toml /srv/signalbox/config.toml
+# The image's files stay root-owned; the server writes only certs/ and run/ (the pid file that
+# `docker exec signalbox signalbox reload` reads; `docker kill -s HUP signalbox` works too).
+RUN sed -i 's|^pid_file = .*|pid_file = "run/signalbox.pid"|' /srv/signalbox/config.toml \
+ && grep -q '^pid_file = "run/signalbox.pid"' /srv/signalbox/config.toml
 WORKDIR /srv/signalbox
 USER signalbox
 # HTTPS (web app + signaling), STUN/TURN over UDP and TCP, TURN over TLS, the relay port range;
