@@ -131,7 +131,8 @@ fn load_key(source: &CertSource) -> Result<(Arc<CertifiedKey>, Loaded), ConfigEr
             let wanted = hosts.join("\n");
             let reusable = cert_path.exists()
                 && key_path.exists()
-                && std::fs::read_to_string(&hosts_path).is_ok_and(|h| h.trim() == wanted);
+                && std::fs::read_to_string(&hosts_path).is_ok_and(|h| h.trim() == wanted)
+                && lasts_another(&cert_path, RENEW_BEFORE);
             let generated_now = !reusable;
             if generated_now {
                 generate(dir, hosts, &cert_path, &key_path, &hosts_path)?;
@@ -164,13 +165,40 @@ fn generate(
         )
     };
     std::fs::create_dir_all(dir).map_err(|e| fail("cannot create the directory", &e))?;
-    let generated = rcgen::generate_simple_self_signed(hosts.to_vec())
+    let mut params = rcgen::CertificateParams::new(hosts.to_vec())
         .map_err(|e| fail("cannot generate a certificate", &e))?;
-    write_private(key_path, generated.key_pair.serialize_pem().as_bytes())
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::days(1);
+    params.not_after = now + time::Duration::days(VALID_DAYS);
+    let key_pair = rcgen::KeyPair::generate().map_err(|e| fail("cannot generate a key", &e))?;
+    let cert = params
+        .self_signed(&key_pair)
+        .map_err(|e| fail("cannot generate a certificate", &e))?;
+    write_private(key_path, key_pair.serialize_pem().as_bytes())
         .map_err(|e| fail("cannot write the key", &e))?;
-    std::fs::write(cert_path, generated.cert.pem()).map_err(|e| fail("cannot write", &e))?;
+    std::fs::write(cert_path, cert.pem()).map_err(|e| fail("cannot write", &e))?;
     std::fs::write(hosts_path, hosts.join("\n")).map_err(|e| fail("cannot write", &e))?;
     Ok(())
+}
+
+/// Validity of a generated certificate: the longest that browsers accept for any certificate.
+const VALID_DAYS: i64 = 397;
+/// A generated certificate this close to its end is replaced at start.
+const RENEW_BEFORE: std::time::Duration = std::time::Duration::from_secs(30 * 86_400);
+
+/// Whether the certificate in `path` is still valid `margin` from now.
+fn lasts_another(path: &Path, margin: std::time::Duration) -> bool {
+    let Ok(Some(Ok(cert))) = CertificateDer::pem_file_iter(path).map(|mut i| i.next()) else {
+        return false;
+    };
+    let Some((_, not_after)) = crate::selftest::validity(cert.as_ref()) else {
+        return false;
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(u64::MAX);
+    not_after > now.saturating_add(margin.as_secs())
 }
 
 fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
@@ -260,4 +288,62 @@ pub fn fingerprint(cert: &CertificateDer<'_>) -> String {
         let _ = write!(out, "{b:02X}");
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn source(dir: &Path) -> CertSource {
+        CertSource::Generated {
+            dir: dir.to_path_buf(),
+            hosts: vec!["localhost".into(), "127.0.0.1".into()],
+        }
+    }
+
+    fn not_after(dir: &Path) -> u64 {
+        let cert = CertificateDer::pem_file_iter(dir.join("selfsigned-cert.pem"))
+            .expect("readable")
+            .next()
+            .expect("one certificate")
+            .expect("valid PEM");
+        crate::selftest::validity(cert.as_ref())
+            .expect("validity")
+            .1
+    }
+
+    fn now() -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock after 1970")
+            .as_secs()
+    }
+
+    #[test]
+    fn a_generated_certificate_is_valid_for_397_days_and_reused() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (_, first) = CertStore::load(source(dir.path())).expect("generated");
+        assert!(first.generated_now);
+        let days = (not_after(dir.path()) - now()) / 86_400;
+        assert!((396..=397).contains(&days), "{days} days");
+        let (_, second) = CertStore::load(source(dir.path())).expect("reused");
+        assert!(!second.generated_now);
+        assert_eq!(first.fingerprint, second.fingerprint);
+    }
+
+    #[test]
+    fn a_generated_certificate_near_its_end_is_replaced_at_start() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        CertStore::load(source(dir.path())).expect("generated");
+        // Replace it with one that ends in ten days, for the same hosts.
+        let mut params = rcgen::CertificateParams::new(vec!["localhost".into()]).expect("params");
+        params.not_after = time::OffsetDateTime::now_utc() + time::Duration::days(10);
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = params.self_signed(&key).expect("cert");
+        std::fs::write(dir.path().join("selfsigned-cert.pem"), cert.pem()).expect("write");
+        std::fs::write(dir.path().join("selfsigned-key.pem"), key.serialize_pem()).expect("write");
+        let (_, loaded) = CertStore::load(source(dir.path())).expect("loaded");
+        assert!(loaded.generated_now, "renewed");
+        assert!(not_after(dir.path()) > now() + 300 * 86_400);
+    }
 }

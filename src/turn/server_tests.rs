@@ -742,7 +742,10 @@ fn closing_a_users_allocations_also_ends_their_relayed_addresses_being_ours() {
     let bob_local = format!("{}:{}", IpAddr::from(RELAY_IP), bob_relayed.port());
     assert_eq!(h.permit(ALICE, &c, &[&bob_local]).code, None);
     assert_eq!(h.core.close_user("bob", &mut h.sockets), 1);
-    assert!(h.sockets.closed.contains(&bob_id), "bob's relay socket is closed");
+    assert!(
+        h.sockets.closed.contains(&bob_id),
+        "bob's relay socket is closed"
+    );
     assert_eq!(
         h.permit(ALICE, &c, &[&bob_local]).code,
         Some(403),
