@@ -5,11 +5,11 @@
 //! message then silence, the per-IP cap, and the allocation ending with its connection.
 
 mod common;
+mod coturn;
 mod ws_client;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -600,84 +600,11 @@ fn closing_the_connection_deletes_its_allocation() {
 // ---------------------------------------------------------------------------------------------
 // coturn's client over TCP and TLS.
 
-fn coturn_tool(name: &str) -> Command {
-    let found = Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {name}"))
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    assert!(
-        found,
-        "`{name}` is not installed: these tests need Debian's coturn tools (apt-get install -y coturn)"
-    );
-    Command::new(name)
-}
-
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Runs `turnutils_uclient` on `port` with `flags` (`-t` for TCP, `-t -S` for TLS), relaying to
 /// a `turnutils_peer` on loopback; returns (sent, received, lost, output).
 fn uclient(port: u16, user: &str, flags: &[&str]) -> (u64, u64, u64, String) {
-    let peer_port = UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .map(|a| a.port())
-        .expect("free port");
-    let _peer = Child(
-        coturn_tool("turnutils_peer")
-            .args(["-p", &peer_port.to_string(), "-L", "127.0.0.1"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("start turnutils_peer"),
-    );
-    std::thread::sleep(Duration::from_millis(200));
-    let (port, peer_port) = (port.to_string(), peer_port.to_string());
-    let mut args = vec![
-        "-W",
-        SECRET,
-        "-u",
-        user,
-        "-p",
-        &port,
-        "-e",
-        "127.0.0.1",
-        "-r",
-        &peer_port,
-    ];
-    args.extend_from_slice(flags);
-    args.push("127.0.0.1");
-    let out = coturn_tool("timeout")
-        .arg("120")
-        .arg("turnutils_uclient")
-        .args(&args)
-        .output()
-        .expect("run turnutils_uclient");
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    let field = |key: &str| -> Option<u64> {
-        text.lines()
-            .rev()
-            .find_map(|l| l.split(key).nth(1))
-            .and_then(|rest| {
-                rest.trim_start_matches('=')
-                    .split(|c: char| !c.is_ascii_digit())
-                    .next()
-                    .map(str::to_owned)
-            })
-            .and_then(|n| n.parse().ok())
-    };
-    let sent = field("tot_send_msgs").unwrap_or(0);
-    let received = field("tot_recv_msgs").unwrap_or(0);
-    let lost = field("Total lost packets ").unwrap_or(u64::MAX);
-    (sent, received, lost, text)
+    let run = coturn::uclient(port, SECRET, user, flags);
+    (run.sent, run.received, run.lost, run.output)
 }
 
 /// 4 clients × 200 messages of 200 bytes, one every 5 ms each (~800 packets/s), over channels.

@@ -3,9 +3,9 @@
 //! raw client built from the codec for the refusals the other two cannot provoke.
 
 mod common;
+mod coturn;
 
 use std::net::{SocketAddr, UdpSocket};
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -121,25 +121,11 @@ async fn turn_crate_client_relays_both_ways_with_a_udp_peer() {
 // ---------------------------------------------------------------------------------------------
 // coturn's tools as an independent client.
 
-fn coturn_tool(name: &str) -> Command {
-    let found = Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {name}"))
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    assert!(
-        found,
-        "`{name}` is not installed: these tests need Debian's coturn tools (apt-get install -y coturn)"
-    );
-    Command::new(name)
-}
-
 #[test]
 fn coturn_stunclient_gets_its_reflexive_address() {
     let server = start("");
     let port = server.addr("turn-udp").port().to_string();
-    let out = coturn_tool("turnutils_stunclient")
+    let out = coturn::tool("turnutils_stunclient")
         .args(["-p", &port, "127.0.0.1"])
         .output()
         .expect("run turnutils_stunclient");
@@ -151,74 +137,11 @@ fn coturn_stunclient_gets_its_reflexive_address() {
     );
 }
 
-/// A free UDP port on loopback for `turnutils_peer` (which cannot report an ephemeral one).
-fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Runs `turnutils_uclient` against `server` with `flags`, to a `turnutils_peer`, and returns
 /// (sent, received, lost) from its summary.
 fn uclient(server: &Server, user: &str, flags: &[&str]) -> (u64, u64, u64, String) {
-    let peer_port = free_udp_port();
-    let _peer = Child(
-        coturn_tool("turnutils_peer")
-            .args(["-p", &peer_port.to_string(), "-L", "127.0.0.1"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("start turnutils_peer"),
-    );
-    std::thread::sleep(Duration::from_millis(200));
-    let port = server.addr("turn-udp").port().to_string();
-    let peer_port = peer_port.to_string();
-    let mut args = vec![
-        "-W",
-        SECRET,
-        "-u",
-        user,
-        "-p",
-        &port,
-        "-e",
-        "127.0.0.1",
-        "-r",
-        &peer_port,
-    ];
-    args.extend_from_slice(flags);
-    args.push("127.0.0.1");
-    let out = coturn_tool("turnutils_uclient")
-        .args(&args)
-        .output()
-        .expect("run turnutils_uclient");
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    let field = |key: &str| -> Option<u64> {
-        text.lines()
-            .rev()
-            .find_map(|l| l.split(key).nth(1))
-            .and_then(|rest| {
-                rest.trim_start_matches('=')
-                    .split(|c: char| !c.is_ascii_digit())
-                    .next()
-                    .map(str::to_owned)
-            })
-            .and_then(|n| n.parse().ok())
-    };
-    let sent = field("tot_send_msgs").unwrap_or(0);
-    let received = field("tot_recv_msgs").unwrap_or(0);
-    let lost = field("Total lost packets ").unwrap_or(u64::MAX);
-    (sent, received, lost, text)
+    let run = coturn::uclient(server.addr("turn-udp").port(), SECRET, user, flags);
+    (run.sent, run.received, run.lost, run.output)
 }
 
 #[test]
@@ -270,7 +193,7 @@ fn coturn_uclient_with_the_wrong_secret_gets_no_allocation() {
     assert!(server.log_contains("self-test turn-relay: ok"));
     let created_before = server.stderr_text().matches("allocation created").count();
     let port = server.addr("turn-udp").port().to_string();
-    let out = coturn_tool("turnutils_uclient")
+    let out = coturn::tool("turnutils_uclient")
         .args([
             "-W",
             "wrong",
