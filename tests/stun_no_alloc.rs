@@ -3,8 +3,8 @@
 //! buffer that is reused. Counted with a global allocator that tallies the calling thread's
 //! allocations (its own binary, so no other test shares it).
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
+mod counting_alloc;
+
 use std::net::SocketAddr;
 
 use signalbox::stun::{
@@ -12,39 +12,8 @@ use signalbox::stun::{
     TransactionId,
 };
 
-struct Counting;
-
-thread_local! {
-    static ALLOCATIONS: Cell<usize> = const { Cell::new(0) };
-}
-
-// SAFETY: forwards every call unchanged to the system allocator; the counter is a const-
-// initialised thread-local, which needs no allocation, and `try_with` never panics during
-// thread teardown.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
-
-fn allocations_during(f: impl FnOnce()) -> usize {
-    let before = ALLOCATIONS.with(Cell::get);
-    f();
-    ALLOCATIONS.with(Cell::get) - before
-}
+static GLOBAL: counting_alloc::Counting = counting_alloc::Counting;
 
 #[test]
 fn the_per_packet_paths_allocate_nothing() {
@@ -76,7 +45,7 @@ fn the_per_packet_paths_allocate_nothing() {
     let channel_frame = [0x40, 0x01, 0x00, 0x03, b'a', b'b', b'c', 0x00];
     let mut out = Vec::with_capacity(1500);
 
-    let count = allocations_during(|| {
+    let count = counting_alloc::allocations_during(|| {
         for _ in 0..100 {
             let msg = MessageRef::parse(&request).expect("valid");
             assert_eq!(msg.method(), Method::CREATE_PERMISSION);
@@ -120,5 +89,5 @@ fn the_per_packet_paths_allocate_nothing() {
     assert_eq!(count, 0, "heap allocations on the per-packet paths");
 
     // The counter works: a fresh Vec does allocate.
-    assert!(allocations_during(|| drop(std::hint::black_box(vec![1u8; 64]))) > 0);
+    assert!(counting_alloc::allocations_during(|| drop(std::hint::black_box(vec![1u8; 64]))) > 0);
 }

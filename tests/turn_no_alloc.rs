@@ -3,8 +3,8 @@
 //! and Binding answers. Counted with a global allocator that tallies the calling thread's
 //! allocations (its own binary, so no other test shares it).
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
+mod counting_alloc;
+
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -16,38 +16,8 @@ use signalbox::turn::auth::{self, NonceKey, RateLimiter, Secrets};
 use signalbox::turn::policy::PeerPolicy;
 use signalbox::turn::server::{Action, Core, CoreConfig, RelayPlan, RelaySockets, HEADROOM};
 
-struct Counting;
-
-thread_local! {
-    static ALLOCATIONS: Cell<usize> = const { Cell::new(0) };
-}
-
-// SAFETY: forwards every call unchanged to the system allocator; the counter is a const-
-// initialised thread-local that needs no allocation.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
-
-fn allocations_during(f: impl FnOnce()) -> usize {
-    let before = ALLOCATIONS.with(Cell::get);
-    f();
-    ALLOCATIONS.with(Cell::get) - before
-}
+static GLOBAL: counting_alloc::Counting = counting_alloc::Counting;
 
 const REALM: &str = "signalbox.test";
 const SECRET: &[u8] = b"secret";
@@ -211,7 +181,7 @@ fn channel_data_and_binding_paths_allocate_nothing() {
     binding_buf[HEADROOM..].copy_from_slice(&binding);
 
     let mut actions = [Action::Nothing; 4];
-    let count = allocations_during(|| {
+    let count = counting_alloc::allocations_during(|| {
         for _ in 0..1000 {
             actions[0] = core.handle_client(alice, listener, &mut to_peer, 104, NOW, &mut s);
             actions[1] = core.handle_peer(alice_id, peer, &mut from_peer, 100, NOW);
