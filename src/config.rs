@@ -414,7 +414,7 @@ impl Config {
     }
 }
 
-/// Parses `"500ms"`, `"20s"`, `"10m"`, `"24h"`, `"7d"`, or a plain number of seconds.
+/// Parses `"100us"`, `"500ms"`, `"20s"`, `"10m"`, `"24h"`, `"7d"`, or a plain number of seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let split = text
@@ -431,13 +431,14 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             .ok_or_else(|| format!("`{text}` is too long"))
     };
     match unit.trim() {
+        "us" | "µs" => Ok(Duration::from_micros(value)),
         "ms" => Ok(Duration::from_millis(value)),
         "" | "s" => secs(1),
         "m" => secs(60),
         "h" => secs(3600),
         "d" => secs(86400),
         _ => Err(format!(
-            "`{text}` has an unknown unit; use ms, s, m, h or d"
+            "`{text}` has an unknown unit; use us, ms, s, m, h or d"
         )),
     }
 }
@@ -520,6 +521,7 @@ mod tests {
     #[test]
     fn durations_accept_units_and_plain_seconds() {
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("100us"), Ok(Duration::from_micros(100)));
         assert_eq!(parse_duration("20s"), Ok(Duration::from_secs(20)));
         assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
         assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86400)));

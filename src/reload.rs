@@ -115,6 +115,10 @@ pub fn restart_only_change(old: &Config, new: &Config) -> Option<&'static str> {
         ("turn.external_ip", o.turn.external_ip != n.turn.external_ip),
         ("turn.relay_ports", o.turn.relay_ports != n.turn.relay_ports),
         ("turn.workers", o.turn.workers != n.turn.workers),
+        (
+            "turn.batch_window",
+            o.turn.batch_window != n.turn.batch_window,
+        ),
         ("turn.listen_tcp", o.turn.listen_tcp != n.turn.listen_tcp),
         ("turn.listen_tls", o.turn.listen_tls != n.turn.listen_tls),
         ("turn.one_port", o.turn.one_port != n.turn.one_port),

@@ -3,18 +3,20 @@
 //! servers — ChannelData in from a client, the bare payload out of that client's own relay
 //! socket to its peer, and the peer's answers back with a 4-byte ChannelData header — with
 //! `recvmmsg`/`sendmmsg`, one worker thread per core on `SO_REUSEPORT` sockets, no locks, and
-//! no checks at all. No real server can be cheaper, so its CPU per packet is the floor and its
-//! saturated rate the ceiling.
+//! no checks at all. It waits for packets the way signalbox does, with the same batch window
+//! (see `turn::relay::pace`), so no real server waiting that way can be cheaper: its CPU per
+//! packet is the floor and its saturated rate the ceiling.
 //!
 //! Set-up is one control datagram per client: `PEER a.b.c.d:port`, answered with `OK`.
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::net::{self, Batch, Epoll};
 use super::wire::parse_channel_data;
+use crate::turn::relay::pace::{Pacer, Wait};
 
 /// Listener token in a worker's epoll set; relay sockets use their index.
 const LISTENER: u64 = u64::MAX;
@@ -30,7 +32,7 @@ fn key(sa: &libc::sockaddr_in) -> u64 {
 }
 
 /// Runs the forwarder until killed: `workers` threads on `127.0.0.1:port`.
-pub fn run(port: u16, workers: usize) -> anyhow::Result<()> {
+pub fn run(port: u16, workers: usize, window: Duration) -> anyhow::Result<()> {
     net::raise_fd_limit();
     let mut sockets = Vec::new();
     for _ in 0..workers.max(1) {
@@ -39,7 +41,7 @@ pub fn run(port: u16, workers: usize) -> anyhow::Result<()> {
     println!("signalbox-bench: forwarder listening on 127.0.0.1:{port}");
     let handles: Vec<_> = sockets
         .into_iter()
-        .map(|s| std::thread::spawn(move || worker(s)))
+        .map(|s| std::thread::spawn(move || worker(s, window)))
         .collect();
     for h in handles {
         if let Ok(Err(e)) = h.join() {
@@ -49,7 +51,7 @@ pub fn run(port: u16, workers: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn worker(listener: UdpSocket) -> std::io::Result<()> {
+fn worker(listener: UdpSocket, window: Duration) -> std::io::Result<()> {
     let mut epoll = Epoll::new()?;
     epoll.add(listener.as_raw_fd(), LISTENER)?;
     let lfd = listener.as_raw_fd();
@@ -59,11 +61,23 @@ fn worker(listener: UdpSocket) -> std::io::Result<()> {
     let mut out = Batch::new();
     let mut one = Batch::new();
     let mut ready = Vec::new();
+    let mut pacer = Pacer::new(window);
+    crate::turn::relay::pace::tighten_timer_slack(window);
     loop {
-        epoll.wait(Duration::from_millis(500), &mut ready);
+        let timeout = match pacer.next_wait(Instant::now()) {
+            Wait::Block => Duration::from_millis(500),
+            Wait::Sleep(d) => {
+                std::thread::sleep(d);
+                Duration::ZERO
+            }
+            Wait::Poll => Duration::ZERO,
+        };
+        epoll.wait(timeout, &mut ready);
+        pacer.woke(Instant::now(), !ready.is_empty());
         for &t in &ready {
             if t == LISTENER {
                 while inb.recv(lfd)? > 0 {
+                    pacer.handled(inb.len());
                     for i in 0..inb.len() {
                         let from = inb.raw_addr(i);
                         let data = inb.get(i);
@@ -94,6 +108,7 @@ fn worker(listener: UdpSocket) -> std::io::Result<()> {
             } else if let Some(relay) = relays.get(t as usize) {
                 let rfd = relay.sock.as_raw_fd();
                 while inb.recv(rfd)? > 0 {
+                    pacer.handled(inb.len());
                     for i in 0..inb.len() {
                         let len = inb.get(i).len() as u16;
                         let mut hdr = [0u8; 4];

@@ -58,6 +58,18 @@ pub struct Common {
     /// Run the same workload against another server in alternating rounds.
     #[arg(long, value_enum, global = true)]
     pub against: Option<Against>,
+    /// `[turn] batch_window` of signalbox, also used by the reference forwarder (e.g. "0us"
+    /// to answer every packet at once). Default: the server's own default.
+    #[arg(long, value_parser = parse_duration, global = true)]
+    pub batch_window: Option<Duration>,
+}
+
+impl Common {
+    /// The batch window the servers of this run use.
+    pub fn window(&self) -> Duration {
+        self.batch_window
+            .unwrap_or_else(|| crate::turn::config::TurnConfig::default().batch_window)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

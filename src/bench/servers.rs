@@ -39,6 +39,8 @@ impl Kind {
 pub struct Spec {
     pub kind: Kind,
     pub workers: usize,
+    /// signalbox's `[turn] batch_window` and the forwarder's (coturn has no such setting).
+    pub window: Duration,
 }
 
 impl Spec {
@@ -150,12 +152,14 @@ relay_ip = "127.0.0.1"
 relay_ports = "{lo}-{hi}"
 allow_loopback_peers = true
 workers = {workers}
+batch_window = "{window}us"
 user_quota = 100000
 total_quota = 100000
 unauth_rate = 10000000
 unauth_burst = 10000000
 "#,
-        workers = spec.workers
+        workers = spec.workers,
+        window = spec.window.as_micros()
     );
     std::fs::write(dir.join("config.toml"), config)?;
     let child = Command::new(sibling("signalbox")?)
@@ -337,6 +341,7 @@ fn start_forwarder(spec: Spec) -> anyhow::Result<Server> {
         .arg("forward")
         .args(["--port", &port.to_string()])
         .args(["--workers", &spec.workers.to_string()])
+        .args(["--batch-window-us", &spec.window.as_micros().to_string()])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -21,12 +21,17 @@ const SEARCH_STEPS: usize = 12;
 pub fn start_targets(
     kinds: &[Kind],
     workers: usize,
+    window: Duration,
     clients: usize,
     pairs: bool,
 ) -> anyhow::Result<Vec<Target>> {
     let mut targets = Vec::new();
     for &kind in kinds {
-        let server = servers::start(Spec { kind, workers })?;
+        let server = servers::start(Spec {
+            kind,
+            workers,
+            window,
+        })?;
         targets.push(if pairs {
             setup::pairs_target(server, clients)?
         } else {

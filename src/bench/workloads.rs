@@ -107,7 +107,8 @@ pub fn turn(args: &TurnArgs, common: &Common, report: &mut Report) -> anyhow::Re
             "{workload}: starting {kinds:?} with {workers} worker(s), {} clients",
             args.clients
         );
-        let targets = turn::start_targets(&kinds, workers, args.clients, args.pairs)?;
+        let targets =
+            turn::start_targets(&kinds, workers, common.window(), args.clients, args.pairs)?;
         for &size in &args.sizes {
             if !args.no_fixed {
                 report
@@ -127,7 +128,13 @@ pub fn turn(args: &TurnArgs, common: &Common, report: &mut Report) -> anyhow::Re
 
 pub fn limit(args: &LimitArgs, common: &Common, report: &mut Report) -> anyhow::Result<()> {
     for workers in worker_list(&args.workers) {
-        let targets = turn::start_targets(&[Kind::Limit], workers, args.clients, false)?;
+        let targets = turn::start_targets(
+            &[Kind::Limit],
+            workers,
+            common.window(),
+            args.clients,
+            false,
+        )?;
         for &size in &args.sizes {
             report
                 .rows
@@ -144,7 +151,13 @@ pub fn stun(args: &StunArgs, common: &Common, report: &mut Report) -> anyhow::Re
     let workers = args.workers.unwrap_or_else(cores);
     let servers = kinds(common, false)
         .into_iter()
-        .map(|kind| servers::start(Spec { kind, workers }))
+        .map(|kind| {
+            servers::start(Spec {
+                kind,
+                workers,
+                window: common.window(),
+            })
+        })
         .collect::<anyhow::Result<Vec<_>>>()?;
     report.rows.extend(stun::compare(
         &servers,
@@ -159,7 +172,11 @@ pub fn stun(args: &StunArgs, common: &Common, report: &mut Report) -> anyhow::Re
 pub fn memory(args: &MemoryArgs, common: &Common, report: &mut Report) -> anyhow::Result<()> {
     let workers = args.workers.unwrap_or_else(cores);
     for kind in kinds(common, false) {
-        let server = servers::start(Spec { kind, workers })?;
+        let server = servers::start(Spec {
+            kind,
+            workers,
+            window: common.window(),
+        })?;
         eprintln!("memory: {}", server.spec.label());
         let f = memory::measure(&server, args.allocations, args.flood, args.flood_rate)?;
         report.rows.push(memory::row(&server, &f));

@@ -50,6 +50,8 @@ enum Workload {
         port: u16,
         #[arg(long, default_value_t = 1)]
         workers: usize,
+        #[arg(long, default_value_t = 0)]
+        batch_window_us: u64,
     },
 }
 
@@ -73,8 +75,13 @@ fn main() -> ExitCode {
                 }
             };
         }
-        Workload::Forward { port, workers } => {
-            return match forward::run(*port, *workers) {
+        Workload::Forward {
+            port,
+            workers,
+            batch_window_us,
+        } => {
+            let window = std::time::Duration::from_micros(*batch_window_us);
+            return match forward::run(*port, *workers, window) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("signalbox-bench: forwarder: {e:#}");

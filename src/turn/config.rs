@@ -45,6 +45,9 @@ pub struct TurnConfig {
     pub allow_loopback_peers: bool,
     /// Worker threads; 0 = one per available core.
     pub workers: usize,
+    /// Under load, a worker handles what queued in this window in one pass; 0 = off.
+    #[serde(deserialize_with = "duration")]
+    pub batch_window: Duration,
     /// Unauthenticated requests and 401 answers per second and source IP.
     pub unauth_rate: u32,
     pub unauth_burst: u32,
@@ -91,6 +94,7 @@ impl Default for TurnConfig {
             denied_peer_ranges: Vec::new(),
             allow_loopback_peers: false,
             workers: 0,
+            batch_window: Duration::from_micros(100),
             unauth_rate: 10,
             unauth_burst: 20,
             nonce_lifetime: Duration::from_secs(600),
@@ -161,6 +165,12 @@ impl TurnConfig {
         }
         if self.total_quota == 0 {
             return Err(("turn.total_quota", "must be at least 1".into()));
+        }
+        if self.batch_window > Duration::from_millis(5) {
+            return Err((
+                "turn.batch_window",
+                "at most 5ms: a longer window delays media noticeably".into(),
+            ));
         }
         if self.workers > 256 {
             return Err(("turn.workers", "at most 256".into()));

@@ -5,7 +5,10 @@
 //! Why mio rather than a tokio runtime per worker: the loop is one `epoll_wait` followed by
 //! recvmmsg/sendmmsg on raw descriptors, with the core's `poll_timeout` as the wait. A tokio
 //! runtime would add a waker and a task per socket and hide the batching; here every syscall
-//! on the data path is visible and there is no task per allocation.
+//! on the data path is visible and there is no task per allocation. Under load the wait itself
+//! is paced ([`pace`]): the worker takes a batch window's worth of packets per wake-up instead
+//! of waking for each, and what the relay sockets of one pass received leaves for the clients
+//! in one sendmmsg.
 //!
 //! The kernel hashes each client 5-tuple to one of the listener sockets, so a client always
 //! reaches the same worker, which creates its allocation on a port from its own slice of
@@ -22,6 +25,7 @@
 //! kernel path like any other peer.
 
 mod batch;
+pub mod pace;
 pub mod streams;
 
 use std::io;
@@ -41,6 +45,7 @@ use crate::turn::allocation::{AllocId, Millis};
 use crate::turn::config::PortRange;
 use crate::turn::server::{Action, Core, Payload, RelaySockets, Via, HEADROOM};
 use batch::{RecvBatch, SendBatch, Source, SLOT};
+use pace::{Pacer, Wait};
 
 const WAKER: Token = Token(0);
 const LISTENER_BASE: usize = 1;
@@ -122,6 +127,8 @@ pub struct Worker {
     pub core: Core,
     pub relays: RelaySet,
     pub clock: Clock,
+    /// `[turn] batch_window`: see [`pace`].
+    pub batch_window: Duration,
     /// The stream connections whose clients this worker serves.
     pub streams: streams::StreamConns,
 }
@@ -264,6 +271,8 @@ pub fn run(mut w: Worker, shared: Arc<Shared>) {
         .map(|_| Inbox::default())
         .collect();
     let mut ready: Vec<Token> = Vec::new();
+    let mut pacer = Pacer::new(w.batch_window);
+    pace::tighten_timer_slack(w.batch_window);
     for (i, (_, s)) in w.listeners.iter_mut().enumerate() {
         if let Err(e) = w
             .poll
@@ -275,13 +284,24 @@ pub fn run(mut w: Worker, shared: Arc<Shared>) {
     }
     while !shared.stop.load(Ordering::Relaxed) {
         let now = w.clock.now();
-        let timeout = if ready.is_empty() {
-            w.core
+        // Sockets left with more to read are read on at once, whatever the pacer says.
+        let paced = ready.is_empty();
+        let wait = if paced {
+            pacer.next_wait(Instant::now())
+        } else {
+            Wait::Poll
+        };
+        let timeout = match wait {
+            Wait::Block => w
+                .core
                 .poll_timeout()
                 .map(|t| now.until(t) + Duration::from_millis(1))
-                .unwrap_or(Duration::from_secs(3600))
-        } else {
-            Duration::ZERO
+                .unwrap_or(Duration::from_secs(3600)),
+            Wait::Sleep(d) => {
+                std::thread::sleep(d);
+                Duration::ZERO
+            }
+            Wait::Poll => Duration::ZERO,
         };
         if let Err(e) = w.poll.poll(&mut events, Some(timeout)) {
             if e.kind() != io::ErrorKind::Interrupted {
@@ -289,8 +309,14 @@ pub fn run(mut w: Worker, shared: Arc<Shared>) {
             }
             continue;
         }
+        if paced {
+            pacer.woke(Instant::now(), !events.is_empty());
+        }
+        // One wait reports each token once; only tokens carried over from the last pass (a
+        // socket with more to read) can repeat.
+        let carried = ready.len();
         for e in events.iter() {
-            if !ready.contains(&e.token()) {
+            if !ready[..carried].contains(&e.token()) {
                 ready.push(e.token());
             }
         }
@@ -304,17 +330,26 @@ pub fn run(mut w: Worker, shared: Arc<Shared>) {
                 flush_outboxes(&shared, &mut outboxes, w.index);
                 continue;
             }
-            let more = drain_socket(&mut w, token, &mut recv, &mut send, &mut outboxes, now);
+            let (more, n) = drain_socket(&mut w, token, &mut recv, &mut send, &mut outboxes, now);
+            pacer.handled(n);
             flush_outboxes(&shared, &mut outboxes, w.index);
             if more {
                 ready.push(token);
             }
         }
+        send.flush(&recv, &[]);
+        recv.clear();
     }
     debug!("turn worker {} stopped", w.index);
 }
 
-/// Reads up to [`BATCHES_PER_TURN`] batches from one socket; true when it may have more.
+/// Reads up to [`BATCHES_PER_TURN`] batches from one socket; returns whether it may have more
+/// and how many datagrams it read.
+///
+/// What relay sockets receive goes to clients through the listener, so their datagrams stay in
+/// the receive batch across sockets and leave in one sendmmsg per pass (or per full batch).
+/// A listener's datagrams go out through as many relay sockets as clients sent them, so a
+/// listener starts from an empty batch to read as many as it can at once.
 fn drain_socket(
     w: &mut Worker,
     token: Token,
@@ -322,23 +357,29 @@ fn drain_socket(
     send: &mut SendBatch,
     outboxes: &mut [Inbox],
     now: Millis,
-) -> bool {
+) -> (bool, usize) {
     let (fd, relay, listener) = if token.0 >= RELAY_BASE {
         let index = token.0 - RELAY_BASE;
         match w.relays.sockets.get(index) {
             Some(Some((id, s))) => (s.as_raw_fd(), Some(*id), None),
-            _ => return false,
+            _ => return (false, 0),
         }
     } else {
         match w.listeners.get(token.0 - LISTENER_BASE) {
             Some((addr, s)) => (s.as_raw_fd(), None, Some(*addr)),
-            None => return false,
+            None => return (false, 0),
         }
     };
+    let mut total = 0;
     for _ in 0..BATCHES_PER_TURN {
-        let n = match recv.recv(fd) {
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+        if listener.is_some() || recv.free() == 0 {
+            send.flush(recv, &[]);
+            recv.clear();
+        }
+        let want = recv.free();
+        let slots = match recv.recv(fd) {
+            Ok(slots) => slots,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return (false, total),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => {
                 // ICMP errors surface as ECONNREFUSED etc. on the next read; skip them.
@@ -346,7 +387,9 @@ fn drain_socket(
                 continue;
             }
         };
-        for i in 0..n {
+        let n = slots.len();
+        total += n;
+        for i in slots {
             let Some(from) = recv.from[i] else { continue };
             let len = recv.lens[i];
             let action = match (relay, listener) {
@@ -361,12 +404,11 @@ fn drain_socket(
                 Source::Recv(i, s, e)
             });
         }
-        send.flush(recv, &[]);
-        if n < batch::BATCH {
-            return false;
+        if n < want {
+            return (false, total);
         }
     }
-    true
+    (true, total)
 }
 
 /// Turns one [`Action`] into a queued send or a forwarded packet.

@@ -133,6 +133,7 @@ impl TurnServer {
                 core,
                 relays: RelaySet::new(registry, plan.ports_of(index), seed),
                 clock,
+                batch_window: turn.batch_window,
                 streams: Default::default(),
             };
             threads

@@ -18,12 +18,16 @@ pub const MAX_DATAGRAM: usize = 4096;
 /// One receive slot: headroom for a ChannelData header, then the datagram.
 pub const SLOT: usize = HEADROOM + MAX_DATAGRAM;
 
-/// Receive side: `BATCH` slots, filled by one recvmmsg.
+/// Receive side: `BATCH` slots. Successive receives fill the free slots, so datagrams read from
+/// several relay sockets in one pass stay in place until the sends that point into them are
+/// flushed together (one sendmmsg to the clients instead of one per relay socket).
 pub struct RecvBatch {
     bufs: Vec<u8>,
     addrs: Vec<libc::sockaddr_storage>,
     pub lens: [usize; BATCH],
     pub from: [Option<SocketAddr>; BATCH],
+    /// Slots `0..filled` hold datagrams that queued sends may still point into.
+    filled: usize,
 }
 
 impl RecvBatch {
@@ -34,7 +38,18 @@ impl RecvBatch {
             addrs: (0..BATCH).map(|_| unsafe { zeroed() }).collect(),
             lens: [0; BATCH],
             from: [None; BATCH],
+            filled: 0,
         }
+    }
+
+    /// Free slots left for the next receive.
+    pub fn free(&self) -> usize {
+        BATCH - self.filled
+    }
+
+    /// Makes every slot free again; only after the sends pointing into them are flushed.
+    pub fn clear(&mut self) {
+        self.filled = 0;
     }
 
     /// Slot `i` as the core wants it: headroom followed by the datagram.
@@ -46,29 +61,36 @@ impl RecvBatch {
         &self.bufs[i * SLOT..(i + 1) * SLOT]
     }
 
-    /// Reads up to `BATCH` datagrams from `fd` without blocking. `Ok(0)` never happens for
-    /// UDP; `WouldBlock` means the socket is drained. Truncated datagrams get `from = None`.
-    pub fn recv(&mut self, fd: RawFd) -> io::Result<usize> {
+    /// Reads up to [`Self::free`] datagrams from `fd` into the free slots without blocking and
+    /// returns the slots filled. `WouldBlock` means the socket is drained; with no free slot
+    /// the range is empty. Truncated datagrams get `from = None`.
+    pub fn recv(&mut self, fd: RawFd) -> io::Result<std::ops::Range<usize>> {
+        let first = self.filled;
+        let want = BATCH - first;
+        if want == 0 {
+            return Ok(first..first);
+        }
         // SAFETY: iovec/mmsghdr are plain data; every pointer set below points into
         // `self.bufs` / `self.addrs`, which outlive the call and are not moved during it.
         let mut iov: [libc::iovec; BATCH] = unsafe { zeroed() };
         let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { zeroed() };
         let base = self.bufs.as_mut_ptr();
-        for i in 0..BATCH {
-            iov[i].iov_base = unsafe { base.add(i * SLOT + HEADROOM) }.cast();
+        for i in 0..want {
+            let slot = first + i;
+            iov[i].iov_base = unsafe { base.add(slot * SLOT + HEADROOM) }.cast();
             iov[i].iov_len = MAX_DATAGRAM;
             let h = &mut hdrs[i].msg_hdr;
-            h.msg_name = (&mut self.addrs[i] as *mut libc::sockaddr_storage).cast();
+            h.msg_name = (&mut self.addrs[slot] as *mut libc::sockaddr_storage).cast();
             h.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
             h.msg_iov = &mut iov[i];
             h.msg_iovlen = 1;
         }
-        // SAFETY: hdrs describes BATCH valid buffers as set up above.
+        // SAFETY: hdrs[..want] describes valid buffers as set up above.
         let n = unsafe {
             libc::recvmmsg(
                 fd,
                 hdrs.as_mut_ptr(),
-                BATCH as libc::c_uint,
+                want as libc::c_uint,
                 libc::MSG_DONTWAIT,
                 std::ptr::null_mut(),
             )
@@ -78,14 +100,16 @@ impl RecvBatch {
         }
         let n = n as usize;
         for (i, h) in hdrs.iter().enumerate().take(n) {
-            self.lens[i] = h.msg_len as usize;
-            self.from[i] = if h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
+            let slot = first + i;
+            self.lens[slot] = h.msg_len as usize;
+            self.from[slot] = if h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
                 None
             } else {
-                to_socket_addr(&self.addrs[i])
+                to_socket_addr(&self.addrs[slot])
             };
         }
-        Ok(n)
+        self.filled = first + n;
+        Ok(first..self.filled)
     }
 }
 
@@ -207,5 +231,47 @@ impl SendBatch {
                 sent += n as usize;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsRawFd;
+
+    fn send_n(from: &std::net::UdpSocket, to: SocketAddr, n: usize, tag: u8) {
+        for k in 0..n {
+            from.send_to(&[tag, k as u8], to).unwrap();
+        }
+    }
+
+    #[test]
+    fn receives_fill_the_free_slots_until_cleared() {
+        let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        rx.set_nonblocking(true).unwrap();
+        let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let to = rx.local_addr().unwrap();
+        let mut batch = RecvBatch::new();
+
+        send_n(&tx, to, 3, 1);
+        assert_eq!(batch.recv(rx.as_raw_fd()).unwrap(), 0..3);
+        send_n(&tx, to, 2, 2);
+        assert_eq!(batch.recv(rx.as_raw_fd()).unwrap(), 3..5);
+        assert_eq!(batch.free(), BATCH - 5);
+        // Earlier datagrams stay where they were.
+        assert_eq!(&batch.slot(1)[HEADROOM..HEADROOM + 2], &[1, 1]);
+        assert_eq!(&batch.slot(4)[HEADROOM..HEADROOM + 2], &[2, 1]);
+        assert_eq!(batch.from[4], Some(tx.local_addr().unwrap()));
+        assert_eq!(
+            batch.recv(rx.as_raw_fd()).unwrap_err().kind(),
+            io::ErrorKind::WouldBlock
+        );
+
+        // A full batch takes no more until cleared.
+        send_n(&tx, to, BATCH, 3);
+        assert_eq!(batch.recv(rx.as_raw_fd()).unwrap(), 5..BATCH);
+        assert_eq!(batch.recv(rx.as_raw_fd()).unwrap(), BATCH..BATCH);
+        batch.clear();
+        assert_eq!(batch.recv(rx.as_raw_fd()).unwrap(), 0..5);
     }
 }
