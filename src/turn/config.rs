@@ -94,7 +94,7 @@ impl Default for TurnConfig {
             denied_peer_ranges: Vec::new(),
             allow_loopback_peers: false,
             workers: 0,
-            batch_window: Duration::from_micros(100),
+            batch_window: Duration::from_micros(200),
             unauth_rate: 10,
             unauth_burst: 20,
             nonce_lifetime: Duration::from_secs(600),

@@ -22,9 +22,9 @@ use std::time::{Duration, Instant};
 /// How often the packet rate is measured.
 const MEASURE: Duration = Duration::from_millis(10);
 /// Batching starts when a window is expected to hold this many packets…
-const ON_PER_WINDOW: f64 = 4.0;
+const ON_PER_WINDOW: f64 = 3.0;
 /// …and stops below this many.
-const OFF_PER_WINDOW: f64 = 2.0;
+const OFF_PER_WINDOW: f64 = 1.5;
 
 /// How the worker waits before its next pass.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -113,7 +113,7 @@ impl Pacer {
 }
 
 /// The kernel may fire a sleeping thread's timer up to its timer slack late (50 µs by
-/// default), which would add half of a 100 µs window again to every batched hop. A tenth of
+/// default), which would add a quarter of a 200 µs window again to every batched hop. A tenth of
 /// the window keeps the delay close to what `batch_window` promises.
 pub fn tighten_timer_slack(window: Duration) {
     if window.is_zero() {
