@@ -96,9 +96,18 @@ impl HubHandle {
         ConnId(self.next_conn.fetch_add(1, Ordering::Relaxed))
     }
 
-    /// Queues a command; false when the hub has stopped.
+    /// Queues a command, waiting while the hub's queue is full; false when the hub has stopped.
     pub async fn send(&self, cmd: Command) -> bool {
-        self.tx.send(cmd).await.is_ok()
+        // Counts against the task's cooperative budget as the channel's own `send` does, so
+        // that a connection reading a flood still yields to the runtime now and then.
+        tokio::task::coop::consume_budget().await;
+        match self.tx.try_send(cmd) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+            // Waiting is rare; boxed, its future (over 400 bytes) is not part of every idle
+            // connection task.
+            Err(mpsc::error::TrySendError::Full(cmd)) => Box::pin(self.tx.send(cmd)).await.is_ok(),
+        }
     }
 }
 

@@ -13,6 +13,7 @@
 use crate::metrics::METRICS;
 use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
+use std::pin::{pin, Pin};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -166,37 +167,38 @@ impl Connection {
         }
     }
 
-    async fn run(self, socket: WebSocket, permit: ConnPermit) {
-        METRICS.ws_connections_active.inc();
-        self.session(socket, permit).await;
-        METRICS.ws_connections_active.dec();
-    }
-
-    async fn session(mut self, mut socket: WebSocket, permit: ConnPermit) {
-        let (hub_end, out) = outbox(self.settings.rooms.outbound_queue);
-        let mut shutdown = self.settings.shutdown.clone();
-        let connected = self
-            .hub
-            .send(Command::Connect {
-                conn: self.id,
-                out: hub_end,
-            })
-            .await;
-        let end = if !connected {
-            End::HubGone
-        } else if *shutdown.borrow_and_update() {
-            End::Shutdown
-        } else {
-            self.serve(&mut socket, &out, &mut shutdown).await
-        };
-        debug!(conn = self.id.0, peer = %self.peer, ?end, "WebSocket connection ended");
-        close(&mut socket, end, self.settings.rooms.max_message_bytes).await;
-        drop(socket);
-        drop(permit);
-        if connected {
-            self.hub
-                .send(Command::Disconnect { conn: self.id, out })
+    // One future for the whole connection, and not an `async fn`: either a nested one or the
+    // `async fn` itself would keep a second copy of the socket and the connection in every task.
+    #[allow(clippy::manual_async_fn)]
+    fn run(mut self, mut socket: WebSocket, permit: ConnPermit) -> impl Future<Output = ()> {
+        async move {
+            METRICS.ws_connections_active.inc();
+            let (hub_end, out) = outbox(self.settings.rooms.outbound_queue);
+            let mut shutdown = self.settings.shutdown.clone();
+            let connected = self
+                .hub
+                .send(Command::Connect {
+                    conn: self.id,
+                    out: hub_end,
+                })
                 .await;
+            let end = if !connected {
+                End::HubGone
+            } else if *shutdown.borrow_and_update() {
+                End::Shutdown
+            } else {
+                self.serve(&mut socket, &out, &mut shutdown).await
+            };
+            debug!(conn = self.id.0, peer = %self.peer, ?end, "WebSocket connection ended");
+            close(&mut socket, end, self.settings.rooms.max_message_bytes).await;
+            drop(socket);
+            drop(permit);
+            if connected {
+                self.hub
+                    .send(Command::Disconnect { conn: self.id, out })
+                    .await;
+            }
+            METRICS.ws_connections_active.dec();
         }
     }
 
@@ -311,7 +313,7 @@ impl Connection {
         shutdown: &mut watch::Receiver<bool>,
     ) -> Option<End> {
         let joined = &mut self.joined;
-        let write = async {
+        let write = pin!(async {
             socket.feed(to_frame(first, joined)).await?;
             for _ in 1..WRITE_BATCH {
                 match out.try_recv() {
@@ -320,7 +322,7 @@ impl Connection {
                 }
             }
             socket.flush().await
-        };
+        });
         guarded(write, self.settings.rooms.ping_timeout, out, shutdown).await
     }
 
@@ -341,7 +343,7 @@ impl Connection {
         if now >= self.next_ping {
             self.next_ping = now + r.ping_interval;
             self.pong_deadline.get_or_insert(now + r.ping_timeout);
-            let ping = socket.send(Message::Ping(Default::default()));
+            let ping = pin!(socket.send(Message::Ping(Default::default())));
             return guarded(ping, r.ping_timeout, out, shutdown).await;
         }
         None
@@ -368,9 +370,10 @@ fn to_frame(msg: ServerMessage, joined: &mut bool) -> Message {
 }
 
 /// Runs a write, but gives up when it stalls, the hub kills the connection, or the server
-/// shuts down.
+/// shuts down. The write comes pinned by the caller: taken by value, it would be held twice in
+/// the connection's future, as the argument and inside the `select!`.
 async fn guarded(
-    write: impl Future<Output = Result<(), axum::Error>>,
+    write: Pin<&mut impl Future<Output = Result<(), axum::Error>>>,
     stall: Duration,
     out: &ConnEnd,
     shutdown: &mut watch::Receiver<bool>,
