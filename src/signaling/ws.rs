@@ -51,8 +51,10 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 const WRITE_BATCH: usize = 64;
 /// Read buffer, and the most read from TLS at once; it grows for larger frames. Small because
 /// it is zero-filled (resident) on every connection and most connections idle: 1 KiB instead
-/// of 4 KiB took the bench's resident memory per idle connection from 17.4 to about 14.5 KiB.
-const READ_BUFFER: usize = 1024;
+/// of 4 KiB took the bench's resident memory per idle connection from 17.4 to about 14.5 KiB,
+/// and 512 bytes saves another half KiB. A join or an ICE candidate (about 300 bytes as a
+/// signal) still arrives in one read; an SDP takes a few.
+const READ_BUFFER: usize = 512;
 
 /// What every connection task shares; read-only after start.
 pub struct Settings {
