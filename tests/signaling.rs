@@ -333,7 +333,7 @@ async fn a_client_that_never_reads_is_cut_off_while_others_keep_working() {
             .send(json!({"type":"signal","to": id(&js),"data": blob}))
             .await;
         sent += 1;
-        if let Some(v) = sender.try_recv() {
+        if let Some(v) = sender.try_recv().await {
             break v;
         }
     };

@@ -2,10 +2,10 @@
 //!
 //! Connection tasks send [`Command`]s over one bounded channel; the hub applies them in
 //! arrival order, in batches, and hands each output to the addressed connection's bounded
-//! queue with `try_send`. No lock is taken per message, and no connection can make the hub
-//! wait: a queue that is full means that client stopped reading, so it is cut off (and its
-//! peer leaves at once). The fresh ids and resume tokens the pure core cannot make are drawn
-//! here from the OS random source.
+//! [outbox](super::outbox) with `try_send`, which locks that connection's outbox alone, for
+//! one push. No connection can make the hub wait: an outbox that is full means that client
+//! stopped reading, so it is cut off (and its peer leaves at once). The fresh ids and resume
+//! tokens the pure core cannot make are drawn here from the OS random source.
 
 use crate::metrics::METRICS;
 use std::collections::HashMap;
@@ -18,6 +18,7 @@ use ring::rand::{SecureRandom, SystemRandom};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
+use super::outbox::{ConnEnd, Full, HubEnd};
 use super::protocol::{ClientMessage, ErrorCode, PeerId, ResumeToken, ServerMessage};
 use super::rooms::{CloseReason, ConnId, FreshPeer, Output, Registry, RegistryConfig};
 use super::{Hooks, PeerEvent};
@@ -39,19 +40,12 @@ pub enum Kill {
 /// What connection tasks (and the rest of the server) ask of the hub.
 #[derive(Debug)]
 pub enum Command {
-    /// A new connection and its ends of the outbound queue and the kill switch.
-    Connect {
-        conn: ConnId,
-        out: mpsc::Sender<ServerMessage>,
-        kill: oneshot::Sender<Kill>,
-    },
+    /// A new connection and the hub's end of its outbox.
+    Connect { conn: ConnId, out: HubEnd },
     /// A valid client message.
     Client { conn: ConnId, msg: ClientMessage },
-    /// The connection ended; its queue comes back so that unsent signals are not lost.
-    Disconnect {
-        conn: ConnId,
-        out: mpsc::Receiver<ServerMessage>,
-    },
+    /// The connection ended; its outbox comes back so that unsent signals are not lost.
+    Disconnect { conn: ConnId, out: ConnEnd },
     /// Send `{"type":"ice-servers"}` to a connected peer.
     PushIceServers {
         peer: PeerId,
@@ -102,9 +96,18 @@ impl HubHandle {
         ConnId(self.next_conn.fetch_add(1, Ordering::Relaxed))
     }
 
-    /// Queues a command; false when the hub has stopped.
+    /// Queues a command, waiting while the hub's queue is full; false when the hub has stopped.
     pub async fn send(&self, cmd: Command) -> bool {
-        self.tx.send(cmd).await.is_ok()
+        // Counts against the task's cooperative budget as the channel's own `send` does, so
+        // that a connection reading a flood still yields to the runtime now and then.
+        tokio::task::coop::consume_budget().await;
+        match self.tx.try_send(cmd) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+            // Waiting is rare; boxed, its future (over 400 bytes) is not part of every idle
+            // connection task.
+            Err(mpsc::error::TrySendError::Full(cmd)) => Box::pin(self.tx.send(cmd)).await.is_ok(),
+        }
     }
 }
 
@@ -126,14 +129,9 @@ pub fn spawn(config: RegistryConfig, hooks: Hooks) -> HubHandle {
     }
 }
 
-struct Link {
-    out: mpsc::Sender<ServerMessage>,
-    kill: Option<oneshot::Sender<Kill>>,
-}
-
 struct Hub {
     registry: Registry,
-    links: HashMap<ConnId, Link>,
+    links: HashMap<ConnId, HubEnd>,
     hooks: Hooks,
     rng: SystemRandom,
     /// Room and peer counts last added to the gauges.
@@ -178,14 +176,8 @@ async fn run(mut rx: mpsc::Receiver<Command>, mut hub: Hub) {
 impl Hub {
     fn apply(&mut self, cmd: Command) {
         match cmd {
-            Command::Connect { conn, out, kill } => {
-                self.links.insert(
-                    conn,
-                    Link {
-                        out,
-                        kill: Some(kill),
-                    },
-                );
+            Command::Connect { conn, out } => {
+                self.links.insert(conn, out);
             }
             Command::Client { conn, msg } => match msg {
                 ClientMessage::Join {
@@ -198,8 +190,8 @@ impl Hub {
                     // token is the proof, so an invite that expired meanwhile does not cut
                     // it off.
                     if self.draining {
-                        if let Some(link) = self.links.get(&conn) {
-                            let _ = link.out.try_send(ServerMessage::error(
+                        if let Some(out) = self.links.get(&conn) {
+                            let _ = out.try_send(ServerMessage::error(
                                 ErrorCode::ShuttingDown,
                                 "the server is shutting down; reconnect later",
                             ));
@@ -228,22 +220,17 @@ impl Hub {
                 ClientMessage::Leave => self.registry.leave(conn),
                 ClientMessage::Ping => self.registry.ping(conn),
             },
-            Command::Disconnect { conn, mut out } => {
+            Command::Disconnect { conn, out } => {
                 self.links.remove(&conn);
-                out.close();
-                let mut undelivered = Vec::new();
-                while let Ok(msg) = out.try_recv() {
-                    undelivered.push(msg);
-                }
-                self.registry.disconnect(conn, undelivered, Instant::now());
+                self.registry.disconnect(conn, out.drain(), Instant::now());
             }
             Command::PushIceServers { peer, ice_servers } => {
                 self.registry.push_ice_servers(&peer, ice_servers);
             }
             Command::Drain { grace_s } => {
                 self.draining = true;
-                for link in self.links.values() {
-                    let _ = link.out.try_send(ServerMessage::ServerShutdown { grace_s });
+                for out in self.links.values() {
+                    let _ = out.try_send(ServerMessage::ServerShutdown { grace_s });
                 }
             }
             Command::Snapshot { reply } => {
@@ -275,10 +262,10 @@ impl Hub {
                             peer: j.id.clone(),
                         });
                     }
-                    let Some(link) = self.links.get(&conn) else {
+                    let Some(out) = self.links.get(&conn) else {
                         continue;
                     };
-                    if let Err(mpsc::error::TrySendError::Full(_)) = link.out.try_send(msg) {
+                    if let Err(Full) = out.try_send(msg) {
                         debug!(conn = conn.0, "outbound queue full; cutting the client off");
                         self.kill(conn, Kill::Overflow);
                         self.links.remove(&conn);
@@ -311,16 +298,14 @@ impl Hub {
 
     /// A `join` the access rule refused: `forbidden`, and the connection stays usable.
     fn refuse(&mut self, conn: ConnId, why: String) {
-        if let Some(link) = self.links.get(&conn) {
-            let _ = link
-                .out
-                .try_send(ServerMessage::error(ErrorCode::Forbidden, why));
+        if let Some(out) = self.links.get(&conn) {
+            let _ = out.try_send(ServerMessage::error(ErrorCode::Forbidden, why));
         }
     }
 
     fn kill(&mut self, conn: ConnId, why: Kill) {
-        if let Some(kill) = self.links.get_mut(&conn).and_then(|l| l.kill.take()) {
-            let _ = kill.send(why);
+        if let Some(out) = self.links.get(&conn) {
+            out.kill(why);
         }
     }
 

@@ -6,11 +6,12 @@
 //! - [`ws`] upgrades `/ws` (after the `Origin` check and the connection caps) and runs one task
 //!   per connection. That task alone owns its socket: it parses frames, applies the rate and
 //!   size limits, keeps the ping/pong and join timers, and writes everything from the
-//!   connection's bounded outbound queue.
+//!   connection's bounded [`outbox`].
 //! - [`hub`] is the single owner of the room registry: connection tasks send it commands over
-//!   one channel and it answers by `try_send` into the addressed connections' queues. So the
-//!   fan-out takes no lock at all — not one global lock per message, not one per room — and a
-//!   client that stops reading fills only its own queue and is cut off. One task is plenty:
+//!   one channel and it answers by `try_send` into the addressed connections' outboxes. So the
+//!   fan-out takes no shared lock — not one global lock per message, not one per room, only
+//!   the addressee's own outbox for one push — and a client that stops reading fills only its
+//!   own outbox and is cut off. One task is plenty:
 //!   the registry does a few hash lookups per message while serialization, TLS and socket
 //!   work run in the connection tasks on every core (`signalbox-bench signaling` measures it).
 //! - [`rooms`] is the registry itself, a plain state machine with no I/O and no clock, tested
@@ -23,6 +24,7 @@
 
 pub mod hub;
 pub mod limits;
+pub mod outbox;
 pub mod protocol;
 pub mod rooms;
 pub mod ws;

@@ -4,15 +4,16 @@
 //! IP) before any WebSocket exists. The connection task then owns its socket alone, so reads,
 //! writes, timers and the rate limit need no locks; it parses frames, answers local errors
 //! (`bad-request`, `rate-limited`, `too-large`) itself and forwards valid messages to the hub.
-//! Everything it writes comes from one bounded queue that the hub and the task both feed.
+//! Everything it writes comes from one bounded outbox that the hub and the task both feed.
 //!
 //! Timers, one `sleep` per connection: the join deadline (until `joined` went out), the next
 //! WebSocket ping, and the pong deadline (any inbound frame counts as the pong). A write that
 //! cannot finish within `ping_timeout` means the client stopped reading: it is dropped.
 
 use crate::metrics::METRICS;
-use std::future::Future;
+use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
+use std::pin::{pin, Pin};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,11 +22,12 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::Response;
 use futures_util::SinkExt as _;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::watch;
 use tracing::debug;
 
 use super::hub::{Command, HubHandle, Kill};
 use super::limits::{earliest, CapError, ConnPermit, ConnectionCaps, OriginPolicy, RateLimiter};
+use super::outbox::{outbox, ConnEnd};
 use super::protocol::{parse_client, ClientMessage, ErrorCode, ServerMessage};
 use super::rooms::ConnId;
 use crate::config::RoomsConfig;
@@ -49,8 +51,10 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 const WRITE_BATCH: usize = 64;
 /// Read buffer, and the most read from TLS at once; it grows for larger frames. Small because
 /// it is zero-filled (resident) on every connection and most connections idle: 1 KiB instead
-/// of 4 KiB took the bench's resident memory per idle connection from 17.4 to about 14.5 KiB.
-const READ_BUFFER: usize = 1024;
+/// of 4 KiB took the bench's resident memory per idle connection from 17.4 to about 14.5 KiB,
+/// and 512 bytes saves another half KiB. A join or an ICE candidate (about 300 bytes as a
+/// signal) still arrives in one read; an SDP takes a few.
+const READ_BUFFER: usize = 512;
 
 /// What every connection task shares; read-only after start.
 pub struct Settings {
@@ -165,58 +169,45 @@ impl Connection {
         }
     }
 
-    async fn run(self, socket: WebSocket, permit: ConnPermit) {
-        METRICS.ws_connections_active.inc();
-        self.session(socket, permit).await;
-        METRICS.ws_connections_active.dec();
-    }
-
-    async fn session(mut self, mut socket: WebSocket, permit: ConnPermit) {
-        let (out_tx, mut out_rx) = mpsc::channel(self.settings.rooms.outbound_queue);
-        let (kill_tx, mut kill_rx) = oneshot::channel();
-        let mut shutdown = self.settings.shutdown.clone();
-        let connected = self
-            .hub
-            .send(Command::Connect {
-                conn: self.id,
-                out: out_tx.clone(),
-                kill: kill_tx,
-            })
-            .await;
-        let end = if !connected {
-            End::HubGone
-        } else if *shutdown.borrow_and_update() {
-            End::Shutdown
-        } else {
-            self.serve(
-                &mut socket,
-                &out_tx,
-                &mut out_rx,
-                &mut kill_rx,
-                &mut shutdown,
-            )
-            .await
-        };
-        debug!(conn = self.id.0, peer = %self.peer, ?end, "WebSocket connection ended");
-        close(&mut socket, end, self.settings.rooms.max_message_bytes).await;
-        drop(socket);
-        drop(permit);
-        if connected {
-            self.hub
-                .send(Command::Disconnect {
+    // One future for the whole connection, and not an `async fn`: either a nested one or the
+    // `async fn` itself would keep a second copy of the socket and the connection in every task.
+    #[allow(clippy::manual_async_fn)]
+    fn run(mut self, mut socket: WebSocket, permit: ConnPermit) -> impl Future<Output = ()> {
+        async move {
+            METRICS.ws_connections_active.inc();
+            let (hub_end, out) = outbox(self.settings.rooms.outbound_queue);
+            let mut shutdown = self.settings.shutdown.clone();
+            let connected = self
+                .hub
+                .send(Command::Connect {
                     conn: self.id,
-                    out: out_rx,
+                    out: hub_end,
                 })
                 .await;
+            let end = if !connected {
+                End::HubGone
+            } else if *shutdown.borrow_and_update() {
+                End::Shutdown
+            } else {
+                self.serve(&mut socket, &out, &mut shutdown).await
+            };
+            debug!(conn = self.id.0, peer = %self.peer, ?end, "WebSocket connection ended");
+            close(&mut socket, end, self.settings.rooms.max_message_bytes).await;
+            drop(socket);
+            drop(permit);
+            if connected {
+                self.hub
+                    .send(Command::Disconnect { conn: self.id, out })
+                    .await;
+            }
+            METRICS.ws_connections_active.dec();
         }
     }
 
     async fn serve(
         &mut self,
         socket: &mut WebSocket,
-        out_tx: &mpsc::Sender<ServerMessage>,
-        out_rx: &mut mpsc::Receiver<ServerMessage>,
-        kill_rx: &mut oneshot::Receiver<Kill>,
+        out: &ConnEnd,
         shutdown: &mut watch::Receiver<bool>,
     ) -> End {
         let mut armed = self.next_deadline();
@@ -226,13 +217,12 @@ impl Connection {
             let end = tokio::select! {
                 biased;
                 _ = shutdown.changed() => Some(End::Shutdown),
-                why = &mut *kill_rx => Some(killed(why)),
-                frame = socket.recv() => self.on_frame(frame, out_tx).await,
-                msg = out_rx.recv() => match msg {
-                    Some(msg) => self.write_batch(msg, socket, out_rx, kill_rx, shutdown).await,
-                    None => Some(End::HubGone),
-                },
-                () = &mut timer => self.on_timer(socket, kill_rx, shutdown).await,
+                why = poll_fn(|cx| out.poll_verdict(cx)) => Some(killed(why)),
+                frame = socket.recv() => self.on_frame(frame, out).await,
+                msg = poll_fn(|cx| out.poll_recv(cx)) => {
+                    self.write_batch(msg, socket, out, shutdown).await
+                }
+                () = &mut timer => self.on_timer(socket, out, shutdown).await,
             };
             if let Some(end) = end {
                 return end;
@@ -254,7 +244,7 @@ impl Connection {
     async fn on_frame(
         &mut self,
         frame: Option<Result<Message, axum::Error>>,
-        out: &mpsc::Sender<ServerMessage>,
+        out: &ConnEnd,
     ) -> Option<End> {
         let msg = match frame {
             None => return Some(End::Dropped),
@@ -321,28 +311,27 @@ impl Connection {
         &mut self,
         first: ServerMessage,
         socket: &mut WebSocket,
-        out_rx: &mut mpsc::Receiver<ServerMessage>,
-        kill_rx: &mut oneshot::Receiver<Kill>,
+        out: &ConnEnd,
         shutdown: &mut watch::Receiver<bool>,
     ) -> Option<End> {
         let joined = &mut self.joined;
-        let write = async {
+        let write = pin!(async {
             socket.feed(to_frame(first, joined)).await?;
             for _ in 1..WRITE_BATCH {
-                match out_rx.try_recv() {
-                    Ok(msg) => socket.feed(to_frame(msg, joined)).await?,
-                    Err(_) => break,
+                match out.try_recv() {
+                    Some(msg) => socket.feed(to_frame(msg, joined)).await?,
+                    None => break,
                 }
             }
             socket.flush().await
-        };
-        guarded(write, self.settings.rooms.ping_timeout, kill_rx, shutdown).await
+        });
+        guarded(write, self.settings.rooms.ping_timeout, out, shutdown).await
     }
 
     async fn on_timer(
         &mut self,
         socket: &mut WebSocket,
-        kill_rx: &mut oneshot::Receiver<Kill>,
+        out: &ConnEnd,
         shutdown: &mut watch::Receiver<bool>,
     ) -> Option<End> {
         let now = Instant::now();
@@ -356,8 +345,8 @@ impl Connection {
         if now >= self.next_ping {
             self.next_ping = now + r.ping_interval;
             self.pong_deadline.get_or_insert(now + r.ping_timeout);
-            let ping = socket.send(Message::Ping(Default::default()));
-            return guarded(ping, r.ping_timeout, kill_rx, shutdown).await;
+            let ping = pin!(socket.send(Message::Ping(Default::default())));
+            return guarded(ping, r.ping_timeout, out, shutdown).await;
         }
         None
     }
@@ -383,27 +372,28 @@ fn to_frame(msg: ServerMessage, joined: &mut bool) -> Message {
 }
 
 /// Runs a write, but gives up when it stalls, the hub kills the connection, or the server
-/// shuts down.
+/// shuts down. The write comes pinned by the caller: taken by value, it would be held twice in
+/// the connection's future, as the argument and inside the `select!`.
 async fn guarded(
-    write: impl Future<Output = Result<(), axum::Error>>,
+    write: Pin<&mut impl Future<Output = Result<(), axum::Error>>>,
     stall: Duration,
-    kill_rx: &mut oneshot::Receiver<Kill>,
+    out: &ConnEnd,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Option<End> {
     tokio::select! {
         biased;
         _ = shutdown.changed() => Some(End::Shutdown),
-        why = kill_rx => Some(killed(why)),
+        why = poll_fn(|cx| out.poll_verdict(cx)) => Some(killed(why)),
         r = write => r.err().map(read_error),
         () = tokio::time::sleep(stall) => Some(End::NotReading),
     }
 }
 
-fn killed(why: Result<Kill, oneshot::error::RecvError>) -> End {
+fn killed(why: Option<Kill>) -> End {
     match why {
-        Ok(Kill::Overflow) => End::NotReading,
-        Ok(Kill::Replaced) => End::Replaced,
-        Err(_) => End::HubGone,
+        Some(Kill::Overflow) => End::NotReading,
+        Some(Kill::Replaced) => End::Replaced,
+        None => End::HubGone,
     }
 }
 

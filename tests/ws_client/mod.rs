@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::{FutureExt as _, SinkExt as _, StreamExt as _};
+use futures_util::{SinkExt as _, StreamExt as _};
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::CertificateDer;
 use serde_json::{json, Value};
@@ -152,12 +152,14 @@ impl Ws {
         }
     }
 
-    /// Reads whatever has already arrived, without waiting.
-    pub fn try_recv(&mut self) -> Option<Value> {
+    /// Reads whatever has arrived, waiting at most a millisecond. It does wait: polled once
+    /// without yielding, the socket's readiness is never updated while this task keeps the
+    /// runtime busy, so a message that did arrive goes unseen.
+    pub async fn try_recv(&mut self) -> Option<Value> {
         loop {
-            match self.stream.next().now_or_never() {
-                Some(Some(Ok(Message::Text(t)))) => return serde_json::from_str(&t).ok(),
-                Some(Some(Ok(_))) => continue,
+            match tokio::time::timeout(Duration::from_millis(1), self.stream.next()).await {
+                Ok(Some(Ok(Message::Text(t)))) => return serde_json::from_str(&t).ok(),
+                Ok(Some(Ok(_))) => continue,
                 _ => return None,
             }
         }
