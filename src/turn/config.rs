@@ -319,6 +319,12 @@ mod tests {
             .starts_with("turn.denied_peer_ranges"));
         let c = Config::parse("[turn]\nusername_separator = \"::\"\n", "c.toml").expect("parses");
         assert_eq!(c.turn.validate().unwrap_err().0, "turn.username_separator");
+        let c = Config::parse("[turn]\nbatch_window = \"6ms\"\n", "c.toml").expect("parses");
+        assert_eq!(c.turn.validate().unwrap_err().0, "turn.batch_window");
+        let e = Config::parse("[turn]\nbatch_window = \"200 ns\"\n", "c.toml").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("turn.batch_window"));
+        let c = Config::parse("[turn]\nbatch_window = \"0us\"\n", "c.toml").expect("parses");
+        assert!(c.turn.batch_window.is_zero() && c.turn.validate().is_ok());
         let c = Config::parse("[turn]\nuser_quota = 0\n", "c.toml").expect("parses");
         assert_eq!(c.turn.validate().unwrap_err().0, "turn.user_quota");
         let c = Config::parse("[turn]\nstream_idle_timeout = \"0s\"\n", "c.toml").expect("parses");
