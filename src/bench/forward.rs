@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use super::net::{self, Batch, Epoll};
 use super::wire::parse_channel_data;
-use crate::turn::relay::pace::{Pacer, Wait};
+use crate::turn::relay::pace::Pacer;
 
 /// Listener token in a worker's epoll set; relay sockets use their index.
 const LISTENER: u64 = u64::MAX;
@@ -64,14 +64,9 @@ fn worker(listener: UdpSocket, window: Duration) -> std::io::Result<()> {
     let mut pacer = Pacer::new(window);
     crate::turn::relay::pace::tighten_timer_slack(window);
     loop {
-        let timeout = match pacer.next_wait(Instant::now()) {
-            Wait::Block => Duration::from_millis(500),
-            Wait::Sleep(d) => {
-                std::thread::sleep(d);
-                Duration::ZERO
-            }
-            Wait::Poll => Duration::ZERO,
-        };
+        let timeout = pacer
+            .next_wait(Instant::now())
+            .settle(|| Duration::from_millis(500));
         epoll.wait(timeout, &mut ready);
         pacer.woke(Instant::now(), !ready.is_empty());
         for &t in &ready {

@@ -75,7 +75,12 @@ impl Clock {
     }
 
     pub fn now(&self) -> Millis {
-        Millis(self.start_unix_ms + self.start.elapsed().as_millis() as u64)
+        self.at(Instant::now())
+    }
+
+    /// The server time of an instant the caller already read (one clock read per pass).
+    pub fn at(&self, t: Instant) -> Millis {
+        Millis(self.start_unix_ms + t.saturating_duration_since(self.start).as_millis() as u64)
     }
 }
 
@@ -283,34 +288,30 @@ pub fn run(mut w: Worker, shared: Arc<Shared>) {
         }
     }
     while !shared.stop.load(Ordering::Relaxed) {
-        let now = w.clock.now();
+        let before = Instant::now();
         // Sockets left with more to read are read on at once, whatever the pacer says.
         let paced = ready.is_empty();
         let wait = if paced {
-            pacer.next_wait(Instant::now())
+            pacer.next_wait(before)
         } else {
             Wait::Poll
         };
-        let timeout = match wait {
-            Wait::Block => w
-                .core
+        let timeout = wait.settle(|| {
+            let now = w.clock.at(before);
+            w.core
                 .poll_timeout()
                 .map(|t| now.until(t) + Duration::from_millis(1))
-                .unwrap_or(Duration::from_secs(3600)),
-            Wait::Sleep(d) => {
-                std::thread::sleep(d);
-                Duration::ZERO
-            }
-            Wait::Poll => Duration::ZERO,
-        };
+                .unwrap_or(Duration::from_secs(3600))
+        });
         if let Err(e) = w.poll.poll(&mut events, Some(timeout)) {
             if e.kind() != io::ErrorKind::Interrupted {
                 warn!("turn worker {}: poll failed: {e}", w.index);
             }
             continue;
         }
+        let woke = Instant::now();
         if paced {
-            pacer.woke(Instant::now(), !events.is_empty());
+            pacer.woke(woke, !events.is_empty());
         }
         // One wait reports each token once; only tokens carried over from the last pass (a
         // socket with more to read) can repeat.
@@ -320,7 +321,7 @@ pub fn run(mut w: Worker, shared: Arc<Shared>) {
                 ready.push(e.token());
             }
         }
-        let now = w.clock.now();
+        let now = w.clock.at(woke);
         w.core.handle_timeout(now, &mut w.relays);
         let tokens = std::mem::take(&mut ready);
         for token in tokens {

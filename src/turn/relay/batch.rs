@@ -241,27 +241,27 @@ mod tests {
 
     fn send_n(from: &std::net::UdpSocket, to: SocketAddr, n: usize, tag: u8) {
         for k in 0..n {
-            from.send_to(&[tag, k as u8], to).unwrap();
+            from.send_to(&[tag, k as u8], to).expect("send");
         }
     }
 
     #[test]
     fn receives_fill_the_free_slots_until_cleared() {
-        let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        rx.set_nonblocking(true).unwrap();
-        let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let to = rx.local_addr().unwrap();
+        let rx = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        rx.set_nonblocking(true).expect("nonblocking");
+        let tx = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let to = rx.local_addr().expect("addr");
         let mut batch = RecvBatch::new();
 
         send_n(&tx, to, 3, 1);
-        assert_eq!(batch.recv(rx.as_raw_fd()).unwrap(), 0..3);
+        assert_eq!(batch.recv(rx.as_raw_fd()).expect("recv"), 0..3);
         send_n(&tx, to, 2, 2);
-        assert_eq!(batch.recv(rx.as_raw_fd()).unwrap(), 3..5);
+        assert_eq!(batch.recv(rx.as_raw_fd()).expect("recv"), 3..5);
         assert_eq!(batch.free(), BATCH - 5);
         // Earlier datagrams stay where they were.
         assert_eq!(&batch.slot(1)[HEADROOM..HEADROOM + 2], &[1, 1]);
         assert_eq!(&batch.slot(4)[HEADROOM..HEADROOM + 2], &[2, 1]);
-        assert_eq!(batch.from[4], Some(tx.local_addr().unwrap()));
+        assert_eq!(batch.from[4], Some(tx.local_addr().expect("addr")));
         assert_eq!(
             batch.recv(rx.as_raw_fd()).unwrap_err().kind(),
             io::ErrorKind::WouldBlock
@@ -269,9 +269,9 @@ mod tests {
 
         // A full batch takes no more until cleared.
         send_n(&tx, to, BATCH, 3);
-        assert_eq!(batch.recv(rx.as_raw_fd()).unwrap(), 5..BATCH);
-        assert_eq!(batch.recv(rx.as_raw_fd()).unwrap(), BATCH..BATCH);
+        assert_eq!(batch.recv(rx.as_raw_fd()).expect("recv"), 5..BATCH);
+        assert_eq!(batch.recv(rx.as_raw_fd()).expect("recv"), BATCH..BATCH);
         batch.clear();
-        assert_eq!(batch.recv(rx.as_raw_fd()).unwrap(), 0..5);
+        assert_eq!(batch.recv(rx.as_raw_fd()).expect("recv"), 0..5);
     }
 }

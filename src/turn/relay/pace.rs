@@ -15,7 +15,8 @@
 //! longer than the window is followed straight by the next.
 //!
 //! Pure state: the loop tells it when it woke, whether anything was ready and how many packets
-//! a pass handled, and asks how to wait next.
+//! a pass handled, and asks how to wait next. [`Wait::settle`] is the one piece that acts: it
+//! does the sleep, for the worker loop and the reference forwarder alike.
 
 use std::time::{Duration, Instant};
 
@@ -35,6 +36,21 @@ pub enum Wait {
     Sleep(Duration),
     /// Look without blocking.
     Poll,
+}
+
+impl Wait {
+    /// Sleeps if asked to and returns how long the poll that follows may block: `block()`
+    /// (the caller's next deadline) for [`Wait::Block`], zero otherwise.
+    pub fn settle(self, block: impl FnOnce() -> Duration) -> Duration {
+        match self {
+            Wait::Block => block(),
+            Wait::Sleep(d) => {
+                std::thread::sleep(d);
+                Duration::ZERO
+            }
+            Wait::Poll => Duration::ZERO,
+        }
+    }
 }
 
 /// The batch-window state of one worker.
@@ -107,6 +123,7 @@ impl Pacer {
         self.packets += n as u64;
     }
 
+    #[cfg(test)]
     pub fn batching(&self) -> bool {
         self.batching
     }
