@@ -11,7 +11,7 @@ use axum::Router;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use crate::access::{AccessKey, AccessMode, AccessPolicy};
 use crate::cli::{Cli, Command};
@@ -123,7 +123,7 @@ async fn run(
     (certs, loaded): (Arc<CertStore>, tls::Loaded),
 ) -> Result<(), Failure> {
     info!(config = %source.name, "signalbox {} starting", env!("CARGO_PKG_VERSION"));
-    raise_nofile_limit();
+    signalbox_udp::socket::raise_nofile_limit();
     log_certificate(&loaded, certs.is_real());
     // One-port mode also offers ALPN `stun.turn` (RFC 7443). It goes first: the server's order
     // wins, and coturn's client offers `http/1.1` next to it. Browsers never offer it.
@@ -328,27 +328,6 @@ fn admit_fn(config: &Config, source: &Source) -> Result<signaling::AdmitFn, Fail
                 .map_err(|e| e.to_string())
         },
     ))
-}
-
-/// Every WebSocket, TURN allocation and relay socket is a descriptor, and the usual soft
-/// limit (1024) is far below what one server handles: raise the soft limit to the hard one.
-pub fn raise_nofile_limit() {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit only read and write the struct passed to them.
-    let ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0;
-    if !ok || lim.rlim_cur >= lim.rlim_max {
-        return;
-    }
-    let before = lim.rlim_cur;
-    lim.rlim_cur = lim.rlim_max;
-    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } == 0 {
-        debug!("open file limit raised from {before} to {}", lim.rlim_max);
-    } else {
-        warn!("cannot raise the open file limit above {before}");
-    }
 }
 
 /// One log line per start-up check, at a level that matches its outcome.

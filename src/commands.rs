@@ -12,7 +12,7 @@ use crate::config::{parse_duration, Config, ConfigError, Source};
 use crate::credentials::ice::{IceEndpoints, TurnTransport};
 use crate::credentials::{unix_now, Minter, UserPart};
 use crate::signaling::protocol::MAX_NAME_CHARS;
-use crate::turn::auth::Secrets;
+use signalbox_turn_proto::auth::Secrets;
 
 /// `signalbox invite ROOM [--ttl 24h] [--name NAME]`: prints `https://HOST[:PORT]/r/ROOM#token=T`.
 pub fn invite(config: &Config, source: &Source, args: &InviteArgs) -> Result<(), Failure> {

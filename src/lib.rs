@@ -4,7 +4,6 @@
 
 pub mod access;
 pub mod app;
-pub mod bench;
 pub mod cli;
 pub mod commands;
 pub mod config;
@@ -15,7 +14,6 @@ pub mod metrics;
 pub mod reload;
 pub mod selftest;
 pub mod signaling;
-pub mod stun;
 pub mod tls;
 pub mod turn;
 pub mod web;

@@ -6,6 +6,7 @@
 //! Labels only ever take values from fixed lists (`&'static str` arrays indexed by an enum), so
 //! no label's set of values can grow with usernames, rooms or addresses.
 
+use signalbox_turn_proto::counters::{Counters, Label, Tally};
 use std::cell::Cell;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering::Relaxed};
@@ -150,24 +151,93 @@ impl<const N: usize> GaugeVec<N> {
     }
 }
 
-/// Transports, in the order of the `transport` label values.
+/// Transports, in the order of the `transport` label values (`TransportLabel::ALL` of the TURN core).
 pub const TRANSPORTS: [&str; 3] = ["udp", "tcp", "tls"];
-/// Relay directions, in the order of the `direction` label values.
+/// Relay directions, in the order of the core's `RelayPath::ALL`.
 pub const RELAY_DIRECTIONS: [&str; 3] = ["client_to_peer", "peer_to_client", "in_memory"];
-/// Index into [`RELAY_DIRECTIONS`].
-pub const CLIENT_TO_PEER: usize = 0;
-pub const PEER_TO_CLIENT: usize = 1;
-pub const IN_MEMORY: usize = 2;
-/// Indexes into `auth_failures`.
-pub const AUTH_MISSING: usize = 0;
-pub const AUTH_BAD_CREDENTIALS: usize = 1;
-pub const AUTH_EXPIRED: usize = 2;
-pub const AUTH_STALE_NONCE: usize = 3;
-pub const AUTH_BAD_REQUEST: usize = 4;
 /// Index into `rate_limited`.
 pub const LIMITED_TURN: usize = 0;
 pub const LIMITED_SIGNALING: usize = 1;
 pub const LIMITED_API: usize = 2;
+
+/// Label values of `auth_failures`, in the order of the core's `AuthFailure::ALL`.
+const AUTH_FAILURES: [&str; 5] = [
+    "missing",
+    "bad_credentials",
+    "expired",
+    "stale_nonce",
+    "bad_request",
+];
+/// Label values of `peer_refusals`, in the order of the core's `PeerRefusal::ALL`.
+const PEER_REFUSALS: [&str; 4] = [
+    "special_range",
+    "denied_peer_ranges",
+    "own_listener",
+    "family_mismatch",
+];
+/// Label values of `quota_refusals`, in the order of the core's `QuotaScope::ALL`.
+const QUOTA_SCOPES: [&str; 2] = ["user", "total"];
+
+/// Adds what a TURN core counted since `published` to the process-wide instruments, and
+/// remembers it as published. Each worker calls it after a pass with its own core's counters,
+/// so the core's counting stays plain field updates on its own thread.
+pub fn publish_turn(m: &Metrics, published: &mut Counters, now: &Counters) {
+    if published == now {
+        return;
+    }
+    m.stun_bindings
+        .add(now.stun_bindings.wrapping_sub(published.stun_bindings));
+    m.rate_limited
+        .at(LIMITED_TURN)
+        .add(now.rate_limited.wrapping_sub(published.rate_limited));
+    add_tally(
+        &m.relayed_packets,
+        now.relayed_packets - published.relayed_packets,
+    );
+    add_tally(
+        &m.relayed_bytes,
+        now.relayed_bytes - published.relayed_bytes,
+    );
+    add_tally(
+        &m.auth_failures,
+        now.auth_failures - published.auth_failures,
+    );
+    add_tally(
+        &m.peer_refusals,
+        now.peer_refusals - published.peer_refusals,
+    );
+    add_tally(
+        &m.quota_refusals,
+        now.quota_refusals - published.quota_refusals,
+    );
+    add_tally(
+        &m.allocations_created,
+        now.allocations_created - published.allocations_created,
+    );
+    add_tally(
+        &m.allocations_expired,
+        now.allocations_expired - published.allocations_expired,
+    );
+    for (label, live) in now.allocations_active.iter() {
+        let before = published.allocations_active.get(label);
+        m.allocations_active
+            .at(label.index())
+            .add(live as i64 - before as i64);
+    }
+    m.permissions_active
+        .add(now.permissions_active as i64 - published.permissions_active as i64);
+    m.channels_active
+        .add(now.channels_active as i64 - published.channels_active as i64);
+    *published = *now;
+}
+
+fn add_tally<L: Label, const N: usize>(family: &CounterVec<N>, growth: Tally<L>) {
+    for (label, n) in growth.iter() {
+        if n > 0 {
+            family.at(label.index()).add(n);
+        }
+    }
+}
 
 /// All of signalbox's instruments.
 pub struct Metrics {
@@ -196,61 +266,57 @@ pub struct Metrics {
     pub http_requests: Counter,
 }
 
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// The process-wide instruments.
-pub static METRICS: Metrics = Metrics {
-    rooms_active: Gauge::new(),
-    peers_active: Gauge::new(),
-    ws_connections_active: Gauge::new(),
-    joins: Counter::new(),
-    signaling_errors: CounterVec::new(
-        "code",
-        [
-            "bad-request",
-            "room-full",
-            "not-joined",
-            "already-joined",
-            "unknown-peer",
-            "rate-limited",
-            "too-large",
-            "forbidden",
-            "origin",
-            "shutting-down",
-            "other",
-        ],
-    ),
-    ws_messages: CounterVec::new("direction", ["in", "out"]),
-    allocations_active: GaugeVec::new("transport", TRANSPORTS),
-    allocations_created: CounterVec::new("transport", TRANSPORTS),
-    allocations_expired: CounterVec::new("transport", TRANSPORTS),
-    permissions_active: Gauge::new(),
-    channels_active: Gauge::new(),
-    relayed_packets: CounterVec::new("direction", RELAY_DIRECTIONS),
-    relayed_bytes: CounterVec::new("direction", RELAY_DIRECTIONS),
-    stun_bindings: Counter::new(),
-    auth_failures: CounterVec::new(
-        "reason",
-        [
-            "missing",
-            "bad_credentials",
-            "expired",
-            "stale_nonce",
-            "bad_request",
-        ],
-    ),
-    peer_refusals: CounterVec::new(
-        "reason",
-        [
-            "special_range",
-            "denied_peer_ranges",
-            "own_listener",
-            "family_mismatch",
-        ],
-    ),
-    quota_refusals: CounterVec::new("scope", ["user", "total"]),
-    rate_limited: CounterVec::new("what", ["turn", "signaling", "api"]),
-    tls_handshakes: CounterVec::new("result", ["ok", "failed"]),
-    http_requests: Counter::new(),
-};
+pub static METRICS: Metrics = Metrics::new();
+
+impl Metrics {
+    /// Every instrument at zero.
+    pub const fn new() -> Metrics {
+        Metrics {
+            rooms_active: Gauge::new(),
+            peers_active: Gauge::new(),
+            ws_connections_active: Gauge::new(),
+            joins: Counter::new(),
+            signaling_errors: CounterVec::new(
+                "code",
+                [
+                    "bad-request",
+                    "room-full",
+                    "not-joined",
+                    "already-joined",
+                    "unknown-peer",
+                    "rate-limited",
+                    "too-large",
+                    "forbidden",
+                    "origin",
+                    "shutting-down",
+                    "other",
+                ],
+            ),
+            ws_messages: CounterVec::new("direction", ["in", "out"]),
+            allocations_active: GaugeVec::new("transport", TRANSPORTS),
+            allocations_created: CounterVec::new("transport", TRANSPORTS),
+            allocations_expired: CounterVec::new("transport", TRANSPORTS),
+            permissions_active: Gauge::new(),
+            channels_active: Gauge::new(),
+            relayed_packets: CounterVec::new("direction", RELAY_DIRECTIONS),
+            relayed_bytes: CounterVec::new("direction", RELAY_DIRECTIONS),
+            stun_bindings: Counter::new(),
+            auth_failures: CounterVec::new("reason", AUTH_FAILURES),
+            peer_refusals: CounterVec::new("reason", PEER_REFUSALS),
+            quota_refusals: CounterVec::new("scope", QUOTA_SCOPES),
+            rate_limited: CounterVec::new("what", ["turn", "signaling", "api"]),
+            tls_handshakes: CounterVec::new("result", ["ok", "failed"]),
+            http_requests: Counter::new(),
+        }
+    }
+}
 
 /// Builds the exposition text.
 struct Exposition(String);
@@ -492,6 +558,9 @@ fn cpu_seconds() -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use signalbox_turn_proto::counters::{
+        AuthFailure, PeerRefusal, QuotaScope, RelayPath, TransportLabel,
+    };
 
     #[test]
     fn counters_sum_their_shards_across_threads() {
@@ -524,7 +593,10 @@ mod tests {
 
     #[test]
     fn every_family_is_typed_once_and_every_sample_parses() {
-        METRICS.relayed_packets.at(IN_MEMORY).add(3);
+        METRICS
+            .relayed_packets
+            .at(RelayPath::InMemory.index())
+            .add(3);
         let text = METRICS.render();
         let mut typed = std::collections::HashSet::new();
         for line in text.lines() {
@@ -543,6 +615,45 @@ mod tests {
         }
         assert!(text.contains("signalbox_turn_relayed_packets_total{direction=\"in_memory\"}"));
         assert!(text.contains("process_resident_memory_bytes"));
+    }
+
+    fn names<L: Label>() -> Vec<&'static str> {
+        L::ALL.iter().map(|l| l.name()).collect()
+    }
+
+    #[test]
+    fn turn_label_values_are_the_core_label_names_in_order() {
+        assert_eq!(names::<TransportLabel>(), TRANSPORTS);
+        assert_eq!(names::<RelayPath>(), RELAY_DIRECTIONS);
+        assert_eq!(names::<AuthFailure>(), AUTH_FAILURES);
+        assert_eq!(names::<PeerRefusal>(), PEER_REFUSALS);
+        assert_eq!(names::<QuotaScope>(), QUOTA_SCOPES);
+    }
+
+    #[test]
+    fn published_core_counts_move_the_instruments_by_their_growth_only() {
+        let m = Metrics::new();
+        let mut published = Counters::default();
+        let mut now = Counters::default();
+        now.relayed_packets.add(RelayPath::ClientToPeer, 7);
+        now.auth_failures.inc(AuthFailure::StaleNonce);
+        now.allocations_active.inc(TransportLabel::Tcp);
+        now.permissions_active = 3;
+        publish_turn(&m, &mut published, &now);
+        publish_turn(&m, &mut published, &now);
+        assert_eq!(m.relayed_packets.at(0).get(), 7);
+        assert_eq!(m.auth_failures.at(3).get(), 1);
+        assert_eq!(m.allocations_active.at(1).get(), 1);
+        assert_eq!(m.permissions_active.get(), 3);
+
+        now.allocations_active.dec(TransportLabel::Tcp);
+        now.permissions_active = 1;
+        now.relayed_packets.inc(RelayPath::ClientToPeer);
+        publish_turn(&m, &mut published, &now);
+        assert_eq!(m.relayed_packets.at(0).get(), 8);
+        assert_eq!(m.allocations_active.at(1).get(), 0);
+        assert_eq!(m.permissions_active.get(), 1);
+        assert_eq!(published, now);
     }
 
     #[test]

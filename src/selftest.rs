@@ -14,8 +14,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use crate::stun::{attr, Class, MessageRef, MessageWriter, Method, TransactionId};
-use crate::turn::auth::{self, Secrets};
+use signalbox_stun::{attr, Class, MessageRef, MessageWriter, Method, TransactionId};
+use signalbox_turn_proto::auth::{self, Secrets};
 
 /// One check's outcome.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]

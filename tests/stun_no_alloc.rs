@@ -7,7 +7,7 @@ mod counting_alloc;
 
 use std::net::SocketAddr;
 
-use signalbox::stun::{
+use signalbox_stun::{
     attr, binding_response, channel_data, Class, Integrity, MessageRef, MessageWriter, Method,
     TransactionId,
 };

@@ -10,11 +10,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use signalbox::config::PortRange;
-use signalbox::stun::{attr, Class, MessageRef, MessageWriter, Method, TransactionId};
-use signalbox::turn::allocation::{AllocId, AllocationTable, Limits, Millis, Quotas};
-use signalbox::turn::auth::{self, NonceKey, RateLimiter, Secrets};
-use signalbox::turn::policy::PeerPolicy;
-use signalbox::turn::server::{Action, Core, CoreConfig, RelayPlan, RelaySockets, HEADROOM};
+use signalbox_stun::{attr, Class, MessageRef, MessageWriter, Method, TransactionId};
+use signalbox_turn_proto::allocation::{AllocId, AllocationTable, Limits, Millis, Quotas};
+use signalbox_turn_proto::auth::{self, NonceKey, RateLimiter, Secrets};
+use signalbox_turn_proto::policy::PeerPolicy;
+use signalbox_turn_proto::server::{Action, Core, CoreConfig, RelayPlan, RelaySockets, HEADROOM};
 
 #[global_allocator]
 static GLOBAL: counting_alloc::Counting = counting_alloc::Counting;

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use base64::Engine as _;
 use common::Server;
 use rustls::pki_types::pem::PemObject as _;
-use signalbox::stun::{attr, Class, MessageRef, MessageWriter, Method, TransactionId};
+use signalbox_stun::{attr, Class, MessageRef, MessageWriter, Method, TransactionId};
 
 const SECRET: &str = "stream-secret";
 const REALM: &str = "streams.test";

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use common::Server;
-use signalbox::stun::{attr, Class, MessageRef, MessageWriter, Method, TransactionId};
+use signalbox_stun::{attr, Class, MessageRef, MessageWriter, Method, TransactionId};
 
 const SECRET: &str = "integration-secret";
 const REALM: &str = "turn.test";

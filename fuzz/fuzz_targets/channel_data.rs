@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use signalbox::stun::channel_data;
+use signalbox_stun::channel_data;
 
 fuzz_target!(|data: &[u8]| {
     if let Some((channel, payload)) = channel_data::parse(data) {

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use signalbox::stun::{attr, binding_response, Integrity, MessageRef, MessageWriter};
+use signalbox_stun::{attr, binding_response, Integrity, MessageRef, MessageWriter};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(msg) = MessageRef::parse(data) else {

@@ -22,8 +22,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::Config;
-use crate::turn::auth::Secrets;
 use crate::turn::service::TurnServer;
+use signalbox_turn_proto::auth::Secrets;
 
 /// A peer's identity as the TURN server sees it: the user part of its REST usernames.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -151,7 +151,7 @@ pub fn issuer_for(config: &Config, turn: &TurnServer) -> Arc<Issuer> {
 /// `base64(HMAC-SHA1(secret, username))`, the password of the REST scheme (coturn's
 /// `use-auth-secret`, Synapse's `turn_shared_secret`); the TURN server verifies with the same
 /// function.
-pub use crate::turn::auth::rest_password;
+pub use signalbox_turn_proto::auth::rest_password;
 
 /// The current time as unix seconds, for the shells that drive the pure code above.
 pub fn unix_now() -> u64 {

@@ -502,5 +502,4 @@ fn payload_len(msg: &ServerMessage) -> usize {
 }
 
 #[cfg(test)]
-#[path = "rooms_tests.rs"]
 mod tests;

@@ -24,8 +24,6 @@
 //! our relayed addresses outlives that allocation; after it goes, packets to that port take the
 //! kernel path like any other peer.
 
-mod batch;
-pub mod pace;
 pub mod streams;
 
 use std::io;
@@ -38,14 +36,19 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
 use mio::{Events, Interest, Poll, Token, Waker};
-use socket2::{Domain, Protocol, Socket, Type};
 use tracing::{debug, warn};
 
-use crate::turn::allocation::{AllocId, Millis};
-use crate::turn::config::PortRange;
-use crate::turn::server::{Action, Core, Payload, RelaySockets, Via, HEADROOM};
-use batch::{RecvBatch, SendBatch, Source, SLOT};
-use pace::{Pacer, Wait};
+use crate::config::PortRange;
+use crate::metrics::{self, METRICS};
+use signalbox_turn_proto::allocation::{AllocId, Millis};
+use signalbox_turn_proto::counters::Counters;
+use signalbox_turn_proto::server::{Action, Core, Payload, RelaySockets, Via, HEADROOM};
+use signalbox_udp::batch::{self, RecvBatch, SendBatch, Source, SLOT};
+
+// The receive batch leaves exactly the room the core writes a ChannelData header into.
+const _: () = assert!(signalbox_udp::batch::HEADROOM == HEADROOM);
+use signalbox_udp::pace::{self, Pacer, Wait};
+pub use signalbox_udp::socket::bind_udp;
 
 const WAKER: Token = Token(0);
 const LISTENER_BASE: usize = 1;
@@ -216,25 +219,6 @@ impl RelaySockets for RelaySet {
     }
 }
 
-/// A non-blocking UDP socket. With `reuse_port` (listeners) several workers share the address,
-/// and the socket gets large buffers: it carries every client of the worker, so bursts must
-/// not overflow it. Relay sockets keep the kernel defaults, which bounds kernel memory per
-/// allocation.
-pub fn bind_udp(addr: SocketAddr, reuse_port: bool) -> io::Result<UdpSocket> {
-    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
-    if addr.is_ipv6() {
-        socket.set_only_v6(true)?;
-    }
-    if reuse_port {
-        socket.set_reuse_port(true)?;
-        let _ = socket.set_recv_buffer_size(4 << 20);
-        let _ = socket.set_send_buffer_size(4 << 20);
-    }
-    socket.set_nonblocking(true)?;
-    socket.bind(&addr.into())?;
-    Ok(socket.into())
-}
-
 /// Binds `workers` sockets on each listen address (the first decides an ephemeral port, the
 /// others join it). Returns, per worker, its (address, socket) list.
 pub fn bind_listeners(
@@ -276,6 +260,7 @@ pub fn run(mut w: Worker, shared: Arc<Shared>) {
         .map(|_| Inbox::default())
         .collect();
     let mut ready: Vec<Token> = Vec::new();
+    let mut published = Counters::default();
     let mut pacer = Pacer::new(w.batch_window);
     pace::tighten_timer_slack(w.batch_window);
     for (i, (_, s)) in w.listeners.iter_mut().enumerate() {
@@ -340,6 +325,7 @@ pub fn run(mut w: Worker, shared: Arc<Shared>) {
         }
         send.flush(&recv, &[]);
         recv.clear();
+        metrics::publish_turn(&METRICS, &mut published, w.core.counters());
     }
     debug!("turn worker {} stopped", w.index);
 }

@@ -12,11 +12,11 @@ use ring::rand::{SecureRandom, SystemRandom};
 use tracing::{info, warn};
 
 use crate::config::Config;
-use crate::turn::allocation::{AllocationTable, Limits, Quotas};
-use crate::turn::auth::{NonceKey, RateLimiter, Secrets};
-use crate::turn::policy::PeerPolicy;
 use crate::turn::relay::{self, Clock, Inbox, RelaySet, Shared, Worker};
-use crate::turn::server::{Core, CoreConfig, RelayPlan};
+use signalbox_turn_proto::allocation::{AllocationTable, Limits, Quotas};
+use signalbox_turn_proto::auth::{NonceKey, RateLimiter, Secrets};
+use signalbox_turn_proto::policy::PeerPolicy;
+use signalbox_turn_proto::server::{Core, CoreConfig, RelayPlan};
 
 /// A running TURN server.
 pub struct TurnServer {

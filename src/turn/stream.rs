@@ -9,7 +9,7 @@
 //! Slow or hostile clients hold little: connections are capped in total and per source IP, the
 //! TLS handshake and first message must finish within the handshake timeout, and a connection
 //! that sends no whole message within the idle timeout is closed, so half a message followed by
-//! silence cannot keep a slot. Buffers are bounded ([`crate::turn::framing::MAX_FRAME`] in,
+//! silence cannot keep a slot. Buffers are bounded ([`signalbox_turn_proto::framing::MAX_FRAME`] in,
 //! [`crate::turn::relay::streams::OUTBOUND_CAP`] out).
 
 use std::collections::HashMap;
@@ -26,12 +26,12 @@ use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, warn};
 
+use crate::config::TurnConfig;
 use crate::listener::{Stream, TurnStream, TurnStreams};
-use crate::turn::allocation::{FiveTuple, Transport};
-use crate::turn::config::TurnConfig;
-use crate::turn::framing::Deframer;
 use crate::turn::relay::streams::Outbound;
 use crate::turn::relay::Shared;
+use signalbox_turn_proto::allocation::{FiveTuple, Transport};
+use signalbox_turn_proto::framing::Deframer;
 
 /// Frames queued towards one connection (each also counts against [`OUTBOUND_CAP`]).
 const OUTBOUND_FRAMES: usize = 1024;
@@ -108,7 +108,7 @@ impl Streams {
     /// A slot for one more connection from `ip`, or `None` at a cap (the connection is then
     /// closed without a word: nothing was read from it yet).
     pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<Slot> {
-        let ip = crate::turn::policy::canonical(ip);
+        let ip = signalbox_turn_proto::policy::canonical(ip);
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         if open.0 >= self.limits.max_total {
             debug!(%ip, "TURN stream refused: max_stream_connections reached");

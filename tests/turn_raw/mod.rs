@@ -7,7 +7,7 @@
 use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 
-use signalbox::stun::{attr, Class, MessageRef, MessageWriter, Method, TransactionId};
+use signalbox_stun::{attr, Class, MessageRef, MessageWriter, Method, TransactionId};
 
 pub struct TurnClient {
     pub sock: UdpSocket,

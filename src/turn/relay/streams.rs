@@ -14,9 +14,9 @@ use std::sync::atomic::AtomicUsize;
 use tokio::sync::mpsc;
 
 use super::*;
-use crate::stun::channel_data::FrameError;
-use crate::turn::allocation::FiveTuple;
-use crate::turn::framing::{self, Deframer};
+use signalbox_stun::channel_data::FrameError;
+use signalbox_turn_proto::allocation::FiveTuple;
+use signalbox_turn_proto::framing::{self, Deframer};
 
 /// Most bytes queued towards one connection; beyond it (a client that does not read) frames
 /// are dropped, as a full UDP socket would drop them.

@@ -12,7 +12,6 @@
 //! exist (404): an unconfigured server is never an open credential mint. CORS headers are sent
 //! only to origins in `[api] cors_origins`, always with `Vary: Origin`.
 
-pub mod config;
 pub mod ratelimit;
 
 use std::collections::HashMap;
@@ -31,9 +30,9 @@ use serde::Deserialize;
 use serde_json::json;
 use tracing::{debug, info};
 
-use self::config::ApiConfig;
 use self::ratelimit::{client_network, Buckets, Rate};
 use super::error_json;
+use crate::config::ApiConfig;
 use crate::credentials::{unix_now, Issuer, UserPart};
 
 /// Most client networks whose request rate is tracked at once.
@@ -425,8 +424,8 @@ fn serde_urlencoded_map(query: &str) -> Option<HashMap<String, String>> {
 
 #[cfg(test)]
 mod tests {
-    use super::config::ApiKeyConfig;
     use super::*;
+    use crate::config::ApiKeyConfig;
 
     fn state(keys: &[(&str, &str)]) -> ApiState {
         let config = ApiConfig {

@@ -1,0 +1,567 @@
+//! Typed configuration, read from TOML and validated before anything listens.
+//!
+//! Every problem is reported as one [`ConfigError`] that names the file, the key and what is
+//! wrong, so `main` can print a single line and exit with code 2. Relative paths in a config
+//! file are taken relative to that file's directory, so `--config /etc/signalbox/config.toml`
+//! works from any working directory; the built-in defaults are relative to the working
+//! directory.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+mod api;
+mod turn;
+
+/// The whole configuration. `Default` is the documented default (`config.toml` at the root).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub http: HttpConfig,
+    pub tls: TlsConfig,
+    pub log: LogConfig,
+    pub metrics: MetricsConfig,
+    pub admin: AdminConfig,
+    pub api: ApiConfig,
+    pub access: AccessConfig,
+    pub rooms: RoomsConfig,
+    pub turn: TurnConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Name or IP address browsers use to reach this server.
+    pub public_host: String,
+    /// Where the running server writes its process id, for `signalbox reload`; `None` = nowhere.
+    #[serde(deserialize_with = "optional_path")]
+    pub pid_file: Option<PathBuf>,
+    /// After SIGTERM/SIGINT: how long calls keep relaying (no new joins or allocations) before
+    /// the server closes everything; it stops sooner once no client is left.
+    #[serde(deserialize_with = "duration")]
+    pub drain_grace: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            public_host: "localhost".into(),
+            pid_file: Some(PathBuf::from("signalbox.pid")),
+            drain_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    #[serde(deserialize_with = "socket_addr")]
+    pub listen: SocketAddr,
+    /// Plain-HTTP listener that only redirects to HTTPS; `None` = off.
+    #[serde(deserialize_with = "optional_addr")]
+    pub redirect_listen: Option<SocketAddr>,
+    pub static_dir: PathBuf,
+    /// How long open connections may take to finish after SIGINT/SIGTERM.
+    #[serde(deserialize_with = "duration")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8443)),
+            redirect_listen: None,
+            static_dir: PathBuf::from("public"),
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM certificate chain; `None` = generate a self-signed one into `generated_dir`.
+    #[serde(deserialize_with = "optional_path")]
+    pub cert: Option<PathBuf>,
+    #[serde(deserialize_with = "optional_path")]
+    pub key: Option<PathBuf>,
+    pub generated_dir: PathBuf,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        Self {
+            cert: None,
+            key: None,
+            generated_dir: PathBuf::from("certs"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A `tracing` filter such as `info` or `signalbox=debug`; `RUST_LOG` wins when set.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Plain-HTTP listener for `/metrics`; `None` = off.
+    #[serde(deserialize_with = "optional_addr")]
+    pub listen: Option<SocketAddr>,
+    /// When set, `/metrics` is also served on the HTTPS listener to `Authorization: Bearer TOKEN`.
+    pub token: String,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            listen: Some(SocketAddr::from(([127, 0, 0, 1], 9641))),
+            token: String::new(),
+        }
+    }
+}
+
+pub use crate::access::{AccessConfig, AccessMode};
+pub use api::{ApiConfig, ApiKeyConfig};
+/// Room signaling over WebSocket (`/ws`): room size, resume grace and abuse limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoomsConfig {
+    /// Most peers in one room.
+    pub max_peers: usize,
+    /// How long a dropped peer keeps its id and place for a `resume`.
+    #[serde(deserialize_with = "duration")]
+    pub reconnect_grace: Duration,
+    /// Largest text frame accepted; larger gets `too-large`, over twice this closes with 1009.
+    pub max_message_bytes: usize,
+    /// Messages per second one connection may send on average.
+    pub rate_per_second: u32,
+    /// Messages one connection may send at once above the average.
+    pub rate_burst: u32,
+    /// Open WebSocket connections in total.
+    pub max_connections: usize,
+    /// Open WebSocket connections from one client IP address.
+    pub max_connections_per_ip: usize,
+    /// Messages waiting for one connection; a client that lets it fill is cut off.
+    pub outbound_queue: usize,
+    /// A connection that has not joined a room within this time is closed.
+    #[serde(deserialize_with = "duration")]
+    pub join_timeout: Duration,
+    /// How often the server sends a WebSocket ping.
+    #[serde(deserialize_with = "duration")]
+    pub ping_interval: Duration,
+    /// A connection silent this long after a ping is dropped.
+    #[serde(deserialize_with = "duration")]
+    pub ping_timeout: Duration,
+}
+
+impl Default for RoomsConfig {
+    fn default() -> Self {
+        Self {
+            max_peers: 4,
+            reconnect_grace: Duration::from_secs(20),
+            max_message_bytes: 65536,
+            rate_per_second: 50,
+            rate_burst: 200,
+            max_connections: 20000,
+            max_connections_per_ip: 64,
+            outbound_queue: 256,
+            join_timeout: Duration::from_secs(10),
+            ping_interval: Duration::from_secs(15),
+            ping_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl RoomsConfig {
+    fn validate(&self) -> Result<(), (&'static str, String)> {
+        let r = self;
+        let checks: [(&'static str, bool, &str); 10] = [
+            (
+                "rooms.max_peers",
+                (2..=64).contains(&r.max_peers),
+                "must be 2 to 64",
+            ),
+            (
+                "rooms.max_message_bytes",
+                (1024..=16 << 20).contains(&r.max_message_bytes),
+                "must be 1024 to 16777216",
+            ),
+            (
+                "rooms.rate_per_second",
+                r.rate_per_second >= 1,
+                "must be at least 1",
+            ),
+            ("rooms.rate_burst", r.rate_burst >= 1, "must be at least 1"),
+            (
+                "rooms.max_connections",
+                r.max_connections >= 1,
+                "must be at least 1",
+            ),
+            (
+                "rooms.max_connections_per_ip",
+                r.max_connections_per_ip >= 1,
+                "must be at least 1",
+            ),
+            (
+                "rooms.outbound_queue",
+                (4..=65536).contains(&r.outbound_queue),
+                "must be 4 to 65536",
+            ),
+            (
+                "rooms.join_timeout",
+                !r.join_timeout.is_zero(),
+                "must be more than 0",
+            ),
+            (
+                "rooms.ping_interval",
+                !r.ping_interval.is_zero(),
+                "must be more than 0",
+            ),
+            (
+                "rooms.ping_timeout",
+                !r.ping_timeout.is_zero(),
+                "must be more than 0",
+            ),
+        ];
+        match checks.into_iter().find(|(_, ok, _)| !ok) {
+            Some((key, _, msg)) => Err((key, msg.to_owned())),
+            None => Ok(()),
+        }
+    }
+}
+
+pub use turn::{PortRange, TurnConfig};
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Bearer token for `GET /api/stats` and the `/admin` page; empty = the status API is off.
+    pub token: String,
+}
+
+/// A configuration problem: which file, which key, what is wrong. Displays as one line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: String,
+    pub key: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.key {
+            Some(key) => write!(f, "{}: key `{}`: {}", self.file, key, self.message),
+            None => write!(f, "{}: {}", self.file, self.message),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl ConfigError {
+    pub fn new(file: impl Into<String>, key: Option<&str>, message: impl Into<String>) -> Self {
+        Self {
+            file: file.into(),
+            key: key.map(str::to_owned),
+            message: message.into(),
+        }
+    }
+}
+
+/// Where the configuration came from, for messages and for resolving relative paths.
+#[derive(Debug, Clone)]
+pub struct Source {
+    /// The file name shown in messages (`config.toml`, or `built-in defaults`).
+    pub name: String,
+    /// Base for relative paths.
+    pub base_dir: PathBuf,
+}
+
+impl Config {
+    /// Loads `path`. When `required` is false and the file does not exist, the built-in defaults
+    /// apply (the server runs with no config file at all).
+    pub fn load(path: &Path, required: bool) -> Result<(Config, Source), ConfigError> {
+        let name = path.display().to_string();
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => {
+                let source = Source {
+                    name: "built-in defaults".into(),
+                    base_dir: PathBuf::from("."),
+                };
+                let config = Config::default();
+                config.validate(&source)?;
+                return Ok((config, source));
+            }
+            Err(e) => return Err(ConfigError::new(name, None, format!("cannot read: {e}"))),
+        };
+        let base_dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let source = Source { name, base_dir };
+        let mut config = Config::parse(&text, &source.name)?;
+        config.resolve_paths(&source.base_dir);
+        config.validate(&source)?;
+        Ok((config, source))
+    }
+
+    /// Parses TOML text; errors name the dotted key and the line.
+    pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
+        let de = toml::Deserializer::new(text);
+        serde_path_to_error::deserialize(de).map_err(|err| {
+            let path = err.path().to_string();
+            let inner = err.into_inner();
+            let line = inner
+                .span()
+                .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
+            let mut message = inner.message().trim().replace('\n', " ");
+            if let Some(line) = line {
+                message = format!("{message} (line {line})");
+            }
+            let key = (!path.is_empty() && path != ".").then_some(path);
+            ConfigError::new(file, key.as_deref(), message)
+        })
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let join = |p: &mut PathBuf| {
+            if p.is_relative() && base != Path::new(".") {
+                *p = base.join(&*p);
+            }
+        };
+        join(&mut self.http.static_dir);
+        join(&mut self.tls.generated_dir);
+        if let Some(p) = self.tls.cert.as_mut() {
+            join(p);
+        }
+        if let Some(p) = self.server.pid_file.as_mut() {
+            join(p);
+        }
+        if let Some(p) = self.tls.key.as_mut() {
+            join(p);
+        }
+        if let Some(p) = self.access.key_file.as_mut() {
+            join(p);
+        }
+    }
+
+    /// Checks what types alone cannot: files exist, values fit together.
+    pub fn validate(&self, source: &Source) -> Result<(), ConfigError> {
+        let err = |key: &str, msg: String| Err(ConfigError::new(&source.name, Some(key), msg));
+        if self.server.public_host.trim().is_empty() {
+            return err("server.public_host", "must not be empty".into());
+        }
+        if self.server.public_host.contains(['/', ' ', '?', '#', '@']) {
+            return err(
+                "server.public_host",
+                format!(
+                    "`{}` is not a host name or IP address",
+                    self.server.public_host
+                ),
+            );
+        }
+        match (&self.tls.cert, &self.tls.key) {
+            (Some(_), None) => return err("tls.key", "required when tls.cert is set".into()),
+            (None, Some(_)) => return err("tls.cert", "required when tls.key is set".into()),
+            (Some(cert), Some(key)) => {
+                for (name, path) in [("tls.cert", cert), ("tls.key", key)] {
+                    if let Err(e) = std::fs::File::open(path) {
+                        return err(name, format!("cannot read {}: {e}", path.display()));
+                    }
+                }
+            }
+            (None, None) => {}
+        }
+        if !self.admin.token.is_empty() && self.admin.token.len() < 16 {
+            return err(
+                "admin.token",
+                "must be at least 16 characters (or empty to turn the status API off)".into(),
+            );
+        }
+        if !self.metrics.token.is_empty() && self.metrics.token.len() < 16 {
+            return err(
+                "metrics.token",
+                "must be at least 16 characters (or empty for no /metrics on HTTPS)".into(),
+            );
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            return err("log.level", format!("not a valid filter: {e}"));
+        }
+        if let Err((key, msg)) = self.api.validate() {
+            return err(&key, msg);
+        }
+        if let Err((key, msg)) = self.rooms.validate() {
+            return err(key, msg);
+        }
+        if let Err((key, msg)) = self.turn.validate() {
+            return err(key, msg);
+        }
+        Ok(())
+    }
+}
+
+/// Parses `"100us"`, `"500ms"`, `"20s"`, `"10m"`, `"24h"`, `"7d"`, or a plain number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let value: u64 = digits
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration like 500ms, 20s, 10m, 24h or 7d"))?;
+    let secs = |mult: u64| {
+        value
+            .checked_mul(mult)
+            .map(Duration::from_secs)
+            .ok_or_else(|| format!("`{text}` is too long"))
+    };
+    match unit.trim() {
+        "us" | "µs" => Ok(Duration::from_micros(value)),
+        "ms" => Ok(Duration::from_millis(value)),
+        "" | "s" => secs(1),
+        "m" => secs(60),
+        "h" => secs(3600),
+        "d" => secs(86400),
+        _ => Err(format!(
+            "`{text}` has an unknown unit; use us, ms, s, m, h or d"
+        )),
+    }
+}
+
+/// Serde adapter: a duration as a string (`"20s"`) or an integer number of seconds.
+pub fn duration<'de, D: Deserializer<'de>>(de: D) -> Result<Duration, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Secs(u64),
+        Text(String),
+    }
+    match Raw::deserialize(de)? {
+        Raw::Secs(s) => Ok(Duration::from_secs(s)),
+        Raw::Text(t) => parse_duration(&t).map_err(serde::de::Error::custom),
+    }
+}
+
+/// Serde adapter: an empty string means "not set".
+fn optional_path<'de, D: Deserializer<'de>>(de: D) -> Result<Option<PathBuf>, D::Error> {
+    let s = String::deserialize(de)?;
+    Ok((!s.trim().is_empty()).then(|| PathBuf::from(s)))
+}
+
+/// Serde adapter: `IP:PORT`, with a message that shows the expected form.
+pub fn socket_addr<'de, D: Deserializer<'de>>(de: D) -> Result<SocketAddr, D::Error> {
+    let s = String::deserialize(de)?;
+    s.trim().parse().map_err(|_| {
+        serde::de::Error::custom(format!(
+            "`{s}` is not an address like 0.0.0.0:8443 or [::]:8443 (an IP address, not a name)"
+        ))
+    })
+}
+
+/// Serde adapter: an empty string means "off", anything else must be `IP:PORT`.
+fn optional_addr<'de, D: Deserializer<'de>>(de: D) -> Result<Option<SocketAddr>, D::Error> {
+    let s = String::deserialize(de)?;
+    if s.trim().is_empty() {
+        return Ok(None);
+    }
+    s.trim()
+        .parse()
+        .map(Some)
+        .map_err(|_| serde::de::Error::custom(format!("`{s}` is not an address like 0.0.0.0:80")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_the_defaults() {
+        let c = Config::parse("", "config.toml").expect("empty config parses");
+        assert_eq!(c.http.listen, "0.0.0.0:8443".parse().unwrap());
+        assert_eq!(c.http.static_dir, PathBuf::from("public"));
+        assert!(c.tls.cert.is_none());
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_its_dotted_path_and_line() {
+        let e = Config::parse("[http]\nlisten = \"0.0.0.0:1\"\nlisen = 1\n", "c.toml").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("http.lisen"));
+        assert!(e.message.contains("unknown field `lisen`"), "{e}");
+        assert!(e.message.contains("line 3"), "{e}");
+    }
+
+    #[test]
+    fn bad_address_names_the_key() {
+        let e = Config::parse("[http]\nlisten = \"nope\"\n", "c.toml").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("http.listen"));
+        assert!(!e.to_string().contains('\n'));
+    }
+
+    #[test]
+    fn wrong_type_names_the_key() {
+        let e = Config::parse("[server]\npublic_host = 5\n", "c.toml").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("server.public_host"));
+    }
+
+    #[test]
+    fn durations_accept_units_and_plain_seconds() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("100us"), Ok(Duration::from_micros(100)));
+        assert_eq!(parse_duration("20s"), Ok(Duration::from_secs(20)));
+        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86400)));
+        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert!(parse_duration("3 weeks").is_err());
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("99999999999999999999d").is_err());
+    }
+
+    #[test]
+    fn rooms_defaults_match_the_documentation_and_limits_are_checked() {
+        let c = Config::parse("", "c.toml").expect("parses");
+        assert_eq!(c.rooms.max_peers, 4);
+        assert_eq!(c.rooms.reconnect_grace, Duration::from_secs(20));
+        assert_eq!(c.rooms.max_message_bytes, 65536);
+        let src = Source {
+            name: "c.toml".into(),
+            base_dir: ".".into(),
+        };
+        let c = Config::parse("[rooms]\nmax_peers = 1\n", "c.toml").expect("parses");
+        let e = c.validate(&src).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("rooms.max_peers"));
+        let c = Config::parse("[rooms]\nping_timeout = \"0s\"\n", "c.toml").expect("parses");
+        assert_eq!(
+            c.validate(&src).unwrap_err().key.as_deref(),
+            Some("rooms.ping_timeout")
+        );
+    }
+
+    #[test]
+    fn half_a_tls_pair_is_refused() {
+        let c = Config::parse("[tls]\ncert = \"a.pem\"\n", "c.toml").expect("parses");
+        let src = Source {
+            name: "c.toml".into(),
+            base_dir: ".".into(),
+        };
+        let e = c.validate(&src).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("tls.key"));
+    }
+}

@@ -1,0 +1,296 @@
+//! The `[turn]` section of the configuration: typed, with defaults that make a fresh start work,
+//! and validation messages that name the key.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+use crate::config::duration;
+use signalbox_turn_proto::policy::Cidr;
+pub use signalbox_turn_proto::ports::PortRange;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TurnConfig {
+    pub enabled: bool,
+    /// UDP listener addresses.
+    pub listen: Vec<SocketAddr>,
+    /// Realm of the long-term credentials; empty = `[server] public_host`.
+    pub realm: String,
+    /// REST-API shared secrets: the first mints credentials, all verify. Empty = random at start.
+    pub secrets: Vec<String>,
+    pub username_separator: String,
+    /// Lifetime of the credentials signaling hands each peer; renewed at 80 % of it.
+    #[serde(deserialize_with = "duration")]
+    pub credential_ttl: Duration,
+    pub strict_expiry: bool,
+    #[serde(deserialize_with = "duration")]
+    pub max_allocation_lifetime: Duration,
+    #[serde(deserialize_with = "optional_ip")]
+    pub relay_ip: Option<IpAddr>,
+    #[serde(deserialize_with = "optional_ip")]
+    pub external_ip: Option<IpAddr>,
+    #[serde(deserialize_with = "port_range")]
+    pub relay_ports: PortRange,
+    pub user_quota: u32,
+    pub total_quota: u32,
+    /// Bits per second per allocation, 0 = no cap.
+    pub max_bitrate: u64,
+    #[serde(deserialize_with = "cidrs")]
+    pub allowed_peer_ranges: Vec<Cidr>,
+    #[serde(deserialize_with = "cidrs")]
+    pub denied_peer_ranges: Vec<Cidr>,
+    pub allow_loopback_peers: bool,
+    /// Worker threads; 0 = one per available core.
+    pub workers: usize,
+    /// Under load, a worker handles what queued in this window in one pass; 0 = off.
+    #[serde(deserialize_with = "duration")]
+    pub batch_window: Duration,
+    /// Unauthenticated requests and 401 answers per second and source IP.
+    pub unauth_rate: u32,
+    pub unauth_burst: u32,
+    #[serde(deserialize_with = "duration")]
+    pub nonce_lifetime: Duration,
+    /// TURN over TCP listener addresses; empty = off.
+    pub listen_tcp: Vec<SocketAddr>,
+    /// TURN over TLS (`turns:`) listener addresses; empty = off.
+    pub listen_tls: Vec<SocketAddr>,
+    /// Serve TURN over TCP and TLS on the HTTPS listener too (one port for everything).
+    pub one_port: bool,
+    /// Time a stream client gets for the TLS handshake and its first whole message.
+    #[serde(deserialize_with = "duration")]
+    pub stream_handshake_timeout: Duration,
+    /// A stream connection that sends no whole message for this long is closed.
+    #[serde(deserialize_with = "duration")]
+    pub stream_idle_timeout: Duration,
+    /// Most TURN stream connections at once, and from one source IP.
+    pub max_stream_connections: u32,
+    pub max_stream_connections_per_ip: u32,
+}
+
+impl Default for TurnConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: vec![SocketAddr::from(([0, 0, 0, 0], 3478))],
+            realm: String::new(),
+            secrets: Vec::new(),
+            username_separator: ":".into(),
+            credential_ttl: Duration::from_secs(600),
+            strict_expiry: false,
+            max_allocation_lifetime: Duration::from_secs(3600),
+            relay_ip: None,
+            external_ip: None,
+            relay_ports: PortRange {
+                first: 49152,
+                last: 65535,
+            },
+            user_quota: 12,
+            total_quota: 10_000,
+            max_bitrate: 0,
+            allowed_peer_ranges: Vec::new(),
+            denied_peer_ranges: Vec::new(),
+            allow_loopback_peers: false,
+            workers: 0,
+            batch_window: Duration::from_micros(200),
+            unauth_rate: 10,
+            unauth_burst: 20,
+            nonce_lifetime: Duration::from_secs(600),
+            listen_tcp: vec![SocketAddr::from(([0, 0, 0, 0], 3478))],
+            listen_tls: vec![SocketAddr::from(([0, 0, 0, 0], 5349))],
+            one_port: true,
+            stream_handshake_timeout: Duration::from_secs(10),
+            stream_idle_timeout: Duration::from_secs(600),
+            max_stream_connections: 10_000,
+            max_stream_connections_per_ip: 64,
+        }
+    }
+}
+
+impl TurnConfig {
+    /// Checks what the types cannot; the error names the key.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        if !self.enabled {
+            return Ok(());
+        }
+        if self.listen.is_empty() {
+            return Err(("turn.listen", "needs at least one address".into()));
+        }
+        if self.username_separator.chars().count() != 1 {
+            return Err((
+                "turn.username_separator",
+                format!(
+                    "`{}` must be exactly one character",
+                    self.username_separator
+                ),
+            ));
+        }
+        if self
+            .username_separator
+            .chars()
+            .any(|c| c.is_ascii_digit() || c.is_whitespace() || c.is_control())
+        {
+            return Err((
+                "turn.username_separator",
+                "must not be a digit or white space (it follows the expiry digits)".into(),
+            ));
+        }
+        if self.credential_ttl < Duration::from_secs(1) {
+            return Err(("turn.credential_ttl", "must be at least 1s".into()));
+        }
+        if self.realm.contains('"') || self.realm.len() > 127 {
+            return Err((
+                "turn.realm",
+                "must be under 128 bytes and contain no quotes".into(),
+            ));
+        }
+        if self.secrets.iter().any(|s| s.is_empty()) {
+            return Err(("turn.secrets", "an empty secret is not a secret".into()));
+        }
+        if self.max_allocation_lifetime < Duration::from_secs(600) {
+            return Err((
+                "turn.max_allocation_lifetime",
+                "must be at least 10m, the default lifetime of RFC 8656".into(),
+            ));
+        }
+        if let Some(ip) = self.relay_ip {
+            if ip.is_unspecified() || ip.is_multicast() {
+                return Err(("turn.relay_ip", format!("`{ip}` cannot be a relay address")));
+            }
+        }
+        if self.user_quota == 0 {
+            return Err(("turn.user_quota", "must be at least 1".into()));
+        }
+        if self.total_quota == 0 {
+            return Err(("turn.total_quota", "must be at least 1".into()));
+        }
+        if self.batch_window > Duration::from_millis(5) {
+            return Err((
+                "turn.batch_window",
+                "at most 5ms: a longer window delays media noticeably".into(),
+            ));
+        }
+        if self.workers > 256 {
+            return Err(("turn.workers", "at most 256".into()));
+        }
+        if self.unauth_rate == 0 || self.unauth_burst == 0 {
+            return Err((
+                "turn.unauth_rate",
+                "unauth_rate and unauth_burst must be at least 1".into(),
+            ));
+        }
+        if self.nonce_lifetime < Duration::from_secs(30) {
+            return Err(("turn.nonce_lifetime", "must be at least 30s".into()));
+        }
+        if self.stream_handshake_timeout < Duration::from_secs(1) {
+            return Err((
+                "turn.stream_handshake_timeout",
+                "must be at least 1s".into(),
+            ));
+        }
+        if self.stream_idle_timeout < Duration::from_secs(1) {
+            return Err(("turn.stream_idle_timeout", "must be at least 1s".into()));
+        }
+        if self.max_stream_connections == 0 {
+            return Err(("turn.max_stream_connections", "must be at least 1".into()));
+        }
+        if self.max_stream_connections_per_ip == 0 {
+            return Err((
+                "turn.max_stream_connections_per_ip",
+                "must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn separator(&self) -> char {
+        self.username_separator.chars().next().unwrap_or(':')
+    }
+}
+
+fn port_range<'de, D: Deserializer<'de>>(de: D) -> Result<PortRange, D::Error> {
+    String::deserialize(de)?
+        .parse()
+        .map_err(serde::de::Error::custom)
+}
+
+fn optional_ip<'de, D: Deserializer<'de>>(de: D) -> Result<Option<IpAddr>, D::Error> {
+    let s = String::deserialize(de)?;
+    if s.trim().is_empty() {
+        return Ok(None);
+    }
+    s.trim()
+        .parse()
+        .map(Some)
+        .map_err(|_| serde::de::Error::custom(format!("`{s}` is not an IP address")))
+}
+
+fn cidrs<'de, D: Deserializer<'de>>(de: D) -> Result<Vec<Cidr>, D::Error> {
+    Vec::<String>::deserialize(de)?
+        .iter()
+        .map(|s| s.parse().map_err(serde::de::Error::custom))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+
+    #[test]
+    fn defaults_match_the_documented_values() {
+        let c = Config::parse("", "c.toml").expect("parses");
+        assert!(c.turn.enabled);
+        assert_eq!(c.turn.listen, vec!["0.0.0.0:3478".parse().expect("addr")]);
+        assert_eq!(c.turn.relay_ports.to_string(), "49152-65535");
+        assert_eq!(c.turn.user_quota, 12);
+        assert_eq!(
+            c.turn.listen_tcp,
+            vec!["0.0.0.0:3478".parse().expect("addr")]
+        );
+        assert_eq!(
+            c.turn.listen_tls,
+            vec!["0.0.0.0:5349".parse().expect("addr")]
+        );
+        assert!(c.turn.one_port);
+        assert!(c.turn.validate().is_ok());
+    }
+
+    #[test]
+    fn the_shipped_config_file_parses_to_the_defaults() {
+        let text = include_str!("../../config.toml");
+        let c = Config::parse(text, "config.toml").expect("config.toml parses");
+        let d = Config::default();
+        assert_eq!(format!("{:?}", c.turn), format!("{:?}", d.turn));
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let e = Config::parse("[turn]\nrelay_ports = \"5-1\"\n", "c.toml").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("turn.relay_ports"));
+        let e = Config::parse("[turn]\ndenied_peer_ranges = [\"x\"]\n", "c.toml").unwrap_err();
+        assert!(e
+            .key
+            .as_deref()
+            .unwrap_or("")
+            .starts_with("turn.denied_peer_ranges"));
+        let c = Config::parse("[turn]\nusername_separator = \"::\"\n", "c.toml").expect("parses");
+        assert_eq!(c.turn.validate().unwrap_err().0, "turn.username_separator");
+        let c = Config::parse("[turn]\nbatch_window = \"6ms\"\n", "c.toml").expect("parses");
+        assert_eq!(c.turn.validate().unwrap_err().0, "turn.batch_window");
+        let e = Config::parse("[turn]\nbatch_window = \"200 ns\"\n", "c.toml").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("turn.batch_window"));
+        let c = Config::parse("[turn]\nbatch_window = \"0us\"\n", "c.toml").expect("parses");
+        assert!(c.turn.batch_window.is_zero() && c.turn.validate().is_ok());
+        let c = Config::parse("[turn]\nuser_quota = 0\n", "c.toml").expect("parses");
+        assert_eq!(c.turn.validate().unwrap_err().0, "turn.user_quota");
+        let c = Config::parse("[turn]\nstream_idle_timeout = \"0s\"\n", "c.toml").expect("parses");
+        assert_eq!(c.turn.validate().unwrap_err().0, "turn.stream_idle_timeout");
+        let c =
+            Config::parse("[turn]\nmax_stream_connections_per_ip = 0\n", "c.toml").expect("parses");
+        assert_eq!(
+            c.turn.validate().unwrap_err().0,
+            "turn.max_stream_connections_per_ip"
+        );
+    }
+}
