@@ -9,83 +9,120 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use super::{ParseError, TransactionId, MAGIC_COOKIE};
 
 // Comprehension-required (0x0000–0x7FFF).
-/// RFC 8489 §14.1
+/// RFC 8489 §14.1 MAPPED-ADDRESS: the reflexive address in the clear, for RFC 3489 clients;
+/// newer ones read [`XOR_MAPPED_ADDRESS`].
 pub const MAPPED_ADDRESS: u16 = 0x0001;
-/// RFC 5780 §7.2 (NAT behaviour discovery; not supported, so answered with 420).
+/// RFC 5780 §7.2 CHANGE-REQUEST: asks for the response from another address or port (NAT
+/// behaviour discovery). Not in [`BINDING_UNDERSTOOD`], so a Binding request carrying it is
+/// answered with 420.
 pub const CHANGE_REQUEST: u16 = 0x0003;
-/// RFC 8489 §14.3
+/// RFC 8489 §14.3 USERNAME: the user whose key signs the message (§9.2.2 long-term
+/// credentials, §9.1 short-term).
 pub const USERNAME: u16 = 0x0006;
-/// RFC 8489 §14.5
+/// RFC 8489 §14.5 MESSAGE-INTEGRITY: 20-byte HMAC-SHA1 over the message up to it; checked by
+/// [`MessageRef::verify_integrity`](crate::MessageRef::verify_integrity).
 pub const MESSAGE_INTEGRITY: u16 = 0x0008;
-/// RFC 8489 §14.8
+/// RFC 8489 §14.8 ERROR-CODE: an error response's code and reason phrase; see
+/// [`decode_error_code`].
 pub const ERROR_CODE: u16 = 0x0009;
-/// RFC 8489 §14.9
+/// RFC 8489 §14.13 UNKNOWN-ATTRIBUTES: in a 420 response, the comprehension-required types
+/// of the request that the receiver does not understand.
 pub const UNKNOWN_ATTRIBUTES: u16 = 0x000A;
-/// RFC 8656 §18.1
+/// RFC 8656 §18.1 CHANNEL-NUMBER: in ChannelBind, the channel (0x4000–0x4FFF) in the first
+/// two bytes, then two reserved bytes.
 pub const CHANNEL_NUMBER: u16 = 0x000C;
-/// RFC 8656 §18.2
+/// RFC 8656 §18.2 LIFETIME: seconds until the allocation expires, asked for in Allocate and
+/// Refresh and granted in their responses; 0 in a Refresh deletes the allocation.
 pub const LIFETIME: u16 = 0x000D;
-/// RFC 8656 §18.3
+/// RFC 8656 §18.3 XOR-PEER-ADDRESS: the peer's address in CreatePermission (one or more),
+/// ChannelBind, Send and Data.
 pub const XOR_PEER_ADDRESS: u16 = 0x0012;
-/// RFC 8656 §18.4
+/// RFC 8656 §18.4 DATA: the application payload of a Send or Data indication.
 pub const DATA: u16 = 0x0013;
-/// RFC 8489 §14.9
+/// RFC 8489 §14.9 REALM: the realm of the long-term credentials; part of the key (§9.2.2).
 pub const REALM: u16 = 0x0014;
-/// RFC 8489 §14.10
+/// RFC 8489 §14.10 NONCE: chosen by the server and echoed in authenticated requests; a stale
+/// one is refused with 438 (§9.2).
 pub const NONCE: u16 = 0x0015;
-/// RFC 8656 §18.5
+/// RFC 8656 §18.5 XOR-RELAYED-ADDRESS: in an Allocate success response, the relayed
+/// transport address the server allocated.
 pub const XOR_RELAYED_ADDRESS: u16 = 0x0016;
-/// RFC 8656 §18.6
+/// RFC 8656 §18.6 REQUESTED-ADDRESS-FAMILY: the family of relayed address an Allocate asks
+/// for, [`FAMILY_IPV4`] or [`FAMILY_IPV6`] in the first byte.
 pub const REQUESTED_ADDRESS_FAMILY: u16 = 0x0017;
-/// RFC 8656 §18.7
+/// RFC 8656 §18.7 EVEN-PORT: asks for an even relayed port, and optionally to reserve the
+/// next one (RTP and RTCP pairs).
 pub const EVEN_PORT: u16 = 0x0018;
-/// RFC 8656 §18.8
+/// RFC 8656 §18.8 REQUESTED-TRANSPORT: the relay's transport in an Allocate, as the IP
+/// protocol number in the first byte (17 for UDP).
 pub const REQUESTED_TRANSPORT: u16 = 0x0019;
-/// RFC 8656 §18.9
+/// RFC 8656 §18.9 DONT-FRAGMENT: asks that datagrams relayed to peers carry the DF bit; no
+/// value.
 pub const DONT_FRAGMENT: u16 = 0x001A;
-/// RFC 8489 §14.6
+/// RFC 8489 §14.6 MESSAGE-INTEGRITY-SHA256: HMAC-SHA256 over the message up to it, 16–32
+/// bytes; takes precedence over MESSAGE-INTEGRITY when both are present (§9.2.4).
 pub const MESSAGE_INTEGRITY_SHA256: u16 = 0x001C;
-/// RFC 8489 §14.12
+/// RFC 8489 §14.12 PASSWORD-ALGORITHM: the algorithm (MD5 or SHA-256) the client chose for
+/// the long-term key, from the server's PASSWORD-ALGORITHMS.
 pub const PASSWORD_ALGORITHM: u16 = 0x001D;
-/// RFC 8489 §14.4
+/// RFC 8489 §14.4 USERHASH: a SHA-256 hash of user name and realm, sent instead of USERNAME
+/// to keep the user name off the wire.
 pub const USERHASH: u16 = 0x001E;
-/// RFC 8489 §14.2
+/// RFC 8489 §14.2 XOR-MAPPED-ADDRESS: the sender's reflexive transport address in a Binding
+/// or Allocate success response, XORed so that middleboxes rewriting addresses in payloads
+/// leave it alone; see [`decode_xor_address`].
 pub const XOR_MAPPED_ADDRESS: u16 = 0x0020;
-/// RFC 8656 §18.10
+/// RFC 8656 §18.10 RESERVATION-TOKEN: names a relayed port held in reserve by an earlier
+/// Allocate with EVEN-PORT.
 pub const RESERVATION_TOKEN: u16 = 0x0022;
-/// RFC 8445 §16.1 (ICE)
+/// RFC 8445 §16.1 PRIORITY (ICE): the priority a peer-reflexive candidate learned from this
+/// connectivity check would get.
 pub const PRIORITY: u16 = 0x0024;
-/// RFC 8445 §16.1 (ICE)
+/// RFC 8445 §16.1 USE-CANDIDATE (ICE): nominates the checked pair; no value.
 pub const USE_CANDIDATE: u16 = 0x0025;
-/// RFC 6062 §6.2.1 (TURN over TCP to peers)
+/// RFC 6062 §6.2.1 CONNECTION-ID: names one TCP connection to a peer in a TCP allocation
+/// (TURN over TCP to peers).
 pub const CONNECTION_ID: u16 = 0x002A;
 
 // Comprehension-optional (0x8000–0xFFFF).
-/// RFC 8656 §18.11
+/// RFC 8656 §18.11 ADDITIONAL-ADDRESS-FAMILY: asks Allocate for an IPv6 relayed address
+/// besides the IPv4 one.
 pub const ADDITIONAL_ADDRESS_FAMILY: u16 = 0x8000;
-/// RFC 8656 §18.12
+/// RFC 8656 §18.12 ADDRESS-ERROR-CODE: why one family of a dual allocation was not granted.
 pub const ADDRESS_ERROR_CODE: u16 = 0x8001;
-/// RFC 8489 §14.11
+/// RFC 8489 §14.11 PASSWORD-ALGORITHMS: the algorithms a server offers for the long-term key
+/// (§9.2).
 pub const PASSWORD_ALGORITHMS: u16 = 0x8002;
-/// RFC 8489 §14.16
+/// RFC 8489 §14.16 ALTERNATE-DOMAIN: the name to verify ALTERNATE-SERVER's certificate
+/// against over TLS or DTLS.
 pub const ALTERNATE_DOMAIN: u16 = 0x8003;
-/// RFC 8656 §18.13
+/// RFC 8656 §18.13 ICMP: in a Data indication, the type and code of an ICMP error on the
+/// path to the peer.
 pub const ICMP: u16 = 0x8004;
-/// RFC 8489 §14.14
+/// RFC 8489 §14.14 SOFTWARE: the sender's software, informational only; this server sends
+/// [`SOFTWARE_NAME`](crate::SOFTWARE_NAME).
 pub const SOFTWARE: u16 = 0x8022;
-/// RFC 8489 §14.15
+/// RFC 8489 §14.15 ALTERNATE-SERVER: in a 300 (Try Alternate) response, the server to use
+/// instead.
 pub const ALTERNATE_SERVER: u16 = 0x8023;
-/// RFC 8489 §14.7
+/// RFC 8489 §14.7 FINGERPRINT: CRC-32 of the message before it XOR
+/// [`FINGERPRINT_XOR`](crate::FINGERPRINT_XOR), which tells STUN from other protocols on a
+/// shared port; always the last attribute.
 pub const FINGERPRINT: u16 = 0x8028;
-/// RFC 8445 §16.1 (ICE)
+/// RFC 8445 §16.1 ICE-CONTROLLED (ICE): the sender is the controlled agent; carries its
+/// tie-breaker.
 pub const ICE_CONTROLLED: u16 = 0x8029;
-/// RFC 8445 §16.1 (ICE)
+/// RFC 8445 §16.1 ICE-CONTROLLING (ICE): the sender is the controlling agent; carries its
+/// tie-breaker.
 pub const ICE_CONTROLLING: u16 = 0x802A;
-/// RFC 5780 §7.3
+/// RFC 5780 §7.3 RESPONSE-ORIGIN: the address a response was sent from (NAT behaviour
+/// discovery).
 pub const RESPONSE_ORIGIN: u16 = 0x802B;
-/// RFC 5780 §7.4
+/// RFC 5780 §7.4 OTHER-ADDRESS: the server's alternate address and port that CHANGE-REQUEST
+/// would answer from (NAT behaviour discovery).
 pub const OTHER_ADDRESS: u16 = 0x802C;
-/// draft-ietf-tram-stun-origin (sent by Chrome in Allocate requests)
+/// ORIGIN, draft-ietf-tram-stun-origin: the web origin of the page that made the request
+/// (sent by Chrome in Allocate requests).
 pub const ORIGIN: u16 = 0x802F;
 
 /// RFC 8489 §14: types 0x0000–0x7FFF must be understood by the receiver.
@@ -115,9 +152,11 @@ pub const BINDING_UNDERSTOOD: &[u16] = &[
     USE_CANDIDATE,
 ];
 
-/// Address families in (XOR-)MAPPED-ADDRESS, RFC 8489 §14.1; also the values of
-/// REQUESTED-ADDRESS-FAMILY (RFC 8656 §18.6).
+/// IPv4 as the family byte of (XOR-)MAPPED-ADDRESS and the other address attributes
+/// (RFC 8489 §14.1); also a value of REQUESTED-ADDRESS-FAMILY (RFC 8656 §18.6).
 pub const FAMILY_IPV4: u8 = 0x01;
+/// IPv6 as the family byte of (XOR-)MAPPED-ADDRESS and the other address attributes
+/// (RFC 8489 §14.1); also a value of REQUESTED-ADDRESS-FAMILY (RFC 8656 §18.6).
 pub const FAMILY_IPV6: u8 = 0x02;
 
 /// Decodes an XOR-MAPPED-ADDRESS / XOR-PEER-ADDRESS / XOR-RELAYED-ADDRESS value
@@ -227,6 +266,8 @@ pub struct UnknownAttributes {
 }
 
 impl UnknownAttributes {
+    /// How many distinct types the list keeps; a request carrying more still gets its 420,
+    /// listing the first 16.
     pub const CAPACITY: usize = 16;
 
     pub(crate) fn new() -> Self {
@@ -244,6 +285,9 @@ impl UnknownAttributes {
         }
     }
 
+    /// The types in the order they first appear in the message, as
+    /// [`MessageWriter::unknown_attributes`](crate::MessageWriter::unknown_attributes) takes
+    /// them.
     pub fn as_slice(&self) -> &[u16] {
         &self.types[..self.len]
     }

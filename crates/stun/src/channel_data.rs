@@ -2,8 +2,10 @@
 //! ChannelData messages (RFC 8656 §12.5). Everything here is a few comparisons on the first
 //! four bytes: this is the relay's per-packet path.
 
-/// First and last valid channel numbers (RFC 8656 §12). 0x5000–0x7FFF are reserved.
+/// First valid channel number (RFC 8656 §12). Numbers from 0x5000 up are reserved, and a
+/// ChannelData message using one is discarded (§12.6).
 pub const MIN_CHANNEL: u16 = 0x4000;
+/// Last valid channel number (RFC 8656 §12); see [`MIN_CHANNEL`].
 pub const MAX_CHANNEL: u16 = 0x4FFF;
 /// Size of the ChannelData header: channel number and length.
 pub const HEADER_LEN: usize = 4;
@@ -11,6 +13,8 @@ pub const HEADER_LEN: usize = 4;
 /// Why a stream cannot be split into messages; the connection must be closed.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, thiserror::Error)]
 pub enum FrameError {
+    /// The first byte (carried) starts with `10` or `11`, neither STUN (`00`) nor ChannelData
+    /// (`01`) (RFC 7983): the stream is not TURN, or has lost its framing.
     #[error("stream data starting with 0x{0:02x} is neither STUN nor ChannelData")]
     NotStunOrChannelData(u8),
 }
@@ -18,7 +22,7 @@ pub enum FrameError {
 /// Splits a ChannelData datagram into (channel, application data).
 ///
 /// `None` when the channel number is outside 0x4000–0x4FFF or the datagram is shorter than
-/// the header plus the declared length (RFC 8656 §12.5: discard). Bytes after the declared
+/// the header plus the declared length (RFC 8656 §12.6: discard). Bytes after the declared
 /// length are padding or junk and are ignored.
 pub fn parse(buf: &[u8]) -> Option<(u16, &[u8])> {
     let [c0, c1, l0, l1, data @ ..] = buf else {

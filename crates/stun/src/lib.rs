@@ -34,18 +34,23 @@
 //!   length field set as if that attribute were the last one (§14.5); the same adjustment is
 //!   applied for MESSAGE-INTEGRITY-SHA256, which may be truncated to 16–32 bytes (§14.6).
 //!
-//! # Changes from the agreed API
-//! - [`channel_data::frame_len`] returns `Result<Option<usize>, FrameError>`: a stream whose
-//!   next bytes are neither STUN nor ChannelData cannot be resynchronised and must be closed,
-//!   which `Option` alone cannot say.
+//! # API notes
+//! - [`channel_data::frame_len`] returns `Result<Option<usize>, FrameError>`: `Ok(None)` asks
+//!   for more bytes, and an error means a stream whose next bytes are neither STUN nor
+//!   ChannelData, which cannot be resynchronised and must be closed (`Option` alone cannot say
+//!   that).
 //! - [`MessageRef::unknown_comprehension_required`] returns [`attr::UnknownAttributes`], a
-//!   fixed-capacity list on the stack (it derefs to `&[u16]`).
+//!   fixed-capacity list on the stack (it derefs to `&[u16]`), so refusing a request with 420
+//!   allocates nothing.
 //! - [`MessageWriter::finish`] returns 0 and clears the buffer when an attribute did not fit
 //!   the 16-bit message length; nothing truncated is ever sent.
 //! - [`binding_response`] returns 0 when nothing must be sent (not a Binding request, or a
 //!   FINGERPRINT that does not match); otherwise the length of a success or 420 response.
-//! - Additions: [`MessageRef::integrity_algorithm`], [`MessageRef::xor_addresses`],
-//!   [`MessageRef::u32_attr`], [`MessageRef::error_code`], [`MessageWriter::unknown_attributes`].
+//! - Besides raw values ([`MessageRef::get`], [`MessageRef::get_all`]), [`MessageRef`] decodes
+//!   what the TURN methods carry ([`MessageRef::xor_addresses`], [`MessageRef::u32_attr`],
+//!   [`MessageRef::error_code`]), each decode failing as a [`ParseError`] value, and names the
+//!   integrity attribute a request used ([`MessageRef::integrity_algorithm`]) so the response
+//!   can be signed the same way.
 
 pub mod attr;
 pub mod channel_data;
@@ -68,58 +73,99 @@ pub const FINGERPRINT_XOR: u32 = 0x5354_554e;
 /// The SOFTWARE attribute value this server sends (RFC 8489 §14.14).
 pub const SOFTWARE_NAME: &str = concat!("signalbox/", env!("CARGO_PKG_VERSION"));
 
-/// 96-bit transaction id (RFC 8489 §5).
+/// 96-bit transaction id (RFC 8489 §5). A response carries its request's id, which is how a
+/// client matches the two; the IPv6 XOR address pad includes it (§14.2).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub struct TransactionId(pub [u8; 12]);
 
 /// Message class, the two C bits of the message type (RFC 8489 §5).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Class {
+    /// `0b00`: answered by a success or error response with the same transaction id.
     Request,
+    /// `0b01`: never answered (a Binding indication is a keepalive; TURN's Send and Data
+    /// indications carry relayed data, RFC 8656 §11).
     Indication,
+    /// `0b10`: success response.
     Success,
+    /// `0b11`: error response, carrying ERROR-CODE (§14.8).
     Error,
 }
 
-/// The 12-bit method of the message type.
+/// The 12-bit method of the message type (RFC 8489 §5).
+///
+/// A number rather than an enum: a message whose method has no constant here still parses, and
+/// the caller decides how to answer it. The TURN methods' values are registered in RFC 8656
+/// §17; each constant cites the section that defines what the method does.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub struct Method(pub u16);
 
 impl Method {
-    /// RFC 8489 §18.2
+    /// RFC 8489 §18.2 Binding: asks for the sender's reflexive transport address (answered by
+    /// [`binding_response`]).
     pub const BINDING: Method = Method(0x001);
-    /// RFC 8656 §17
+    /// RFC 8656 §7 Allocate: asks for a relayed transport address for the client's 5-tuple.
     pub const ALLOCATE: Method = Method(0x003);
+    /// RFC 8656 §8 Refresh: extends an allocation's lifetime; a LIFETIME of 0 deletes it.
     pub const REFRESH: Method = Method(0x004);
+    /// RFC 8656 §11 Send indication: client data for the peer in XOR-PEER-ADDRESS, in DATA.
     pub const SEND: Method = Method(0x006);
+    /// RFC 8656 §11 Data indication: peer data for the client when no channel is bound.
     pub const DATA: Method = Method(0x007);
+    /// RFC 8656 §10 CreatePermission: installs or refreshes permissions for the IP addresses
+    /// of its XOR-PEER-ADDRESSes; traffic from a peer without one is not relayed.
     pub const CREATE_PERMISSION: Method = Method(0x008);
+    /// RFC 8656 §12 ChannelBind: binds a channel number to a peer so data travels as
+    /// ChannelData (4-byte header) instead of Send and Data indications.
     pub const CHANNEL_BIND: Method = Method(0x009);
 }
 
 /// Why a buffer is not a usable STUN message (or attribute value).
 #[derive(Clone, Copy, PartialEq, Eq, Debug, thiserror::Error)]
 pub enum ParseError {
+    /// Fewer bytes than the 20-byte header (RFC 8489 §5).
     #[error("shorter than the 20-byte STUN header")]
     TooShort,
+    /// The top two bits are not `00`: another protocol sharing the port (ChannelData, DTLS,
+    /// RTP; RFC 7983), not a damaged STUN message.
     #[error("the first two bits are not zero")]
     NotStun,
+    /// Bytes 4–7 are not [`MAGIC_COOKIE`]: an RFC 3489 message or another protocol.
     #[error("the magic cookie is missing")]
     BadMagicCookie,
+    /// The header's length field (carried) is not a multiple of 4, as every STUN message
+    /// length is (RFC 8489 §5).
     #[error("message length {0} is not a multiple of 4")]
     UnalignedLength(usize),
+    /// The header's length field disagrees with the bytes after the header. A buffer holds
+    /// exactly one message; on a stream, cut it out with [`frame_len`] first.
     #[error("message length {declared} does not match the {actual} bytes after the header")]
-    LengthMismatch { declared: usize, actual: usize },
+    LengthMismatch {
+        /// The header's length field.
+        declared: usize,
+        /// The bytes after the header in the buffer.
+        actual: usize,
+    },
+    /// An attribute's padded value runs past the end of the message; carries its type (0 when
+    /// even the 4-byte attribute header is cut off).
     #[error("attribute 0x{0:04x} runs past the end of the message")]
     TruncatedAttribute(u16),
+    /// An attribute (type carried) follows FINGERPRINT, which must be last (RFC 8489 §14.7).
     #[error("attribute 0x{0:04x} follows FINGERPRINT")]
     AfterFingerprint(u16),
+    /// MESSAGE-INTEGRITY is not 20 bytes, MESSAGE-INTEGRITY-SHA256 not 16–32 in steps of 4, or
+    /// FINGERPRINT not 4 (RFC 8489 §14.5–14.7); carries the type.
     #[error("attribute 0x{0:04x} has a length its type does not allow")]
     BadIntegrityLength(u16),
+    /// A fixed-size value (see [`attr::decode_u32`]) has another length.
     #[error("attribute value has the wrong length")]
     BadAttributeLength,
+    /// An XOR address value has an unknown family or a length that does not fit its family
+    /// (RFC 8489 §14.2).
     #[error("malformed address attribute")]
     BadAddress,
+    /// An ERROR-CODE value is shorter than 4 bytes, has a class outside 3–6 or a number above
+    /// 99, or a reason phrase that is not UTF-8 (RFC 8489 §14.8).
     #[error("malformed ERROR-CODE attribute")]
     BadErrorCode,
 }
@@ -138,7 +184,9 @@ pub enum Integrity {
 /// Which integrity attribute a message relies on; a response uses the same one (RFC 8489 §9.2.4).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum IntegrityAlgorithm {
+    /// MESSAGE-INTEGRITY, HMAC-SHA1 (RFC 8489 §14.5): what RFC 5389 clients send.
     Sha1,
+    /// MESSAGE-INTEGRITY-SHA256, HMAC-SHA256 (RFC 8489 §14.6).
     Sha256,
 }
 
@@ -216,11 +264,14 @@ impl<'a> MessageRef<'a> {
         self.buf
     }
 
+    /// The method from the message type with the class bits taken out (RFC 8489 §5); one
+    /// without a constant in [`Method`] comes back as its number.
     pub fn method(&self) -> Method {
         let t = be16(self.buf, 0);
         Method((t & 0x000F) | ((t & 0x00E0) >> 1) | ((t & 0x3E00) >> 2))
     }
 
+    /// The class from the two C bits of the message type (RFC 8489 §5).
     pub fn class(&self) -> Class {
         match (self.buf[0] & 0x01, self.buf[1] & 0x10) {
             (0, 0) => Class::Request,
@@ -230,6 +281,7 @@ impl<'a> MessageRef<'a> {
         }
     }
 
+    /// The transaction id, for the response and for decoding XOR addresses.
     pub fn transaction_id(&self) -> TransactionId {
         let mut id = [0u8; 12];
         id.copy_from_slice(&self.buf[8..HEADER_LEN]);
