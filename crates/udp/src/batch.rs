@@ -26,7 +26,12 @@ pub const SLOT: usize = HEADROOM + MAX_DATAGRAM;
 pub struct RecvBatch {
     bufs: Vec<u8>,
     addrs: Vec<libc::sockaddr_storage>,
+    /// `lens[i]`: the length of the datagram in slot `i`, which starts at [`HEADROOM`]. Valid
+    /// for the slots a [`RecvBatch::recv`] returned, until [`RecvBatch::clear`].
     pub lens: [usize; BATCH],
+    /// `from[i]`: the sender of the datagram in slot `i`; `None` when it was longer than
+    /// [`MAX_DATAGRAM`] (cut short: drop it) or came from an address family other than IPv4
+    /// and IPv6. Valid like [`RecvBatch::lens`].
     pub from: [Option<SocketAddr>; BATCH],
     /// Slots `0..filled` hold datagrams that queued sends may still point into.
     filled: usize,
@@ -39,6 +44,8 @@ impl Default for RecvBatch {
 }
 
 impl RecvBatch {
+    /// All slots free. The `BATCH * SLOT` bytes of buffer (about 128 KiB) are allocated here
+    /// once; receives reuse them.
     pub fn new() -> RecvBatch {
         RecvBatch {
             bufs: vec![0; BATCH * SLOT],
@@ -65,6 +72,7 @@ impl RecvBatch {
         &mut self.bufs[i * SLOT..(i + 1) * SLOT]
     }
 
+    /// Slot `i`, headroom included: what a [`Source::Recv`] range indexes into.
     pub fn slot(&self, i: usize) -> &[u8] {
         &self.bufs[i * SLOT..(i + 1) * SLOT]
     }
@@ -156,7 +164,8 @@ pub enum Source {
     Arena(usize, usize),
 }
 
-pub struct Pending {
+/// One queued datagram: the socket to send it from, where to and its bytes.
+struct Pending {
     fd: RawFd,
     to: SockAddr,
     src: Source,
@@ -167,10 +176,14 @@ pub struct Pending {
 #[derive(Default)]
 pub struct SendBatch {
     pending: Vec<Pending>,
+    /// The bytes [`Source::Arena`] ranges index into: [`SendBatch::push_copy`] appends here and
+    /// [`SendBatch::flush`] empties it.
     pub arena: Vec<u8>,
 }
 
 impl SendBatch {
+    /// Queues a datagram for `to` on socket `fd` whose bytes are at `src`; they must stay
+    /// there, unchanged, until the next [`SendBatch::flush`].
     pub fn push(&mut self, fd: RawFd, to: SocketAddr, src: Source) {
         self.pending.push(Pending {
             fd,
@@ -179,6 +192,8 @@ impl SendBatch {
         });
     }
 
+    /// Queues a copy of `bytes`, for a datagram built in a buffer that is reused before the
+    /// flush (a STUN response, a Data indication).
     pub fn push_copy(&mut self, fd: RawFd, to: SocketAddr, bytes: &[u8]) {
         let start = self.arena.len();
         self.arena.extend_from_slice(bytes);

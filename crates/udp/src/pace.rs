@@ -14,9 +14,10 @@
 //! server answers each packet at once. A saturated worker never sleeps: a pass that takes
 //! longer than the window is followed straight by the next.
 //!
-//! Pure state: the loop tells it when it woke, whether anything was ready and how many packets
-//! a pass handled, and asks how to wait next. [`Wait::settle`] is the one piece that acts: it
-//! does the sleep, for the worker loop and the reference forwarder alike.
+//! [`Pacer`] is pure state: the loop tells it when it woke, whether anything was ready and how
+//! many packets a pass handled, and asks how to wait next. Two pieces act, for the server's
+//! TURN worker loop and the reference forwarder (`signalbox-bench`) alike: [`Wait::settle`]
+//! does the sleep, and [`tighten_timer_slack`] keeps the kernel from stretching it.
 
 use std::time::{Duration, Instant};
 
@@ -124,14 +125,15 @@ impl Pacer {
     }
 
     #[cfg(test)]
-    pub fn batching(&self) -> bool {
+    pub(crate) fn batching(&self) -> bool {
         self.batching
     }
 }
 
 /// The kernel may fire a sleeping thread's timer up to its timer slack late (50 µs by
-/// default), which would add a quarter of a 200 µs window again to every batched hop. A tenth of
-/// the window keeps the delay close to what `batch_window` promises.
+/// default), which would add a quarter of a 200 µs window again to every batched hop. Setting
+/// the calling thread's slack to a tenth of `window` (the server's `[turn] batch_window`) keeps
+/// the delay close to what the window promises; a zero window leaves the slack alone.
 pub fn tighten_timer_slack(window: Duration) {
     if window.is_zero() {
         return;
