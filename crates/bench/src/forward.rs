@@ -4,7 +4,7 @@
 //! socket to its peer, and the peer's answers back with a 4-byte ChannelData header — with
 //! `recvmmsg`/`sendmmsg`, one worker thread per core on `SO_REUSEPORT` sockets, no locks, and
 //! no checks at all. It waits for packets the way signalbox does, with the same batch window
-//! (see `turn::relay::pace`), so no real server waiting that way can be cheaper: its CPU per
+//! (see `signalbox_udp::pace`), so no real server waiting that way can be cheaper: its CPU per
 //! packet is the floor and its saturated rate the ceiling.
 //!
 //! Set-up is one control datagram per client: `PEER a.b.c.d:port`, answered with `OK`.
