@@ -6,13 +6,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::access::{self, AccessKey, AccessMode, Invite};
-use crate::app::{host_port, Failure};
-use crate::cli::{CredentialsArgs, InviteArgs};
+use crate::cli::{CredentialsArgs, Failure, InviteArgs};
 use crate::config::{parse_duration, Config, ConfigError, Source};
 use crate::credentials::ice::{IceEndpoints, TurnTransport};
 use crate::credentials::{unix_now, Minter, UserPart};
 use crate::signaling::protocol::MAX_NAME_CHARS;
 use crate::turn::auth::Secrets;
+use crate::web::host_port;
 
 /// `signalbox invite ROOM [--ttl 24h] [--name NAME]`: prints `https://HOST[:PORT]/r/ROOM#token=T`.
 pub fn invite(config: &Config, source: &Source, args: &InviteArgs) -> Result<(), Failure> {

@@ -49,7 +49,7 @@ impl Reloader {
 
     /// Loads the file again and applies it, or says why not.
     pub fn reload(&self) -> Result<(), ReloadError> {
-        let (new, _) = crate::app::load_config(&self.cli)?;
+        let (new, _) = self.cli.load_config()?;
         let old = self.current.borrow().clone();
         if let Some(key) = restart_only_change(&old, &new) {
             return Err(ReloadError::NeedsRestart(key));

@@ -70,6 +70,20 @@ pub fn is_valid_room(room: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
+/// `HOST:PORT` for URLs, with IPv6 brackets, and no port when it is 443.
+pub fn host_port(host: &str, port: u16) -> String {
+    let host = if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]")
+    } else {
+        host.to_owned()
+    };
+    if port == 443 {
+        host
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
 /// The application router. Other modules add their routes before the static fallback.
 pub fn router(state: Arc<AppState>) -> Router {
     router_with(state, Router::new())
