@@ -18,7 +18,7 @@ use ring::rand::{SecureRandom, SystemRandom};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
-use super::outbox::{ConnEnd, Full, HubEnd};
+use super::outbox::{ConnEnd, Full, HubEnd, Kill};
 use super::protocol::{ClientMessage, ErrorCode, PeerId, ResumeToken, ServerMessage};
 use super::rooms::{CloseReason, ConnId, FreshPeer, Output, Registry, RegistryConfig};
 use super::{Hooks, PeerEvent};
@@ -27,15 +27,6 @@ use super::{Hooks, PeerEvent};
 const COMMAND_QUEUE: usize = 8192;
 /// Commands applied per wake-up before outputs are flushed.
 const BATCH: usize = 256;
-
-/// Why the hub ends a connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kill {
-    /// Its outbound queue was full: the client is not reading.
-    Overflow,
-    /// Its peer was resumed on another connection.
-    Replaced,
-}
 
 /// What connection tasks (and the rest of the server) ask of the hub.
 #[derive(Debug)]

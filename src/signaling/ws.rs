@@ -25,9 +25,9 @@ use futures_util::SinkExt as _;
 use tokio::sync::watch;
 use tracing::debug;
 
-use super::hub::{Command, HubHandle, Kill};
+use super::hub::{Command, HubHandle};
 use super::limits::{earliest, CapError, ConnPermit, ConnectionCaps, OriginPolicy, RateLimiter};
-use super::outbox::{outbox, ConnEnd};
+use super::outbox::{outbox, ConnEnd, Kill};
 use super::protocol::{parse_client, ClientMessage, ErrorCode, ServerMessage};
 use super::rooms::ConnId;
 use crate::config::RoomsConfig;
