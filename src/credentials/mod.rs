@@ -18,6 +18,7 @@ pub mod ice;
 pub mod renewal;
 pub mod service;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -127,6 +128,26 @@ impl Issuer {
         Issuer {
             minter: Minter::new(turn.secrets.clone(), config.turn.separator()),
             endpoints,
+        }
+    }
+
+    /// Names the TURN-over-TCP and TLS listeners in the ICE server list, and the HTTPS port
+    /// when one-port mode serves TURN there.
+    pub fn add_stream_listeners(
+        &mut self,
+        tcp: &[SocketAddr],
+        tls: &[SocketAddr],
+        https_port: Option<u16>,
+    ) {
+        for a in tcp {
+            self.endpoints.add_turn(ice::TurnTransport::Tcp, a.port());
+        }
+        for a in tls {
+            self.endpoints.add_turn(ice::TurnTransport::Tls, a.port());
+        }
+        if let Some(port) = https_port {
+            self.endpoints
+                .add_turn(ice::TurnTransport::TlsOnHttpsPort, port);
         }
     }
 
