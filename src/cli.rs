@@ -86,6 +86,7 @@ pub struct CredentialsArgs {
     #[arg(long, default_value = "1h", value_name = "DURATION")]
     pub ttl: String,
     /// User part of the username (`EXPIRY:USER`); without it the username is the bare expiry.
+    /// It may not contain `~`, which marks the credentials of room peers.
     #[arg(long, value_name = "NAME")]
     pub user: Option<String>,
 }

@@ -63,7 +63,8 @@ pub fn credentials(config: &Config, args: &CredentialsArgs) -> Result<(), Failur
         None => None,
         Some(u) => Some(UserPart::custom(u).ok_or_else(|| {
             Failure::Usage(
-                "credentials: --user must be 1-128 bytes without spaces or control characters"
+                "credentials: --user must be 1-128 bytes without spaces, control characters or `~` \
+                 (reserved for the peers of a room)"
                     .into(),
             )
         })?),

@@ -164,6 +164,7 @@ pub const AUTH_BAD_CREDENTIALS: usize = 1;
 pub const AUTH_EXPIRED: usize = 2;
 pub const AUTH_STALE_NONCE: usize = 3;
 pub const AUTH_BAD_REQUEST: usize = 4;
+pub const AUTH_DEPARTED_PEER: usize = 5;
 /// Index into `rate_limited`.
 pub const LIMITED_TURN: usize = 0;
 pub const LIMITED_SIGNALING: usize = 1;
@@ -187,7 +188,7 @@ pub struct Metrics {
     pub relayed_packets: CounterVec<3>,
     pub relayed_bytes: CounterVec<3>,
     pub stun_bindings: Counter,
-    pub auth_failures: CounterVec<5>,
+    pub auth_failures: CounterVec<6>,
     pub peer_refusals: CounterVec<4>,
     pub quota_refusals: CounterVec<2>,
     // Edges.
@@ -235,6 +236,7 @@ pub static METRICS: Metrics = Metrics {
             "expired",
             "stale_nonce",
             "bad_request",
+            "departed_peer",
         ],
     ),
     peer_refusals: CounterVec::new(

@@ -13,7 +13,7 @@ use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::turn::allocation::{AllocationTable, Limits, Quotas};
-use crate::turn::auth::{NonceKey, RateLimiter, Secrets};
+use crate::turn::auth::{LivePeers, NonceKey, RateLimiter, Secrets};
 use crate::turn::policy::PeerPolicy;
 use crate::turn::relay::{self, Clock, Inbox, RelaySet, Shared, Worker};
 use crate::turn::server::{Core, CoreConfig, RelayPlan};
@@ -25,6 +25,8 @@ pub struct TurnServer {
     /// The REST secrets in use (configured or generated), for minting credentials.
     pub secrets: Arc<Secrets>,
     pub realm: String,
+    /// The room peers whose credentials open allocations; signaling keeps it current.
+    pub live_peers: Arc<LivePeers>,
     shared: Arc<Shared>,
     draining: Arc<AtomicBool>,
     quotas: Arc<Quotas>,
@@ -73,6 +75,11 @@ impl TurnServer {
             max_bytes_per_sec: turn.max_bitrate / 8,
         };
         let draining = Arc::new(AtomicBool::new(false));
+        // Live peers are connected or away within the grace, so a fraction of this is ever
+        // used; 16 bytes an entry, about 0.6 MiB at most with the default 20,000 connections.
+        let live_peers = Arc::new(LivePeers::new(
+            config.rooms.max_connections.saturating_mul(2),
+        ));
         let policy = PeerPolicy {
             allowed: turn.allowed_peer_ranges.clone(),
             denied: turn.denied_peer_ranges.clone(),
@@ -108,6 +115,7 @@ impl TurnServer {
                 relay: plan.clone(),
                 worker: index,
                 draining: draining.clone(),
+                live_peers: live_peers.clone(),
             };
             let table = AllocationTable::new(quotas.clone(), limits.clone());
             let core = Core::new(
@@ -143,6 +151,7 @@ impl TurnServer {
             listeners,
             secrets,
             realm,
+            live_peers,
             shared,
             draining,
             quotas,

@@ -189,6 +189,16 @@ impl Core {
             Some(rest) => rest.user.unwrap_or(&username).to_owned(),
             None => username.clone(),
         };
+        if !self.config.live_peers.admits(&user, now.unix_secs()) {
+            METRICS.auth_failures.at(metrics::AUTH_DEPARTED_PEER).inc();
+            self.refused(
+                now,
+                five,
+                "Allocate",
+                "the room peer of this credential is gone",
+            );
+            return self.challenge(msg, five, 401, "Credential revoked", now);
+        }
         let new = NewAllocation {
             five_tuple: *five,
             username: username.into(),
