@@ -165,6 +165,10 @@ pub const AUTH_EXPIRED: usize = 2;
 pub const AUTH_STALE_NONCE: usize = 3;
 pub const AUTH_BAD_REQUEST: usize = 4;
 pub const AUTH_DEPARTED_PEER: usize = 5;
+/// Indexes into `quota_refusals`.
+pub const QUOTA_USER: usize = 0;
+pub const QUOTA_TOTAL: usize = 1;
+pub const QUOTA_ADDRESS: usize = 2;
 /// Index into `rate_limited`.
 pub const LIMITED_TURN: usize = 0;
 pub const LIMITED_SIGNALING: usize = 1;
@@ -190,7 +194,7 @@ pub struct Metrics {
     pub stun_bindings: Counter,
     pub auth_failures: CounterVec<6>,
     pub peer_refusals: CounterVec<4>,
-    pub quota_refusals: CounterVec<2>,
+    pub quota_refusals: CounterVec<3>,
     // Edges.
     pub rate_limited: CounterVec<3>,
     pub tls_handshakes: CounterVec<2>,
@@ -248,7 +252,7 @@ pub static METRICS: Metrics = Metrics {
             "family_mismatch",
         ],
     ),
-    quota_refusals: CounterVec::new("scope", ["user", "total"]),
+    quota_refusals: CounterVec::new("scope", ["user", "total", "address"]),
     rate_limited: CounterVec::new("what", ["turn", "signaling", "api"]),
     tls_handshakes: CounterVec::new("result", ["ok", "failed"]),
     http_requests: Counter::new(),

@@ -156,6 +156,7 @@ pub fn applied_at_restart(old: &Config, new: &Config) -> Vec<&'static str> {
         t.secrets.clear();
         t.user_quota = 0;
         t.total_quota = 0;
+        t.max_allocations_per_ip = 0;
     }
     let sections: [(&'static str, bool); 6] = [
         ("[rooms]", differs(&old.rooms, &new.rooms)),

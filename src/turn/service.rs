@@ -69,6 +69,7 @@ impl TurnServer {
         let per_worker = relay::bind_listeners(&turn.listen, workers)?;
         let listeners: Vec<SocketAddr> = per_worker[0].iter().map(|(a, _)| *a).collect();
         let quotas = Arc::new(Quotas::new(turn.user_quota, turn.total_quota));
+        quotas.set_address_limit(turn.max_allocations_per_ip);
         let limits = Limits {
             max_lifetime: turn.max_allocation_lifetime,
             strict_expiry: turn.strict_expiry,
@@ -177,7 +178,8 @@ impl TurnServer {
     }
 
     /// Applies what a configuration reload may change while allocations live: the secrets (an
-    /// empty list keeps the ones in use, such as a generated secret) and the quotas.
+    /// empty list keeps the ones in use, such as a generated secret) and the quotas (per user,
+    /// in total and per client address).
     pub fn apply(&self, turn: &crate::config::TurnConfig) {
         if !turn.secrets.is_empty() {
             let list = turn.secrets.iter().map(|s| s.as_bytes().to_vec()).collect();
@@ -187,6 +189,7 @@ impl TurnServer {
             }
         }
         self.quotas.set_limits(turn.user_quota, turn.total_quota);
+        self.quotas.set_address_limit(turn.max_allocations_per_ip);
     }
 
     /// A switch that, once set, refuses new allocations (508) while existing ones keep

@@ -216,7 +216,11 @@ impl Core {
                 return self.challenge(msg, five, 401, "Credential expired", now);
             }
             Err(e) => {
-                let scope = usize::from(matches!(e, AllocError::TotalQuota));
+                let scope = match e {
+                    AllocError::TotalQuota => metrics::QUOTA_TOTAL,
+                    AllocError::AddressQuota => metrics::QUOTA_ADDRESS,
+                    _ => metrics::QUOTA_USER,
+                };
                 METRICS.quota_refusals.at(scope).inc();
                 info!(client = %five.client, "Allocate refused: {e}");
                 return self.error(msg, five, 486, "Allocation Quota Reached", k);
@@ -636,8 +640,9 @@ impl Core {
         self.refused(now, five, "request", &e.to_string());
         match e {
             AllocError::CredentialExpired => METRICS.auth_failures.at(metrics::AUTH_EXPIRED).inc(),
-            AllocError::UserQuota => METRICS.quota_refusals.at(0).inc(),
-            AllocError::TotalQuota => METRICS.quota_refusals.at(1).inc(),
+            AllocError::UserQuota => METRICS.quota_refusals.at(metrics::QUOTA_USER).inc(),
+            AllocError::TotalQuota => METRICS.quota_refusals.at(metrics::QUOTA_TOTAL).inc(),
+            AllocError::AddressQuota => METRICS.quota_refusals.at(metrics::QUOTA_ADDRESS).inc(),
             _ => {}
         }
         match e {
@@ -648,7 +653,7 @@ impl Core {
                 self.error(msg, five, 400, "Channel already bound differently", k)
             }
             AllocError::NoAllocation => self.error(msg, five, 437, "Allocation Mismatch", k),
-            AllocError::UserQuota | AllocError::TotalQuota => {
+            AllocError::UserQuota | AllocError::TotalQuota | AllocError::AddressQuota => {
                 self.error(msg, five, 486, "Allocation Quota Reached", k)
             }
             AllocError::TooManyPermissions | AllocError::TooManyChannels => {
