@@ -191,6 +191,35 @@ async fn rate_limited_is_the_error_code_for_a_flood() {
 }
 
 #[tokio::test]
+async fn joins_past_the_per_address_rate_get_rate_limited_on_any_connection_of_that_address() {
+    let server = start("join_rate_per_ip = 3");
+    let mut a = Ws::connect(&server).await;
+    let mut b = Ws::connect(&server).await;
+    // Join and leave in a loop, as a credential mint would, over two connections.
+    a.join("churn-1").await;
+    a.send(json!({"type":"leave"})).await;
+    a.join("churn-2").await;
+    a.send(json!({"type":"leave"})).await;
+    b.join("churn-3").await;
+    b.send(json!({"type":"leave"})).await;
+    a.send(json!({"type":"join","room":"churn-4"})).await;
+    let refused = a.expect_error("rate-limited").await;
+    assert!(
+        refused["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("3 joins per minute")),
+        "{refused}"
+    );
+    b.send(json!({"type":"join","room":"churn-4"})).await;
+    b.expect_error("rate-limited").await;
+    a.barrier().await;
+
+    let mut other = ws_client::connect_from(&server, [127, 0, 0, 2].into()).await;
+    other.join("churn-4").await;
+    other.barrier().await;
+}
+
+#[tokio::test]
 async fn garbage_frames_get_bad_request_and_the_connection_stays_usable() {
     let server = start("");
     let mut a = Ws::connect(&server).await;

@@ -182,6 +182,7 @@ impl Connection {
                 .send(Command::Connect {
                     conn: self.id,
                     out: hub_end,
+                    from: self.peer.ip(),
                 })
                 .await;
             let end = if !connected {
