@@ -164,11 +164,12 @@ async fn run(
             Some(close),
         ));
     }
-    let ops = Arc::new(web::ops::OpsState {
-        app: state.clone(),
-        hub: signaling.handle(),
-        issuer: issuer.clone(),
-    });
+    let ops = Arc::new(web::ops::OpsState::new(
+        state.clone(),
+        signaling.handle(),
+        issuer.clone(),
+        config.access.mode,
+    ));
     let api = Arc::new(web::api::ApiState::new(&config.api, issuer));
     let extra = web::api::routes(api).merge(web::ops::routes(ops));
     let router = web::router_with(state.clone(), extra).merge(signaling.router());
