@@ -3,8 +3,12 @@
 //! The new file is parsed and validated like at start; if it is invalid, or changes something
 //! that only a restart can change (listen addresses, certificate paths), it is refused with one
 //! log line and the running configuration stays. Otherwise certificates are re-read and the new
-//! configuration is published on a `watch` channel; each subsystem applies what it can change
-//! live (TURN secrets and quotas, limits, API keys, access mode) without dropping calls.
+//! configuration is published on a `watch` channel. What changes live, without dropping calls:
+//! the certificates, the TURN secrets and quotas (`user_quota`, `total_quota`,
+//! `max_allocations_per_ip`), and the `[metrics]` and `[admin]` tokens, which are read per
+//! request. Everything else is read at start, `[rooms]`, `[api]` (keys, CORS, rate limits) and
+//! `[access]` (mode, key file) among it: a reload that changes it is accepted, and the log names
+//! the sections that take effect at the next restart ([`applied_at_restart`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -264,6 +268,19 @@ mod tests {
             applied_at_restart(&old, &new),
             ["[rooms]", "[turn] (other than secrets and quotas)"]
         );
+    }
+
+    #[test]
+    fn api_keys_and_the_access_mode_are_read_only_at_start() {
+        let old = Config::default();
+        let mut new = Config::default();
+        new.access.mode = crate::access::AccessMode::Token;
+        new.api.keys.push(crate::config::ApiKeyConfig {
+            name: "app".into(),
+            key: "0123456789abcdef".into(),
+        });
+        assert_eq!(restart_only_change(&old, &new), None, "accepted");
+        assert_eq!(applied_at_restart(&old, &new), ["[api]", "[access]"]);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Live reload of config.toml: SIGHUP and `signalbox reload`.
 mod common;
+mod ws_client;
 
 use std::time::Duration;
 
@@ -113,4 +114,48 @@ fn reload_without_a_running_server_says_so() {
         err.contains("no running server") && err.contains("pid_file"),
         "{err}"
     );
+}
+
+#[tokio::test]
+async fn api_keys_and_the_access_mode_wait_for_a_restart_and_say_so() {
+    let first = config_with_token("first-token-0123456789");
+    let server = Server::start(&first);
+    let changed = format!(
+        "{first}\n[access]\nmode = \"token\"\n\n[api]\n[[api.keys]]\nname = \"app\"\nkey = \"0123456789abcdef-app\"\n"
+    );
+    std::fs::write(server.dir.path().join("config.toml"), changed).unwrap();
+    server.signal(libc::SIGHUP);
+    assert!(
+        eventually(|| async {
+            server
+                .stderr_text()
+                .contains("changes in [api], [access] take effect at the next restart")
+        })
+        .await,
+        "{}",
+        server.stderr_text()
+    );
+    // Joins and the connection check agree: still the mode the server started with.
+    let diag = server
+        .client()
+        .get(server.https_url("/api/diag"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(
+        diag.status(),
+        200,
+        "the check still runs: mode is still open"
+    );
+    let mut ws = ws_client::Ws::connect(&server).await;
+    let joined = ws.join("no-invitation-needed").await;
+    assert_eq!(joined["room"], "no-invitation-needed");
+    // The new key is not in service yet.
+    let api = server
+        .client()
+        .get(server.https_url("/api/turn?service=turn&key=0123456789abcdef-app"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(api.status(), 404);
 }
