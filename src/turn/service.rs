@@ -76,8 +76,9 @@ impl TurnServer {
             max_bytes_per_sec: turn.max_bitrate / 8,
         };
         let draining = Arc::new(AtomicBool::new(false));
-        // Live peers are connected or away within the grace, so a fraction of this is ever
-        // used; 16 bytes an entry, about 0.6 MiB at most with the default 20,000 connections.
+        // Live peers are connected (at most max_connections) or away within the grace: twice
+        // that leaves as much room for away peers. About 1 MiB of table at most with the
+        // default 20,000 connections (16-byte entries in a hash table).
         let live_peers = Arc::new(LivePeers::new(
             config.rooms.max_connections.saturating_mul(2),
         ));
