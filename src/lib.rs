@@ -9,6 +9,7 @@ pub mod commands;
 pub mod config;
 pub mod credentials;
 pub mod demux;
+pub mod keyfile;
 pub mod listener;
 pub mod metrics;
 pub mod reload;

@@ -161,12 +161,13 @@ pub const LIMITED_SIGNALING: usize = 1;
 pub const LIMITED_API: usize = 2;
 
 /// Label values of `auth_failures`, in the order of the core's `AuthFailure::ALL`.
-const AUTH_FAILURES: [&str; 5] = [
+const AUTH_FAILURES: [&str; 6] = [
     "missing",
     "bad_credentials",
     "expired",
     "stale_nonce",
     "bad_request",
+    "departed_peer",
 ];
 /// Label values of `peer_refusals`, in the order of the core's `PeerRefusal::ALL`.
 const PEER_REFUSALS: [&str; 4] = [
@@ -176,7 +177,7 @@ const PEER_REFUSALS: [&str; 4] = [
     "family_mismatch",
 ];
 /// Label values of `quota_refusals`, in the order of the core's `QuotaScope::ALL`.
-const QUOTA_SCOPES: [&str; 2] = ["user", "total"];
+const QUOTA_SCOPES: [&str; 3] = ["user", "total", "address"];
 
 /// Adds what a TURN core counted since `published` to the process-wide instruments, and
 /// remembers it as published. Each worker calls it after a pass with its own core's counters,
@@ -257,9 +258,9 @@ pub struct Metrics {
     pub relayed_packets: CounterVec<3>,
     pub relayed_bytes: CounterVec<3>,
     pub stun_bindings: Counter,
-    pub auth_failures: CounterVec<5>,
+    pub auth_failures: CounterVec<6>,
     pub peer_refusals: CounterVec<4>,
-    pub quota_refusals: CounterVec<2>,
+    pub quota_refusals: CounterVec<3>,
     // Edges.
     pub rate_limited: CounterVec<3>,
     pub tls_handshakes: CounterVec<2>,

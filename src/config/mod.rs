@@ -157,6 +157,8 @@ pub struct RoomsConfig {
     pub max_connections: usize,
     /// Open WebSocket connections from one client IP address.
     pub max_connections_per_ip: usize,
+    /// Joins per minute from one client address (IPv4 address, IPv6 /64), and as many at once.
+    pub join_rate_per_ip: u32,
     /// Messages waiting for one connection; a client that lets it fill is cut off.
     pub outbound_queue: usize,
     /// A connection that has not joined a room within this time is closed.
@@ -180,6 +182,7 @@ impl Default for RoomsConfig {
             rate_burst: 200,
             max_connections: 20000,
             max_connections_per_ip: 64,
+            join_rate_per_ip: 300,
             outbound_queue: 256,
             join_timeout: Duration::from_secs(10),
             ping_interval: Duration::from_secs(15),
@@ -191,7 +194,7 @@ impl Default for RoomsConfig {
 impl RoomsConfig {
     fn validate(&self) -> Result<(), (&'static str, String)> {
         let r = self;
-        let checks: [(&'static str, bool, &str); 10] = [
+        let checks: [(&'static str, bool, &str); 11] = [
             (
                 "rooms.max_peers",
                 (2..=64).contains(&r.max_peers),
@@ -216,6 +219,11 @@ impl RoomsConfig {
             (
                 "rooms.max_connections_per_ip",
                 r.max_connections_per_ip >= 1,
+                "must be at least 1",
+            ),
+            (
+                "rooms.join_rate_per_ip",
+                r.join_rate_per_ip >= 1,
                 "must be at least 1",
             ),
             (

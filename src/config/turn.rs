@@ -35,6 +35,8 @@ pub struct TurnConfig {
     pub relay_ports: PortRange,
     pub user_quota: u32,
     pub total_quota: u32,
+    /// Most live allocations from one client address (IPv4 address, IPv6 /64).
+    pub max_allocations_per_ip: u32,
     /// Bits per second per allocation, 0 = no cap.
     pub max_bitrate: u64,
     #[serde(deserialize_with = "cidrs")]
@@ -88,6 +90,7 @@ impl Default for TurnConfig {
             },
             user_quota: 12,
             total_quota: 10_000,
+            max_allocations_per_ip: 1000,
             max_bitrate: 0,
             allowed_peer_ranges: Vec::new(),
             denied_peer_ranges: Vec::new(),
@@ -164,6 +167,9 @@ impl TurnConfig {
         }
         if self.total_quota == 0 {
             return Err(("turn.total_quota", "must be at least 1".into()));
+        }
+        if self.max_allocations_per_ip == 0 {
+            return Err(("turn.max_allocations_per_ip", "must be at least 1".into()));
         }
         if self.batch_window > Duration::from_millis(5) {
             return Err((

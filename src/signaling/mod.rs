@@ -136,6 +136,7 @@ impl Signaling {
                 away_queue_len: AWAY_QUEUE_LEN,
                 away_queue_bytes: AWAY_QUEUE_BYTES,
             },
+            config.join_rate_per_ip,
             hooks,
         );
         let origins = OriginPolicy::new(public_host, https_addr);

@@ -348,22 +348,13 @@ impl StreamService {
         Ok(StreamService { streams, tcp, tls })
     }
 
-    /// Names the stream listeners in the ICE server list, and the HTTPS port when one-port
-    /// mode serves TURN there.
-    pub fn add_endpoints(
-        &self,
-        endpoints: &mut crate::credentials::ice::IceEndpoints,
-        https_port: Option<u16>,
-    ) {
-        use crate::credentials::ice::TurnTransport;
-        for a in &self.tcp {
-            endpoints.add_turn(TurnTransport::Tcp, a.port());
-        }
-        for a in &self.tls {
-            endpoints.add_turn(TurnTransport::Tls, a.port());
-        }
-        if let Some(port) = https_port {
-            endpoints.add_turn(TurnTransport::TlsOnHttpsPort, port);
-        }
+    /// The bound TURN-over-TCP listener addresses.
+    pub fn tcp_listeners(&self) -> &[SocketAddr] {
+        &self.tcp
+    }
+
+    /// The bound TURN-over-TLS listener addresses.
+    pub fn tls_listeners(&self) -> &[SocketAddr] {
+        &self.tls
     }
 }

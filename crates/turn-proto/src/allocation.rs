@@ -9,8 +9,9 @@
 //! the number of allocations. Data-path checks also compare expiry times themselves, so a timer
 //! firing late never lets an expired permission through.
 //!
-//! Quotas are the one thing shared among workers ([`Quotas`]): a user's allocations may land on
-//! any worker, so the per-user count lives behind a mutex that only Allocate and deletion touch.
+//! Quotas are the one thing shared among workers ([`Quotas`]): a user's allocations (and one
+//! client address's) may land on any worker, so the per-user and per-address counts live behind
+//! mutexes that only Allocate and deletion touch.
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
@@ -108,6 +109,8 @@ pub enum AllocError {
     UserQuota,
     #[error("the server already has the most allocations total_quota allows")]
     TotalQuota,
+    #[error("the client's address already has the most allocations max_allocations_per_ip allows")]
+    AddressQuota,
     #[error("the credential has expired")]
     CredentialExpired,
     #[error("no allocation for this 5-tuple")]
@@ -120,15 +123,19 @@ pub enum AllocError {
     ChannelConflict,
 }
 
-/// Allocation counts shared by all workers: per user and in total.
+/// Allocation counts shared by all workers: per user, per client address and in total.
 #[derive(Debug)]
 pub struct Quotas {
     /// Atomics so a configuration reload can change them while allocations live; a lowered
     /// quota refuses new allocations and never closes existing ones.
     user_quota: AtomicU32,
     total_quota: AtomicU32,
+    /// Per client address ([`address_key`]); no cap until [`Quotas::set_address_limit`].
+    address_quota: AtomicU32,
     total: AtomicU32,
     per_user: Mutex<HashMap<Box<str>, u32>>,
+    /// Locked after `per_user`, never before.
+    per_address: Mutex<HashMap<IpAddr, u32>>,
 }
 
 impl Quotas {
@@ -136,12 +143,15 @@ impl Quotas {
         Quotas {
             user_quota: AtomicU32::new(user_quota),
             total_quota: AtomicU32::new(total_quota),
+            address_quota: AtomicU32::new(u32::MAX),
             total: AtomicU32::new(0),
             per_user: Mutex::new(HashMap::new()),
+            per_address: Mutex::new(HashMap::new()),
         }
     }
 
-    pub fn acquire(&self, user: &str) -> Result<(), AllocError> {
+    /// Counts an allocation of `user` from `client`, or says which quota it would exceed.
+    pub fn acquire(&self, user: &str, client: IpAddr) -> Result<(), AllocError> {
         let mut users = self.per_user.lock().unwrap_or_else(|p| p.into_inner());
         if self.total.load(Ordering::Relaxed) >= self.total_quota.load(Ordering::Relaxed) {
             return Err(AllocError::TotalQuota);
@@ -150,12 +160,19 @@ impl Quotas {
         if count >= self.user_quota.load(Ordering::Relaxed) {
             return Err(AllocError::UserQuota);
         }
+        let mut addresses = self.per_address.lock().unwrap_or_else(|p| p.into_inner());
+        let address = address_key(client);
+        let from_address = addresses.get(&address).copied().unwrap_or(0);
+        if from_address >= self.address_quota.load(Ordering::Relaxed) {
+            return Err(AllocError::AddressQuota);
+        }
+        addresses.insert(address, from_address + 1);
         users.insert(user.into(), count + 1);
         self.total.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
-    pub fn release(&self, user: &str) {
+    pub fn release(&self, user: &str, client: IpAddr) {
         let mut users = self.per_user.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(count) = users.get_mut(user) {
             *count -= 1;
@@ -163,6 +180,14 @@ impl Quotas {
                 users.remove(user);
             }
             self.total.fetch_sub(1, Ordering::Relaxed);
+            let mut addresses = self.per_address.lock().unwrap_or_else(|p| p.into_inner());
+            let address = address_key(client);
+            if let Some(n) = addresses.get_mut(&address) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    addresses.remove(&address);
+                }
+            }
         }
     }
 
@@ -174,6 +199,24 @@ impl Quotas {
     pub fn set_limits(&self, user_quota: u32, total_quota: u32) {
         self.user_quota.store(user_quota, Ordering::Relaxed);
         self.total_quota.store(total_quota, Ordering::Relaxed);
+    }
+
+    /// Most live allocations from one client address (at start and on reload).
+    pub fn set_address_limit(&self, per_address: u32) {
+        self.address_quota.store(per_address, Ordering::Relaxed);
+    }
+}
+
+/// What the per-address quota counts: an IPv4 address (IPv4-mapped IPv6 included), or the /64
+/// of an IPv6 address, since one host commonly owns a whole /64.
+// Same rule as policy::client_key.
+fn address_key(ip: IpAddr) -> IpAddr {
+    match canonical(ip) {
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            IpAddr::from([s[0], s[1], s[2], s[3], 0, 0, 0, 0])
+        }
+        v4 => v4,
     }
 }
 
@@ -333,7 +376,7 @@ impl AllocationTable {
         if now.unix_secs() > new.credential_expiry {
             return Err(AllocError::CredentialExpired);
         }
-        self.quotas.acquire(&new.user)?;
+        self.quotas.acquire(&new.user, new.five_tuple.client.ip())?;
         let lifetime = self.desired_lifetime(new.requested_lifetime);
         let expires = now.plus(lifetime);
         let index = match self.free.pop() {
@@ -409,7 +452,7 @@ impl AllocationTable {
             self.by_relay.remove(&local);
         }
         self.deadlines.remove(&(a.scheduled, id));
-        self.quotas.release(&a.user);
+        self.quotas.release(&a.user, a.five_tuple.client.ip());
         self.counters
             .allocations_active
             .dec(a.five_tuple.transport.into());

@@ -422,6 +422,107 @@ impl fmt::Debug for RateLimiter {
     }
 }
 
+/// First character of the user part of every credential signaling mints for a room peer
+/// (`EXPIRY<sep>~ROOM<sep>PEER`). The credential API and the command line refuse it in the user
+/// parts they mint, so such a user part was minted for a room peer, and it opens allocations
+/// only while [`LivePeers`] holds it.
+pub const PEER_MARKER: char = '~';
+
+/// The room peers that are live right now (joined, or away within their reconnect grace), by
+/// the user part of their credentials: signaling inserts a peer when it hands out credentials
+/// and removes it when the peer is gone; Allocate asks [`LivePeers::admits`]. So credentials a
+/// peer kept after leaving open nothing new, though they have not expired.
+///
+/// Fixed memory: at most `capacity` entries of 16 bytes, each a keyed hash of a user part (the
+/// key is random per process, so nobody can aim at a collision; an accidental one, 1 in 2^64
+/// per pair, would only let a departed peer's credential allocate until it expires, as it
+/// could without this set) and the latest expiry handed out for it. An entry whose
+/// credentials have all expired admits nothing and is the first to make room.
+pub struct LivePeers {
+    capacity: usize,
+    hasher: std::collections::hash_map::RandomState,
+    /// Hash of the user part -> latest credential expiry (unix seconds).
+    expiry_by_user: std::sync::Mutex<std::collections::HashMap<u64, u64>>,
+}
+
+impl LivePeers {
+    /// An empty set that holds at most `capacity` peers (at least 1).
+    pub fn new(capacity: usize) -> LivePeers {
+        LivePeers {
+            capacity: capacity.max(1),
+            hasher: std::collections::hash_map::RandomState::new(),
+            expiry_by_user: std::sync::Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+
+    /// Records that credentials for `user`, valid through `expiry`, were handed out at `now`.
+    /// False when the set is full of peers whose credentials are still valid: then `user` is
+    /// not admitted.
+    pub fn insert(&self, user: &str, expiry: u64, now: u64) -> bool {
+        let key = self.key(user);
+        let mut map = self.lock();
+        if !map.contains_key(&key) && map.len() >= self.capacity {
+            map.retain(|_, e| *e >= now);
+            if map.len() >= self.capacity {
+                return false;
+            }
+        }
+        let e = map.entry(key).or_insert(expiry);
+        *e = (*e).max(expiry);
+        true
+    }
+
+    /// Forgets `user`: its peer is gone.
+    pub fn remove(&self, user: &str) {
+        let key = self.key(user);
+        self.lock().remove(&key);
+    }
+
+    /// Whether an Allocate authenticated as `user` may proceed at `now`: a user part without
+    /// [`PEER_MARKER`] always may; a room peer's only while the peer is live.
+    pub fn admits(&self, user: &str, now: u64) -> bool {
+        if !user.starts_with(PEER_MARKER) {
+            return true;
+        }
+        let key = self.key(user);
+        self.lock().get(&key).is_some_and(|&expiry| now <= expiry)
+    }
+
+    /// Peers held now.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    fn key(&self, user: &str) -> u64 {
+        use std::hash::BuildHasher;
+        self.hasher.hash_one(user)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<u64, u64>> {
+        // Every update is one step, so the map stays consistent even if a holder panicked.
+        self.expiry_by_user
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl fmt::Debug for LivePeers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LivePeers")
+            .field("len", &self.len())
+            .field("capacity", &self.capacity)
+            .finish()
+    }
+}
+
 /// The address as IPv6, IPv4 addresses mapped (so a dual-stack socket's `::ffff:a.b.c.d` and
 /// the plain IPv4 form are the same client).
 fn canonical_ip(ip: IpAddr) -> std::net::Ipv6Addr {

@@ -154,6 +154,8 @@ labels! {
         StaleNonce = "stale_nonce",
         /// USERNAME, REALM or NONCE missing next to an integrity attribute.
         BadRequest = "bad_request",
+        /// Credentials minted for a room peer that has left (or was removed).
+        DepartedPeer = "departed_peer",
     }
 }
 
@@ -178,6 +180,8 @@ labels! {
         User = "user",
         /// `[turn] total_quota`.
         Total = "total",
+        /// `[turn] max_allocations_per_ip`.
+        Address = "address",
     }
 }
 
@@ -260,7 +264,8 @@ mod tests {
                 "bad_credentials",
                 "expired",
                 "stale_nonce",
-                "bad_request"
+                "bad_request",
+                "departed_peer"
             ]
         );
         assert!(AuthFailure::ALL

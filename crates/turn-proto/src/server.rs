@@ -212,6 +212,8 @@ pub struct CoreConfig {
     /// Set when the server drains before shutting down: new allocations are refused (508),
     /// existing ones keep relaying.
     pub draining: Arc<std::sync::atomic::AtomicBool>,
+    /// The room peers whose credentials may still open allocations (shared with signaling).
+    pub live_peers: Arc<auth::LivePeers>,
 }
 
 pub struct Core {

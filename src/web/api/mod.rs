@@ -297,7 +297,9 @@ fn parse_user(username: Option<&str>) -> Result<Option<UserPart>, ApiError> {
         None => Ok(None),
         Some(u) => UserPart::custom(u).map(Some).ok_or_else(|| {
             ApiError::BadRequest(
-                "`username` must be 1-128 bytes without spaces or control characters".into(),
+                "`username` must be 1-128 bytes without spaces, control characters or `~` \
+                 (reserved for the peers of a room)"
+                    .into(),
             )
         }),
     }

@@ -74,6 +74,10 @@ impl<K: Eq + Hash + Clone> Buckets<K> {
         ))
     }
 
+    pub fn rate(&self) -> Rate {
+        self.rate
+    }
+
     pub fn len(&self) -> usize {
         self.buckets.len()
     }

@@ -190,6 +190,16 @@ impl Core {
             Some(rest) => rest.user.unwrap_or(&username).to_owned(),
             None => username.clone(),
         };
+        if !self.config.live_peers.admits(&user, now.unix_secs()) {
+            self.count().auth_failures.inc(AuthFailure::DepartedPeer);
+            self.refused(
+                now,
+                five,
+                "Allocate",
+                "the room peer of this credential is gone",
+            );
+            return self.challenge(msg, five, 401, "Credential revoked", now);
+        }
         let new = NewAllocation {
             five_tuple: *five,
             username: username.into(),
@@ -207,10 +217,10 @@ impl Core {
                 return self.challenge(msg, five, 401, "Credential expired", now);
             }
             Err(e) => {
-                let scope = if matches!(e, AllocError::TotalQuota) {
-                    QuotaScope::Total
-                } else {
-                    QuotaScope::User
+                let scope = match e {
+                    AllocError::TotalQuota => QuotaScope::Total,
+                    AllocError::AddressQuota => QuotaScope::Address,
+                    _ => QuotaScope::User,
                 };
                 self.count().quota_refusals.inc(scope);
                 info!(client = %five.client, "Allocate refused: {e}");
@@ -618,6 +628,7 @@ impl Core {
             AllocError::CredentialExpired => self.count().auth_failures.inc(AuthFailure::Expired),
             AllocError::UserQuota => self.count().quota_refusals.inc(QuotaScope::User),
             AllocError::TotalQuota => self.count().quota_refusals.inc(QuotaScope::Total),
+            AllocError::AddressQuota => self.count().quota_refusals.inc(QuotaScope::Address),
             _ => {}
         }
         match e {
@@ -628,7 +639,7 @@ impl Core {
                 self.error(msg, five, 400, "Channel already bound differently", k)
             }
             AllocError::NoAllocation => self.error(msg, five, 437, "Allocation Mismatch", k),
-            AllocError::UserQuota | AllocError::TotalQuota => {
+            AllocError::UserQuota | AllocError::TotalQuota | AllocError::AddressQuota => {
                 self.error(msg, five, 486, "Allocation Quota Reached", k)
             }
             AllocError::TooManyPermissions | AllocError::TooManyChannels => {
