@@ -5,6 +5,7 @@
 pub mod access;
 pub mod app;
 pub mod bench;
+pub mod caps;
 pub mod cli;
 pub mod commands;
 pub mod config;

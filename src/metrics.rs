@@ -168,6 +168,10 @@ pub const AUTH_BAD_REQUEST: usize = 4;
 pub const LIMITED_TURN: usize = 0;
 pub const LIMITED_SIGNALING: usize = 1;
 pub const LIMITED_API: usize = 2;
+/// Indexes into `tls_handshakes`.
+pub const TLS_OK: usize = 0;
+pub const TLS_FAILED: usize = 1;
+pub const TLS_TIMED_OUT: usize = 2;
 
 /// All of signalbox's instruments.
 pub struct Metrics {
@@ -192,8 +196,10 @@ pub struct Metrics {
     pub quota_refusals: CounterVec<2>,
     // Edges.
     pub rate_limited: CounterVec<3>,
-    pub tls_handshakes: CounterVec<2>,
+    pub tls_handshakes: CounterVec<3>,
     pub http_requests: Counter,
+    /// Connections refused by a connection cap (`crate::caps`), by listener and cap.
+    pub connections_refused: CounterVec<6>,
 }
 
 /// The process-wide instruments.
@@ -248,8 +254,19 @@ pub static METRICS: Metrics = Metrics {
     ),
     quota_refusals: CounterVec::new("scope", ["user", "total"]),
     rate_limited: CounterVec::new("what", ["turn", "signaling", "api"]),
-    tls_handshakes: CounterVec::new("result", ["ok", "failed"]),
+    tls_handshakes: CounterVec::new("result", ["ok", "failed", "timed_out"]),
     http_requests: Counter::new(),
+    connections_refused: CounterVec::new(
+        "cap",
+        [
+            "https_total",
+            "https_per_address",
+            "websocket_total",
+            "websocket_per_address",
+            "turn_stream_total",
+            "turn_stream_per_address",
+        ],
+    ),
 };
 
 /// Builds the exposition text.
@@ -398,6 +415,11 @@ impl Metrics {
             "signalbox_http_requests_total",
             "HTTP requests served.",
             &self.http_requests,
+        );
+        e.counter_vec(
+            "signalbox_connections_refused_total",
+            "Connections refused at once by a connection cap, by listener and cap.",
+            &self.connections_refused,
         );
         process(&mut e);
         e.0

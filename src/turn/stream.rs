@@ -6,16 +6,16 @@
 //! queues for it. The protocol stays in the worker's core, so a stream client gets exactly the
 //! answers a UDP client gets, and its relayed transport is UDP like every other.
 //!
-//! Slow or hostile clients hold little: connections are capped in total and per source IP, the
+//! Slow or hostile clients hold little: connections are capped in total and per client address
+//! (an IPv4 address or an IPv6 /64, [`crate::caps`]), the
 //! TLS handshake and first message must finish within the handshake timeout, and a connection
 //! that sends no whole message within the idle timeout is closed, so half a message followed by
 //! silence cannot keep a slot. Buffers are bounded ([`crate::turn::framing::MAX_FRAME`] in,
 //! [`crate::turn::relay::streams::OUTBOUND_CAP`] out).
 
-use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -26,6 +26,7 @@ use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, warn};
 
+use crate::caps::{ConnPermit, ConnectionCaps, Edge};
 use crate::listener::{Stream, TurnStream, TurnStreams};
 use crate::turn::allocation::{FiveTuple, Transport};
 use crate::turn::config::TurnConfig;
@@ -65,29 +66,10 @@ impl StreamLimits {
 pub struct Streams {
     shared: Arc<Shared>,
     limits: StreamLimits,
-    /// Open connections: in total, and per source IP (entries leave at zero).
-    open: Mutex<(u32, HashMap<IpAddr, u32>)>,
+    /// Open connections, in total and per client address.
+    caps: Arc<ConnectionCaps>,
     next_id: AtomicU64,
     shutdown: watch::Receiver<bool>,
-}
-
-/// A connection's place within the limits; given back when dropped.
-pub struct Slot {
-    streams: Arc<Streams>,
-    ip: IpAddr,
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        let mut open = self.streams.open.lock().unwrap_or_else(|p| p.into_inner());
-        open.0 = open.0.saturating_sub(1);
-        if let Some(n) = open.1.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                open.1.remove(&self.ip);
-            }
-        }
-    }
 }
 
 impl Streams {
@@ -96,35 +78,24 @@ impl Streams {
         limits: StreamLimits,
         shutdown: watch::Receiver<bool>,
     ) -> Arc<Streams> {
+        let caps = ConnectionCaps::new(
+            Edge::TurnStream,
+            limits.max_total as usize,
+            limits.max_per_ip as usize,
+        );
         Arc::new(Streams {
             shared,
             limits,
-            open: Mutex::new((0, HashMap::new())),
+            caps,
             next_id: AtomicU64::new(1),
             shutdown,
         })
     }
 
-    /// A slot for one more connection from `ip`, or `None` at a cap (the connection is then
+    /// A permit for one more connection from `ip`, or `None` at a cap (the connection is then
     /// closed without a word: nothing was read from it yet).
-    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<Slot> {
-        let ip = crate::turn::policy::canonical(ip);
-        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        if open.0 >= self.limits.max_total {
-            debug!(%ip, "TURN stream refused: max_stream_connections reached");
-            return None;
-        }
-        let n = open.1.entry(ip).or_insert(0);
-        if *n >= self.limits.max_per_ip {
-            debug!(%ip, "TURN stream refused: max_stream_connections_per_ip reached");
-            return None;
-        }
-        *n += 1;
-        open.0 += 1;
-        Some(Slot {
-            streams: self.clone(),
-            ip,
-        })
+    pub fn admit(&self, ip: std::net::IpAddr) -> Option<ConnPermit> {
+        self.caps.acquire(ip).ok()
     }
 
     /// The one-port handler for [`crate::listener::Listener::turn`].
@@ -150,7 +121,7 @@ impl Streams {
 
     /// Serves one connection until it closes, times out, breaks framing or the server stops;
     /// then its allocation is deleted.
-    pub async fn serve(self: Arc<Self>, io: Box<dyn Stream>, five: FiveTuple, slot: Slot) {
+    pub async fn serve(self: Arc<Self>, io: Box<dyn Stream>, five: FiveTuple, slot: ConnPermit) {
         let worker = self.shared.worker_for(five.client);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, mut rx) = mpsc::channel::<Vec<u8>>(OUTBOUND_FRAMES);
