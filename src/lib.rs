@@ -11,6 +11,7 @@ pub mod commands;
 pub mod config;
 pub mod credentials;
 pub mod demux;
+pub mod http;
 pub mod listener;
 pub mod metrics;
 pub mod reload;
