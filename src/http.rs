@@ -8,8 +8,9 @@
 //! service counts the requests in progress (until their response body is finished) and the
 //! connection task asks hyper to close the connection gracefully once none has been in progress
 //! for the idle limit (`keep_alive_timeout`, `http2_idle_timeout`). A connection still open
-//! [`CLOSE_GRACE`] after that request (a peer that ignores GOAWAY, or half a header block on
-//! HTTP/2) is dropped. A request in progress is never cut off.
+//! [`CLOSE_GRACE`] (or the idle limit, when shorter) after that request is dropped: a peer that
+//! ignores GOAWAY, or sent half a header block on HTTP/2. A request in progress is never cut
+//! off by the idle limit.
 //!
 //! A WebSocket upgrade ends the HTTP connection (hyper hands the stream to the WebSocket task),
 //! so none of this applies to signaling, which has its own pings and timeouts.
@@ -35,7 +36,8 @@ use tracing::debug;
 use crate::config::HttpConfig;
 use crate::listener::Stream;
 
-/// Longest a connection may take to close after it was asked to for being idle.
+/// Longest a connection may take to close after it was asked to for being idle (the idle limit
+/// itself when that is shorter).
 pub const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 /// The HTTPS listener's caps and timeouts, from `[http]`.

@@ -78,7 +78,7 @@ impl Listener {
         );
         let http = Arc::new(HttpServer::new(self.router.clone(), self.limits.clone()));
         let this = Arc::new(self);
-        // Every HTTP connection task holds a sender; when all are gone, all have ended.
+        // Every connection task holds a sender; when all are gone, all have ended.
         let (serving, mut all_ended) = mpsc::channel::<()>(1);
         let mut backoff = Duration::from_millis(5);
         loop {
