@@ -243,6 +243,7 @@ async fn run(
             .as_ref()
             .filter(|_| config.turn.one_port)
             .map(|s| s.streams.handler()),
+        limits: crate::http::HttpLimits::from_config(&config.http),
     };
     https
         .serve(listener, drain_rx, config.http.shutdown_grace)

@@ -159,6 +159,10 @@ pub const RELAY_DIRECTIONS: [&str; 3] = ["client_to_peer", "peer_to_client", "in
 pub const LIMITED_TURN: usize = 0;
 pub const LIMITED_SIGNALING: usize = 1;
 pub const LIMITED_API: usize = 2;
+/// Indexes into `tls_handshakes`.
+pub const TLS_OK: usize = 0;
+pub const TLS_FAILED: usize = 1;
+pub const TLS_TIMED_OUT: usize = 2;
 
 /// Label values of `auth_failures`, in the order of the core's `AuthFailure::ALL`.
 const AUTH_FAILURES: [&str; 6] = [
@@ -263,8 +267,10 @@ pub struct Metrics {
     pub quota_refusals: CounterVec<3>,
     // Edges.
     pub rate_limited: CounterVec<3>,
-    pub tls_handshakes: CounterVec<2>,
+    pub tls_handshakes: CounterVec<3>,
     pub http_requests: Counter,
+    /// Connections refused by a connection cap (`crate::caps`), by listener and cap.
+    pub connections_refused: CounterVec<6>,
 }
 
 impl Default for Metrics {
@@ -313,7 +319,18 @@ impl Metrics {
             peer_refusals: CounterVec::new("reason", PEER_REFUSALS),
             quota_refusals: CounterVec::new("scope", QUOTA_SCOPES),
             rate_limited: CounterVec::new("what", ["turn", "signaling", "api"]),
-            tls_handshakes: CounterVec::new("result", ["ok", "failed"]),
+            tls_handshakes: CounterVec::new("result", ["ok", "failed", "timed_out"]),
+            connections_refused: CounterVec::new(
+                "cap",
+                [
+                    "https_total",
+                    "https_per_address",
+                    "websocket_total",
+                    "websocket_per_address",
+                    "turn_stream_total",
+                    "turn_stream_per_address",
+                ],
+            ),
             http_requests: Counter::new(),
         }
     }
@@ -465,6 +482,11 @@ impl Metrics {
             "signalbox_http_requests_total",
             "HTTP requests served.",
             &self.http_requests,
+        );
+        e.counter_vec(
+            "signalbox_connections_refused_total",
+            "Connections refused at once by a connection cap, by listener and cap.",
+            &self.connections_refused,
         );
         process(&mut e);
         e.0

@@ -162,7 +162,10 @@ pub fn applied_at_restart(old: &Config, new: &Config) -> Vec<&'static str> {
         t.total_quota = 0;
         t.max_allocations_per_ip = 0;
     }
-    let sections: [(&'static str, bool); 6] = [
+    let sections: [(&'static str, bool); 7] = [
+        // The listen addresses and static_dir are refused above; the rest (caps, timeouts,
+        // shutdown_grace) is read when the listener starts.
+        ("[http]", differs(&old.http, &new.http)),
         ("[rooms]", differs(&old.rooms, &new.rooms)),
         ("[api]", differs(&old.api, &new.api)),
         ("[access]", differs(&old.access, &new.access)),
@@ -351,6 +354,8 @@ mod tests {
             applied_at_restart(&old, &new),
             ["[rooms]", "[turn] (other than secrets and quotas)"]
         );
+        new.http.max_connections_per_ip = 7;
+        assert_eq!(applied_at_restart(&old, &new)[0], "[http]");
     }
 
     #[test]

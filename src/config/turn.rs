@@ -60,10 +60,11 @@ pub struct TurnConfig {
     pub listen_tls: Vec<SocketAddr>,
     /// Serve TURN over TCP and TLS on the HTTPS listener too (one port for everything).
     pub one_port: bool,
-    /// Time a stream client gets for the TLS handshake and its first whole message.
+    /// Time a stream client gets from accept to a successful Allocate, and to finish any
+    /// message it has begun.
     #[serde(deserialize_with = "duration")]
     pub stream_handshake_timeout: Duration,
-    /// A stream connection that sends no whole message for this long is closed.
+    /// An allocated stream connection that sends no whole message for this long is closed.
     #[serde(deserialize_with = "duration")]
     pub stream_idle_timeout: Duration,
     /// Most TURN stream connections at once, and from one source IP.

@@ -29,6 +29,7 @@ use super::rooms::{CloseReason, ConnId, FreshPeer, Output, Registry, RegistryCon
 use super::{Hooks, PeerEvent};
 use crate::metrics;
 use crate::web::api::ratelimit::{Buckets, Rate};
+use signalbox_turn_proto::policy::AddrKey;
 
 /// Commands waiting for the hub; connection tasks wait (back-pressure) when it is full.
 const COMMAND_QUEUE: usize = 8192;
@@ -143,8 +144,8 @@ pub fn spawn(config: RegistryConfig, join_rate_per_ip: u32, hooks: Hooks) -> Hub
 struct Hub {
     registry: Registry,
     links: HashMap<ConnId, Link>,
-    /// Join budgets by client address ([`address_key`]).
-    joins: Buckets<IpAddr>,
+    /// Join budgets by client address (an IPv4 address or an IPv6 /64).
+    joins: Buckets<AddrKey>,
     /// The origin of the join buckets' clock.
     started: Instant,
     hooks: Hooks,
@@ -158,7 +159,7 @@ struct Hub {
 /// What the hub keeps per connection: its outbox, and whom joins from it count against.
 struct Link {
     out: HubEnd,
-    address: IpAddr,
+    address: AddrKey,
 }
 
 async fn run(mut rx: mpsc::Receiver<Command>, mut hub: Hub) {
@@ -198,7 +199,7 @@ impl Hub {
     fn apply(&mut self, cmd: Command) {
         match cmd {
             Command::Connect { conn, out, from } => {
-                let address = address_key(from);
+                let address = AddrKey::of(from);
                 self.links.insert(conn, Link { out, address });
             }
             Command::Client { conn, msg } => match msg {
@@ -369,32 +370,5 @@ impl Hub {
             id: PeerId::new(&b64.encode(&bytes[..16])),
             resume: ResumeToken::new(&b64.encode(&bytes[16..])),
         }
-    }
-}
-
-/// What the join rate counts: an IPv4 address (IPv4-mapped IPv6 included), or the /64 of an
-/// IPv6 address, since one host commonly owns a whole /64.
-// Same rule as policy::client_key.
-fn address_key(ip: IpAddr) -> IpAddr {
-    match ip.to_canonical() {
-        IpAddr::V6(v6) => {
-            let s = v6.segments();
-            IpAddr::from([s[0], s[1], s[2], s[3], 0, 0, 0, 0])
-        }
-        v4 => v4,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn joins_count_per_ipv4_address_and_per_ipv6_64() {
-        let key = |s: &str| address_key(s.parse().expect("address"));
-        assert_eq!(key("192.0.2.1"), key("::ffff:192.0.2.1"));
-        assert_ne!(key("192.0.2.1"), key("192.0.2.2"));
-        assert_eq!(key("2001:db8:1:2::1"), key("2001:db8:1:2:ffff::2"));
-        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
     }
 }

@@ -144,7 +144,11 @@ impl Signaling {
         let settings = ws::Settings {
             rooms: config.clone(),
             origins,
-            caps: ConnectionCaps::new(config.max_connections, config.max_connections_per_ip),
+            caps: ConnectionCaps::new(
+                crate::caps::Edge::WebSocket,
+                config.max_connections,
+                config.max_connections_per_ip,
+            ),
             shutdown,
         };
         Signaling {

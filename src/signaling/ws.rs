@@ -1,7 +1,7 @@
 //! The WebSocket edge: the `/ws` upgrade and one task per connection.
 //!
 //! The upgrade refuses foreign origins (403) and connections over the caps (503 total, 429 per
-//! IP) before any WebSocket exists. The connection task then owns its socket alone, so reads,
+//! client address: an IPv4 address or an IPv6 /64) before any WebSocket exists. The connection task then owns its socket alone, so reads,
 //! writes, timers and the rate limit need no locks; it parses frames, answers local errors
 //! (`bad-request`, `rate-limited`, `too-large`) itself and forwards valid messages to the hub.
 //! Everything it writes comes from one bounded outbox that the hub and the task both feed.
@@ -108,7 +108,7 @@ pub async fn upgrade(
         Err(e) => {
             let status = match e {
                 CapError::Total(_) => StatusCode::SERVICE_UNAVAILABLE,
-                CapError::PerIp(_) => StatusCode::TOO_MANY_REQUESTS,
+                CapError::PerAddress(_) => StatusCode::TOO_MANY_REQUESTS,
             };
             return error_json(status, "too-many-connections", &e.to_string());
         }

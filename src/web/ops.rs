@@ -27,8 +27,9 @@ use crate::credentials::ice::TurnTransport;
 use crate::credentials::{unix_now, Issuer, UserPart};
 use crate::metrics::{self, METRICS, TRANSPORTS};
 use crate::signaling::HubHandle;
-use crate::web::api::ratelimit::{client_network, Buckets, Rate};
+use crate::web::api::ratelimit::{Buckets, Rate};
 use crate::web::{bearer_is, error_json, AppState};
+use signalbox_turn_proto::policy::AddrKey;
 
 /// How long the connection check's credentials open new allocations.
 const DIAG_TTL: Duration = Duration::from_secs(120);
@@ -48,7 +49,7 @@ pub struct OpsState {
     pub issuer: Option<Arc<Issuer>>,
     /// `[access] mode` as the server started: joins follow it, and so does the check.
     access_mode: AccessMode,
-    diag_budget: Mutex<Buckets<IpAddr>>,
+    diag_budget: Mutex<Buckets<AddrKey>>,
     started: Instant,
 }
 
@@ -75,7 +76,7 @@ impl OpsState {
         self.diag_budget
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .take(&client_network(client), now_ms)
+            .take(&AddrKey::of(client), now_ms)
     }
 }
 

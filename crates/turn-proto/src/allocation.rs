@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::counters::{Counters, TransportLabel};
-use crate::policy::canonical;
+use crate::policy::{canonical, AddrKey};
 
 /// A point on the server clock in milliseconds. The IO layer derives it from a monotonic clock
 /// anchored at the Unix epoch, so it also serves for REST credential expiry.
@@ -130,12 +130,12 @@ pub struct Quotas {
     /// quota refuses new allocations and never closes existing ones.
     user_quota: AtomicU32,
     total_quota: AtomicU32,
-    /// Per client address ([`address_key`]); no cap until [`Quotas::set_address_limit`].
+    /// Per client address ([`AddrKey`]: an IPv4 address or an IPv6 /64); no cap until [`Quotas::set_address_limit`].
     address_quota: AtomicU32,
     total: AtomicU32,
     per_user: Mutex<HashMap<Box<str>, u32>>,
     /// Locked after `per_user`, never before.
-    per_address: Mutex<HashMap<IpAddr, u32>>,
+    per_address: Mutex<HashMap<AddrKey, u32>>,
 }
 
 impl Quotas {
@@ -161,7 +161,7 @@ impl Quotas {
             return Err(AllocError::UserQuota);
         }
         let mut addresses = self.per_address.lock().unwrap_or_else(|p| p.into_inner());
-        let address = address_key(client);
+        let address = AddrKey::of(client);
         let from_address = addresses.get(&address).copied().unwrap_or(0);
         if from_address >= self.address_quota.load(Ordering::Relaxed) {
             return Err(AllocError::AddressQuota);
@@ -181,7 +181,7 @@ impl Quotas {
             }
             self.total.fetch_sub(1, Ordering::Relaxed);
             let mut addresses = self.per_address.lock().unwrap_or_else(|p| p.into_inner());
-            let address = address_key(client);
+            let address = AddrKey::of(client);
             if let Some(n) = addresses.get_mut(&address) {
                 *n = n.saturating_sub(1);
                 if *n == 0 {
@@ -204,19 +204,6 @@ impl Quotas {
     /// Most live allocations from one client address (at start and on reload).
     pub fn set_address_limit(&self, per_address: u32) {
         self.address_quota.store(per_address, Ordering::Relaxed);
-    }
-}
-
-/// What the per-address quota counts: an IPv4 address (IPv4-mapped IPv6 included), or the /64
-/// of an IPv6 address, since one host commonly owns a whole /64.
-// Same rule as policy::client_key.
-fn address_key(ip: IpAddr) -> IpAddr {
-    match canonical(ip) {
-        IpAddr::V6(v6) => {
-            let s = v6.segments();
-            IpAddr::from([s[0], s[1], s[2], s[3], 0, 0, 0, 0])
-        }
-        v4 => v4,
     }
 }
 

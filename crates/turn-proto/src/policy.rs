@@ -371,3 +371,33 @@ mod tests {
         assert!(zero.contains("255.1.2.3".parse().expect("ip")));
     }
 }
+
+/// The unit every per-address limit counts (connection caps, rate limits): an IPv4 address,
+/// or the /64 of an IPv6 address, since one host or one site usually holds a whole /64 and
+/// counting single IPv6 addresses would be no limit at all. An IPv4-mapped address
+/// (`::ffff:a.b.c.d`, as a dual-stack socket reports IPv4 clients) counts as its IPv4 address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct AddrKey(IpAddr);
+
+impl AddrKey {
+    pub fn of(ip: IpAddr) -> AddrKey {
+        match canonical(ip) {
+            IpAddr::V6(v6) => {
+                let s = v6.segments();
+                AddrKey(IpAddr::V6(Ipv6Addr::new(
+                    s[0], s[1], s[2], s[3], 0, 0, 0, 0,
+                )))
+            }
+            v4 => AddrKey(v4),
+        }
+    }
+}
+
+impl fmt::Display for AddrKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            IpAddr::V4(v4) => write!(f, "{v4}"),
+            IpAddr::V6(v6) => write!(f, "{v6}/64"),
+        }
+    }
+}
