@@ -22,12 +22,11 @@ use std::sync::{Arc, Mutex};
 use tracing::{debug, info};
 
 use crate::allocation::{
-    AllocError, AllocId, Allocation, AllocationTable, Direction, FiveTuple, Millis, NewAllocation,
-    Transport,
+    AllocId, Allocation, AllocationTable, Direction, FiveTuple, Millis, NewAllocation, Transport,
 };
 use crate::auth::{self, NonceCheck, NonceKey, RateLimiter, Secrets};
 use crate::counters::{Counters, RelayPath};
-use crate::policy::{PeerPolicy, Verdict};
+use crate::policy::PeerPolicy;
 use crate::ports::PortRange;
 use signalbox_stun::{attr, channel_data, Class, IntegrityAlgorithm, Method};
 use signalbox_stun::{MessageRef, MessageWriter, TransactionId};
@@ -203,17 +202,26 @@ impl RelayPlan {
 /// Settings of the core that come from the configuration.
 #[derive(Clone, Debug)]
 pub struct CoreConfig {
+    /// REALM of the long-term credentials (RFC 8489 §9.2).
     pub realm: String,
+    /// Separator between expiry and user in REST usernames.
     pub separator: char,
+    /// Age after which a nonce is stale (438, RFC 8489 §9.2.4).
     pub nonce_lifetime_secs: u64,
+    /// Which peers allocations may reach.
     pub policy: PeerPolicy,
+    /// The relay addresses and this worker's share of the port range.
     pub relay: RelayPlan,
+    /// This core's worker index in [`RelayPlan::worker_of`].
     pub worker: usize,
     /// Set when the server drains before shutting down: new allocations are refused (508),
     /// existing ones keep relaying.
     pub draining: Arc<std::sync::atomic::AtomicBool>,
 }
 
+/// One worker's TURN server: the allocation table and the protocol around it. Owned by one
+/// thread; only the quotas, the live relayed addresses and the unauthenticated-answer limiter
+/// are shared with other workers.
 pub struct Core {
     config: CoreConfig,
     table: AllocationTable,
@@ -227,18 +235,8 @@ pub struct Core {
     scratch: Vec<u8>,
 }
 
-/// Outcome of authenticating a request: the key and username, or the response already written.
-enum Auth {
-    Ok {
-        key: [u8; 16],
-        username: String,
-        expiry: u64,
-        algorithm: IntegrityAlgorithm,
-    },
-    Answered(Action),
-}
-
 impl Core {
+    /// A core for worker `config.worker`; `unauth` is shared by all workers.
     pub fn new(
         config: CoreConfig,
         table: AllocationTable,
@@ -257,16 +255,6 @@ impl Core {
         }
     }
 
-    /// Whether `ip` may get another answer to an unauthenticated request now.
-    fn unauth_answer_allowed(&self, ip: IpAddr, now: Millis) -> bool {
-        let allowed = self
-            .unauth
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .allow(ip, now.0);
-        allowed
-    }
-
     /// What this core counted since it started; the IO layer publishes the growth.
     pub fn counters(&self) -> &Counters {
         self.table.counters()
@@ -276,28 +264,22 @@ impl Core {
         self.table.counters_mut()
     }
 
-    /// Whether `ip` may get another answer now; counts a refusal.
-    fn unauth_allowed(&mut self, ip: IpAddr, now: Millis) -> bool {
-        let allowed = self.unauth_answer_allowed(ip, now);
-        if !allowed {
-            self.count().rate_limited += 1;
-        }
-        allowed
-    }
-
     /// Bytes of the last [`Payload::Scratch`] transmission.
     pub fn scratch(&self) -> &[u8] {
         &self.scratch
     }
 
+    /// The allocation table, for inspection (admin page, tests).
     pub fn table(&self) -> &AllocationTable {
         &self.table
     }
 
+    /// The next moment [`Core::handle_timeout`] has work.
     pub fn poll_timeout(&self) -> Option<Millis> {
         self.table.poll_timeout()
     }
 
+    /// Expires what is due at `now` and closes the relay sockets of expired allocations.
     pub fn handle_timeout(&mut self, now: Millis, sockets: &mut impl RelaySockets) {
         for (id, a) in self.table.handle_timeout(now) {
             debug!(client = %a.five_tuple.client, user = %a.username, "allocation expired");
@@ -404,15 +386,13 @@ impl Core {
         let Some(peer) = self.table.channel_peer(id, number, now) else {
             return Action::Nothing;
         };
-        if !self.table.spend(id, Direction::ToPeer, data_len, now) {
-            return Action::Nothing;
-        }
         let start = HEADROOM + channel_data::HEADER_LEN;
         self.relay_to_peer(id, peer, buf, start, start + data_len, now)
     }
 
-    /// Sends `buf[start..end]` from allocation `id` to `peer`: through the kernel, or in memory
-    /// when the peer is one of our own relayed addresses.
+    /// Sends `buf[start..end]` from allocation `id` to `peer`, whose IP has a permission,
+    /// within the bandwidth cap: through the kernel, or in memory when the peer is one of our
+    /// own relayed addresses. ChannelData and Send indications both end here.
     fn relay_to_peer(
         &mut self,
         id: AllocId,
@@ -422,31 +402,34 @@ impl Core {
         end: usize,
         now: Millis,
     ) -> Action {
-        if let Some(local) = self.config.relay.ours(peer) {
-            let Some(from) = self.table.get(id).and_then(|a| a.relay_public) else {
-                return Action::Nothing;
+        if !self.table.spend(id, Direction::ToPeer, end - start, now) {
+            return Action::Nothing;
+        }
+        let Some(local) = self.config.relay.ours(peer) else {
+            self.count_relayed(RelayPath::ClientToPeer, end - start);
+            return Action::Send {
+                via: Via::Relay(id),
+                to: peer,
+                payload: Payload::Input { start, end },
             };
-            self.count_relayed(RelayPath::InMemory, end - start);
-            let worker = self.config.relay.worker_of(local.port());
-            if worker != self.config.worker {
-                return Action::Forward {
-                    worker,
-                    from,
-                    to: local,
-                    start,
-                    end,
-                };
-            }
-            return match self.table.by_relay(&local) {
-                Some(target) => self.relay_to_client(target, from, buf, start, end, now),
-                None => Action::Nothing,
+        };
+        let Some(from) = self.table.get(id).and_then(|a| a.relay_public) else {
+            return Action::Nothing;
+        };
+        self.count_relayed(RelayPath::InMemory, end - start);
+        let worker = self.config.relay.worker_of(local.port());
+        if worker != self.config.worker {
+            return Action::Forward {
+                worker,
+                from,
+                to: local,
+                start,
+                end,
             };
         }
-        self.count_relayed(RelayPath::ClientToPeer, end - start);
-        Action::Send {
-            via: Via::Relay(id),
-            to: peer,
-            payload: Payload::Input { start, end },
+        match self.table.by_relay(&local) {
+            Some(target) => self.relay_to_client(target, from, buf, start, end, now),
+            None => Action::Nothing,
         }
     }
 
@@ -540,6 +523,9 @@ impl Core {
 }
 
 mod control;
+mod handlers;
+mod outcome;
+mod request;
 
 /// RFC 8656 §12.4 header check over the channel range this server accepts: (channel, length).
 /// Bytes after the declared length are UDP padding and ignored.
