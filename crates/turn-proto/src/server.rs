@@ -25,8 +25,8 @@ use crate::allocation::{
     AllocId, Allocation, AllocationTable, Direction, FiveTuple, Millis, NewAllocation, Transport,
 };
 use crate::auth::{self, NonceCheck, NonceKey, RateLimiter, Secrets};
-use crate::counters::{Counters, RelayPath};
-use crate::policy::PeerPolicy;
+use crate::counters::{Counters, PeerRefusal, RelayPath};
+use crate::policy::{PeerPolicy, Relayed, Verdict};
 use crate::ports::PortRange;
 use signalbox_stun::{attr, channel_data, Class, IntegrityAlgorithm, Method};
 use signalbox_stun::{MessageRef, MessageWriter, TransactionId};
@@ -174,19 +174,41 @@ impl RelayPlan {
         }
     }
 
-    /// When `addr` is (the advertised form of) a live relayed address of this server, its
-    /// local form. Only live ones: another process may use a port of the range.
-    pub fn ours(&self, addr: SocketAddr) -> Option<SocketAddr> {
-        if !self.ports.contains(addr.port()) {
-            return None;
-        }
+    /// Whether `addr` is one of this server's relayed addresses, in its local or advertised
+    /// form: two to four comparisons and one atomic load, so the data path asks it per packet.
+    /// Only live ones count: another process may use a port of the range.
+    pub fn locate(&self, addr: SocketAddr) -> Relayed {
         let ip = crate::policy::canonical(addr.ip());
-        [self.v4, self.v6]
+        let Some((local, _)) = [self.v4, self.v6]
             .into_iter()
             .flatten()
             .find(|(local, public)| *local == ip || *public == ip)
-            .map(|(local, _)| SocketAddr::new(local, addr.port()))
-            .filter(|local| self.live.contains(*local))
+        else {
+            return Relayed::Elsewhere;
+        };
+        let local = SocketAddr::new(local, addr.port());
+        if self.ports.contains(addr.port()) && self.live.contains(local) {
+            Relayed::Live(local)
+        } else {
+            Relayed::NotLive
+        }
+    }
+
+    /// When `addr` is (the advertised form of) a live relayed address of this server, its
+    /// local form.
+    pub fn ours(&self, addr: SocketAddr) -> Option<SocketAddr> {
+        match self.locate(addr) {
+            Relayed::Live(local) => Some(local),
+            Relayed::NotLive | Relayed::Elsewhere => None,
+        }
+    }
+
+    /// The relay's local and advertised IPs: addresses of this host.
+    fn ips(&self) -> impl Iterator<Item = IpAddr> {
+        [self.v4, self.v6]
+            .into_iter()
+            .flatten()
+            .flat_map(|(local, public)| [local, public])
     }
 
     fn public_of(&self, local: SocketAddr) -> SocketAddr {
@@ -208,7 +230,8 @@ pub struct CoreConfig {
     pub separator: char,
     /// Age after which a nonce is stale (438, RFC 8489 §9.2.4).
     pub nonce_lifetime_secs: u64,
-    /// Which peers allocations may reach.
+    /// Which peers allocations may reach; the core adds its relay addresses to
+    /// [`PeerPolicy::own_addresses`].
     pub policy: PeerPolicy,
     /// The relay addresses and this worker's share of the port range.
     pub relay: RelayPlan,
@@ -238,12 +261,16 @@ pub struct Core {
 impl Core {
     /// A core for worker `config.worker`; `unauth` is shared by all workers.
     pub fn new(
-        config: CoreConfig,
+        mut config: CoreConfig,
         table: AllocationTable,
         secrets: Arc<Secrets>,
         nonces: Arc<NonceKey>,
         unauth: Arc<Mutex<RateLimiter>>,
     ) -> Core {
+        // The relay addresses are this host's whatever the caller listed: the peer policy's
+        // per-packet rule relies on it (see `policy`).
+        let relay_ips: Vec<IpAddr> = config.relay.ips().collect();
+        config.policy.own_addresses.extend(relay_ips);
         Core {
             config,
             table,
@@ -390,9 +417,10 @@ impl Core {
         self.relay_to_peer(id, peer, buf, start, start + data_len, now)
     }
 
-    /// Sends `buf[start..end]` from allocation `id` to `peer`, whose IP has a permission,
-    /// within the bandwidth cap: through the kernel, or in memory when the peer is one of our
-    /// own relayed addresses. ChannelData and Send indications both end here.
+    /// Sends `buf[start..end]` from allocation `id` to `peer`, whose IP has a permission: the
+    /// peer policy decides for this exact address first (ChannelData and Send indications
+    /// alike), then the bandwidth cap; delivery goes through the kernel, or in memory when the
+    /// peer is one of our own relayed addresses.
     fn relay_to_peer(
         &mut self,
         id: AllocId,
@@ -402,10 +430,17 @@ impl Core {
         end: usize,
         now: Millis,
     ) -> Action {
+        let relayed = self.config.relay.locate(peer);
+        if let Verdict::Denied(reason) = self.config.policy.check_packet(peer, relayed) {
+            if self.log.take(now) {
+                debug!(%peer, "packet to a peer dropped: {}", reason.describe());
+            }
+            return Action::Nothing;
+        }
         if !self.table.spend(id, Direction::ToPeer, end - start, now) {
             return Action::Nothing;
         }
-        let Some(local) = self.config.relay.ours(peer) else {
+        let Relayed::Live(local) = relayed else {
             self.count_relayed(RelayPath::ClientToPeer, end - start);
             return Action::Send {
                 via: Via::Relay(id),
@@ -476,7 +511,10 @@ impl Core {
     }
 
     /// RFC 8656 §11.3 and §12.6: data from `peer` for allocation `id`'s client, as ChannelData
-    /// (header written into the 4 bytes before `start`) or as a Data indication.
+    /// (header written into the 4 bytes before `start`) or as a Data indication. The peer
+    /// policy applies to the source as to a destination: nothing the relay may not send to is
+    /// delivered either, so a datagram from this host's own address reaches no client unless
+    /// it comes from a live relayed address (in memory).
     fn relay_to_client(
         &mut self,
         id: AllocId,
@@ -487,6 +525,13 @@ impl Core {
         now: Millis,
     ) -> Action {
         if start < channel_data::HEADER_LEN || !self.table.has_permission(id, peer.ip(), now) {
+            return Action::Nothing;
+        }
+        let relayed = self.config.relay.locate(peer);
+        if let Verdict::Denied(reason) = self.config.policy.check_packet(peer, relayed) {
+            if self.log.take(now) {
+                debug!(%peer, "packet from a peer dropped: {}", reason.describe());
+            }
             return Action::Nothing;
         }
         if !self.table.spend(id, Direction::ToClient, end - start, now) {

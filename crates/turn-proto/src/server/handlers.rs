@@ -6,7 +6,6 @@ use super::control::{Credentials, Outcome};
 use super::outcome::{Refusal, Reply};
 use super::request::{self, Family};
 use super::*;
-use crate::policy::{PeerRefusal, Verdict};
 
 impl Core {
     /// RFC 8656 §7.2.
