@@ -36,6 +36,15 @@
 //! relay IPs, so per packet "this host" narrows to "the relay IPs": [`Relayed`] answers that
 //! together with rule 1 from the relay plan (two to four comparisons and one atomic load). A
 //! test checks that both functions agree for every permitted IP.
+//!
+//! # 6to4, Teredo, NAT64
+//! Their prefixes are refused outright (not only when the IPv4 address they embed is
+//! special-purpose): a packet sent into a translator reaches whatever IPv4 address the
+//! translator reaches, including this host through a hairpin, so checking the embedded address
+//! would trust routing this server cannot see; and a peer behind one has a native address the
+//! relay can use instead (6to4 is deprecated, RFC 7526). An operator who does need one lists
+//! it in `allowed_peer_ranges`. IPv4-compatible addresses (`::a.b.c.d`, deprecated by RFC 4291)
+//! are refused outright for the same reason.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -122,26 +131,35 @@ impl FromStr for Cidr {
 
 /// The built-in deny list (rule 7). Loopback is listed too; `allow_loopback_peers` lifts it.
 pub const SPECIAL_PURPOSE: &[Cidr] = &[
-    Cidr::v4([0, 0, 0, 0], 8),                      // "this network"
-    Cidr::v4([10, 0, 0, 0], 8),                     // RFC 1918
-    Cidr::v4([100, 64, 0, 0], 10),                  // carrier-grade NAT, RFC 6598
-    Cidr::v4([127, 0, 0, 0], 8),                    // loopback
-    Cidr::v4([169, 254, 0, 0], 16),                 // link-local, cloud metadata
-    Cidr::v4([172, 16, 0, 0], 12),                  // RFC 1918
-    Cidr::v4([192, 0, 0, 0], 24),                   // IETF protocol assignments
-    Cidr::v4([192, 0, 2, 0], 24),                   // TEST-NET-1
-    Cidr::v4([192, 168, 0, 0], 16),                 // RFC 1918
-    Cidr::v4([198, 18, 0, 0], 15),                  // benchmarking
-    Cidr::v4([198, 51, 100, 0], 24),                // TEST-NET-2
-    Cidr::v4([203, 0, 113, 0], 24),                 // TEST-NET-3
-    Cidr::v4([224, 0, 0, 0], 4),                    // multicast
-    Cidr::v4([240, 0, 0, 0], 4),                    // reserved, includes broadcast 255.255.255.255
-    Cidr::v6([0, 0, 0, 0, 0, 0, 0, 1], 128),        // ::1
-    Cidr::v6([0, 0, 0, 0, 0, 0, 0, 0], 128),        // ::
-    Cidr::v6([0x64, 0xff9b, 0, 0, 0, 0, 0, 0], 96), // NAT64, would reach IPv4 ranges above
-    Cidr::v6([0xfc00, 0, 0, 0, 0, 0, 0, 0], 7),     // unique local
-    Cidr::v6([0xfe80, 0, 0, 0, 0, 0, 0, 0], 10),    // link-local
-    Cidr::v6([0xff00, 0, 0, 0, 0, 0, 0, 0], 8),     // multicast
+    Cidr::v4([0, 0, 0, 0], 8),                       // "this network"
+    Cidr::v4([10, 0, 0, 0], 8),                      // RFC 1918
+    Cidr::v4([100, 64, 0, 0], 10),                   // carrier-grade NAT, RFC 6598
+    Cidr::v4([127, 0, 0, 0], 8),                     // loopback
+    Cidr::v4([169, 254, 0, 0], 16),                  // link-local, cloud metadata
+    Cidr::v4([172, 16, 0, 0], 12),                   // RFC 1918
+    Cidr::v4([192, 0, 0, 0], 24),                    // IETF protocol assignments
+    Cidr::v4([192, 0, 2, 0], 24),                    // TEST-NET-1
+    Cidr::v4([192, 168, 0, 0], 16),                  // RFC 1918
+    Cidr::v4([198, 18, 0, 0], 15),                   // benchmarking
+    Cidr::v4([198, 51, 100, 0], 24),                 // TEST-NET-2
+    Cidr::v4([203, 0, 113, 0], 24),                  // TEST-NET-3
+    Cidr::v4([224, 0, 0, 0], 4),                     // multicast
+    Cidr::v4([240, 0, 0, 0], 4),                     // reserved, includes broadcast 255.255.255.255
+    Cidr::v6([0, 0, 0, 0, 0, 0, 0, 1], 128),         // ::1
+    Cidr::v6([0, 0, 0, 0, 0, 0, 0, 0], 128),         // ::
+    Cidr::v6([0, 0, 0, 0, 0, 0, 0, 0], 96),          // IPv4-compatible ::a.b.c.d, deprecated
+    Cidr::v6([0x64, 0xff9b, 0, 0, 0, 0, 0, 0], 96),  // NAT64 well-known prefix, RFC 6052
+    Cidr::v6([0x64, 0xff9b, 1, 0, 0, 0, 0, 0], 48),  // NAT64 local use, RFC 8215
+    Cidr::v6([0x100, 0, 0, 0, 0, 0, 0, 0], 64),      // discard-only, RFC 6666
+    Cidr::v6([0x2001, 0, 0, 0, 0, 0, 0, 0], 32),     // Teredo, RFC 4380
+    Cidr::v6([0x2001, 2, 0, 0, 0, 0, 0, 0], 48),     // benchmarking, RFC 5180
+    Cidr::v6([0x2001, 0xdb8, 0, 0, 0, 0, 0, 0], 32), // documentation, RFC 3849
+    Cidr::v6([0x2002, 0, 0, 0, 0, 0, 0, 0], 16),     // 6to4, RFC 3056
+    Cidr::v6([0x3fff, 0, 0, 0, 0, 0, 0, 0], 20),     // documentation, RFC 9637
+    Cidr::v6([0xfc00, 0, 0, 0, 0, 0, 0, 0], 7),      // unique local
+    Cidr::v6([0xfe80, 0, 0, 0, 0, 0, 0, 0], 10),     // link-local
+    Cidr::v6([0xfec0, 0, 0, 0, 0, 0, 0, 0], 10),     // site-local, deprecated (RFC 3879)
+    Cidr::v6([0xff00, 0, 0, 0, 0, 0, 0, 0], 8),      // multicast
 ];
 
 /// The peer policy of one server, built once from the configuration and the host's addresses.
@@ -190,7 +208,7 @@ impl PeerRefusal {
         match self {
             PeerRefusal::OwnListener => "the peer is this host itself (one of its addresses or listener ports) and not a live relayed address",
             PeerRefusal::DeniedRange => "the peer is in denied_peer_ranges",
-            PeerRefusal::SpecialRange => "the peer is in a special-purpose range (private, loopback, link-local, multicast or reserved)",
+            PeerRefusal::SpecialRange => "the peer is in a special-purpose range (private, loopback, link-local, multicast, documentation, translation or reserved)",
             PeerRefusal::FamilyMismatch => "the peer's address family differs from the relayed address's",
         }
     }

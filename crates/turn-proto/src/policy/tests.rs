@@ -81,8 +81,12 @@ fn public_addresses_are_allowed() {
         "198.17.255.255:1000",
         "198.20.0.0:1000",
         "223.255.255.255:1000",
-        "[2001:db8::1]:1000",
+        "[2001:4860:4860::8888]:53",
+        "[2001:db9::1]:1000",
+        "[2003::1]:1000",
         "[2a00:1450::1]:443",
+        "[3fff:1000::1]:1000",
+        "[64:ff9b:2::1]:1000",
         "[::ffff:8.8.8.8]:53",
     ] {
         assert_eq!(p.check(addr(peer), false), Verdict::Allowed, "{peer}");
@@ -153,6 +157,52 @@ fn cidr_parsing_clears_host_bits_and_rejects_nonsense() {
     }
     let zero: Cidr = "0.0.0.0/0".parse().expect("cidr");
     assert!(zero.contains("255.1.2.3".parse().expect("ip")));
+}
+
+#[test]
+fn every_added_ipv6_range_is_refused_by_default() {
+    let p = default_policy();
+    for (peer, range) in [
+        ("[::a00:1]:1000", "::/96, IPv4-compatible"),
+        ("[::808:808]:53", "::/96 embedding a public IPv4"),
+        (
+            "[64:ff9b:1::a9fe:a9fe]:80",
+            "64:ff9b:1::/48, local-use NAT64",
+        ),
+        ("[64:ff9b:1:ffff::1]:1000", "64:ff9b:1::/48, last /64"),
+        ("[100::1]:1000", "100::/64, discard-only"),
+        ("[100::ffff:ffff:ffff:ffff]:1000", "100::/64, last address"),
+        (
+            "[2001:0:4136:e378:8000:63bf:3fff:fdd2]:1000",
+            "2001::/32, Teredo",
+        ),
+        ("[2001:0:ffff::1]:1000", "2001::/32, Teredo"),
+        ("[2001:2::1]:1000", "2001:2::/48, benchmarking"),
+        ("[2001:db8::1]:1000", "2001:db8::/32, documentation"),
+        ("[2001:db8:ffff::1]:1000", "2001:db8::/32, documentation"),
+        (
+            "[2002:a9fe:a9fe::1]:80",
+            "2002::/16, 6to4 of the metadata address",
+        ),
+        (
+            "[2002:808:808::1]:53",
+            "2002::/16, 6to4 of a public address",
+        ),
+        ("[3fff::1]:1000", "3fff::/20, documentation"),
+        ("[3fff:fff::1]:1000", "3fff::/20, documentation"),
+        ("[fec0::1]:1000", "fec0::/10, site-local"),
+        ("[feff::1]:1000", "fec0::/10, site-local"),
+        (
+            "[64:ff9b::808:808]:53",
+            "64:ff9b::/96, NAT64 of a public address",
+        ),
+    ] {
+        assert_eq!(
+            p.check(addr(peer), false),
+            Verdict::Denied(PeerRefusal::SpecialRange),
+            "{peer} ({range})"
+        );
+    }
 }
 
 /// A host with two interface addresses and 1:1 NAT, as the server builds it.
