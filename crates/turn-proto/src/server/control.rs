@@ -203,6 +203,7 @@ impl Core {
         now: Millis,
     ) -> Action {
         let limited = match &outcome {
+            Ok(Reply::Binding) => self.binding_is_limited(five),
             Ok(_) => false,
             Err(refusal) => {
                 self.account(msg, five, refusal, now);
@@ -217,6 +218,15 @@ impl Core {
             Err(refusal) => self.write_refusal(msg, five, key, &refusal, now),
         }
         self.reply(five)
+    }
+
+    /// Binding requests over UDP are answered within the unauthenticated-answer limiter: a
+    /// spoofed source would otherwise turn the server into a reflector (a response is about
+    /// three times the request). Over TCP and TLS the handshake proves the source and the
+    /// connection caps bound the rate; a UDP 5-tuple that holds an allocation proved its
+    /// address to get it (the nonce was bound to it), so its keepalives are not limited.
+    fn binding_is_limited(&self, five: &FiveTuple) -> bool {
+        five.transport == Transport::Udp && self.table.by_client(five).is_none()
     }
 
     /// Whether `ip` may get another unauthenticated answer now; counts a refusal.

@@ -733,6 +733,7 @@ fn relay_to_relay_traffic_between_workers_is_forwarded_in_memory() {
 
 mod peers;
 mod streams;
+mod unauthenticated;
 
 #[test]
 fn closing_a_users_allocations_also_ends_their_relayed_addresses_being_ours() {
