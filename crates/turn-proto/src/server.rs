@@ -11,9 +11,15 @@
 //! Buffers handed in keep [`HEADROOM`] free bytes before the datagram, so a peer's payload gets
 //! its ChannelData header written in place.
 //!
-//! Control requests follow RFC 8489 §6.3 and §9.2.4 in this order: existing-allocation checks
-//! that need no credentials (437, retransmitted Allocate), authentication (401, 438, 441),
-//! unknown comprehension-required attributes (420), then the method's own rules.
+//! Control requests follow RFC 8489 §6.3 and §9.2.4 in this order: a retransmitted Allocate,
+//! authentication (401, 438), the allocation the method needs (437, 441), unknown
+//! comprehension-required attributes (420), then the method's own rules. They are decoded into
+//! typed requests (`request.rs`), handled into a reply or a refusal value (`handlers.rs`,
+//! `outcome.rs`), and answered in one place (`control.rs`).
+//!
+//! Every packet to or from a peer passes the peer policy for its exact address
+//! ([`PeerPolicy::check_packet`]): this host is never a peer, except the relayed address of a
+//! live allocation, which is delivered in memory.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -43,7 +49,12 @@ pub const HEADROOM: usize = channel_data::HEADER_LEN;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Payload {
     /// `buf[start..end]` of the buffer that was handed in.
-    Input { start: usize, end: usize },
+    Input {
+        /// First byte.
+        start: usize,
+        /// One past the last byte.
+        end: usize,
+    },
     /// [`Core::scratch`].
     Scratch,
 }
@@ -73,19 +84,29 @@ impl Via {
 /// What to do after one input.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Action {
+    /// Nothing to send: the input was consumed (or dropped, and logged within the budget).
     Nothing,
+    /// Send `payload` through `via` to `to`.
     Send {
+        /// The socket or connection that sends.
         via: Via,
+        /// The destination: a client or a peer.
         to: SocketAddr,
+        /// Where the bytes are.
         payload: Payload,
     },
     /// Hand `buf[start..end]` to `worker`, which owns the relayed address `to`; it arrives
     /// there as if sent by the peer `from` ([`Core::handle_forwarded`]).
     Forward {
+        /// The worker that owns `to`.
         worker: usize,
+        /// The sending allocation's relayed address (advertised form).
         from: SocketAddr,
+        /// The receiving allocation's relayed address (local form).
         to: SocketAddr,
+        /// First byte of the payload in the buffer handed in.
         start: usize,
+        /// One past its last byte.
         end: usize,
     },
 }
@@ -95,6 +116,7 @@ pub trait RelaySockets {
     /// Binds a relay socket on `ip` for allocation `id` (an even port when `even_port`);
     /// returns the bound address.
     fn open(&mut self, id: AllocId, ip: IpAddr, even_port: bool) -> std::io::Result<SocketAddr>;
+    /// Closes the relay socket of allocation `id` (it was deleted or expired).
     fn close(&mut self, id: AllocId);
 }
 
@@ -103,8 +125,11 @@ pub trait RelaySockets {
 pub struct RelayPlan {
     /// (local, advertised) IPv4 relay address.
     pub v4: Option<(IpAddr, IpAddr)>,
+    /// (local, advertised) IPv6 relay address.
     pub v6: Option<(IpAddr, IpAddr)>,
+    /// `relay_ports`, cut into one slice per worker.
     pub ports: PortRange,
+    /// Number of workers sharing the range.
     pub workers: usize,
     /// Which relay ports hold a live allocation, shared by all workers.
     pub live: Arc<LiveRelays>,
@@ -134,16 +159,19 @@ impl LiveRelays {
         (&self.bits[family][port / 64], 1u64 << (port % 64))
     }
 
+    /// Marks `local` live: an allocation's relay socket is bound there.
     pub fn insert(&self, local: SocketAddr) {
         let (word, bit) = self.slot(local);
         word.fetch_or(bit, Ordering::Release);
     }
 
+    /// Marks `local` free: its allocation has gone.
     pub fn remove(&self, local: SocketAddr) {
         let (word, bit) = self.slot(local);
         word.fetch_and(!bit, Ordering::Release);
     }
 
+    /// Whether a live allocation's relay socket is bound to `local` (one atomic load).
     pub fn contains(&self, local: SocketAddr) -> bool {
         let (word, bit) = self.slot(local);
         word.load(Ordering::Acquire) & bit != 0
