@@ -636,7 +636,8 @@ mod tests {
 
     #[test]
     fn http_limits_default_to_the_documented_values_and_are_checked() {
-        let shipped = Config::parse(include_str!("../../config.toml"), "config.toml").expect("parses");
+        let shipped =
+            Config::parse(include_str!("../../config.toml"), "config.toml").expect("parses");
         assert_eq!(
             format!("{:?}", shipped.http),
             format!("{:?}", HttpConfig::default())

@@ -49,7 +49,8 @@ pub struct TurnConfig {
     /// Under load, a worker handles what queued in this window in one pass; 0 = off.
     #[serde(deserialize_with = "duration")]
     pub batch_window: Duration,
-    /// Unauthenticated requests and 401 answers per second and source IP.
+    /// Answers to unauthenticated requests (challenges, 400s, UDP Bindings from sources without
+    /// an allocation) per second and source.
     pub unauth_rate: u32,
     pub unauth_burst: u32,
     #[serde(deserialize_with = "duration")]
@@ -98,8 +99,8 @@ impl Default for TurnConfig {
             allow_loopback_peers: false,
             workers: 0,
             batch_window: Duration::from_micros(200),
-            unauth_rate: 10,
-            unauth_burst: 20,
+            unauth_rate: 50,
+            unauth_burst: 200,
             nonce_lifetime: Duration::from_secs(600),
             listen_tcp: vec![SocketAddr::from(([0, 0, 0, 0], 3478))],
             listen_tls: vec![SocketAddr::from(([0, 0, 0, 0], 5349))],

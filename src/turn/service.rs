@@ -87,7 +87,12 @@ impl TurnServer {
             denied: turn.denied_peer_ranges.clone(),
             allow_loopback: turn.allow_loopback_peers,
             listeners: listeners.clone(),
+            own_addresses: own_addresses(turn),
         };
+        info!(
+            own = ?policy.own_addresses,
+            "TURN peers: this host's addresses are refused, except live relayed addresses"
+        );
         let mut polls = Vec::new();
         let mut wakers = Vec::new();
         for _ in 0..workers {
@@ -270,6 +275,17 @@ fn relay_plan(config: &Config, workers: usize) -> anyhow::Result<RelayPlan> {
         workers,
         live: Arc::default(),
     })
+}
+
+/// This host's addresses as the peer policy refuses them: every interface address at start,
+/// and `relay_ip` and `external_ip` (the core adds the relay addresses it derived itself).
+fn own_addresses(turn: &crate::config::TurnConfig) -> Vec<IpAddr> {
+    let mut own = interfaces();
+    own.extend(turn.relay_ip);
+    own.extend(turn.external_ip);
+    own.sort_unstable();
+    own.dedup();
+    own
 }
 
 fn resolve(host: &str) -> Option<IpAddr> {

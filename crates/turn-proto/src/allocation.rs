@@ -28,6 +28,7 @@ use crate::policy::{canonical, AddrKey};
 pub struct Millis(pub u64);
 
 impl Millis {
+    /// `d` later, saturating at the end of time.
     pub fn plus(self, d: Duration) -> Millis {
         Millis(
             self.0
@@ -35,10 +36,12 @@ impl Millis {
         )
     }
 
+    /// Whole Unix seconds, the unit of REST credential expiry and nonce timestamps.
     pub fn unix_secs(self) -> u64 {
         self.0 / 1000
     }
 
+    /// Time from `self` to `later`, zero when `later` is not later.
     pub fn until(self, later: Millis) -> Duration {
         Duration::from_millis(later.0.saturating_sub(self.0))
     }
@@ -47,6 +50,7 @@ impl Millis {
 /// RFC 8656 §2: transport between client and server. The relayed transport is always UDP.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Transport {
+    /// RFC 8656 §3.1 TURN over UDP.
     Udp,
     /// RFC 8656 §3.1 TURN over TCP: the allocation lives as long as the connection.
     Tcp,
@@ -68,8 +72,11 @@ fn moved(c: &mut Counters, before: (u64, u64), after: (u64, u64)) {
 /// RFC 8656 §2: the 5-tuple that identifies an allocation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct FiveTuple {
+    /// The client's address as this server sees it (its server-reflexive address).
     pub client: SocketAddr,
+    /// The local address of the listener the client talks to.
     pub listener: SocketAddr,
+    /// UDP, TCP or TLS between client and server.
     pub transport: Transport,
 }
 
@@ -77,7 +84,9 @@ pub struct FiveTuple {
 /// newer allocation that reused the slot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct AllocId {
+    /// Slot in the table.
     pub index: u32,
+    /// How many allocations the slot has held, this one included.
     pub generation: u32,
 }
 
@@ -89,14 +98,19 @@ pub const PERMISSION_LIFETIME: Duration = Duration::from_secs(300);
 pub const CHANNEL_LIFETIME: Duration = Duration::from_secs(600);
 /// RFC 8656 §12: after a binding expires, its number and peer stay reserved for 5 minutes.
 pub const CHANNEL_QUARANTINE: Duration = Duration::from_secs(300);
-/// Bounds on per-allocation state (memory stays bounded whatever a client asks for).
+/// Most permissions one allocation holds (RFC 8656 §9 sets no bound; memory stays bounded
+/// whatever a client asks for).
 pub const MAX_PERMISSIONS: usize = 64;
+/// Most channel bindings one allocation holds, for the same reason.
 pub const MAX_CHANNELS: usize = 64;
 
 /// What the table needs to know about its limits.
 #[derive(Clone, Debug)]
 pub struct Limits {
+    /// Longest lifetime one Allocate or Refresh grants, and the most an allocation may live
+    /// past its credential (`max_allocation_lifetime`).
     pub max_lifetime: Duration,
+    /// Refuse refreshes, permissions and channels once the credential has expired.
     pub strict_expiry: bool,
     /// Bytes per second per allocation and direction; 0 = no cap.
     pub max_bytes_per_sec: u64,
@@ -105,20 +119,28 @@ pub struct Limits {
 /// Why the table refused something. The server maps each to a STUN error code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum AllocError {
+    /// `user_quota` (486).
     #[error("the user already has the most allocations user_quota allows")]
     UserQuota,
+    /// `total_quota` (486).
     #[error("the server already has the most allocations total_quota allows")]
     TotalQuota,
+    /// The client's address (IPv4 address or IPv6 /64) holds the most allocations (486).
     #[error("the client's address already has the most allocations max_allocations_per_ip allows")]
     AddressQuota,
+    /// The REST credential has expired (401).
     #[error("the credential has expired")]
     CredentialExpired,
+    /// No allocation for the 5-tuple (437).
     #[error("no allocation for this 5-tuple")]
     NoAllocation,
+    /// [`MAX_PERMISSIONS`] (508).
     #[error("too many permissions on this allocation")]
     TooManyPermissions,
+    /// [`MAX_CHANNELS`] (508).
     #[error("too many channels on this allocation")]
     TooManyChannels,
+    /// RFC 8656 §11.2: a channel number or a peer bound to something else (400).
     #[error("the channel number or the peer is already bound to something else")]
     ChannelConflict,
 }
@@ -139,6 +161,7 @@ pub struct Quotas {
 }
 
 impl Quotas {
+    /// `user_quota` live allocations per user and `total_quota` in all.
     pub fn new(user_quota: u32, total_quota: u32) -> Quotas {
         Quotas {
             user_quota: AtomicU32::new(user_quota),
@@ -172,6 +195,7 @@ impl Quotas {
         Ok(())
     }
 
+    /// Gives back one allocation of `user` from `client`.
     pub fn release(&self, user: &str, client: IpAddr) {
         let mut users = self.per_user.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(count) = users.get_mut(user) {
@@ -191,6 +215,7 @@ impl Quotas {
         }
     }
 
+    /// Live allocations on the whole server.
     pub fn total(&self) -> u32 {
         self.total.load(Ordering::Relaxed)
     }
@@ -210,7 +235,9 @@ impl Quotas {
 /// Everything an Allocate request established, handed to [`AllocationTable::insert`].
 #[derive(Debug, Clone)]
 pub struct NewAllocation {
+    /// The client's 5-tuple, the allocation's identity (RFC 8656 §2).
     pub five_tuple: FiveTuple,
+    /// The USERNAME that authenticated the Allocate; later requests must use the same (441).
     pub username: Box<str>,
     /// The quota key: the USER part of a REST username, else the whole username.
     pub user: Box<str>,
@@ -218,6 +245,7 @@ pub struct NewAllocation {
     pub key: [u8; 16],
     /// REST expiry of the credential, Unix seconds.
     pub credential_expiry: u64,
+    /// The Allocate's transaction id, to recognise a retransmission (RFC 8656 §7.2).
     pub transaction_id: [u8; 12],
     /// LIFETIME the client asked for, if any.
     pub requested_lifetime: Option<u32>,
@@ -243,19 +271,28 @@ struct Bucket {
     last: Millis,
 }
 
+/// RFC 8656 §5: one allocation, its relayed address, credentials and lifetime.
 #[derive(Debug)]
 pub struct Allocation {
+    /// The client's 5-tuple.
     pub five_tuple: FiveTuple,
     /// Where the relay socket is bound.
     pub relay_local: Option<SocketAddr>,
     /// What XOR-RELAYED-ADDRESS says (differs from `relay_local` behind 1:1 NAT).
     pub relay_public: Option<SocketAddr>,
+    /// The USERNAME that created it.
     pub username: Box<str>,
+    /// Its quota key (see [`NewAllocation::user`]).
     pub user: Box<str>,
+    /// The long-term key that created it.
     pub key: [u8; 16],
+    /// REST expiry of the credential, Unix seconds.
     pub credential_expiry: u64,
+    /// When it was created.
     pub created: Millis,
+    /// When it expires unless refreshed (RFC 8656 §7.3).
     pub expires: Millis,
+    /// The creating Allocate's transaction id.
     pub transaction_id: [u8; 12],
     /// The success response to the Allocate, answered again to a retransmission.
     pub allocate_response: Box<[u8]>,
@@ -268,10 +305,13 @@ pub struct Allocation {
 /// Direction of a relayed packet, for the bandwidth cap.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Direction {
+    /// Client to peer.
     ToPeer = 0,
+    /// Peer to client.
     ToClient = 1,
 }
 
+/// One worker's allocations, indexed by 5-tuple and by relayed address.
 pub struct AllocationTable {
     slots: Vec<Slot>,
     free: Vec<u32>,
@@ -290,6 +330,7 @@ struct Slot {
 }
 
 impl AllocationTable {
+    /// An empty table sharing `quotas` with the other workers.
     pub fn new(quotas: Arc<Quotas>, limits: Limits) -> AllocationTable {
         AllocationTable {
             slots: Vec::new(),
@@ -312,14 +353,17 @@ impl AllocationTable {
         &mut self.counters
     }
 
+    /// Live allocations.
     pub fn len(&self) -> usize {
         self.by_five_tuple.len()
     }
 
+    /// Whether no allocation lives.
     pub fn is_empty(&self) -> bool {
         self.by_five_tuple.is_empty()
     }
 
+    /// The limits the table was built with.
     pub fn limits(&self) -> &Limits {
         &self.limits
     }
@@ -334,14 +378,17 @@ impl AllocationTable {
         }
     }
 
+    /// The allocation of a client's 5-tuple (one hash probe).
     pub fn by_client(&self, five_tuple: &FiveTuple) -> Option<AllocId> {
         self.by_five_tuple.get(five_tuple).copied()
     }
 
+    /// The allocation whose relay socket is bound to `relay_local` (one hash probe).
     pub fn by_relay(&self, relay_local: &SocketAddr) -> Option<AllocId> {
         self.by_relay.get(relay_local).copied()
     }
 
+    /// The allocation `id`, unless it has gone (a stale id finds nothing).
     pub fn get(&self, id: AllocId) -> Option<&Allocation> {
         let slot = self.slots.get(id.index as usize)?;
         (slot.generation == id.generation)
@@ -411,6 +458,7 @@ impl AllocationTable {
         Ok(id)
     }
 
+    /// Records the relay socket's local address and the address advertised for it.
     pub fn set_relay(&mut self, id: AllocId, local: SocketAddr, public: SocketAddr) {
         if let Some(a) = self.get_mut(id) {
             a.relay_local = Some(local);
@@ -419,6 +467,7 @@ impl AllocationTable {
         }
     }
 
+    /// Keeps the Allocate's success response for retransmissions (RFC 8656 §7.2).
     pub fn set_allocate_response(&mut self, id: AllocId, response: &[u8]) {
         if let Some(a) = self.get_mut(id) {
             a.allocate_response = response.into();

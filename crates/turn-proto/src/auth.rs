@@ -56,8 +56,10 @@ pub const DEFAULT_SEPARATOR: char = ':';
 /// Why credentials cannot be set up.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, thiserror::Error)]
 pub enum AuthError {
+    /// The list is empty.
     #[error("at least one secret is needed")]
     NoSecret,
+    /// The secret at this 1-based position is empty.
     #[error("secret number {0} is empty")]
     EmptySecret(usize),
 }
@@ -94,6 +96,7 @@ pub fn rest_password(secret: &[u8], username: &str) -> String {
 pub struct RestUsername<'a> {
     /// Unix seconds after which the credential no longer opens allocations.
     pub expiry: u64,
+    /// What follows the separator: who the credential was minted for (the quota key).
     pub user: Option<&'a str>,
 }
 
@@ -144,15 +147,21 @@ pub enum Authentication<'a> {
     /// Integrity verified with one of the secrets and the username has not expired. `key` is
     /// the long-term key to sign the response with.
     Valid {
+        /// The long-term key (RFC 8489 §9.2.2) that verified the integrity.
         key: [u8; 16],
+        /// The USERNAME as sent.
         username: &'a str,
+        /// The USERNAME split into expiry and user.
         rest: RestUsername<'a>,
     },
     /// Integrity verified, but the username's expiry has passed: no new allocation, though an
     /// existing one may keep refreshing unless strict expiry is configured.
     Expired {
+        /// The long-term key that verified the integrity.
         key: [u8; 16],
+        /// The USERNAME as sent.
         username: &'a str,
+        /// The USERNAME split into expiry and user.
         rest: RestUsername<'a>,
     },
     /// USERNAME missing, not UTF-8, too long, or not `EXPIRY[<sep>USER]`.
@@ -162,6 +171,8 @@ pub enum Authentication<'a> {
 }
 
 impl Secrets {
+    /// The list in service: the first secret mints, all verify. Empty lists and empty secrets
+    /// are refused (they can mint nothing safe).
     pub fn new(list: Vec<Vec<u8>>) -> Result<Self, AuthError> {
         Self::check(&list)?;
         Ok(Secrets {
@@ -268,6 +279,7 @@ pub struct NonceKey([u8; 32]);
 /// Result of [`NonceKey::check`].
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum NonceCheck {
+    /// Minted by us for this client and young enough.
     Valid,
     /// Minted by us for this client, but older than the allowed age: answer 438.
     Stale,
@@ -276,6 +288,7 @@ pub enum NonceCheck {
 }
 
 impl NonceKey {
+    /// A key from 32 random bytes the caller draws at start-up.
     pub fn new(key: [u8; 32]) -> Self {
         NonceKey(key)
     }
@@ -493,10 +506,12 @@ impl LivePeers {
         self.lock().len()
     }
 
+    /// Whether no peer is held.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
+    /// Most peers the set holds (its fixed memory bound).
     pub fn capacity(&self) -> usize {
         self.capacity
     }

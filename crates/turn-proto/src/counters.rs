@@ -166,7 +166,8 @@ labels! {
         SpecialRange = "special_range",
         /// `[turn] denied_peer_ranges`.
         DeniedRange = "denied_peer_ranges",
-        /// One of this server's own addresses or listeners.
+        /// This host itself: one of its addresses (except a live relayed address) or one of
+        /// the server's listener ports. The label keeps its first name for existing dashboards.
         OwnListener = "own_listener",
         /// The peer's family differs from the relayed address's.
         FamilyMismatch = "family_mismatch",

@@ -773,7 +773,9 @@ fn relay_to_relay_traffic_between_workers_is_forwarded_in_memory() {
     assert_eq!(buf, [0x43, 0x21, 0, 2, b'h', b'i']);
 }
 
+mod peers;
 mod streams;
+mod unauthenticated;
 
 #[test]
 fn closing_a_users_allocations_also_ends_their_relayed_addresses_being_ours() {
