@@ -416,8 +416,9 @@ fn client_ip(parts: &axum::http::request::Parts) -> IpAddr {
         .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
 }
 
-/// `a=1&b=2` into a map (later duplicates win); `None` when the query is not valid.
-fn serde_urlencoded_map(query: &str) -> Option<HashMap<String, String>> {
+/// `a=1&b=2` into a map (later duplicates win); `None` when the query is not valid. Public for
+/// the query-parsing fuzz target (`tests/fuzz/api_query.rs`).
+pub fn serde_urlencoded_map(query: &str) -> Option<HashMap<String, String>> {
     axum::extract::Query::<HashMap<String, String>>::try_from_uri(
         &format!("/?{query}").parse().ok()?,
     )
