@@ -12,7 +12,7 @@ use signalbox_stun::{attr, Class, MessageRef, MessageWriter, Method};
 use signalbox_turn_proto::allocation::{
     AllocationTable, FiveTuple, Limits, Millis, Quotas, Transport,
 };
-use signalbox_turn_proto::auth::{NonceKey, RateLimiter, Secrets};
+use signalbox_turn_proto::auth::{LivePeers, NonceKey, RateLimiter, Secrets};
 use signalbox_turn_proto::framing::{self, Deframer};
 use signalbox_turn_proto::policy::PeerPolicy;
 use signalbox_turn_proto::server::{Action, Core, CoreConfig, LiveRelays, Payload, RelayPlan, Via};
@@ -90,6 +90,7 @@ impl World {
         );
         let nonces = Arc::new(NonceKey::new([7; 32]));
         let unauth = Arc::new(Mutex::new(RateLimiter::with_seed(64, 20, 40, 1)));
+        let live_peers = Arc::new(LivePeers::new(64));
         let cores = (0..workers)
             .map(|worker| {
                 let table = AllocationTable::new(
@@ -108,6 +109,7 @@ impl World {
                     relay: plan.clone(),
                     worker,
                     draining: Default::default(),
+                    live_peers: live_peers.clone(),
                 };
                 Core::new(
                     core_config,
