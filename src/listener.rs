@@ -133,6 +133,9 @@ impl Listener {
             return match tokio::time::timeout(HANDSHAKE_TIMEOUT, self.acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => {
                     METRICS.tls_handshakes.at(0).inc();
+                    if crate::acme::is_validation(tls.get_ref().1) {
+                        return None;
+                    }
                     Some(Box::new(tls))
                 }
                 Ok(Err(e)) => {
@@ -187,6 +190,9 @@ impl Listener {
                 return None;
             }
         };
+        if crate::acme::is_validation(tls.get_ref().1) {
+            return None; // a CA's TLS-ALPN-01 check: the handshake was the answer
+        }
         let alpn_turn = tls.get_ref().1.alpn_protocol() == Some(ALPN_STUN_TURN);
         if !alpn_turn && tls.get_ref().1.alpn_protocol().is_some() {
             // h2 or http/1.1 negotiated: HTTP, no need to look at the bytes.
