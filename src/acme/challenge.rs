@@ -35,7 +35,10 @@ impl Challenges {
         if offered.next() != Some(ALPN_ACME_TLS) || offered.next().is_some() {
             return None;
         }
-        let name = hello.server_name()?.to_ascii_lowercase();
+        // RFC 8737 §3: the validation names the identifier in SNI; without it, nothing to show.
+        let Some(name) = hello.server_name().map(str::to_ascii_lowercase) else {
+            return Some(None);
+        };
         let certs = self
             .tls_alpn_by_name
             .read()
@@ -298,6 +301,10 @@ mod tests {
             .add_tls_alpn("a.example.org", &[2; 32])
             .expect("validation certificate");
         assert!(handshake(&f.server, "b.example.org", &[ALPN_ACME_TLS]).is_err());
+        assert!(
+            handshake(&f.server, "127.0.0.1", &[ALPN_ACME_TLS]).is_err(),
+            "no SNI (an IP address), no validation certificate"
+        );
         challenges.clear();
         assert!(
             handshake(&f.server, "a.example.org", &[ALPN_ACME_TLS]).is_err(),
