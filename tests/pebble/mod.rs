@@ -99,6 +99,9 @@ impl Pebble {
             .arg(&config_path)
             .args(["-dnsserver", &format!("127.0.0.1:{dns_port}")])
             .env("PEBBLE_VA_NOSLEEP", "1")
+            // Pebble rejects 5% of good nonces by default; the client retries a rejected nonce
+            // only twice, so a test with a dozen requests per order would fail now and then.
+            .env("PEBBLE_WFE_NONCEREJECT", "0")
             .stdout(log.try_clone().expect("log file"))
             .stderr(log)
             .spawn()
