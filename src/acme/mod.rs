@@ -173,55 +173,19 @@ struct Task {
 impl Task {
     async fn run(self, reloads: watch::Receiver<Arc<Config>>) {
         let mut reloads = Some(reloads);
-        let mut failures = 0u32;
-        // After a failure: when to try again, and until when the CA asked us to wait.
-        let mut retry_at: Option<u64> = None;
-        let mut ca_wait_until = 0u64;
+        let mut retry = schedule::Retry::default();
         loop {
             let now = unix_now();
-            let due = retry_at.unwrap_or_else(|| self.renewal_due(now));
+            let due = retry.due().unwrap_or_else(|| self.renewal_due(now));
             self.status.update(|s| s.next_attempt = Some(due));
-            if due > now {
-                let nap = Duration::from_secs(due - now).min(NAP);
-                let reloaded = async {
-                    match reloads.as_mut() {
-                        Some(r) => r.changed().await.is_ok(),
-                        None => std::future::pending().await,
-                    }
-                };
-                tokio::select! {
-                    _ = tokio::time::sleep(nap) => continue,
-                    ok = reloaded => {
-                        if !ok {
-                            reloads = None;
-                            continue;
-                        }
-                        if retry_at.is_none() {
-                            continue;
-                        }
-                        if ca_wait_until > unix_now() {
-                            info!("ACME: reload: the CA asked to wait, so the next attempt stays {}",
-                                  date(ca_wait_until));
-                            continue;
-                        }
-                        info!("ACME: reload: trying the failed order again now");
-                    }
-                }
+            if due > now && !wait(due - now, &mut reloads, &mut retry).await {
+                continue;
             }
             match self.attempt().await {
-                Ok(()) => {
-                    failures = 0;
-                    retry_at = None;
-                }
+                Ok(()) => retry.succeeded(),
                 Err((e, ca_wait)) => {
-                    failures = failures.saturating_add(1);
                     let now = unix_now();
-                    if let Some(wait) = ca_wait {
-                        ca_wait_until = now.saturating_add(wait.as_secs());
-                    }
-                    let delay = schedule::retry_delay(failures, ca_wait);
-                    let next = now.saturating_add(delay.as_secs());
-                    retry_at = Some(next);
+                    let delay = retry.failed(now, ca_wait);
                     warn!(
                         "ACME: no certificate for {} from {}: {e}; {}; next attempt in {}",
                         self.settings.domains.join(", "),
@@ -229,7 +193,7 @@ impl Task {
                         self.in_service(now),
                         human(delay)
                     );
-                    let line = e.to_string();
+                    let (line, failures) = (e.to_string(), retry.failures());
                     self.status.update(|s| {
                         s.failure = Some(line);
                         s.failures = failures;
@@ -329,6 +293,43 @@ impl Task {
             ),
             Some(_) => format!("{kind} stays in service (EXPIRED)"),
             None => format!("{kind} stays in service"),
+        }
+    }
+}
+
+/// Sleeps up to `left` seconds (at most a nap). True when a reload came in and `retry` grants an
+/// attempt now; false when it is simply time to look again.
+async fn wait(
+    left: u64,
+    reloads: &mut Option<watch::Receiver<Arc<Config>>>,
+    retry: &mut schedule::Retry,
+) -> bool {
+    let nap = Duration::from_secs(left).min(NAP);
+    let reloaded = async {
+        match reloads.as_mut() {
+            Some(r) => r.changed().await.is_ok(),
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::time::sleep(nap) => false,
+        open = reloaded => {
+            if !open {
+                *reloads = None;
+                return false;
+            }
+            match retry.retry_now(unix_now()) {
+                Ok(granted) => {
+                    if granted {
+                        info!("ACME: reload: trying the failed order again now");
+                    }
+                    granted
+                }
+                Err(until) => {
+                    info!("ACME: reload: the CA asked to wait, so the next attempt stays {}", date(until));
+                    false
+                }
+            }
         }
     }
 }

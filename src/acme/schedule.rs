@@ -17,6 +17,55 @@ pub fn renew_at(not_before: u64, not_after: u64) -> u64 {
     not_after - not_after.saturating_sub(not_before) / 3
 }
 
+/// The retry state after failed attempts.
+#[derive(Debug, Default)]
+pub struct Retry {
+    failures: u32,
+    /// When to try again, while the last attempt failed.
+    at: Option<u64>,
+    /// Until when the CA asked not to be asked again.
+    ca_wait_until: u64,
+}
+
+impl Retry {
+    /// Records a failure at `now`; returns how long until the next attempt.
+    pub fn failed(&mut self, now: u64, ca_wait: Option<Duration>) -> Duration {
+        self.failures = self.failures.saturating_add(1);
+        if let Some(wait) = ca_wait {
+            self.ca_wait_until = now.saturating_add(wait.as_secs());
+        }
+        let delay = retry_delay(self.failures, ca_wait);
+        self.at = Some(now.saturating_add(delay.as_secs()));
+        delay
+    }
+
+    pub fn succeeded(&mut self) {
+        *self = Retry::default();
+    }
+
+    /// When to try again after a failure; `None` while nothing failed.
+    pub fn due(&self) -> Option<u64> {
+        self.at
+    }
+
+    pub fn failures(&self) -> u32 {
+        self.failures
+    }
+
+    /// An operator's reload asks for an attempt now: granted (`Ok`) after a failure unless the
+    /// CA asked to wait (`Err` with until when); `Ok(false)` when nothing failed.
+    pub fn retry_now(&mut self, now: u64) -> Result<bool, u64> {
+        if self.at.is_none() {
+            return Ok(false);
+        }
+        if self.ca_wait_until > now {
+            return Err(self.ca_wait_until);
+        }
+        self.at = Some(now);
+        Ok(true)
+    }
+}
+
 /// How long to wait after the `failures`-th failure in a row (1 for the first); `ca_wait` is
 /// what the CA's `Retry-After` asked for, if anything.
 pub fn retry_delay(failures: u32, ca_wait: Option<Duration>) -> Duration {
@@ -51,6 +100,34 @@ mod tests {
         );
         assert_eq!(retry_delay(30, None), MAX_RETRY);
         assert_eq!(retry_delay(u32::MAX, None), MAX_RETRY);
+    }
+
+    #[test]
+    fn a_reload_retries_a_failed_order_now_unless_the_ca_asked_to_wait() {
+        let mut retry = Retry::default();
+        assert_eq!(
+            retry.retry_now(1000),
+            Ok(false),
+            "nothing failed: nothing to retry"
+        );
+        assert_eq!(retry.failed(1000, None), FIRST_RETRY);
+        assert_eq!(retry.due(), Some(1120));
+        assert_eq!(retry.retry_now(1010), Ok(true));
+        assert_eq!(retry.due(), Some(1010));
+        assert_eq!(
+            retry.failed(1010, Some(Duration::from_secs(3600))),
+            Duration::from_secs(3600)
+        );
+        assert_eq!(retry.failures(), 2);
+        assert_eq!(
+            retry.retry_now(1020),
+            Err(4610),
+            "the CA's Retry-After wins"
+        );
+        assert_eq!(retry.due(), Some(4610));
+        assert_eq!(retry.retry_now(4610), Ok(true));
+        retry.succeeded();
+        assert_eq!((retry.due(), retry.failures()), (None, 0));
     }
 
     #[test]
