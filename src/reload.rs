@@ -265,6 +265,17 @@ mod tests {
     }
 
     #[test]
+    fn acme_changes_need_a_restart() {
+        let old = Config::default();
+        let mut new = Config::default();
+        new.tls.acme_domains = vec!["call.example.org".into()];
+        assert_eq!(restart_only_change(&old, &new), Some("tls.acme_domains"));
+        let mut new = Config::default();
+        new.tls.acme = true;
+        assert_eq!(restart_only_change(&old, &new), Some("tls.acme"));
+    }
+
+    #[test]
     fn changes_read_only_at_start_are_named() {
         let old = Config::default();
         let mut new = Config::default();

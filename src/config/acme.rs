@@ -37,17 +37,20 @@ impl AcmeChallenge {
 pub const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
 
 impl Config {
-    /// The names the certificate is for: `acme_domains`, or else `[server] public_host`.
+    /// The names the certificate is for: `acme_domains` (each once, in order), or else
+    /// `[server] public_host`.
     pub fn acme_domains(&self) -> Vec<String> {
         if self.tls.acme_domains.is_empty() {
-            vec![self.server.public_host.trim().to_ascii_lowercase()]
-        } else {
-            self.tls
-                .acme_domains
-                .iter()
-                .map(|d| d.trim().to_ascii_lowercase())
-                .collect()
+            return vec![self.server.public_host.trim().to_ascii_lowercase()];
         }
+        let mut names: Vec<String> = Vec::new();
+        for name in &self.tls.acme_domains {
+            let name = name.trim().to_ascii_lowercase();
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
+        names
     }
 
     /// The directory URL: `acme_directory`, or else Let's Encrypt production.
@@ -258,6 +261,12 @@ mod tests {
     fn acme_needs_a_dns_name_and_names_the_key_that_holds_it() {
         let ok = "[server]\npublic_host = \"call.example.org\"\n[tls]\nacme = true\n";
         assert_eq!(check(ok), Ok(()));
+        let c = Config::parse(
+            "[tls]\nacme_domains = [\"A.example.org\", \"b.example.org\", \"a.example.org \"]\n",
+            "c.toml",
+        )
+        .expect("parses");
+        assert_eq!(c.acme_domains(), ["a.example.org", "b.example.org"]);
         let on = "[tls]\nacme = true\n";
         assert_eq!(
             check(&format!("[server]\npublic_host = \"203.0.113.5\"\n{on}")),
