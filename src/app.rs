@@ -15,7 +15,7 @@ use tracing::{info, warn};
 
 use crate::access::{AccessKey, AccessMode, AccessPolicy};
 use crate::cli::{Cli, Command, Failure};
-use crate::config::{Config, ConfigError, Source};
+use crate::config::{AcmeChallenge, Config, ConfigError, Source};
 use crate::credentials;
 use crate::listener::{Listener, ALPN_STUN_TURN};
 use crate::reload::Reloader;
@@ -29,6 +29,9 @@ pub fn main(cli: Cli) -> Result<(), Failure> {
         Command::CheckConfig => {
             if config.tls.cert.is_some() {
                 CertStore::load(CertStore::source_from_config(&config))?;
+            }
+            for warning in config.acme_port_warnings() {
+                eprintln!("signalbox: warning: {warning}");
             }
             println!(
                 "{}: OK (https on {}, public host {})",
@@ -80,14 +83,18 @@ async fn run(
 ) -> Result<(), Failure> {
     info!(config = %source.name, "signalbox {} starting", env!("CARGO_PKG_VERSION"));
     signalbox_udp::socket::raise_nofile_limit();
-    log_certificate(&loaded, certs.is_real());
+    log_certificate(&loaded, config.tls.acme);
     // One-port mode also offers ALPN `stun.turn` (RFC 7443). It goes first: the server's order
-    // wins, and coturn's client offers `http/1.1` next to it. Browsers never offer it.
-    let tls_config = if config.turn.enabled && config.turn.one_port {
-        tls::server_config(certs.clone(), &[ALPN_STUN_TURN, b"h2", b"http/1.1"])
-    } else {
-        tls::server_config(certs.clone(), &[b"h2", b"http/1.1"])
-    };
+    // wins, and coturn's client offers `http/1.1` next to it. Browsers never offer it. ACME's
+    // `acme-tls/1` goes last: only a CA validating offers it, and offers nothing else.
+    let mut alpn: Vec<&[u8]> = vec![b"h2", b"http/1.1"];
+    if config.turn.enabled && config.turn.one_port {
+        alpn.insert(0, ALPN_STUN_TURN);
+    }
+    if config.tls.acme && config.tls.acme_challenge == AcmeChallenge::TlsAlpn01 {
+        alpn.push(crate::acme::ALPN_ACME_TLS);
+    }
+    let tls_config = tls::server_config(certs.clone(), &alpn);
 
     let listener = TcpListener::bind(config.http.listen)
         .await
@@ -98,7 +105,7 @@ async fn run(
     let reloader = Reloader::new(cli, certs.clone(), Arc::new(config.clone()));
     let state = Arc::new(AppState::new(
         config.http.static_dir.clone(),
-        certs.is_real(),
+        certs.trusted_flag(),
         reloader.subscribe(),
     ));
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -184,6 +191,7 @@ async fn run(
         tokio::spawn(serve_redirect(
             redirect,
             https_addr.port(),
+            certs.acme_challenges(),
             shutdown_rx.clone(),
         ));
     }
@@ -205,6 +213,8 @@ async fn run(
         None => None,
     };
 
+    // Every listener is bound: the CA's validation connections find them.
+    let acme = crate::acme::start(&config, certs.clone(), reloader.subscribe());
     let target = crate::selftest::Target {
         turn_udp: turn.as_ref().and_then(|t| t.listeners.first().copied()),
         secrets: turn.as_ref().map(|t| t.secrets.clone()),
@@ -212,7 +222,8 @@ async fn run(
         separator: config.turn.username_separator.chars().next().unwrap_or(':'),
         relay_ip: config.turn.relay_ip,
         external_ip: config.turn.external_ip,
-        certificate: certs.leaf_der(),
+        certs: Some(certs.clone()),
+        acme,
     };
     let _ = state.selftest.set(target.clone());
     tokio::task::spawn_blocking(move || log_self_test(&target));
@@ -304,11 +315,12 @@ fn announce(what: &str, addr: SocketAddr) {
     println!("signalbox: {what} listening on {addr}");
 }
 
-fn log_certificate(loaded: &tls::Loaded, real: bool) {
-    let kind = match (real, loaded.generated_now) {
-        (true, _) => "configured certificate",
-        (false, true) => "generated a self-signed certificate",
-        (false, false) => "reusing the self-signed certificate",
+fn log_certificate(loaded: &tls::Loaded, acme: bool) {
+    let kind = match (loaded.trusted, acme, loaded.generated_now) {
+        (true, true, _) => "certificate from the ACME CA",
+        (true, false, _) => "configured certificate",
+        (false, _, true) => "generated a self-signed certificate",
+        (false, _, false) => "reusing the self-signed certificate",
     };
     info!(
         path = %loaded.cert_path.display(),
@@ -401,10 +413,12 @@ async fn serve_metrics(listener: TcpListener, mut shutdown: watch::Receiver<bool
     }
 }
 
-/// Plain HTTP that only sends people to HTTPS on the same host.
+/// Plain HTTP that only sends people to HTTPS on the same host, and answers the ACME CA's
+/// HTTP-01 challenges (RFC 8555 §8.3) when `[tls] acme` is on.
 async fn serve_redirect(
     listener: TcpListener,
     https_port: u16,
+    acme: Option<Arc<crate::acme::Challenges>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     use axum::http::{header, StatusCode, Uri};
@@ -426,6 +440,10 @@ async fn serve_redirect(
         )
             .into_response()
     });
+    let app = match acme {
+        Some(challenges) => crate::acme::http01_routes(challenges).merge(app),
+        None => app,
+    };
     let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
         let _ = shutdown.changed().await;
     });

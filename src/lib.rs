@@ -3,6 +3,7 @@
 //! shell (see each module's notes).
 
 pub mod access;
+pub mod acme;
 pub mod app;
 pub mod caps;
 pub mod cli;

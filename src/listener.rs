@@ -170,6 +170,9 @@ impl Listener {
             }
         };
         let mut tls = accept_tls(&self.acceptor, Rewind::new(first, tcp), deadline, peer).await?;
+        if crate::acme::is_validation(tls.get_ref().1) {
+            return None; // a CA's TLS-ALPN-01 check: the handshake was the answer
+        }
         let alpn = tls.get_ref().1.alpn_protocol();
         let alpn_turn = alpn == Some(ALPN_STUN_TURN);
         if let Some(alpn) = alpn.filter(|_| !alpn_turn) {

@@ -113,6 +113,23 @@ pub fn restart_only_change(old: &Config, new: &Config) -> Option<&'static str> {
             "tls.generated_dir",
             o.tls.generated_dir != n.tls.generated_dir,
         ),
+        ("tls.acme", o.tls.acme != n.tls.acme),
+        ("tls.acme_domains", o.tls.acme_domains != n.tls.acme_domains),
+        ("tls.acme_email", o.tls.acme_email != n.tls.acme_email),
+        (
+            "tls.acme_directory",
+            o.tls.acme_directory != n.tls.acme_directory,
+        ),
+        (
+            "tls.acme_challenge",
+            o.tls.acme_challenge != n.tls.acme_challenge,
+        ),
+        ("tls.acme_ca_file", o.tls.acme_ca_file != n.tls.acme_ca_file),
+        ("tls.acme_eab_kid", o.tls.acme_eab_kid != n.tls.acme_eab_kid),
+        (
+            "tls.acme_eab_hmac_key",
+            o.tls.acme_eab_hmac_key != n.tls.acme_eab_hmac_key,
+        ),
         ("turn.enabled", o.turn.enabled != n.turn.enabled),
         ("turn.listen", o.turn.listen != n.turn.listen),
         ("turn.relay_ip", o.turn.relay_ip != n.turn.relay_ip),
@@ -336,6 +353,17 @@ mod tests {
         let mut new = Config::default();
         new.turn.listen_tls = Vec::new();
         assert_eq!(restart_only_change(&old, &new), Some("turn.listen_tls"));
+    }
+
+    #[test]
+    fn acme_changes_need_a_restart() {
+        let old = Config::default();
+        let mut new = Config::default();
+        new.tls.acme_domains = vec!["call.example.org".into()];
+        assert_eq!(restart_only_change(&old, &new), Some("tls.acme_domains"));
+        let mut new = Config::default();
+        new.tls.acme = true;
+        assert_eq!(restart_only_change(&old, &new), Some("tls.acme"));
     }
 
     #[test]

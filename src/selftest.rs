@@ -61,8 +61,10 @@ pub struct Target {
     /// The configured `relay_ip` and `external_ip` (`None` when left to defaults).
     pub relay_ip: Option<IpAddr>,
     pub external_ip: Option<IpAddr>,
-    /// DER of the certificate in service, and whether the operator configured it.
-    pub certificate: Option<Vec<u8>>,
+    /// The certificate in service, read at each run (so a new one is what gets checked).
+    pub certs: Option<Arc<crate::tls::CertStore>>,
+    /// The ACME task's state, with `[tls] acme`.
+    pub acme: Option<Arc<crate::acme::Status>>,
 }
 
 impl std::fmt::Debug for Target {
@@ -84,8 +86,22 @@ pub fn run(target: &Target) -> Vec<Check> {
         checks.push(turn_relay(addr, secrets, &target.realm, target.separator));
     }
     checks.extend(relay_addresses(target.relay_ip, target.external_ip));
-    if let Some(der) = &target.certificate {
-        checks.push(certificate(der, unix_now()));
+    let now = unix_now();
+    if let Some(der) = target.certs.as_ref().and_then(|c| c.leaf_der()) {
+        let mut check = certificate(&der, now);
+        if target.acme.is_some() && check.status == "warn" {
+            check.message = check.message.replace(
+                "renew it, then `signalbox reload`",
+                "renewal from the ACME CA has not succeeded yet (see the `acme` check)",
+            );
+        }
+        checks.push(check);
+    }
+    if let Some(acme) = &target.acme {
+        checks.push(match acme.describe(now) {
+            Ok(message) => Check::ok("acme", message),
+            Err(message) => Check::warn("acme", message),
+        });
     }
     checks
 }

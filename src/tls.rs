@@ -4,10 +4,13 @@
 //! certified key inside it, so new handshakes get the new certificate while open connections
 //! keep theirs. With no files configured, a self-signed certificate for `public_host`,
 //! `localhost` and `127.0.0.1` is generated once into `[tls] generated_dir` and reused (it is
-//! generated anew when the host list changes).
+//! generated anew when the host list changes). With `[tls] acme` the certificate from the CA
+//! (written into the same directory by [`crate::acme`]) is preferred once it exists, and the
+//! resolver also answers the CA's TLS-ALPN-01 validation handshakes.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
 use rustls::pki_types::pem::PemObject;
@@ -25,6 +28,9 @@ pub enum CertSource {
     Files { cert: PathBuf, key: PathBuf },
     /// Self-signed, generated into `dir` for `hosts`.
     Generated { dir: PathBuf, hosts: Vec<String> },
+    /// From an ACME CA, stored in `dir` by [`crate::acme`]; until there is one (or when it has
+    /// expired), the self-signed certificate for `hosts`.
+    Acme { dir: PathBuf, hosts: Vec<String> },
 }
 
 /// What a load produced, for logging.
@@ -33,6 +39,8 @@ pub struct Loaded {
     pub fingerprint: String,
     pub generated_now: bool,
     pub cert_path: PathBuf,
+    /// A certificate browsers trust: configured files, or issued by the ACME CA.
+    pub trusted: bool,
 }
 
 /// The live certificate, swappable without restarting listeners.
@@ -40,6 +48,10 @@ pub struct Loaded {
 pub struct CertStore {
     source: CertSource,
     current: RwLock<Arc<CertifiedKey>>,
+    /// Whether the certificate in service is trusted ([`Loaded::trusted`]); HSTS follows it.
+    trusted: Arc<AtomicBool>,
+    /// The ACME challenge answers, with `[tls] acme`.
+    acme: Option<Arc<crate::acme::Challenges>>,
 }
 
 impl CertStore {
@@ -56,9 +68,11 @@ impl CertStore {
                         hosts.push(h.to_owned());
                     }
                 }
-                CertSource::Generated {
-                    dir: config.tls.generated_dir.clone(),
-                    hosts,
+                let dir = config.tls.generated_dir.clone();
+                if config.tls.acme {
+                    CertSource::Acme { dir, hosts }
+                } else {
+                    CertSource::Generated { dir, hosts }
                 }
             }
         }
@@ -67,23 +81,38 @@ impl CertStore {
     /// Loads (or generates) the certificate.
     pub fn load(source: CertSource) -> Result<(Arc<CertStore>, Loaded), ConfigError> {
         let (key, loaded) = load_key(&source)?;
+        let acme = matches!(source, CertSource::Acme { .. }).then(Default::default);
         let store = Arc::new(CertStore {
             source,
             current: RwLock::new(key),
+            trusted: Arc::new(AtomicBool::new(loaded.trusted)),
+            acme,
         });
         Ok((store, loaded))
     }
 
-    /// Re-reads the certificate files; on error the old certificate stays in service.
+    /// Re-reads the certificate files; on error the old certificate stays in service. The one
+    /// way a certificate changes while running: SIGHUP and a new ACME certificate both come here.
     pub fn reload(&self) -> Result<Loaded, ConfigError> {
         let (key, loaded) = load_key(&self.source)?;
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = key;
+        self.trusted.store(loaded.trusted, Ordering::Relaxed);
         Ok(loaded)
     }
 
-    /// True when the operator configured a certificate (so HSTS is safe to send).
+    /// True when the certificate in service is one browsers trust (so HSTS is safe to send).
     pub fn is_real(&self) -> bool {
-        matches!(self.source, CertSource::Files { .. })
+        self.trusted.load(Ordering::Relaxed)
+    }
+
+    /// A live view of [`CertStore::is_real`], for the response headers.
+    pub fn trusted_flag(&self) -> Arc<AtomicBool> {
+        self.trusted.clone()
+    }
+
+    /// The ACME challenge answers, when the certificate comes from an ACME CA.
+    pub fn acme_challenges(&self) -> Option<Arc<crate::acme::Challenges>> {
+        self.acme.clone()
     }
 
     /// DER of the leaf certificate in service.
@@ -100,7 +129,10 @@ impl CertStore {
 }
 
 impl ResolvesServerCert for CertStore {
-    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        if let Some(answer) = self.acme.as_ref().and_then(|c| c.answer_tls_alpn(&hello)) {
+            return answer;
+        }
         Some(self.current())
     }
 }
@@ -122,8 +154,15 @@ fn load_key(source: &CertSource) -> Result<(Arc<CertifiedKey>, Loaded), ConfigEr
         CertSource::Files { cert, key } => {
             let chain = read_chain(cert, "tls.cert")?;
             let key_der = read_key(key, "tls.key")?;
-            build(chain, key_der, cert, false, "tls.key")
+            build(chain, key_der, cert, false, "tls.key").map(|(k, l)| (k, trusted(l)))
         }
+        CertSource::Acme { dir, hosts } => match load_issued(dir) {
+            Some(issued) => Ok(issued),
+            None => load_key(&CertSource::Generated {
+                dir: dir.clone(),
+                hosts: hosts.clone(),
+            }),
+        },
         CertSource::Generated { dir, hosts } => {
             let cert_path = dir.join("selfsigned-cert.pem");
             let key_path = dir.join("selfsigned-key.pem");
@@ -154,6 +193,39 @@ fn load_key(source: &CertSource) -> Result<(Arc<CertifiedKey>, Loaded), ConfigEr
                 generated_now,
                 "tls.generated_dir",
             )
+        }
+    }
+}
+
+fn trusted(mut loaded: Loaded) -> Loaded {
+    loaded.trusted = true;
+    loaded
+}
+
+/// The certificate from the ACME CA, when it is stored, readable and not expired; a broken one
+/// is logged and left for the ACME task to replace.
+fn load_issued(dir: &Path) -> Option<(Arc<CertifiedKey>, Loaded)> {
+    let cert_path = dir.join(crate::acme::order::CERT_FILE);
+    let key_path = dir.join(crate::acme::order::KEY_FILE);
+    if !cert_path.exists() {
+        return None;
+    }
+    if !lasts_another(&cert_path, std::time::Duration::ZERO) {
+        tracing::warn!(
+            "{} has expired; serving the self-signed certificate",
+            cert_path.display()
+        );
+        return None;
+    }
+    let loaded = read_chain(&cert_path, "tls.generated_dir").and_then(|chain| {
+        let key = read_key(&key_path, "tls.generated_dir")?;
+        build(chain, key, &cert_path, false, "tls.generated_dir")
+    });
+    match loaded {
+        Ok((key, loaded)) => Some((key, trusted(loaded))),
+        Err(e) => {
+            tracing::warn!("the stored ACME certificate is unusable ({e}); serving the self-signed certificate");
+            None
         }
     }
 }
@@ -269,6 +341,7 @@ fn build(
             fingerprint,
             generated_now,
             cert_path: cert_path.to_path_buf(),
+            trusted: false,
         },
     ))
 }

@@ -13,8 +13,11 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
+mod acme;
 mod api;
 mod turn;
+
+pub use acme::{eab_key, AcmeChallenge};
 
 /// The whole configuration. `Default` is the documented default (`config.toml` at the root).
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -159,6 +162,21 @@ pub struct TlsConfig {
     #[serde(deserialize_with = "optional_path")]
     pub key: Option<PathBuf>,
     pub generated_dir: PathBuf,
+    /// Obtain and renew the certificate from an ACME CA (RFC 8555).
+    pub acme: bool,
+    /// Names on the certificate; empty = `[server] public_host`.
+    pub acme_domains: Vec<String>,
+    /// Contact for the CA account; empty = none.
+    pub acme_email: String,
+    /// Directory URL; empty = Let's Encrypt production.
+    pub acme_directory: String,
+    pub acme_challenge: AcmeChallenge,
+    /// PEM roots to trust for the directory's own HTTPS; `None` = the built-in public roots.
+    #[serde(deserialize_with = "optional_path")]
+    pub acme_ca_file: Option<PathBuf>,
+    /// External account binding (RFC 8555 §7.3.4): key id and base64url HMAC key.
+    pub acme_eab_kid: String,
+    pub acme_eab_hmac_key: String,
 }
 
 impl Default for TlsConfig {
@@ -167,6 +185,14 @@ impl Default for TlsConfig {
             cert: None,
             key: None,
             generated_dir: PathBuf::from("certs"),
+            acme: false,
+            acme_domains: Vec::new(),
+            acme_email: String::new(),
+            acme_directory: String::new(),
+            acme_challenge: AcmeChallenge::TlsAlpn01,
+            acme_ca_file: None,
+            acme_eab_kid: String::new(),
+            acme_eab_hmac_key: String::new(),
         }
     }
 }
@@ -437,6 +463,9 @@ impl Config {
         if let Some(p) = self.access.key_file.as_mut() {
             join(p);
         }
+        if let Some(p) = self.tls.acme_ca_file.as_mut() {
+            join(p);
+        }
     }
 
     /// Checks what types alone cannot: files exist, values fit together.
@@ -453,6 +482,9 @@ impl Config {
                     self.server.public_host
                 ),
             );
+        }
+        if let Err((key, msg)) = acme::validate(self) {
+            return err(key, msg);
         }
         match (&self.tls.cert, &self.tls.key) {
             (Some(_), None) => return err("tls.key", "required when tls.cert is set".into()),

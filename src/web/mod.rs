@@ -25,8 +25,9 @@ pub mod ops;
 pub struct AppState {
     pub started: Instant,
     pub static_dir: PathBuf,
-    /// Send `Strict-Transport-Security` (only with an operator-provided certificate).
-    pub hsts: bool,
+    /// Send `Strict-Transport-Security`: true while a trusted certificate (configured, or
+    /// from the ACME CA) is in service.
+    pub hsts: Arc<std::sync::atomic::AtomicBool>,
     /// What the deep health check tests (set once the TURN server runs).
     pub selftest: std::sync::OnceLock<crate::selftest::Target>,
     /// The last deep check and when it ran; locked while one runs, so there is never more
@@ -40,7 +41,7 @@ pub struct AppState {
 impl AppState {
     pub fn new(
         static_dir: PathBuf,
-        hsts: bool,
+        hsts: Arc<std::sync::atomic::AtomicBool>,
         config: tokio::sync::watch::Receiver<Arc<crate::config::Config>>,
     ) -> Self {
         let not_found_html = std::fs::read_to_string(static_dir.join("404.html"))
@@ -301,7 +302,7 @@ async fn headers(State(state): State<Arc<AppState>>, req: Request, next: Next) -
         "cross-origin-opener-policy",
         HeaderValue::from_static("same-origin"),
     );
-    if state.hsts {
+    if state.hsts.load(std::sync::atomic::Ordering::Relaxed) {
         h.insert(
             header::STRICT_TRANSPORT_SECURITY,
             HeaderValue::from_static("max-age=31536000"),
