@@ -10,6 +10,10 @@
 //! of waking for each, and what the relay sockets of one pass received leaves for the clients
 //! in one sendmmsg.
 //!
+//! A worker has four inputs: datagrams on its listener sockets and on its relay sockets,
+//! packets other workers forwarded to it, and frames of stream clients. Each goes to the core,
+//! and whatever [`Action`] the core returns is carried out in one place, [`dispatch`].
+//!
 //! The kernel hashes each client 5-tuple to one of the listener sockets, so a client always
 //! reaches the same worker, which creates its allocation on a port from its own slice of
 //! `relay_ports`. The port therefore says which worker owns a relayed address, so when an
@@ -139,6 +143,16 @@ pub struct Worker {
     pub batch_window: Duration,
     /// The stream connections whose clients this worker serves.
     pub streams: streams::StreamConns,
+}
+
+impl Worker {
+    /// The listener socket bound to `addr`.
+    fn listener_fd(&self, addr: SocketAddr) -> Option<RawFd> {
+        self.listeners
+            .iter()
+            .find(|(a, _)| *a == addr)
+            .map(|(_, s)| s.as_raw_fd())
+    }
 }
 
 /// The relay sockets of one worker, indexed by allocation slot.
@@ -311,7 +325,15 @@ pub fn run(mut w: Worker, shared: Arc<Shared>) {
         let tokens = std::mem::take(&mut ready);
         for token in tokens {
             if token == WAKER {
-                drain_inbox(&mut w, &shared, &mut inbox, &mut send, &recv, now);
+                drain_inbox(
+                    &mut w,
+                    &shared,
+                    &mut inbox,
+                    &mut send,
+                    &recv,
+                    &mut outboxes,
+                    now,
+                );
                 streams::drain_streams(&mut w, &mut inbox, &mut send, &recv, &mut outboxes, now);
                 flush_outboxes(&shared, &mut outboxes, w.index);
                 continue;
@@ -387,9 +409,7 @@ fn drain_socket(
                 }
                 _ => Action::Nothing,
             };
-            queue(w, action, send, outboxes, recv.slot(i), |s, e| {
-                Source::Recv(i, s, e)
-            });
+            dispatch(w, action, Input::slot(recv, i), send, outboxes);
         }
         if n < want {
             return (false, total);
@@ -398,44 +418,59 @@ fn drain_socket(
     (true, total)
 }
 
-/// Turns one [`Action`] into a queued send or a forwarded packet.
-fn queue(
+/// The buffer the core was handed for one input, which a [`Payload::Input`] of the action it
+/// returned points into, and where the send batch finds those bytes again when it flushes.
+#[derive(Clone, Copy)]
+struct Input<'a> {
+    bytes: &'a [u8],
+    at: At,
+}
+
+#[derive(Clone, Copy)]
+enum At {
+    /// Receive slot `i` of the pass's [`RecvBatch`].
+    Slot(usize),
+    /// This offset in the arena of the inbox being drained (flushed with that arena).
+    Arena(usize),
+}
+
+impl<'a> Input<'a> {
+    fn slot(recv: &'a RecvBatch, i: usize) -> Input<'a> {
+        Input {
+            bytes: recv.slot(i),
+            at: At::Slot(i),
+        }
+    }
+
+    /// `arena[offset..end]`: headroom, then the payload.
+    fn arena(arena: &'a [u8], offset: usize, end: usize) -> Input<'a> {
+        Input {
+            bytes: &arena[offset..end],
+            at: At::Arena(offset),
+        }
+    }
+
+    fn source(&self, start: usize, end: usize) -> Source {
+        match self.at {
+            At::Slot(i) => Source::Recv(i, start, end),
+            At::Arena(offset) => Source::Inbox(offset + start, offset + end),
+        }
+    }
+}
+
+/// Carries out one [`Action`] of the core, whatever input it answered: queues a datagram on
+/// a listener or relay socket, hands a message to a stream connection, or stages a packet for
+/// the worker that owns its destination.
+fn dispatch(
     w: &Worker,
     action: Action,
+    input: Input<'_>,
     send: &mut SendBatch,
     outboxes: &mut [Inbox],
-    buf: &[u8],
-    source: impl Fn(usize, usize) -> Source,
 ) {
-    match action {
-        Action::Nothing => {}
-        Action::Send {
-            via: Via::Stream(local),
-            to,
-            payload,
-        } => {
-            let bytes = match payload {
-                Payload::Input { start, end } => &buf[start..end],
-                Payload::Scratch => w.core.scratch(),
-            };
-            w.streams.deliver(to, local, bytes);
-        }
-        Action::Send { via, to, payload } => {
-            let fd = match via {
-                Via::Relay(id) => w.relays.fd(id),
-                Via::Listener(addr) => w
-                    .listeners
-                    .iter()
-                    .find(|(a, _)| *a == addr)
-                    .map(|(_, s)| s.as_raw_fd()),
-                Via::Stream(_) => None,
-            };
-            let Some(fd) = fd else { return };
-            match payload {
-                Payload::Input { start, end } => send.push(fd, to, source(start, end)),
-                Payload::Scratch => send.push_copy(fd, to, w.core.scratch()),
-            }
-        }
+    let (via, to, payload) = match action {
+        Action::Nothing => return,
+        Action::Send { via, to, payload } => (via, to, payload),
         Action::Forward {
             worker,
             from,
@@ -451,9 +486,27 @@ fn queue(
             }
             out.arena.extend_from_slice(&[0; HEADROOM]);
             let s = out.arena.len();
-            out.arena.extend_from_slice(&buf[start..end]);
+            out.arena.extend_from_slice(&input.bytes[start..end]);
             out.entries.push((from, to, s, out.arena.len()));
+            return;
         }
+    };
+    let fd = match via {
+        Via::Relay(id) => w.relays.fd(id),
+        Via::Listener(addr) => w.listener_fd(addr),
+        Via::Stream(local) => {
+            let bytes = match payload {
+                Payload::Input { start, end } => &input.bytes[start..end],
+                Payload::Scratch => w.core.scratch(),
+            };
+            w.streams.deliver(to, local, bytes);
+            return;
+        }
+    };
+    let Some(fd) = fd else { return };
+    match payload {
+        Payload::Input { start, end } => send.push(fd, to, input.source(start, end)),
+        Payload::Scratch => send.push_copy(fd, to, w.core.scratch()),
     }
 }
 
@@ -493,6 +546,7 @@ fn drain_inbox(
     inbox: &mut Inbox,
     send: &mut SendBatch,
     recv: &RecvBatch,
+    outboxes: &mut [Inbox],
     now: Millis,
 ) {
     {
@@ -505,44 +559,18 @@ fn drain_inbox(
         w.core.close_user(&user, &mut w.relays);
     }
     for k in 0..inbox.entries.len() {
-        let (from, to, s, e) = inbox.entries[k];
-        let region = &mut inbox.arena[s - HEADROOM..e];
-        let action = w.core.handle_forwarded(from, to, region, e - s, now);
-        let offset = s - HEADROOM;
-        if let Action::Send {
-            via: Via::Stream(local),
-            to,
-            payload,
-        } = action
-        {
-            let bytes = match payload {
-                Payload::Input { start, end } => &inbox.arena[offset + start..offset + end],
-                Payload::Scratch => w.core.scratch(),
-            };
-            w.streams.deliver(to, local, bytes);
-            continue;
-        }
-        if let Action::Send {
-            via: Via::Listener(addr),
-            to,
-            payload,
-        } = action
-        {
-            let Some(fd) = w
-                .listeners
-                .iter()
-                .find(|(a, _)| *a == addr)
-                .map(|(_, s)| s.as_raw_fd())
-            else {
-                continue;
-            };
-            match payload {
-                Payload::Input { start, end } => {
-                    send.push(fd, to, Source::Inbox(offset + start, offset + end))
-                }
-                Payload::Scratch => send.push_copy(fd, to, w.core.scratch()),
-            }
-        }
+        let (from, to, start, end) = inbox.entries[k];
+        let offset = start - HEADROOM;
+        let action =
+            w.core
+                .handle_forwarded(from, to, &mut inbox.arena[offset..end], end - start, now);
+        dispatch(
+            w,
+            action,
+            Input::arena(&inbox.arena, offset, end),
+            send,
+            outboxes,
+        );
         if k % batch::BATCH == batch::BATCH - 1 {
             send.flush(recv, &inbox.arena);
         }

@@ -205,9 +205,7 @@ pub(super) fn drain_streams(
                     now,
                     &mut w.relays,
                 );
-                queue(w, action, send, outboxes, &arena[offset..end], |s, e| {
-                    Source::Inbox(offset + s, offset + e)
-                });
+                dispatch(w, action, Input::arena(arena, offset, end), send, outboxes);
             }
         }
         if k % batch::BATCH == batch::BATCH - 1 {
