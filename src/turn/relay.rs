@@ -390,9 +390,11 @@ pub fn run(mut w: Worker, shared: Arc<Shared>) {
                 ready.push(token);
             }
         }
+        // Published before the pass's last answers leave, so the client of a lone request finds
+        // it counted once answered (answers flushed mid-pass, under load, are counted here).
+        metrics::publish_turn(&METRICS, &mut published, w.core.counters());
         out.send.flush(&recv, &[]);
         recv.clear();
-        metrics::publish_turn(&METRICS, &mut published, w.core.counters());
     }
     debug!("turn worker {} stopped", w.index);
 }
