@@ -10,13 +10,18 @@
 //! of waking for each, and what the relay sockets of one pass received leaves for the clients
 //! in one sendmmsg.
 //!
+//! A worker has four inputs: datagrams on its listener sockets and on its relay sockets, and
+//! what other threads leave in its mailboxes (module `mailbox`: packets forwarded by other
+//! workers, frames of stream clients, commands). Each goes to the core, and whatever [`Action`]
+//! the core returns is carried out in one place, `dispatch`.
+//!
 //! The kernel hashes each client 5-tuple to one of the listener sockets, so a client always
 //! reaches the same worker, which creates its allocation on a port from its own slice of
 //! `relay_ports`. The port therefore says which worker owns a relayed address, so when an
 //! allocation's peer is another allocation here, the payload goes to the owning worker in
-//! memory: directly inside the core on the same worker, through that worker's inbox otherwise.
-//! An inbox is a byte arena under a mutex that the sender locks once per receive batch (not per
-//! packet) and the owner swaps out once per wake-up.
+//! memory: directly inside the core on the same worker, through that worker's `Forwarded`
+//! mailbox otherwise, which the sender locks once per receive batch (not per packet) and the
+//! owner swaps out once per wake-up.
 //!
 //! Known limits: a wildcard listener (`0.0.0.0:3478`) answers from the address the kernel
 //! picks, which is right on single-address hosts but not on multi-homed ones (that needs
@@ -24,13 +29,15 @@
 //! our relayed addresses outlives that allocation; after it goes, packets to that port take the
 //! kernel path like any other peer.
 
+mod mailbox;
 pub mod streams;
 
+use std::hash::{Hash, Hasher};
 use std::io;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -38,10 +45,14 @@ use anyhow::Context as _;
 use mio::{Events, Interest, Poll, Token, Waker};
 use tracing::{debug, warn};
 
+use self::mailbox::{Arena, Command, Commands, Forwarded, Packet};
+use self::streams::{Outbound, StreamConns, StreamEvent, StreamMail};
 use crate::config::PortRange;
 use crate::metrics::{self, METRICS};
-use signalbox_turn_proto::allocation::{AllocId, Millis};
+use signalbox_stun::channel_data::FrameError;
+use signalbox_turn_proto::allocation::{AllocId, FiveTuple, Millis};
 use signalbox_turn_proto::counters::Counters;
+use signalbox_turn_proto::framing::Deframer;
 use signalbox_turn_proto::server::{Action, Core, Payload, RelaySockets, Via, HEADROOM};
 use signalbox_udp::batch::{self, RecvBatch, SendBatch, Source, SLOT};
 
@@ -55,8 +66,6 @@ const LISTENER_BASE: usize = 1;
 const RELAY_BASE: usize = 1 << 20;
 /// Receive batches taken from one socket before the others get a turn.
 const BATCHES_PER_TURN: usize = 8;
-/// Most bytes waiting in one worker's inbox; beyond it forwarded packets are dropped.
-const INBOX_CAP: usize = 4 << 20;
 
 /// The server clock: monotonic, anchored at the Unix epoch at start.
 #[derive(Clone, Copy)]
@@ -93,38 +102,90 @@ impl Default for Clock {
     }
 }
 
-/// Packets another worker sent to this worker's relayed addresses.
-#[derive(Default)]
-pub struct Inbox {
-    /// Each entry's bytes are `arena[start - HEADROOM..end]`: headroom, then the payload.
-    arena: Vec<u8>,
-    entries: Vec<(SocketAddr, SocketAddr, usize, usize)>,
-    /// Users whose allocations are to be closed (their owner left), from [`Shared::close_user`].
-    close_users: Vec<Box<str>>,
-    /// Frames and connection events of stream (TCP/TLS) clients, from their tasks.
-    streams: streams::StreamInbox,
-}
-
-/// What workers share: their inboxes and wakers, and the stop flag.
+/// What workers share: each worker's mailboxes and waker, and the stop flag.
 pub struct Shared {
-    pub inboxes: Vec<Mutex<Inbox>>,
+    /// Indexed by worker; see [`mailbox`] for who sends what.
+    mailboxes: Vec<Mailboxes>,
     pub wakers: Vec<Waker>,
     pub stop: AtomicBool,
 }
 
+/// The mailboxes of one worker, each under its own lock.
+#[derive(Default)]
+struct Mailboxes {
+    forwarded: Mutex<Forwarded>,
+    streams: Mutex<StreamMail>,
+    commands: Mutex<Commands>,
+}
+
 impl Shared {
+    /// Empty mailboxes for as many workers as there are wakers.
+    pub fn new(wakers: Vec<Waker>) -> Shared {
+        Shared {
+            mailboxes: wakers.iter().map(|_| Mailboxes::default()).collect(),
+            wakers,
+            stop: AtomicBool::new(false),
+        }
+    }
+
     /// Asks every worker to close the allocations of `user`; they do so on their next wake-up,
     /// which this triggers. Allocations of one user may sit on any worker.
     pub fn close_user(&self, user: &str) {
-        for (inbox, waker) in self.inboxes.iter().zip(&self.wakers) {
-            inbox
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .close_users
-                .push(user.into());
-            let _ = waker.wake();
+        for (worker, mailboxes) in self.mailboxes.iter().enumerate() {
+            let pushed = lock(&mailboxes.commands).push(Command::CloseUser(user.into()));
+            if let Err(e) = pushed {
+                warn!("turn worker {worker}: allocations of {user} stay until they expire: {e}");
+            }
+            self.wake(worker);
         }
     }
+
+    /// The worker that owns the stream connections of `client`.
+    pub fn worker_for(&self, client: SocketAddr) -> usize {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        client.hash(&mut h);
+        (h.finish() % self.mailboxes.len().max(1) as u64) as usize
+    }
+
+    /// A stream connection of a client of `worker` ([`Shared::worker_for`]) opened.
+    pub fn stream_open(&self, worker: usize, five: FiveTuple, id: u64, out: Outbound) {
+        lock(&self.mailboxes[worker].streams).open(five, id, out);
+        self.wake(worker);
+    }
+
+    /// A stream connection closed: its allocation goes (RFC 8656 §3.1).
+    pub fn stream_close(&self, worker: usize, five: FiveTuple, id: u64) {
+        lock(&self.mailboxes[worker].streams).close(five, id);
+        self.wake(worker);
+    }
+
+    /// Hands every whole frame in `d` to `worker`. Returns how many were dropped because the
+    /// worker is behind, or the framing error that ends the connection.
+    pub fn stream_frames(
+        &self,
+        worker: usize,
+        five: FiveTuple,
+        d: &mut Deframer,
+    ) -> Result<usize, FrameError> {
+        let handed = lock(&self.mailboxes[worker].streams).frames(five, d);
+        if handed.queued > 0 {
+            self.wake(worker);
+        }
+        match handed.error {
+            Some(e) => Err(e),
+            None => Ok(handed.dropped),
+        }
+    }
+
+    fn wake(&self, worker: usize) {
+        let _ = self.wakers[worker].wake();
+    }
+}
+
+/// Locks a mailbox, taking a poisoned one over as it is (as the rest of the server does): a
+/// worker or connection task that panicked must not stop the others from handing work over.
+fn lock<T>(mailbox: &Mutex<T>) -> MutexGuard<'_, T> {
+    mailbox.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// One worker's sockets and core.
@@ -138,7 +199,17 @@ pub struct Worker {
     /// `[turn] batch_window`: see [`pace`].
     pub batch_window: Duration,
     /// The stream connections whose clients this worker serves.
-    pub streams: streams::StreamConns,
+    pub streams: StreamConns,
+}
+
+impl Worker {
+    /// The listener socket bound to `addr`.
+    fn listener_fd(&self, addr: SocketAddr) -> Option<RawFd> {
+        self.listeners
+            .iter()
+            .find(|(a, _)| *a == addr)
+            .map(|(_, s)| s.as_raw_fd())
+    }
 }
 
 /// The relay sockets of one worker, indexed by allocation slot.
@@ -254,11 +325,8 @@ pub fn spawn(worker: Worker, shared: Arc<Shared>) -> io::Result<JoinHandle<()>> 
 pub fn run(mut w: Worker, shared: Arc<Shared>) {
     let mut events = Events::with_capacity(256);
     let mut recv = RecvBatch::new();
-    let mut send = SendBatch::default();
-    let mut inbox = Inbox::default();
-    let mut outboxes: Vec<Inbox> = (0..shared.inboxes.len())
-        .map(|_| Inbox::default())
-        .collect();
+    let mut out = Outgoing::new(shared.mailboxes.len());
+    let mut taken = Taken::default();
     let mut ready: Vec<Token> = Vec::new();
     let mut published = Counters::default();
     let mut pacer = Pacer::new(w.batch_window);
@@ -311,23 +379,120 @@ pub fn run(mut w: Worker, shared: Arc<Shared>) {
         let tokens = std::mem::take(&mut ready);
         for token in tokens {
             if token == WAKER {
-                drain_inbox(&mut w, &shared, &mut inbox, &mut send, &recv, now);
-                streams::drain_streams(&mut w, &mut inbox, &mut send, &recv, &mut outboxes, now);
-                flush_outboxes(&shared, &mut outboxes, w.index);
+                drain_mailboxes(&mut w, &shared, &mut taken, &mut out, &recv, now);
+                flush_forwarded(&shared, &mut out.forward, w.index);
                 continue;
             }
-            let (more, n) = drain_socket(&mut w, token, &mut recv, &mut send, &mut outboxes, now);
+            let (more, n) = drain_socket(&mut w, token, &mut recv, &mut out, now);
             pacer.handled(n);
-            flush_outboxes(&shared, &mut outboxes, w.index);
+            flush_forwarded(&shared, &mut out.forward, w.index);
             if more {
                 ready.push(token);
             }
         }
-        send.flush(&recv, &[]);
-        recv.clear();
+        // Published before the pass's last answers leave, so the client of a lone request finds
+        // it counted once answered (answers flushed mid-pass, under load, are counted here).
         metrics::publish_turn(&METRICS, &mut published, w.core.counters());
+        out.send.flush(&recv, &[]);
+        recv.clear();
     }
     debug!("turn worker {} stopped", w.index);
+}
+
+/// What one pass of a worker sends: datagrams for one sendmmsg per socket, and per other
+/// worker the packets for its [`Forwarded`] mailbox, moved there in one lock per batch.
+struct Outgoing {
+    send: SendBatch,
+    /// Indexed by the target worker.
+    forward: Vec<Forwarded>,
+}
+
+impl Outgoing {
+    fn new(workers: usize) -> Outgoing {
+        Outgoing {
+            send: SendBatch::default(),
+            forward: (0..workers).map(|_| Forwarded::default()).collect(),
+        }
+    }
+}
+
+/// The buffer the core was handed for one input, which a [`Payload::Input`] of the action it
+/// returned points into, and where the send batch finds those bytes again when it flushes.
+#[derive(Clone, Copy)]
+struct Input<'a> {
+    bytes: &'a [u8],
+    at: At,
+}
+
+#[derive(Clone, Copy)]
+enum At {
+    /// Receive slot `i` of the pass's [`RecvBatch`].
+    Slot(usize),
+    /// This offset in the arena of the mailbox being drained (flushed with that arena).
+    Arena(usize),
+}
+
+impl<'a> Input<'a> {
+    fn slot(recv: &'a RecvBatch, i: usize) -> Input<'a> {
+        Input {
+            bytes: recv.slot(i),
+            at: At::Slot(i),
+        }
+    }
+
+    fn packet<const CAP: usize>(arena: &'a Arena<CAP>, p: Packet) -> Input<'a> {
+        Input {
+            bytes: &arena.bytes()[p.offset..p.end],
+            at: At::Arena(p.offset),
+        }
+    }
+
+    fn source(&self, start: usize, end: usize) -> Source {
+        match self.at {
+            At::Slot(i) => Source::Recv(i, start, end),
+            At::Arena(offset) => Source::Inbox(offset + start, offset + end),
+        }
+    }
+}
+
+/// Carries out one [`Action`] of the core, whatever input it answered: queues a datagram on
+/// a listener or relay socket, hands a message to a stream connection, or stages a packet for
+/// the worker that owns its destination.
+fn dispatch(w: &Worker, action: Action, input: Input<'_>, out: &mut Outgoing) {
+    let (via, to, payload) = match action {
+        Action::Nothing => return,
+        Action::Send { via, to, payload } => (via, to, payload),
+        Action::Forward {
+            worker,
+            from,
+            to,
+            start,
+            end,
+        } => {
+            // A full batch drops the packet, as a full socket buffer would.
+            if let Some(batch) = out.forward.get_mut(worker) {
+                batch.push(from, to, &input.bytes[start..end]);
+            }
+            return;
+        }
+    };
+    let fd = match via {
+        Via::Relay(id) => w.relays.fd(id),
+        Via::Listener(addr) => w.listener_fd(addr),
+        Via::Stream(local) => {
+            let bytes = match payload {
+                Payload::Input { start, end } => &input.bytes[start..end],
+                Payload::Scratch => w.core.scratch(),
+            };
+            w.streams.deliver(to, local, bytes);
+            return;
+        }
+    };
+    let Some(fd) = fd else { return };
+    match payload {
+        Payload::Input { start, end } => out.send.push(fd, to, input.source(start, end)),
+        Payload::Scratch => out.send.push_copy(fd, to, w.core.scratch()),
+    }
 }
 
 /// Reads up to [`BATCHES_PER_TURN`] batches from one socket; returns whether it may have more
@@ -341,8 +506,7 @@ fn drain_socket(
     w: &mut Worker,
     token: Token,
     recv: &mut RecvBatch,
-    send: &mut SendBatch,
-    outboxes: &mut [Inbox],
+    out: &mut Outgoing,
     now: Millis,
 ) -> (bool, usize) {
     let (fd, relay, listener) = if token.0 >= RELAY_BASE {
@@ -360,7 +524,7 @@ fn drain_socket(
     let mut total = 0;
     for _ in 0..BATCHES_PER_TURN {
         if listener.is_some() || recv.free() == 0 {
-            send.flush(recv, &[]);
+            out.send.flush(recv, &[]);
             recv.clear();
         }
         let want = recv.free();
@@ -387,9 +551,7 @@ fn drain_socket(
                 }
                 _ => Action::Nothing,
             };
-            queue(w, action, send, outboxes, recv.slot(i), |s, e| {
-                Source::Recv(i, s, e)
-            });
+            dispatch(w, action, Input::slot(recv, i), out);
         }
         if n < want {
             return (false, total);
@@ -398,158 +560,119 @@ fn drain_socket(
     (true, total)
 }
 
-/// Turns one [`Action`] into a queued send or a forwarded packet.
-fn queue(
-    w: &Worker,
-    action: Action,
-    send: &mut SendBatch,
-    outboxes: &mut [Inbox],
-    buf: &[u8],
-    source: impl Fn(usize, usize) -> Source,
-) {
-    match action {
-        Action::Nothing => {}
-        Action::Send {
-            via: Via::Stream(local),
-            to,
-            payload,
-        } => {
-            let bytes = match payload {
-                Payload::Input { start, end } => &buf[start..end],
-                Payload::Scratch => w.core.scratch(),
-            };
-            w.streams.deliver(to, local, bytes);
-        }
-        Action::Send { via, to, payload } => {
-            let fd = match via {
-                Via::Relay(id) => w.relays.fd(id),
-                Via::Listener(addr) => w
-                    .listeners
-                    .iter()
-                    .find(|(a, _)| *a == addr)
-                    .map(|(_, s)| s.as_raw_fd()),
-                Via::Stream(_) => None,
-            };
-            let Some(fd) = fd else { return };
-            match payload {
-                Payload::Input { start, end } => send.push(fd, to, source(start, end)),
-                Payload::Scratch => send.push_copy(fd, to, w.core.scratch()),
-            }
-        }
-        Action::Forward {
-            worker,
-            from,
-            to,
-            start,
-            end,
-        } => {
-            let Some(out) = outboxes.get_mut(worker) else {
-                return;
-            };
-            if out.arena.len() + HEADROOM + (end - start) > INBOX_CAP {
-                return;
-            }
-            out.arena.extend_from_slice(&[0; HEADROOM]);
-            let s = out.arena.len();
-            out.arena.extend_from_slice(&buf[start..end]);
-            out.entries.push((from, to, s, out.arena.len()));
-        }
-    }
-}
-
-/// Moves what this worker collected for other workers into their inboxes: one lock and at
-/// most one wake-up per target and batch.
-fn flush_outboxes(shared: &Shared, outboxes: &mut [Inbox], me: usize) {
-    for (target, out) in outboxes.iter_mut().enumerate() {
-        if out.entries.is_empty() || target == me {
+/// Moves what this worker staged for other workers into their [`Forwarded`] mailboxes: one
+/// lock and at most one wake-up per target and batch.
+fn flush_forwarded(shared: &Shared, batches: &mut [Forwarded], me: usize) {
+    for (target, batch) in batches.iter_mut().enumerate() {
+        if batch.is_empty() || target == me {
             continue;
         }
         let was_empty = {
-            let mut inbox = shared.inboxes[target]
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            let was_empty = inbox.entries.is_empty();
-            if inbox.arena.len() + out.arena.len() <= INBOX_CAP {
-                let base = inbox.arena.len();
-                inbox.arena.extend_from_slice(&out.arena);
-                for &(from, to, s, e) in &out.entries {
-                    inbox.entries.push((from, to, base + s, base + e));
-                }
-            }
+            let mut mailbox = lock(&shared.mailboxes[target].forwarded);
+            let was_empty = mailbox.is_empty();
+            // A batch that does not fit whole is dropped, as a full socket buffer would.
+            mailbox.append(batch);
             was_empty
         };
-        out.arena.clear();
-        out.entries.clear();
+        batch.clear();
         if was_empty {
-            let _ = shared.wakers[target].wake();
+            shared.wake(target);
         }
     }
 }
 
-/// Handles packets other workers forwarded to our relayed addresses.
-fn drain_inbox(
+/// The mailboxes as this worker last took them: swapped with the shared ones under their
+/// lock, so both sides keep the capacity they grew.
+#[derive(Default)]
+struct Taken {
+    commands: Commands,
+    forwarded: Forwarded,
+    streams: StreamMail,
+}
+
+/// Handles what other threads left in this worker's mailboxes: commands first, then packets
+/// forwarded by other workers, then stream events.
+fn drain_mailboxes(
     w: &mut Worker,
     shared: &Shared,
-    inbox: &mut Inbox,
-    send: &mut SendBatch,
+    taken: &mut Taken,
+    out: &mut Outgoing,
     recv: &RecvBatch,
     now: Millis,
 ) {
-    {
-        let mut shared_inbox = shared.inboxes[w.index]
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        std::mem::swap(&mut *shared_inbox, inbox);
-    }
-    for user in inbox.close_users.drain(..) {
-        w.core.close_user(&user, &mut w.relays);
-    }
-    for k in 0..inbox.entries.len() {
-        let (from, to, s, e) = inbox.entries[k];
-        let region = &mut inbox.arena[s - HEADROOM..e];
-        let action = w.core.handle_forwarded(from, to, region, e - s, now);
-        let offset = s - HEADROOM;
-        if let Action::Send {
-            via: Via::Stream(local),
-            to,
-            payload,
-        } = action
-        {
-            let bytes = match payload {
-                Payload::Input { start, end } => &inbox.arena[offset + start..offset + end],
-                Payload::Scratch => w.core.scratch(),
-            };
-            w.streams.deliver(to, local, bytes);
-            continue;
+    let mailboxes = &shared.mailboxes[w.index];
+    std::mem::swap(&mut *lock(&mailboxes.commands), &mut taken.commands);
+    std::mem::swap(&mut *lock(&mailboxes.forwarded), &mut taken.forwarded);
+    std::mem::swap(&mut *lock(&mailboxes.streams), &mut taken.streams);
+    for command in taken.commands.drain() {
+        match command {
+            Command::CloseUser(user) => {
+                w.core.close_user(&user, &mut w.relays);
+            }
         }
-        if let Action::Send {
-            via: Via::Listener(addr),
-            to,
-            payload,
-        } = action
-        {
-            let Some(fd) = w
-                .listeners
-                .iter()
-                .find(|(a, _)| *a == addr)
-                .map(|(_, s)| s.as_raw_fd())
-            else {
-                continue;
-            };
-            match payload {
-                Payload::Input { start, end } => {
-                    send.push(fd, to, Source::Inbox(offset + start, offset + end))
+    }
+    drain_forwarded(w, &mut taken.forwarded, out, recv, now);
+    drain_streams(w, &mut taken.streams, out, recv, now);
+}
+
+/// Relays packets other workers forwarded to our relayed addresses to their clients.
+fn drain_forwarded(
+    w: &mut Worker,
+    forwarded: &mut Forwarded,
+    out: &mut Outgoing,
+    recv: &RecvBatch,
+    now: Millis,
+) {
+    let (packets, arena) = forwarded.parts_mut();
+    for (k, p) in packets.iter().enumerate() {
+        let len = p.packet.len();
+        let action = w
+            .core
+            .handle_forwarded(p.from, p.to, arena.packet_mut(p.packet), len, now);
+        dispatch(w, action, Input::packet(arena, p.packet), out);
+        if k % batch::BATCH == batch::BATCH - 1 {
+            out.send.flush(recv, arena.bytes());
+        }
+    }
+    out.send.flush(recv, arena.bytes());
+    forwarded.clear();
+}
+
+/// Handles what stream connection tasks handed over: opens, frames and closes, in order.
+fn drain_streams(
+    w: &mut Worker,
+    mail: &mut StreamMail,
+    out: &mut Outgoing,
+    recv: &RecvBatch,
+    now: Millis,
+) {
+    let (events, arena) = mail.parts_mut();
+    for (k, event) in events.enumerate() {
+        match event {
+            StreamEvent::Open {
+                five,
+                id,
+                out: queue,
+            } => w.streams.open(&five, id, queue),
+            StreamEvent::Close { five, id } => {
+                if w.streams.close(&five, id) {
+                    w.core.close_client(&five, &mut w.relays);
                 }
-                Payload::Scratch => send.push_copy(fd, to, w.core.scratch()),
+            }
+            StreamEvent::Frame { five, packet } => {
+                let len = packet.len();
+                let action =
+                    w.core
+                        .handle_stream(&five, arena.packet_mut(packet), len, now, &mut w.relays);
+                dispatch(w, action, Input::packet(arena, packet), out);
             }
         }
         if k % batch::BATCH == batch::BATCH - 1 {
-            send.flush(recv, &inbox.arena);
+            out.send.flush(recv, arena.bytes());
         }
     }
-    send.flush(recv, &inbox.arena);
-    inbox.arena.clear();
-    inbox.entries.clear();
+    out.send.flush(recv, arena.bytes());
+    mail.clear();
 }
 
 /// Size check for the receive slot, kept next to the IO code that relies on it.

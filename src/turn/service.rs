@@ -12,7 +12,7 @@ use ring::rand::{SecureRandom, SystemRandom};
 use tracing::{info, warn};
 
 use crate::config::Config;
-use crate::turn::relay::{self, Clock, Inbox, RelaySet, Shared, Worker};
+use crate::turn::relay::{self, Clock, RelaySet, Shared, Worker};
 use signalbox_turn_proto::allocation::{AllocationTable, Limits, Quotas};
 use signalbox_turn_proto::auth::{LivePeers, NonceKey, RateLimiter, Secrets};
 use signalbox_turn_proto::policy::PeerPolicy;
@@ -100,11 +100,7 @@ impl TurnServer {
             wakers.push(Waker::new(poll.registry(), Token(0)).context("cannot create a waker")?);
             polls.push(poll);
         }
-        let shared = Arc::new(Shared {
-            inboxes: (0..workers).map(|_| Mutex::new(Inbox::default())).collect(),
-            wakers,
-            stop: AtomicBool::new(false),
-        });
+        let shared = Arc::new(Shared::new(wakers));
         let clock = Clock::new();
         // 16 bytes a slot: 1 MiB whatever the number of sources.
         let unauth = Arc::new(Mutex::new(RateLimiter::new(

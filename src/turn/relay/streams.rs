@@ -1,19 +1,24 @@
-//! The worker side of stream clients (TURN over TCP and TLS).
+//! Stream clients (TURN over TCP and TLS) as a worker sees them.
 //!
 //! A stream connection is read and written by its own tokio task ([`crate::turn::stream`]),
 //! but its allocation lives in one worker's core like any other: the task hands whole frames
-//! over through that worker's [`Inbox`] (one lock per read, then a wake-up), and the worker
-//! answers through the connection's bounded [`Outbound`] queue. The worker is picked from the
-//! client address, so every frame of a connection reaches the same core in order, followed by
-//! its close, which deletes the allocation (RFC 8656 §3.1).
+//! over through that worker's `StreamMail` (one lock per read, then a wake-up), and the worker
+//! answers through the connection's bounded [`Outbound`] queue, which it finds in its
+//! [`StreamConns`]. The worker is picked from the client address, so every frame of a
+//! connection reaches the same core in order, followed by its close, which deletes the
+//! allocation (RFC 8656 §3.1).
+//!
+//! This module knows nothing of the worker loop: the loop drains the mailbox and keeps the
+//! connection table through the methods below.
 
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
-use std::sync::atomic::AtomicUsize;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
-use super::*;
+use super::mailbox::{Arena, Packet};
 use signalbox_stun::channel_data::FrameError;
 use signalbox_turn_proto::allocation::FiveTuple;
 use signalbox_turn_proto::framing::{self, Deframer};
@@ -21,8 +26,8 @@ use signalbox_turn_proto::framing::{self, Deframer};
 /// Most bytes queued towards one connection; beyond it (a client that does not read) frames
 /// are dropped, as a full UDP socket would drop them.
 pub const OUTBOUND_CAP: usize = 1 << 20;
-/// Most bytes of stream frames waiting in one worker's inbox.
-const STREAM_INBOX_CAP: usize = 4 << 20;
+/// Most bytes of stream frames waiting in one worker's [`StreamMail`].
+const STREAM_MAIL_CAP: usize = 4 << 20;
 
 /// The queue of frames to write to one connection, shared with its task.
 #[derive(Clone, Debug)]
@@ -51,17 +56,16 @@ impl Outbound {
 }
 
 /// What a connection task tells its worker.
-pub enum StreamEvent {
+pub(super) enum StreamEvent {
     Open {
         five: FiveTuple,
         id: u64,
         out: Outbound,
     },
-    /// A whole frame at `arena[start..end]`, with [`HEADROOM`] free bytes before `start`.
+    /// A whole frame, at `packet` in the mailbox's arena.
     Frame {
         five: FiveTuple,
-        start: usize,
-        end: usize,
+        packet: Packet,
     },
     Close {
         five: FiveTuple,
@@ -69,11 +73,83 @@ pub enum StreamEvent {
     },
 }
 
-/// Stream events waiting for a worker; part of its [`Inbox`].
+/// What stream connection tasks hand to one worker: opens, whole frames and closes, in the
+/// order each connection produced them.
+///
+/// Sent by the connection tasks through `Shared::stream_open`, `stream_frames` and
+/// `stream_close`: one lock per read (every whole frame the read completed), then a wake-up.
+/// Drained by the worker, once per wake-up.
+///
+/// Bounded: frames at 4 MiB of bytes, beyond which a frame is dropped and counted back to
+/// its task. Opens and closes are never dropped (a lost close would leave an allocation
+/// behind); a connection sends one of each.
 #[derive(Default)]
-pub struct StreamInbox {
-    arena: Vec<u8>,
+pub(super) struct StreamMail {
+    arena: Arena<STREAM_MAIL_CAP>,
     events: Vec<StreamEvent>,
+}
+
+/// What [`StreamMail::frames`] did with the whole frames of one read.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct Handed {
+    /// Frames now waiting for the worker.
+    pub(super) queued: usize,
+    /// Frames dropped because the mailbox was full.
+    pub(super) dropped: usize,
+    /// The framing error that ends the connection, after the frames before it.
+    pub(super) error: Option<FrameError>,
+}
+
+impl StreamMail {
+    pub(super) fn open(&mut self, five: FiveTuple, id: u64, out: Outbound) {
+        self.events.push(StreamEvent::Open { five, id, out });
+    }
+
+    pub(super) fn close(&mut self, five: FiveTuple, id: u64) {
+        self.events.push(StreamEvent::Close { five, id });
+    }
+
+    /// Moves every whole frame buffered in `d` in, up to the first framing error.
+    pub(super) fn frames(&mut self, five: FiveTuple, d: &mut Deframer) -> Handed {
+        let mut handed = Handed {
+            queued: 0,
+            dropped: 0,
+            error: None,
+        };
+        loop {
+            match d.next_frame() {
+                Ok(Some(range)) => match self.arena.push(&d.bytes()[range]) {
+                    Some(packet) => {
+                        self.events.push(StreamEvent::Frame { five, packet });
+                        handed.queued += 1;
+                    }
+                    None => handed.dropped += 1,
+                },
+                Ok(None) => return handed,
+                Err(e) => {
+                    handed.error = Some(e);
+                    return handed;
+                }
+            }
+        }
+    }
+
+    /// Takes the events in order, with the arena their frames sit in; [`StreamMail::clear`]
+    /// afterwards.
+    pub(super) fn parts_mut(
+        &mut self,
+    ) -> (
+        std::vec::Drain<'_, StreamEvent>,
+        &mut Arena<STREAM_MAIL_CAP>,
+    ) {
+        (self.events.drain(..), &mut self.arena)
+    }
+
+    /// Empties the mailbox, keeping its capacity.
+    pub(super) fn clear(&mut self) {
+        self.arena.clear();
+        self.events.clear();
+    }
 }
 
 /// A worker's open stream connections: (client, local address) → (connection id, queue).
@@ -92,6 +168,22 @@ impl StreamConns {
         }
     }
 
+    /// Connection `id` of `five` opened; it replaces an older one of the same 5-tuple.
+    pub(super) fn open(&mut self, five: &FiveTuple, id: u64, out: Outbound) {
+        self.conns.insert((five.client, five.listener), (id, out));
+    }
+
+    /// Connection `id` of `five` closed. True when it was the current connection of `five`,
+    /// whose allocation must then go; false for the close of one already replaced.
+    pub(super) fn close(&mut self, five: &FiveTuple, id: u64) -> bool {
+        let key = (five.client, five.listener);
+        if self.conns.get(&key).is_some_and(|(i, _)| *i == id) {
+            self.conns.remove(&key);
+            return true;
+        }
+        false
+    }
+
     pub fn len(&self) -> usize {
         self.conns.len()
     }
@@ -101,121 +193,122 @@ impl StreamConns {
     }
 }
 
-impl Shared {
-    /// The worker that owns the connections of `client`.
-    pub fn worker_for(&self, client: SocketAddr) -> usize {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        client.hash(&mut h);
-        (h.finish() % self.inboxes.len().max(1) as u64) as usize
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use signalbox_turn_proto::allocation::Transport;
+    use signalbox_turn_proto::server::HEADROOM;
+
+    fn five(port: u16) -> FiveTuple {
+        FiveTuple {
+            client: SocketAddr::from(([127, 0, 0, 1], port)),
+            listener: SocketAddr::from(([127, 0, 0, 1], 3478)),
+            transport: Transport::Tcp,
+        }
     }
 
-    fn with_streams<R>(&self, worker: usize, f: impl FnOnce(&mut StreamInbox) -> R) -> R {
-        let r = {
-            let mut inbox = self.inboxes[worker]
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            f(&mut inbox.streams)
+    fn outbound() -> (Outbound, mpsc::Receiver<Vec<u8>>) {
+        let (tx, rx) = mpsc::channel(4);
+        let out = Outbound {
+            tx,
+            queued: Arc::default(),
         };
-        let _ = self.wakers[worker].wake();
-        r
+        (out, rx)
     }
 
-    pub fn stream_open(&self, worker: usize, five: FiveTuple, id: u64, out: Outbound) {
-        self.with_streams(worker, |s| {
-            s.events.push(StreamEvent::Open { five, id, out })
-        });
+    /// A ChannelData frame on channel 0x4000 carrying `len` bytes (a multiple of 4: no padding).
+    fn channel_data(len: u16) -> Vec<u8> {
+        let mut frame = vec![0x40, 0x00];
+        frame.extend_from_slice(&len.to_be_bytes());
+        frame.resize(4 + usize::from(len), 0xab);
+        frame
     }
 
-    pub fn stream_close(&self, worker: usize, five: FiveTuple, id: u64) {
-        self.with_streams(worker, |s| s.events.push(StreamEvent::Close { five, id }));
-    }
+    #[test]
+    fn whole_frames_are_queued_with_headroom_and_a_partial_one_waits() {
+        let mut mail = StreamMail::default();
+        let mut d = Deframer::new();
+        let frame = channel_data(8);
+        d.push(&frame);
+        d.push(&frame[..6]);
 
-    /// Hands every whole frame in `d` to `worker`. Returns how many were dropped because the
-    /// worker is behind, or the framing error that ends the connection.
-    pub fn stream_frames(
-        &self,
-        worker: usize,
-        five: FiveTuple,
-        d: &mut Deframer,
-    ) -> Result<usize, FrameError> {
-        let mut dropped = 0;
-        let mut frames = 0;
-        let result = {
-            let mut inbox = self.inboxes[worker]
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            let s = &mut inbox.streams;
-            loop {
-                match d.next_frame() {
-                    Ok(Some(range)) => {
-                        if s.arena.len() + HEADROOM + range.len() > STREAM_INBOX_CAP {
-                            dropped += 1;
-                            continue;
-                        }
-                        s.arena.extend_from_slice(&[0; HEADROOM]);
-                        let start = s.arena.len();
-                        s.arena.extend_from_slice(&d.bytes()[range]);
-                        let end = s.arena.len();
-                        s.events.push(StreamEvent::Frame { five, start, end });
-                        frames += 1;
-                    }
-                    Ok(None) => break Ok(dropped),
-                    Err(e) => break Err(e),
-                }
+        let handed = mail.frames(five(1), &mut d);
+
+        assert_eq!(
+            handed,
+            Handed {
+                queued: 1,
+                dropped: 0,
+                error: None
             }
+        );
+        let (mut events, arena) = mail.parts_mut();
+        let Some(StreamEvent::Frame { packet, .. }) = events.next() else {
+            panic!("expected one frame");
         };
-        if frames > 0 {
-            let _ = self.wakers[worker].wake();
-        }
-        result
+        assert_eq!(&arena.packet_mut(packet)[HEADROOM..], &frame[..]);
+        assert!(events.next().is_none());
+        assert_eq!(d.pending(), 6);
     }
-}
 
-/// Handles what connection tasks handed to this worker: opens, frames, closes, in order.
-pub(super) fn drain_streams(
-    w: &mut Worker,
-    inbox: &mut Inbox,
-    send: &mut SendBatch,
-    recv: &RecvBatch,
-    outboxes: &mut [Inbox],
-    now: Millis,
-) {
-    let mut events = std::mem::take(&mut inbox.streams.events);
-    let arena = &mut inbox.streams.arena;
-    for (k, event) in events.drain(..).enumerate() {
-        match event {
-            StreamEvent::Open { five, id, out } => {
-                w.streams
-                    .conns
-                    .insert((five.client, five.listener), (id, out));
-            }
-            StreamEvent::Close { five, id } => {
-                let key = (five.client, five.listener);
-                if w.streams.conns.get(&key).is_some_and(|(i, _)| *i == id) {
-                    w.streams.conns.remove(&key);
-                    w.core.close_client(&five, &mut w.relays);
-                }
-            }
-            StreamEvent::Frame { five, start, end } => {
-                let offset = start - HEADROOM;
-                let action = w.core.handle_stream(
-                    &five,
-                    &mut arena[offset..end],
-                    end - start,
-                    now,
-                    &mut w.relays,
-                );
-                queue(w, action, send, outboxes, &arena[offset..end], |s, e| {
-                    Source::Inbox(offset + s, offset + e)
-                });
-            }
+    #[test]
+    fn frames_beyond_the_cap_are_dropped_and_counted() {
+        let mut mail = StreamMail::default();
+        let mut d = Deframer::new();
+        let frame = channel_data(65_532);
+        let fit = STREAM_MAIL_CAP / (HEADROOM + frame.len());
+        for _ in 0..fit + 2 {
+            d.push(&frame);
+            let handed = mail.frames(five(1), &mut d);
+            assert_eq!(handed.error, None);
         }
-        if k % batch::BATCH == batch::BATCH - 1 {
-            send.flush(recv, arena);
-        }
+
+        let (events, arena) = mail.parts_mut();
+        assert_eq!(events.count(), fit);
+        assert!(arena.bytes().len() <= STREAM_MAIL_CAP);
+        d.push(&frame);
+        assert_eq!(mail.frames(five(1), &mut d).dropped, 1);
     }
-    send.flush(recv, arena);
-    arena.clear();
-    // Keep the event vector's capacity for the next round.
-    inbox.streams.events = events;
+
+    #[test]
+    fn a_framing_error_comes_after_the_frames_before_it() {
+        let mut mail = StreamMail::default();
+        let mut d = Deframer::new();
+        d.push(&channel_data(4));
+        d.push(&[0xff; 8]);
+
+        let handed = mail.frames(five(1), &mut d);
+
+        assert_eq!(handed.queued, 1);
+        assert_eq!(handed.error, Some(FrameError::NotStunOrChannelData(0xff)));
+    }
+
+    #[test]
+    fn only_the_close_of_the_current_connection_ends_the_allocation() {
+        let mut conns = StreamConns::default();
+        let (old, _old_rx) = outbound();
+        let (new, _new_rx) = outbound();
+        conns.open(&five(1), 1, old);
+        conns.open(&five(1), 2, new);
+
+        assert!(!conns.close(&five(1), 1), "a replaced connection");
+        assert_eq!(conns.len(), 1);
+        assert!(conns.close(&five(1), 2));
+        assert!(conns.is_empty());
+        assert!(!conns.close(&five(1), 2), "closed once");
+    }
+
+    #[test]
+    fn messages_reach_the_connection_of_their_client_only() {
+        let mut conns = StreamConns::default();
+        let (out, mut rx) = outbound();
+        conns.open(&five(1), 1, out);
+
+        assert!(conns.deliver(five(1).client, five(1).listener, b"hi"));
+        assert!(!conns.deliver(five(2).client, five(2).listener, b"hi"));
+
+        let frame = rx.try_recv().expect("queued");
+        assert_eq!(&frame[..2], b"hi");
+        assert!(rx.try_recv().is_err());
+    }
 }
