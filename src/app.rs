@@ -92,7 +92,7 @@ async fn run(
         alpn.insert(0, ALPN_STUN_TURN);
     }
     if config.tls.acme && config.tls.acme_challenge == AcmeChallenge::TlsAlpn01 {
-        alpn.push(crate::acme::ALPN_ACME_TLS);
+        alpn.push(crate::tls::acme::ALPN_ACME_TLS);
     }
     let tls_config = tls::server_config(certs.clone(), &alpn);
 
@@ -214,7 +214,7 @@ async fn run(
     };
 
     // Every listener is bound: the CA's validation connections find them.
-    let acme = crate::acme::start(&config, certs.clone(), reloader.subscribe());
+    let acme = crate::tls::acme::start(&config, certs.clone(), reloader.subscribe());
     let target = crate::selftest::Target {
         turn_udp: turn.as_ref().and_then(|t| t.listeners.first().copied()),
         secrets: turn.as_ref().map(|t| t.secrets.clone()),
@@ -418,7 +418,7 @@ async fn serve_metrics(listener: TcpListener, mut shutdown: watch::Receiver<bool
 async fn serve_redirect(
     listener: TcpListener,
     https_port: u16,
-    acme: Option<Arc<crate::acme::Challenges>>,
+    acme: Option<Arc<crate::tls::acme::Challenges>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     use axum::http::{header, StatusCode, Uri};
@@ -441,7 +441,7 @@ async fn serve_redirect(
             .into_response()
     });
     let app = match acme {
-        Some(challenges) => crate::acme::http01_routes(challenges).merge(app),
+        Some(challenges) => crate::tls::acme::http01_routes(challenges).merge(app),
         None => app,
     };
     let serve = axum::serve(listener, app).with_graceful_shutdown(async move {

@@ -16,7 +16,7 @@ use signalbox_turn_proto::auth::Secrets;
 
 /// `signalbox invite ROOM [--ttl 24h] [--name NAME]`: prints `https://HOST[:PORT]/r/ROOM#token=T`.
 pub fn invite(config: &Config, source: &Source, args: &InviteArgs) -> Result<(), Failure> {
-    if !crate::web::is_valid_room(&args.room) {
+    if !crate::signaling::protocol::is_valid_room(&args.room) {
         return Err(Failure::Usage(format!(
             "invite: `{}` is not a room name (1-64 letters, digits, `-`, `_` or `.`)",
             args.room

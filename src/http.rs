@@ -34,7 +34,7 @@ use tower::Service;
 use tracing::debug;
 
 use crate::config::HttpConfig;
-use crate::listener::Stream;
+use crate::demux::Stream;
 
 /// Longest a connection may take to close after it was asked to for being idle (the idle limit
 /// itself when that is shorter).
@@ -256,6 +256,20 @@ impl hyper::body::Body for Tracked {
     fn size_hint(&self) -> SizeHint {
         self.body.size_hint()
     }
+}
+
+/// The JSON error body every API endpoint uses: `{"error": CODE, "message": TEXT}`.
+pub fn error_json(
+    status: axum::http::StatusCode,
+    code: &str,
+    message: &str,
+) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    (
+        status,
+        axum::Json(serde_json::json!({ "error": code, "message": message })),
+    )
+        .into_response()
 }
 
 #[cfg(test)]

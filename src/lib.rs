@@ -3,7 +3,6 @@
 //! shell (see each module's notes).
 
 pub mod access;
-pub mod acme;
 pub mod app;
 pub mod caps;
 pub mod cli;
@@ -15,6 +14,7 @@ pub mod http;
 pub mod keyfile;
 pub mod listener;
 pub mod metrics;
+pub mod ratelimit;
 pub mod reload;
 pub mod selftest;
 pub mod signaling;

@@ -29,16 +29,12 @@ use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
 use crate::caps::{ConnPermit, ConnectionCaps, Edge};
-use crate::demux::{self, Protocol, Rewind};
+use crate::demux::{self, Protocol, Rewind, Stream};
 use crate::http::{HttpLimits, HttpServer};
 use crate::metrics::{METRICS, TLS_FAILED, TLS_OK, TLS_TIMED_OUT};
 
 /// ALPN protocol id for TURN over TLS (RFC 7443).
 pub const ALPN_STUN_TURN: &[u8] = b"stun.turn";
-
-/// A byte stream of any transport.
-pub trait Stream: AsyncRead + AsyncWrite + Send + Unpin {}
-impl<T: AsyncRead + AsyncWrite + Send + Unpin> Stream for T {}
 
 /// A TURN session that arrived on the HTTPS port.
 pub struct TurnStream {
@@ -170,7 +166,7 @@ impl Listener {
             }
         };
         let mut tls = accept_tls(&self.acceptor, Rewind::new(first, tcp), deadline, peer).await?;
-        if crate::acme::is_validation(tls.get_ref().1) {
+        if crate::tls::acme::is_validation(tls.get_ref().1) {
             return None; // a CA's TLS-ALPN-01 check: the handshake was the answer
         }
         let alpn = tls.get_ref().1.alpn_protocol();

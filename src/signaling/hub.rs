@@ -28,7 +28,7 @@ use super::protocol::{ClientMessage, ErrorCode, PeerId, ResumeToken, ServerMessa
 use super::rooms::{CloseReason, ConnId, FreshPeer, Output, Registry, RegistryConfig};
 use super::{Hooks, PeerEvent};
 use crate::metrics;
-use crate::web::api::ratelimit::{Buckets, Rate};
+use crate::ratelimit::{Buckets, Rate};
 use signalbox_turn_proto::policy::AddrKey;
 
 /// Commands waiting for the hub; connection tasks wait (back-pressure) when it is full.

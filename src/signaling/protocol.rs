@@ -22,7 +22,7 @@ pub struct RoomId(Arc<str>);
 
 impl RoomId {
     pub fn parse(text: &str) -> Option<RoomId> {
-        crate::web::is_valid_room(text).then(|| RoomId(text.into()))
+        is_valid_room(text).then(|| RoomId(text.into()))
     }
 
     pub fn as_str(&self) -> &str {
@@ -347,9 +347,28 @@ pub fn parse_client(text: &str) -> Result<ClientMessage, ParseError> {
     }
 }
 
+/// Room names: 1–64 characters of letters, digits, `-`, `_`, `.`.
+pub fn is_valid_room(room: &str) -> bool {
+    (1..=64).contains(&room.len())
+        && room
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn room_names_follow_the_protocol_rule() {
+        assert!(is_valid_room("team-standup_2.0"));
+        assert!(is_valid_room(&"a".repeat(64)));
+        assert!(!is_valid_room(""));
+        assert!(!is_valid_room(&"a".repeat(65)));
+        assert!(!is_valid_room("a b"));
+        assert!(!is_valid_room("ä"));
+        assert!(!is_valid_room("../x"));
+    }
     use serde_json::json;
 
     #[test]

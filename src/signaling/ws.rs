@@ -35,7 +35,7 @@ use super::outbox::{outbox, ConnEnd, Kill};
 use super::protocol::{parse_client, ClientMessage, ErrorCode, ServerMessage};
 use super::rooms::ConnId;
 use crate::config::RoomsConfig;
-use crate::web::error_json;
+use crate::http::error_json;
 
 /// Close codes (RFC 6455 §7.4.1, plus one application code).
 pub mod close_code {

@@ -32,7 +32,8 @@ use tracing::{debug, warn};
 
 use crate::caps::{ConnPermit, ConnectionCaps, Edge};
 use crate::config::TurnConfig;
-use crate::listener::{accept_tls, Stream, TurnStream, TurnStreams};
+use crate::demux::Stream;
+use crate::listener::{accept_tls, TurnStream, TurnStreams};
 use crate::turn::relay::streams::Outbound;
 use crate::turn::relay::Shared;
 use signalbox_turn_proto::allocation::{FiveTuple, Transport};

@@ -13,6 +13,8 @@ use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Json, Response};
 use axum::routing::get;
 use axum::Router;
+
+use crate::http::error_json;
 use serde_json::json;
 use tower::ServiceExt;
 use tower_http::services::{ServeDir, ServeFile};
@@ -67,14 +69,6 @@ font-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-a
 const PERMISSIONS: &str = "camera=(self), microphone=(self), display-capture=(self), \
 fullscreen=(self), autoplay=(self), geolocation=(), payment=(), usb=(), interest-cohort=()";
 
-/// Room names: 1–64 characters of letters, digits, `-`, `_`, `.`.
-pub fn is_valid_room(room: &str) -> bool {
-    (1..=64).contains(&room.len())
-        && room
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-}
-
 /// `HOST:PORT` for URLs, with IPv6 brackets, and no port when it is 443.
 pub fn host_port(host: &str, port: u16) -> String {
     let host = if host.contains(':') && !host.starts_with('[') {
@@ -123,7 +117,7 @@ async fn room_page(
     Path(room): Path<String>,
     req: Request,
 ) -> Response {
-    if !is_valid_room(&room) {
+    if !crate::signaling::protocol::is_valid_room(&room) {
         return not_found(State(state)).await.into_response();
     }
     serve_index(&state, req).await
@@ -158,11 +152,6 @@ async fn not_found(State(state): State<Arc<AppState>>) -> impl IntoResponse {
 
 async fn api_not_found() -> impl IntoResponse {
     error_json(StatusCode::NOT_FOUND, "not-found", "no such API endpoint")
-}
-
-/// The JSON error body every API endpoint uses: `{"error": CODE, "message": TEXT}`.
-pub fn error_json(status: StatusCode, code: &str, message: &str) -> Response {
-    (status, Json(json!({ "error": code, "message": message }))).into_response()
 }
 
 #[derive(serde::Deserialize)]
@@ -325,21 +314,5 @@ fn cache_policy(content_type: Option<&HeaderValue>) -> &'static str {
         "no-store"
     } else {
         "no-cache"
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn room_names_follow_the_protocol_rule() {
-        assert!(is_valid_room("team-standup_2.0"));
-        assert!(is_valid_room(&"a".repeat(64)));
-        assert!(!is_valid_room(""));
-        assert!(!is_valid_room(&"a".repeat(65)));
-        assert!(!is_valid_room("a b"));
-        assert!(!is_valid_room("ä"));
-        assert!(!is_valid_room("../x"));
     }
 }

@@ -25,10 +25,11 @@ use serde_json::json;
 use crate::access::AccessMode;
 use crate::credentials::ice::TurnTransport;
 use crate::credentials::{unix_now, Issuer, UserPart};
+use crate::http::error_json;
 use crate::metrics::{self, METRICS, TRANSPORTS};
+use crate::ratelimit::{Buckets, Rate};
 use crate::signaling::HubHandle;
-use crate::web::api::ratelimit::{Buckets, Rate};
-use crate::web::{bearer_is, error_json, AppState};
+use crate::web::{bearer_is, AppState};
 use signalbox_turn_proto::policy::AddrKey;
 
 /// How long the connection check's credentials open new allocations.

@@ -63,7 +63,7 @@ pub(crate) fn target(data: &[u8], features: &mut Features) -> Result<(), String>
         Ok(ClientMessage::Join {
             room, name, resume, ..
         }) => {
-            if !signalbox::web::is_valid_room(room.as_str()) {
+            if !signalbox::signaling::protocol::is_valid_room(room.as_str()) {
                 return Err(format!("join: room {:?} accepted", room.as_str()));
             }
             if name.is_some_and(|n| n.chars().count() > MAX_NAME_CHARS) {

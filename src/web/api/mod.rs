@@ -12,8 +12,6 @@
 //! exist (404): an unconfigured server is never an open credential mint. CORS headers are sent
 //! only to origins in `[api] cors_origins`, always with `Vary: Origin`.
 
-pub mod ratelimit;
-
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -30,10 +28,10 @@ use serde::Deserialize;
 use serde_json::json;
 use tracing::{debug, info};
 
-use self::ratelimit::{Buckets, Rate};
-use super::error_json;
 use crate::config::ApiConfig;
 use crate::credentials::{unix_now, Issuer, UserPart};
+use crate::http::error_json;
+use crate::ratelimit::{Buckets, Rate};
 use signalbox_turn_proto::policy::AddrKey;
 
 /// Most client networks whose request rate is tracked at once.

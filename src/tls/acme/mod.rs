@@ -279,7 +279,7 @@ impl Task {
         let der = self.certs.leaf_der();
         let until = der
             .as_deref()
-            .and_then(crate::selftest::validity)
+            .and_then(crate::tls::validity::validity)
             .map(|(_, not_after)| not_after);
         let kind = if self.certs.is_real() {
             "the certificate from the CA"
@@ -337,7 +337,7 @@ async fn wait(
 /// `notBefore` and `notAfter` of the first certificate in a PEM file.
 pub fn stored_validity(path: &Path) -> Option<(u64, u64)> {
     let cert = CertificateDer::pem_file_iter(path).ok()?.next()?.ok()?;
-    crate::selftest::validity(cert.as_ref())
+    crate::tls::validity::validity(cert.as_ref())
 }
 
 fn unix_now() -> u64 {

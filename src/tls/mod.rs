@@ -5,8 +5,11 @@
 //! keep theirs. With no files configured, a self-signed certificate for `public_host`,
 //! `localhost` and `127.0.0.1` is generated once into `[tls] generated_dir` and reused (it is
 //! generated anew when the host list changes). With `[tls] acme` the certificate from the CA
-//! (written into the same directory by [`crate::acme`]) is preferred once it exists, and the
+//! (written into the same directory by [`crate::tls::acme`]) is preferred once it exists, and the
 //! resolver also answers the CA's TLS-ALPN-01 validation handshakes.
+
+pub mod acme;
+pub mod validity;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -28,7 +31,7 @@ pub enum CertSource {
     Files { cert: PathBuf, key: PathBuf },
     /// Self-signed, generated into `dir` for `hosts`.
     Generated { dir: PathBuf, hosts: Vec<String> },
-    /// From an ACME CA, stored in `dir` by [`crate::acme`]; until there is one (or when it has
+    /// From an ACME CA, stored in `dir` by [`crate::tls::acme`]; until there is one (or when it has
     /// expired), the self-signed certificate for `hosts`.
     Acme { dir: PathBuf, hosts: Vec<String> },
 }
@@ -51,7 +54,7 @@ pub struct CertStore {
     /// Whether the certificate in service is trusted ([`Loaded::trusted`]); HSTS follows it.
     trusted: Arc<AtomicBool>,
     /// The ACME challenge answers, with `[tls] acme`.
-    acme: Option<Arc<crate::acme::Challenges>>,
+    acme: Option<Arc<crate::tls::acme::Challenges>>,
 }
 
 impl CertStore {
@@ -111,7 +114,7 @@ impl CertStore {
     }
 
     /// The ACME challenge answers, when the certificate comes from an ACME CA.
-    pub fn acme_challenges(&self) -> Option<Arc<crate::acme::Challenges>> {
+    pub fn acme_challenges(&self) -> Option<Arc<crate::tls::acme::Challenges>> {
         self.acme.clone()
     }
 
@@ -205,8 +208,8 @@ fn trusted(mut loaded: Loaded) -> Loaded {
 /// The certificate from the ACME CA, when it is stored, readable and not expired; a broken one
 /// is logged and left for the ACME task to replace.
 fn load_issued(dir: &Path) -> Option<(Arc<CertifiedKey>, Loaded)> {
-    let cert_path = dir.join(crate::acme::order::CERT_FILE);
-    let key_path = dir.join(crate::acme::order::KEY_FILE);
+    let cert_path = dir.join(crate::tls::acme::order::CERT_FILE);
+    let key_path = dir.join(crate::tls::acme::order::KEY_FILE);
     if !cert_path.exists() {
         return None;
     }
@@ -271,7 +274,7 @@ fn lasts_another(path: &Path, margin: std::time::Duration) -> bool {
     let Ok(Some(Ok(cert))) = CertificateDer::pem_file_iter(path).map(|mut i| i.next()) else {
         return false;
     };
-    let Some((_, not_after)) = crate::selftest::validity(cert.as_ref()) else {
+    let Some((_, not_after)) = crate::tls::validity::validity(cert.as_ref()) else {
         return false;
     };
     let now = std::time::SystemTime::now()
@@ -376,7 +379,7 @@ mod tests {
             .next()
             .expect("one certificate")
             .expect("valid PEM");
-        crate::selftest::validity(cert.as_ref())
+        crate::tls::validity::validity(cert.as_ref())
             .expect("validity")
             .1
     }
