@@ -15,6 +15,7 @@
 
 pub mod allocation;
 pub mod auth;
+pub mod client;
 pub mod counters;
 pub mod framing;
 pub mod policy;
