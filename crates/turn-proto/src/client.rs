@@ -616,6 +616,11 @@ impl Client {
         &self.config.credentials
     }
 
+    /// The realm the server announced in its challenge; `None` before the first 401.
+    pub fn realm(&self) -> Option<&str> {
+        self.auth.as_ref().map(|a| a.realm.as_str())
+    }
+
     fn start(&mut self, request: Request) -> RequestId {
         self.next_request += 1;
         let id = RequestId(self.next_request);
@@ -909,6 +914,21 @@ pub fn frame_channel_data(
         out.resize(channel_data::padded_len(data.len()), 0);
     }
     Ok(out.len())
+}
+
+/// The name of a TURN or STUN method as the RFCs write it, for messages ("Allocate refused
+/// with 486 …"); `"request"` for a method this client does not send.
+pub fn method_name(method: Method) -> &'static str {
+    match method {
+        Method::BINDING => "Binding",
+        Method::ALLOCATE => "Allocate",
+        Method::REFRESH => "Refresh",
+        Method::SEND => "Send",
+        Method::DATA => "Data",
+        Method::CREATE_PERMISSION => "CreatePermission",
+        Method::CHANNEL_BIND => "ChannelBind",
+        _ => "request",
+    }
 }
 
 /// Realm, nonce and the long-term key derived from them (RFC 8489 §9.2.2).

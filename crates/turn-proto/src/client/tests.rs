@@ -319,6 +319,7 @@ fn an_allocate_is_challenged_then_signed_with_the_long_term_key() {
     assert_eq!(mapped, Some(addr(ALICE)));
     assert_eq!(lifetime, Duration::from_secs(600));
     assert_eq!(w.parties[a].client.relayed(), Some(relayed));
+    assert_eq!(w.parties[a].client.realm(), Some(REALM));
 
     let sent = &w.parties[a].sent;
     assert_eq!(sent.len(), 2, "an unsigned try, then a signed one");
@@ -368,6 +369,7 @@ fn allocate_carries_the_requested_lifetime_and_address_family() {
         panic!("expected a refusal, got {event:?}");
     };
     assert_eq!((method, error.code()), (Method::ALLOCATE, Some(440)));
+    assert_eq!(method_name(method), "Allocate");
     assert_eq!(w.parties[b].client.relayed(), None);
 }
 
