@@ -1,11 +1,13 @@
 //! TURN over TCP and TLS against the real binary: on the dedicated listeners (`listen_tcp`,
 //! `listen_tls`) and on the HTTPS port (one-port mode), with coturn's `turnutils_uclient` as an
-//! independent client and a raw client written here from RFC 8656 (framing, padding) on top of
-//! the project's STUN codec. Also the stream limits: fragmented and coalesced input, half a
-//! message then silence, the per-IP cap, and the allocation ending with its connection.
+//! independent client and the project's own (turn-proto's sans-IO client over a blocking
+//! stream, frames split by the codec's RFC 8656 §12.5 rules). Also the stream limits:
+//! fragmented and coalesced input, half a message then silence, the per-IP cap, and the
+//! allocation ending with its connection.
 
 mod common;
 mod coturn;
+mod turn_raw;
 mod ws_client;
 
 use std::io::{Read, Write};
@@ -16,7 +18,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use base64::Engine as _;
 use common::Server;
 use rustls::pki_types::pem::PemObject as _;
-use signalbox_stun::{attr, Class, MessageRef, MessageWriter, Method, TransactionId};
+use signalbox_stun::{attr, Class, MessageRef, Method};
+use signalbox_turn_proto::client::{self as turn, PeerData, Received};
+use turn_raw::random_seed;
 
 const SECRET: &str = "stream-secret";
 const REALM: &str = "streams.test";
@@ -42,7 +46,7 @@ fn rest_credentials(user: &str) -> (String, String) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// A raw TURN client over a byte stream.
+// The project's TURN client over a byte stream.
 
 trait Io: Read + Write + Send {}
 impl<T: Read + Write + Send> Io for T {}
@@ -77,23 +81,18 @@ struct Client {
     io: Box<dyn Io>,
     tcp: TcpStream,
     rx: Vec<u8>,
-    username: String,
-    key: [u8; 16],
-    nonce: Vec<u8>,
-    tid: u32,
+    turn: turn::Client,
+    out: Vec<u8>,
 }
 
-/// One decoded STUN answer.
+/// The outcome of one request.
 struct Reply {
     class: Class,
     code: Option<u16>,
-    bytes: Vec<u8>,
-}
-
-impl Reply {
-    fn msg(&self) -> MessageRef<'_> {
-        MessageRef::parse(&self.bytes).expect("answers parse")
-    }
+    /// XOR-RELAYED-ADDRESS of an Allocate success.
+    relayed: Option<SocketAddr>,
+    /// XOR-MAPPED-ADDRESS of a Binding success.
+    mapped: Option<SocketAddr>,
 }
 
 impl Client {
@@ -119,18 +118,14 @@ impl Client {
             }
         };
         let (username, password) = rest_credentials(user);
-        let key: [u8; 16] = {
-            use md5::{Digest, Md5};
-            Md5::digest(format!("{username}:{REALM}:{password}").as_bytes()).into()
-        };
+        let credentials = turn::Credentials::new(&username, &password).expect("username");
+        let config = turn::Config::new(credentials, turn::Transport::Stream, random_seed());
         Client {
             io,
             tcp,
             rx: Vec::new(),
-            username,
-            key,
-            nonce: Vec::new(),
-            tid: 0,
+            turn: turn::Client::new(config),
+            out: Vec::new(),
         }
     }
 
@@ -139,23 +134,16 @@ impl Client {
         self.io.flush().expect("flush");
     }
 
-    /// The next whole frame, split by the RFC 8656 §12.5 rules (ChannelData padded to 4);
-    /// `None` when the server closed the connection or nothing came within the read timeout.
+    /// The next whole frame, split by the codec's RFC 8656 §12.5 rules (ChannelData padded to
+    /// 4); `None` when the server closed the connection or nothing came within the read timeout.
     fn frame(&mut self) -> Option<Vec<u8>> {
         loop {
-            if self.rx.len() >= 4 {
-                let len = usize::from(u16::from_be_bytes([self.rx[2], self.rx[3]]));
-                let total = match self.rx[0] >> 6 {
-                    0 => 20 + len,
-                    1 => 4 + len.div_ceil(4) * 4,
-                    _ => panic!(
-                        "the server sent neither STUN nor ChannelData: {:?}",
-                        self.rx
-                    ),
-                };
-                if self.rx.len() >= total {
-                    return Some(self.rx.drain(..total).collect());
+            match signalbox_stun::frame_len(&self.rx) {
+                Ok(Some(total)) if self.rx.len() >= total => {
+                    return Some(self.rx.drain(..total).collect())
                 }
+                Ok(_) => {}
+                Err(e) => panic!("the server sent neither STUN nor ChannelData: {e}"),
             }
             let mut buf = [0u8; 4096];
             match self.io.read(&mut buf) {
@@ -165,95 +153,102 @@ impl Client {
         }
     }
 
-    fn request(
-        &mut self,
-        method: Method,
-        signed: bool,
-        attrs: &dyn Fn(&mut MessageWriter<'_>),
-    ) -> Vec<u8> {
-        self.tid += 1;
-        let mut tid = [0u8; 12];
-        tid[..4].copy_from_slice(&self.tid.to_be_bytes());
-        let mut buf = Vec::new();
-        let mut w = MessageWriter::new(&mut buf, method, Class::Request, TransactionId(tid));
-        attrs(&mut w);
-        if signed {
-            w.attr(attr::USERNAME, self.username.as_bytes())
-                .attr(attr::REALM, REALM.as_bytes())
-                .attr(attr::NONCE, &self.nonce)
-                .integrity(&self.key);
-        }
-        w.fingerprint();
-        w.finish();
-        buf
+    /// A Binding request as the client writes it, for tests that cut or batch the bytes.
+    fn binding_request(&mut self) -> Vec<u8> {
+        self.turn.binding();
+        self.turn
+            .poll_transmit(Instant::now())
+            .expect("a new request is due")
+            .to_vec()
     }
 
-    /// Sends a request and returns the answer with its transaction id, skipping indications.
-    fn call(
-        &mut self,
-        method: Method,
-        signed: bool,
-        attrs: &dyn Fn(&mut MessageWriter<'_>),
-    ) -> Reply {
-        let req = self.request(method, signed, attrs);
-        let tid = MessageRef::parse(&req)
-            .expect("own request")
-            .transaction_id();
-        self.write(&req);
+    /// Writes what the client has due and reads frames until `request` ends; frames that
+    /// are not its answer (peer data, answers to requests written by hand) are passed over.
+    fn call(&mut self, request: turn::RequestId) -> Reply {
         loop {
+            while let Some(bytes) = self.turn.poll_transmit(Instant::now()) {
+                let bytes = bytes.to_vec();
+                self.write(&bytes);
+            }
+            while let Some(event) = self.turn.poll_event() {
+                if event.request() != request {
+                    continue;
+                }
+                let success = |relayed, mapped| Reply {
+                    class: Class::Success,
+                    code: None,
+                    relayed,
+                    mapped,
+                };
+                return match event {
+                    turn::Event::Failed { error, .. } => Reply {
+                        class: Class::Error,
+                        code: Some(error.code().unwrap_or_else(|| panic!("{error}"))),
+                        relayed: None,
+                        mapped: None,
+                    },
+                    turn::Event::Allocated { relayed, .. } => success(Some(relayed), None),
+                    turn::Event::Mapped { mapped, .. } => success(None, Some(mapped)),
+                    _ => success(None, None),
+                };
+            }
             let frame = self
                 .frame()
                 .expect("an answer before the connection closes");
-            let Ok(msg) = MessageRef::parse(&frame) else {
-                continue;
-            };
-            if msg.transaction_id() != tid {
-                continue;
-            }
-            if let Some(nonce) = msg.get(attr::NONCE) {
-                self.nonce = nonce.to_vec();
-            }
-            let code = msg.error_code().and_then(Result::ok).map(|(c, _)| c);
-            return Reply {
-                class: msg.class(),
-                code,
-                bytes: frame,
-            };
+            let _ = self.turn.handle_input(&frame);
         }
-    }
-
-    fn authed(&mut self, method: Method, attrs: &dyn Fn(&mut MessageWriter<'_>)) -> Reply {
-        if self.nonce.is_empty() {
-            let challenge = self.call(Method::ALLOCATE, false, &udp);
-            assert_eq!(
-                challenge.code,
-                Some(401),
-                "unauthenticated Allocate is challenged"
-            );
-        }
-        self.call(method, true, attrs)
     }
 
     fn binding(&mut self) -> SocketAddr {
-        let r = self.call(Method::BINDING, false, &|_| {});
+        let request = self.turn.binding();
+        let r = self.call(request);
         assert_eq!(r.class, Class::Success);
-        r.msg()
-            .xor_address(attr::XOR_MAPPED_ADDRESS)
-            .expect("XOR-MAPPED-ADDRESS")
-            .expect("valid address")
+        r.mapped.expect("XOR-MAPPED-ADDRESS")
     }
 
     fn allocate(&mut self) -> Reply {
-        self.authed(Method::ALLOCATE, &udp)
+        let request = self.turn.allocate(turn::AllocateOptions::default());
+        let reply = self.call(request);
+        assert!(
+            self.turn.realm().is_some(),
+            "unauthenticated Allocate is challenged (401 with REALM and NONCE)"
+        );
+        reply
+    }
+
+    fn permission(&mut self, peer: SocketAddr) -> Reply {
+        let request = self.turn.create_permission(&[peer]).expect("one peer");
+        self.call(request)
+    }
+
+    fn channel_bind(&mut self, channel: u16, peer: SocketAddr) -> Reply {
+        let channel = turn::ChannelNumber::new(channel).expect("a channel number");
+        let request = self.turn.channel_bind(channel, peer);
+        self.call(request)
+    }
+
+    fn send_indication(&mut self, peer: SocketAddr, data: &[u8]) {
+        self.turn
+            .send_indication(peer, data, &mut self.out)
+            .expect("fits one message");
+        let bytes = std::mem::take(&mut self.out);
+        self.write(&bytes);
+        self.out = bytes;
+    }
+
+    /// ChannelData on the channel bound to `peer`, padded for the stream by the client.
+    fn channel_data(&mut self, peer: SocketAddr, data: &[u8]) -> Vec<u8> {
+        self.turn
+            .channel_data(peer, data, &mut self.out)
+            .expect("a bound channel");
+        let bytes = self.out.clone();
+        self.write(&bytes);
+        bytes
     }
 
     fn local(&self) -> SocketAddr {
         self.tcp.local_addr().expect("local address")
     }
-}
-
-fn udp(w: &mut MessageWriter<'_>) {
-    w.attr(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0]);
 }
 
 /// A UDP peer on loopback.
@@ -280,30 +275,14 @@ fn full_exchange(c: &mut Client) {
     );
     let r = c.allocate();
     assert_eq!(r.class, Class::Success, "Allocate: {:?}", r.code);
-    let relayed = r
-        .msg()
-        .xor_address(attr::XOR_RELAYED_ADDRESS)
-        .expect("XOR-RELAYED-ADDRESS")
-        .expect("valid");
+    let relayed = r.relayed.expect("XOR-RELAYED-ADDRESS");
     let p = peer();
     let peer_addr = p.local_addr().expect("peer address");
-    let r = c.authed(Method::CREATE_PERMISSION, &|w| {
-        w.xor_address(attr::XOR_PEER_ADDRESS, peer_addr);
-    });
+    let r = c.permission(peer_addr);
     assert_eq!(r.class, Class::Success, "CreatePermission: {:?}", r.code);
 
     // Send indication out, Data indication back.
-    let mut send = Vec::new();
-    let mut w = MessageWriter::new(
-        &mut send,
-        Method::SEND,
-        Class::Indication,
-        TransactionId([5; 12]),
-    );
-    w.xor_address(attr::XOR_PEER_ADDRESS, peer_addr)
-        .attr(attr::DATA, b"hello peer");
-    w.finish();
-    c.write(&send);
+    c.send_indication(peer_addr, b"hello peer");
     let (data, from) = recv(&p);
     assert_eq!(data, b"hello peer");
     assert_eq!(from, relayed);
@@ -315,19 +294,22 @@ fn full_exchange(c: &mut Client) {
         (Method::DATA, Class::Indication)
     );
     assert_eq!(msg.get(attr::DATA), Some(&b"hello client"[..]));
+    assert_eq!(
+        c.turn.handle_input(&frame),
+        Ok(Received::Data(PeerData {
+            peer: peer_addr,
+            channel: None,
+            data: b"hello client"
+        }))
+    );
 
     // Channel 0x4000 both ways, with odd payload lengths so padding shows.
-    let r = c.authed(Method::CHANNEL_BIND, &|w| {
-        w.xor_address(attr::XOR_PEER_ADDRESS, peer_addr)
-            .attr(attr::CHANNEL_NUMBER, &[0x40, 0x00, 0, 0]);
-    });
+    let r = c.channel_bind(0x4000, peer_addr);
     assert_eq!(r.class, Class::Success, "ChannelBind: {:?}", r.code);
     for round in 0..20u8 {
         let payload: Vec<u8> = (0..(5 + round as usize)).map(|i| i as u8 ^ round).collect();
-        let mut cd = vec![0x40, 0x00, 0, payload.len() as u8];
-        cd.extend_from_slice(&payload);
-        cd.resize(cd.len().div_ceil(4) * 4, 0);
-        c.write(&cd);
+        let cd = c.channel_data(peer_addr, &payload);
+        assert_eq!(cd.len() % 4, 0, "the client pads ChannelData on streams");
         let (data, from) = recv(&p);
         assert_eq!(
             data, payload,
@@ -343,6 +325,15 @@ fn full_exchange(c: &mut Client) {
             "ChannelData is padded to 4 bytes on streams"
         );
         assert_eq!(&frame[4..4 + payload.len()], &payload[..]);
+        let channel = turn::ChannelNumber::new(0x4000);
+        assert_eq!(
+            c.turn.handle_input(&frame),
+            Ok(Received::Data(PeerData {
+                peer: peer_addr,
+                channel,
+                data: &payload
+            }))
+        );
     }
 }
 
@@ -376,7 +367,7 @@ fn a_rust_client_does_the_same_over_tcp_and_tls_on_the_https_port() {
 fn one_port_mode_off_leaves_the_https_port_to_https() {
     let server = start("one_port = false\n");
     let mut c = Client::connect(&server, server.addr("https"), Over::Tcp, "dave");
-    let req = c.request(Method::BINDING, false, &|_| {});
+    let req = c.binding_request();
     c.write(&req);
     assert!(c.frame().is_none(), "no STUN answer on the HTTPS port");
 }
@@ -448,7 +439,7 @@ fn a_message_written_one_byte_at_a_time_is_answered_once() {
         (server.addr("https"), Over::Tcp),
     ] {
         let mut c = Client::connect(&server, addr, over, "frank");
-        let req = c.request(Method::BINDING, false, &|_| {});
+        let req = c.binding_request();
         for b in &req {
             c.write(std::slice::from_ref(b));
             std::thread::sleep(Duration::from_millis(2));
@@ -475,7 +466,7 @@ fn several_messages_in_one_write_get_one_answer_each_in_order() {
         let mut all = Vec::new();
         let mut tids = Vec::new();
         for _ in 0..5 {
-            let req = c.request(Method::BINDING, false, &|_| {});
+            let req = c.binding_request();
             tids.push(MessageRef::parse(&req).expect("own").transaction_id());
             all.extend_from_slice(&req);
             // ChannelData on a channel nobody bound: dropped, but framed past.
@@ -497,7 +488,7 @@ fn half_a_message_then_silence_is_dropped_on_the_idle_timeout_while_a_talking_cl
     let mut quiet = Client::connect(&server, server.addr("turn-tcp"), Over::Tcp, "hal");
     let mut talking = Client::connect(&server, server.addr("turn-tls"), Over::Tls(false), "ida");
     quiet.binding();
-    let req = quiet.request(Method::BINDING, false, &|_| {});
+    let req = quiet.binding_request();
     quiet.write(&req[..10]);
     let sent = Instant::now();
     // The talking client keeps sending whole messages past the timeout and is answered.
@@ -544,7 +535,7 @@ fn the_connection_cap_per_source_ip_closes_one_more_until_one_goes() {
     a.binding();
     b.binding();
     let mut c = Client::connect(&server, tcp, Over::Tcp, "jo");
-    let req = c.request(Method::BINDING, false, &|_| {});
+    let req = c.binding_request();
     let _ = c.io.write_all(&req);
     assert!(
         c.frame().is_none(),
@@ -555,7 +546,7 @@ fn the_connection_cap_per_source_ip_closes_one_more_until_one_goes() {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let mut d = Client::connect(&server, tcp, Over::Tcp, "jo");
-        let req = d.request(Method::BINDING, false, &|_| {});
+        let req = d.binding_request();
         let _ = d.io.write_all(&req);
         if d.frame().is_some() {
             break;
