@@ -10,7 +10,7 @@ use super::*;
 use crate::allocation::{
     AllocId, AllocationTable, FiveTuple, Limits, Millis, Quotas, Transport as Link,
 };
-use crate::auth::{rest_password, NonceKey, RateLimiter, Secrets};
+use crate::auth::{rest_password, NonceKey, RateLimiter, Secrets, MAX_USERNAME_LEN};
 use crate::policy::PeerPolicy;
 use crate::ports::PortRange;
 use crate::server::{
