@@ -3,10 +3,10 @@
 //! Operators lose hours to "STUN works but TURN doesn't": a relay address that is not this
 //! host's, an expired certificate, a relay that cannot reach itself. These checks run against
 //! the live server from the inside and say in one line each what is wrong. The TURN check is a
-//! real client: it authenticates two allocations on the server's own UDP listener over
-//! loopback with a freshly minted REST credential, lets one send to the other's relayed
-//! address (the relay-to-relay path a browser call uses), and deletes both. It sends traffic
-//! only to this host.
+//! real client (the sans-IO one of `signalbox_turn_proto::client` over a blocking socket): it
+//! authenticates two allocations on the server's own UDP listener over loopback with a freshly
+//! minted REST credential, lets one send to the other's relayed address (the relay-to-relay
+//! path a browser call uses), and deletes both. It sends traffic only to this host.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::sync::Arc;
@@ -14,8 +14,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use signalbox_stun::{attr, Class, MessageRef, MessageWriter, Method, TransactionId};
-use signalbox_turn_proto::auth::{self, Secrets};
+use ring::rand::{SecureRandom, SystemRandom};
+use signalbox_turn_proto::auth::Secrets;
+use signalbox_turn_proto::client::{
+    self as turn, AllocateOptions, Event, PeerData, Received, RequestId,
+};
 
 /// One check's outcome.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -140,148 +143,171 @@ fn turn_relay(listener: SocketAddr, secrets: &Secrets, realm: &str, sep: char) -
     }
 }
 
-/// A minimal blocking TURN client for the self-test.
+/// How long one request, or the relayed packet, may take.
+const ANSWER_WITHIN: Duration = Duration::from_secs(2);
+
+/// One self-test client: a loopback UDP socket and the TURN client that speaks through it.
 struct Client {
     socket: UdpSocket,
     server: SocketAddr,
-    username: String,
-    key: [u8; 16],
-    realm: String,
-    nonce: Vec<u8>,
-    buf: Vec<u8>,
-    seq: u32,
+    turn: turn::Client,
+    out: Vec<u8>,
+    /// Why the last message from the server could not be used, for a time-out's message.
+    last_unusable: Option<turn::InputError>,
 }
 
 impl Client {
-    fn new(server: SocketAddr, secrets: &Secrets, realm: &str, sep: char) -> Result<Self, String> {
+    fn new(server: SocketAddr, secrets: &Secrets, sep: char) -> Result<Self, String> {
         let bind: SocketAddr = if server.is_ipv4() {
             (Ipv4Addr::LOCALHOST, 0).into()
         } else {
             (Ipv6Addr::LOCALHOST, 0).into()
         };
         let socket = UdpSocket::bind(bind).map_err(|e| format!("cannot open a socket: {e}"))?;
-        socket
-            .set_read_timeout(Some(Duration::from_millis(700)))
-            .map_err(|e| e.to_string())?;
         let username = format!("{}{sep}signalbox-selftest", unix_now() + 300);
         let password = secrets.mint(&username);
-        let key = auth::long_term_key(&username, realm, &password);
+        let credentials =
+            turn::Credentials::new(&username, &password).map_err(|e| e.to_string())?;
+        let mut seed = [0u8; 32];
+        SystemRandom::new()
+            .fill(&mut seed)
+            .map_err(|_| "no randomness for transaction ids".to_owned())?;
+        // Three sends within the 2 s a request may take (the RFC's defaults wait 39.5 s).
+        let config = turn::Config::new(credentials, turn::Transport::Udp, seed)
+            .with_retransmission(Duration::from_millis(250), 3, 4);
         Ok(Self {
             socket,
             server,
-            username,
-            key,
-            realm: realm.to_owned(),
-            nonce: Vec::new(),
-            buf: Vec::with_capacity(1500),
-            seq: 0,
+            turn: turn::Client::new(config),
+            out: Vec::with_capacity(1500),
+            last_unusable: None,
         })
     }
 
-    fn tid(&mut self) -> TransactionId {
-        self.seq += 1;
-        let mut id = [0u8; 12];
-        id[..4].copy_from_slice(b"self");
-        id[4..8].copy_from_slice(&self.seq.to_be_bytes());
-        id[8..].copy_from_slice(&std::process::id().to_be_bytes());
-        TransactionId(id)
-    }
-
-    /// Sends a request (authenticated once a nonce is known) and returns the response bytes;
-    /// a 401/438 answer is retried once with the new nonce.
-    fn request(
-        &mut self,
-        method: Method,
-        build: &dyn Fn(&mut MessageWriter<'_>),
-    ) -> Result<Vec<u8>, String> {
-        for _ in 0..3 {
-            let tid = self.tid();
-            let mut out = std::mem::take(&mut self.buf);
-            {
-                let mut w = MessageWriter::new(&mut out, method, Class::Request, tid);
-                build(&mut w);
-                if !self.nonce.is_empty() {
-                    w.attr(attr::USERNAME, self.username.as_bytes())
-                        .attr(attr::REALM, self.realm.as_bytes())
-                        .attr(attr::NONCE, &self.nonce)
-                        .integrity(&self.key);
-                }
-                w.fingerprint();
-                w.finish();
-            }
-            let sent = self.socket.send_to(&out, self.server);
-            self.buf = out;
-            sent.map_err(|e| format!("cannot send to {}: {e}", self.server))?;
-            let resp = self.receive(|m| m.transaction_id() == tid)?;
-            let msg = MessageRef::parse(&resp).map_err(|e| format!("bad response: {e:?}"))?;
-            match msg.class() {
-                Class::Success => return Ok(resp),
-                Class::Error => {
-                    let (code, reason) = msg
-                        .error_code()
-                        .and_then(Result::ok)
-                        .map(|(c, r)| (c, r.to_owned()))
-                        .unwrap_or((0, String::new()));
-                    if matches!(code, 401 | 438) {
-                        if let Some(nonce) = msg.get(attr::NONCE) {
-                            let fresh = nonce.to_vec() != self.nonce;
-                            self.nonce = nonce.to_vec();
-                            if fresh || code == 438 {
-                                continue;
-                            }
-                        }
+    /// Drives the client until `request` ends: its event on success, the reason otherwise.
+    fn finish(&mut self, request: RequestId) -> Result<Event, String> {
+        let deadline = Instant::now() + ANSWER_WITHIN;
+        loop {
+            let now = Instant::now();
+            self.transmit(now)?;
+            self.turn.handle_timeout(now);
+            while let Some(event) = self.turn.poll_event() {
+                match event {
+                    Event::Failed { method, error, .. } if event.request() == request => {
+                        return Err(format!("{}: {error}", turn::method_name(method)));
                     }
-                    return Err(format!("{method:?} answered {code} {reason}"));
+                    _ if event.request() == request => return Ok(event),
+                    _ => {}
                 }
-                _ => return Err("unexpected response class".into()),
+            }
+            if now >= deadline {
+                return Err(self.timed_out());
+            }
+            let wake = self
+                .turn
+                .poll_timeout()
+                .map_or(deadline, |t| t.min(deadline));
+            let mut buf = [0u8; 1500];
+            if let Some(n) = self.receive(&mut buf, wake)? {
+                if let Err(e) = self.turn.handle_input(&buf[..n]) {
+                    self.last_unusable = Some(e);
+                }
             }
         }
-        Err(format!("{method:?} kept asking for authentication"))
     }
 
-    /// Receives until `want` matches a STUN message from the server, or times out.
-    fn receive(&self, want: impl Fn(&MessageRef<'_>) -> bool) -> Result<Vec<u8>, String> {
-        let deadline = Instant::now() + Duration::from_secs(2);
+    /// Waits up to 2 s for a relayed packet that `want` accepts.
+    fn receive_data(&mut self, want: impl Fn(&PeerData<'_>) -> bool) -> Result<(), String> {
+        let deadline = Instant::now() + ANSWER_WITHIN;
         let mut buf = [0u8; 1500];
         while Instant::now() < deadline {
-            let (n, from) = match self.socket.recv_from(&mut buf) {
-                Ok(x) => x,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    continue
-                }
-                Err(e) => return Err(format!("receive failed: {e}")),
-            };
-            if from != self.server {
+            let Some(n) = self.receive(&mut buf, deadline)? else {
                 continue;
-            }
-            if let Ok(m) = MessageRef::parse(&buf[..n]) {
-                if want(&m) {
-                    return Ok(buf[..n].to_vec());
-                }
+            };
+            match self.turn.handle_input(&buf[..n]) {
+                Ok(Received::Data(data)) if want(&data) => return Ok(()),
+                Ok(_) => {}
+                Err(e) => self.last_unusable = Some(e),
             }
         }
-        Err("no answer within 2 s".into())
+        Err(self.timed_out())
     }
 
-    fn allocate(&mut self) -> Result<SocketAddr, String> {
-        let resp = self.request(Method::ALLOCATE, &|w| {
-            w.attr(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0]);
-        })?;
-        let msg = MessageRef::parse(&resp).map_err(|e| format!("{e:?}"))?;
-        msg.xor_address(attr::XOR_RELAYED_ADDRESS)
-            .and_then(Result::ok)
-            .ok_or_else(|| "Allocate success without XOR-RELAYED-ADDRESS".into())
+    /// Sends what the client has due.
+    fn transmit(&mut self, now: Instant) -> Result<(), String> {
+        while let Some(bytes) = self.turn.poll_transmit(now) {
+            self.socket
+                .send_to(bytes, self.server)
+                .map_err(|e| format!("cannot send to {}: {e}", self.server))?;
+        }
+        Ok(())
+    }
+
+    /// One datagram from the server into `buf`, or `None` when `until` passed first.
+    fn receive(&mut self, buf: &mut [u8], until: Instant) -> Result<Option<usize>, String> {
+        let wait = until
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(1));
+        self.socket
+            .set_read_timeout(Some(wait))
+            .map_err(|e| e.to_string())?;
+        match self.socket.recv_from(buf) {
+            Ok((n, from)) if from == self.server => Ok(Some(n)),
+            Ok(_) => Ok(None),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(format!("receive failed: {e}")),
+        }
+    }
+
+    fn timed_out(&self) -> String {
+        match &self.last_unusable {
+            Some(e) => format!("no answer within 2 s (an unusable one: {e})"),
+            None => "no answer within 2 s".into(),
+        }
+    }
+
+    /// Allocates; checks that the server announced the configured realm.
+    fn allocate(&mut self, realm: &str) -> Result<SocketAddr, String> {
+        let request = self.turn.allocate(AllocateOptions::default());
+        let Event::Allocated { relayed, .. } = self.finish(request)? else {
+            return Err("Allocate ended without an allocation".into());
+        };
+        match self.turn.realm() {
+            Some(announced) if announced != realm => Err(format!(
+                "the server announced realm `{announced}`, not the configured `{realm}`"
+            )),
+            _ => Ok(relayed),
+        }
+    }
+
+    fn permit(&mut self, peer: SocketAddr) -> Result<(), String> {
+        let request = self
+            .turn
+            .create_permission(&[peer])
+            .map_err(|e| e.to_string())?;
+        self.finish(request).map(|_| ())
+    }
+
+    fn send(&mut self, peer: SocketAddr, payload: &[u8]) -> Result<(), String> {
+        self.turn
+            .send_indication(peer, payload, &mut self.out)
+            .map_err(|e| e.to_string())?;
+        self.socket
+            .send_to(&self.out, self.server)
+            .map(|_| ())
+            .map_err(|e| format!("cannot send: {e}"))
     }
 
     fn delete(&mut self) {
-        let _ = self.request(Method::REFRESH, &|w| {
-            w.u32(attr::LIFETIME, 0);
-        });
+        let request = self.turn.refresh(Duration::ZERO);
+        let _ = self.finish(request);
     }
 }
 
@@ -291,10 +317,10 @@ fn relay_round_trip(
     realm: &str,
     sep: char,
 ) -> Result<(SocketAddr, SocketAddr), String> {
-    let mut a = Client::new(server, secrets, realm, sep)?;
-    let mut b = Client::new(server, secrets, realm, sep)?;
-    let relay_a = a.allocate()?;
-    let relay_b = match b.allocate() {
+    let mut a = Client::new(server, secrets, sep)?;
+    let mut b = Client::new(server, secrets, sep)?;
+    let relay_a = a.allocate(realm)?;
+    let relay_b = match b.allocate(realm) {
         Ok(r) => r,
         Err(e) => {
             a.delete();
@@ -302,28 +328,12 @@ fn relay_round_trip(
         }
     };
     let result = (|| {
-        b.request(Method::CREATE_PERMISSION, &|w| {
-            w.xor_address(attr::XOR_PEER_ADDRESS, relay_a);
-        })?;
-        a.request(Method::CREATE_PERMISSION, &|w| {
-            w.xor_address(attr::XOR_PEER_ADDRESS, relay_b);
-        })?;
+        b.permit(relay_a)?;
+        a.permit(relay_b)?;
         let payload = b"signalbox self-test";
-        let mut out = Vec::new();
-        let tid = a.tid();
-        let mut w = MessageWriter::new(&mut out, Method::SEND, Class::Indication, tid);
-        w.xor_address(attr::XOR_PEER_ADDRESS, relay_b)
-            .attr(attr::DATA, payload);
-        w.finish();
-        a.socket
-            .send_to(&out, server)
-            .map_err(|e| format!("cannot send: {e}"))?;
-        b.receive(|m| {
-            m.method() == Method::DATA
-                && m.class() == Class::Indication
-                && m.get(attr::DATA) == Some(&payload[..])
-        })
-        .map_err(|e| format!("the relayed packet did not arrive ({e})"))?;
+        a.send(relay_b, payload)?;
+        b.receive_data(|d| d.data == payload)
+            .map_err(|e| format!("the relayed packet did not arrive ({e})"))?;
         Ok((relay_a, relay_b))
     })();
     a.delete();
@@ -446,6 +456,23 @@ mod tests {
         assert_eq!(checks[0].status, "ok");
         assert_eq!(checks[1].status, "warn");
         assert!(checks[1].message.contains("198.51.100.7"));
+    }
+
+    #[test]
+    fn a_turn_listener_that_never_answers_fails_the_check_within_its_time() {
+        let silent = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let secrets = Secrets::new(vec![b"secret".to_vec()]).expect("a secret");
+        let started = Instant::now();
+        let check = turn_relay(silent.local_addr().expect("addr"), &secrets, "realm", ':');
+        assert_eq!(check.status, "fail");
+        assert!(
+            check
+                .message
+                .contains("Allocate: no answer after 3 transmission(s)"),
+            "{}",
+            check.message
+        );
+        assert!(started.elapsed() < Duration::from_secs(3));
     }
 
     #[test]

@@ -1,9 +1,11 @@
-//! TURN over UDP against the real binary, with three independent clients: the `turn` crate,
-//! Debian's coturn tools (`turnutils_stunclient`, `turnutils_uclient`, `turnutils_peer`), and a
-//! raw client built from the codec for the refusals the other two cannot provoke.
+//! TURN over UDP against the real binary, with three clients: the `turn` crate and Debian's
+//! coturn tools (`turnutils_stunclient`, `turnutils_uclient`, `turnutils_peer`) as independent
+//! implementations, and the project's own (turn-proto's sans-IO client, `turn_raw`) for the
+//! refusals the other two cannot provoke.
 
 mod common;
 mod coturn;
+mod turn_raw;
 
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
@@ -11,7 +13,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use common::Server;
-use signalbox_stun::{attr, Class, MessageRef, MessageWriter, Method, TransactionId};
+use signalbox_stun::Class;
+use turn_raw::TurnClient;
 
 const SECRET: &str = "integration-secret";
 const REALM: &str = "turn.test";
@@ -45,11 +48,6 @@ fn rest_credentials(user: &str, valid_for: i64, secret: &str) -> (String, String
     let tag = ring::hmac::sign(&key, username.as_bytes());
     let password = base64::engine::general_purpose::STANDARD.encode(tag.as_ref());
     (username, password)
-}
-
-fn long_term_key(username: &str, password: &str) -> [u8; 16] {
-    use md5::{Digest, Md5};
-    Md5::digest(format!("{username}:{REALM}:{password}").as_bytes()).into()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -221,123 +219,31 @@ fn coturn_uclient_with_the_wrong_secret_gets_no_allocation() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// A raw client for the refusals.
+// The project's own client, for the refusals.
 
-struct Raw {
-    sock: UdpSocket,
+/// The project's own client with REST credentials for `user`, valid for `valid_for` seconds
+/// (negative: already expired), minted with `secret`.
+fn raw(server: SocketAddr, user: &str, valid_for: i64, secret: &str) -> TurnClient {
+    let (username, password) = rest_credentials(user, valid_for, secret);
+    TurnClient::new(server, &username, &password)
+}
+
+/// [`raw`] from the local address `bind`.
+fn raw_bound(
+    bind: &str,
     server: SocketAddr,
-    username: String,
-    key: [u8; 16],
-    nonce: Vec<u8>,
-    tid: u8,
-}
-
-struct Reply {
-    class: Class,
-    code: Option<u16>,
-    bytes: Vec<u8>,
-}
-
-impl Raw {
-    fn new(server: SocketAddr, user: &str, valid_for: i64, secret: &str) -> Raw {
-        Raw::bound("127.0.0.1:0", server, user, valid_for, secret)
-    }
-
-    /// A client on the local address `bind` (any of 127.0.0.0/8 is a different source).
-    fn bound(bind: &str, server: SocketAddr, user: &str, valid_for: i64, secret: &str) -> Raw {
-        let sock = UdpSocket::bind(bind).expect("bind");
-        sock.set_read_timeout(Some(Duration::from_secs(3)))
-            .expect("timeout");
-        let (username, password) = rest_credentials(user, valid_for, secret);
-        let key = long_term_key(&username, &password);
-        Raw {
-            sock,
-            server,
-            username,
-            key,
-            nonce: Vec::new(),
-            tid: 0,
-        }
-    }
-
-    fn call(
-        &mut self,
-        method: Method,
-        signed: bool,
-        attrs: &dyn Fn(&mut MessageWriter<'_>),
-    ) -> Reply {
-        self.tid = self.tid.wrapping_add(1);
-        let mut buf = Vec::new();
-        let mut w = MessageWriter::new(
-            &mut buf,
-            method,
-            Class::Request,
-            TransactionId([self.tid; 12]),
-        );
-        attrs(&mut w);
-        if signed {
-            w.attr(attr::USERNAME, self.username.as_bytes())
-                .attr(attr::REALM, REALM.as_bytes())
-                .attr(attr::NONCE, &self.nonce)
-                .integrity(&self.key);
-        }
-        w.fingerprint();
-        w.finish();
-        self.sock.send_to(&buf, self.server).expect("send");
-        let mut rx = [0u8; 1500];
-        let (n, _) = self.sock.recv_from(&mut rx).expect("an answer");
-        let msg = MessageRef::parse(&rx[..n]).expect("answer parses");
-        Reply {
-            class: msg.class(),
-            code: msg.error_code().and_then(Result::ok).map(|(c, _)| c),
-            bytes: rx[..n].to_vec(),
-        }
-    }
-
-    /// Gets a nonce from a 401, then sends `method` signed.
-    fn authed(&mut self, method: Method, attrs: &dyn Fn(&mut MessageWriter<'_>)) -> Reply {
-        if self.nonce.is_empty() {
-            let challenge = self.call(Method::ALLOCATE, false, &udp);
-            assert_eq!(challenge.code, Some(401));
-            let msg = MessageRef::parse(&challenge.bytes).expect("parses");
-            self.nonce = msg.get(attr::NONCE).expect("NONCE").to_vec();
-        }
-        self.call(method, true, attrs)
-    }
-
-    fn allocate(&mut self) -> Reply {
-        self.authed(Method::ALLOCATE, &udp)
-    }
-
-    fn permission(&mut self, peer: SocketAddr) -> Reply {
-        self.authed(Method::CREATE_PERMISSION, &|w| {
-            w.xor_address(attr::XOR_PEER_ADDRESS, peer);
-        })
-    }
-
-    fn send_indication(&self, peer: SocketAddr, data: &[u8]) {
-        let mut buf = Vec::new();
-        let mut w = MessageWriter::new(
-            &mut buf,
-            Method::SEND,
-            Class::Indication,
-            TransactionId([99; 12]),
-        );
-        w.xor_address(attr::XOR_PEER_ADDRESS, peer)
-            .attr(attr::DATA, data);
-        w.finish();
-        self.sock.send_to(&buf, self.server).expect("send");
-    }
-}
-
-fn udp(w: &mut MessageWriter<'_>) {
-    w.attr(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0]);
+    user: &str,
+    valid_for: i64,
+    secret: &str,
+) -> TurnClient {
+    let (username, password) = rest_credentials(user, valid_for, secret);
+    TurnClient::bound(bind, server, &username, &password)
 }
 
 #[test]
 fn forbidden_peers_are_refused_with_403_and_nothing_is_sent() {
     let server = start("");
-    let mut c = Raw::new(server.addr("turn-udp"), "alice", 3600, SECRET);
+    let mut c = raw(server.addr("turn-udp"), "alice", 3600, SECRET);
     assert_eq!(c.allocate().class, Class::Success);
     let target = UdpSocket::bind("127.0.0.1:0").expect("bind target");
     target
@@ -367,9 +273,9 @@ fn forbidden_peers_are_refused_with_403_and_nothing_is_sent() {
 #[test]
 fn wrong_and_expired_credentials_get_401_and_no_relay() {
     let server = start_loopback("");
-    let mut wrong = Raw::new(server.addr("turn-udp"), "alice", 3600, "not-the-secret");
+    let mut wrong = raw(server.addr("turn-udp"), "alice", 3600, "not-the-secret");
     assert_eq!(wrong.allocate().code, Some(401));
-    let mut expired = Raw::new(server.addr("turn-udp"), "alice", -10, SECRET);
+    let mut expired = raw(server.addr("turn-udp"), "alice", -10, SECRET);
     assert_eq!(expired.allocate().code, Some(401));
     assert_eq!(
         expired
@@ -384,11 +290,11 @@ fn the_user_quota_answers_486() {
     let server = start("user_quota = 2");
     let mut answers = Vec::new();
     for _ in 0..3 {
-        let mut c = Raw::new(server.addr("turn-udp"), "alice", 3600, SECRET);
+        let mut c = raw(server.addr("turn-udp"), "alice", 3600, SECRET);
         answers.push(c.allocate().code);
     }
     assert_eq!(answers, vec![None, None, Some(486)]);
-    let mut bob = Raw::new(server.addr("turn-udp"), "bob", 3600, SECRET);
+    let mut bob = raw(server.addr("turn-udp"), "bob", 3600, SECRET);
     assert_eq!(
         bob.allocate().class,
         Class::Success,
@@ -403,9 +309,9 @@ fn one_address_past_max_allocations_per_ip_gets_486_whatever_the_user_and_others
     const HOST: &str = "127.0.0.3:0";
     let server = start("max_allocations_per_ip = 3");
     let addr = server.addr("turn-udp");
-    let mut held: Vec<Raw> = (0..3)
+    let mut held: Vec<TurnClient> = (0..3)
         .map(|i| {
-            let mut c = Raw::bound(HOST, addr, &format!("user-{i}"), 3600, SECRET);
+            let mut c = raw_bound(HOST, addr, &format!("user-{i}"), 3600, SECRET);
             let reply = c.allocate();
             assert_eq!(
                 reply.class,
@@ -416,19 +322,17 @@ fn one_address_past_max_allocations_per_ip_gets_486_whatever_the_user_and_others
             c
         })
         .collect();
-    let mut over = Raw::bound(HOST, addr, "someone-else", 3600, SECRET);
+    let mut over = raw_bound(HOST, addr, "someone-else", 3600, SECRET);
     assert_eq!(over.allocate().code, Some(486), "a fourth from one address");
-    let mut elsewhere = Raw::bound("127.0.0.4:0", addr, "someone-else", 3600, SECRET);
+    let mut elsewhere = raw_bound("127.0.0.4:0", addr, "someone-else", 3600, SECRET);
     assert_eq!(
         elsewhere.allocate().class,
         Class::Success,
         "another address is not affected"
     );
-    let deleted = held[0].authed(Method::REFRESH, &|w| {
-        w.u32(attr::LIFETIME, 0);
-    });
+    let deleted = held[0].refresh(0);
     assert_eq!(deleted.class, Class::Success);
-    let mut again = Raw::bound(HOST, addr, "someone-else", 3600, SECRET);
+    let mut again = raw_bound(HOST, addr, "someone-else", 3600, SECRET);
     assert_eq!(
         again.allocate().class,
         Class::Success,
@@ -444,11 +348,9 @@ fn one_address_past_max_allocations_per_ip_gets_486_whatever_the_user_and_others
 #[test]
 fn refresh_with_lifetime_zero_deletes_the_allocation() {
     let server = start_loopback("");
-    let mut c = Raw::new(server.addr("turn-udp"), "alice", 3600, SECRET);
+    let mut c = raw(server.addr("turn-udp"), "alice", 3600, SECRET);
     assert_eq!(c.allocate().class, Class::Success);
-    let r = c.authed(Method::REFRESH, &|w| {
-        w.u32(attr::LIFETIME, 0);
-    });
+    let r = c.refresh(0);
     assert_eq!(r.class, Class::Success);
     assert_eq!(
         c.permission("127.0.0.1:9".parse().expect("addr")).code,
@@ -473,15 +375,7 @@ fn a_flood_of_unauthenticated_allocates_is_rate_limited() {
         })
         .collect();
     let started = Instant::now();
-    let mut req = Vec::new();
-    let mut w = MessageWriter::new(
-        &mut req,
-        Method::ALLOCATE,
-        Class::Request,
-        TransactionId([7; 12]),
-    );
-    udp(&mut w);
-    w.finish();
+    let req = raw(addr, "stranger", 3600, SECRET).first_allocate_request();
     for round in 0..40 {
         for s in &sockets {
             let _ = s.send_to(&req, addr);
@@ -510,17 +404,10 @@ fn a_flood_of_unauthenticated_allocates_is_rate_limited() {
 #[test]
 fn an_ipv6_relay_is_given_when_requested_and_relays_to_an_ipv6_peer() {
     let server = start_loopback("");
-    let mut c = Raw::new(server.addr("turn-udp"), "alice", 3600, SECRET);
-    let r = c.authed(Method::ALLOCATE, &|w| {
-        udp(w);
-        w.attr(attr::REQUESTED_ADDRESS_FAMILY, &[2, 0, 0, 0]);
-    });
+    let mut c = raw(server.addr("turn-udp"), "alice", 3600, SECRET);
+    let r = c.allocate_v6();
     assert_eq!(r.class, Class::Success, "{:?}", r.code);
-    let msg = MessageRef::parse(&r.bytes).expect("parses");
-    let relayed = msg
-        .xor_address(attr::XOR_RELAYED_ADDRESS)
-        .expect("XOR-RELAYED-ADDRESS")
-        .expect("valid");
+    let relayed = r.relayed.expect("XOR-RELAYED-ADDRESS");
     assert_eq!(relayed.ip().to_string(), "::1");
     let peer = UdpSocket::bind("[::1]:0").expect("IPv6 loopback peer");
     peer.set_read_timeout(Some(Duration::from_secs(3)))
@@ -599,7 +486,7 @@ fn metrics_count_forbidden_peers_and_allocations_that_come_and_go() {
     let server = start("");
     assert!(server.log_contains("self-test turn-relay: ok"));
     let before = scrape(&server);
-    let mut raw = Raw::new(server.addr("turn-udp"), "gauges", 3600, SECRET);
+    let mut raw = raw(server.addr("turn-udp"), "gauges", 3600, SECRET);
     assert_eq!(raw.allocate().class, Class::Success);
     let mid = scrape(&server);
     assert_eq!(
@@ -611,9 +498,7 @@ fn metrics_count_forbidden_peers_and_allocations_that_come_and_go() {
         raw.permission("10.0.0.1:9".parse().unwrap()).code,
         Some(403)
     );
-    let deleted = raw.authed(Method::REFRESH, &|w| {
-        w.u32(attr::LIFETIME, 0);
-    });
+    let deleted = raw.refresh(0);
     assert_eq!(deleted.class, Class::Success);
     let after = scrape(&server);
     assert_eq!(
@@ -634,13 +519,13 @@ fn while_draining_new_allocations_get_508_and_existing_ones_keep_relaying() {
     peer.set_read_timeout(Some(Duration::from_secs(2)))
         .expect("timeout");
     let peer_addr = peer.local_addr().expect("addr");
-    let mut old = Raw::new(server.addr("turn-udp"), "early", 3600, SECRET);
+    let mut old = raw(server.addr("turn-udp"), "early", 3600, SECRET);
     assert_eq!(old.allocate().class, Class::Success);
     assert_eq!(old.permission(peer_addr).class, Class::Success);
 
     server.signal(libc::SIGTERM);
     assert!(server.log_contains("draining"));
-    let mut late = Raw::new(server.addr("turn-udp"), "late", 3600, SECRET);
+    let mut late = raw(server.addr("turn-udp"), "late", 3600, SECRET);
     let refused = late.allocate();
     assert_eq!(refused.class, Class::Error);
     assert_eq!(refused.code, Some(508));
@@ -667,10 +552,10 @@ fn a_reload_changes_the_secret_and_the_quota_while_an_allocation_keeps_relaying(
         .expect("timeout");
     let peer_addr = peer.local_addr().expect("addr");
     let addr = server.addr("turn-udp");
-    let mut first = Raw::new(addr, "carol", 3600, "first-secret");
+    let mut first = raw(addr, "carol", 3600, "first-secret");
     assert_eq!(first.allocate().class, Class::Success);
     assert_eq!(first.permission(peer_addr).class, Class::Success);
-    let mut second = Raw::new(addr, "carol", 3600, "first-secret");
+    let mut second = raw(addr, "carol", 3600, "first-secret");
     assert_eq!(second.allocate().code, Some(486), "user_quota = 1");
 
     std::fs::write(
@@ -687,8 +572,8 @@ fn a_reload_changes_the_secret_and_the_quota_while_an_allocation_keeps_relaying(
     let (n, _) = peer.recv_from(&mut buf).expect("still relaying");
     assert_eq!(&buf[..n], b"after the reload");
     // New credentials need the new secret, and the raised quota admits a second allocation.
-    let mut stale = Raw::new(addr, "dave", 3600, "first-secret");
+    let mut stale = raw(addr, "dave", 3600, "first-secret");
     assert_eq!(stale.allocate().code, Some(401));
-    let mut fresh = Raw::new(addr, "carol", 3600, "second-secret");
+    let mut fresh = raw(addr, "carol", 3600, "second-secret");
     assert_eq!(fresh.allocate().class, Class::Success, "user_quota = 2 now");
 }

@@ -1,22 +1,30 @@
-//! A small TURN client over UDP for credential tests: long-term authentication from a
-//! username/password pair (realm and nonce taken from the server's 401), Allocate, Refresh,
-//! CreatePermission and Send. The long-term key is computed here from RFC 8489 §9.2.2, not
-//! with the server's code.
+//! A blocking TURN client over UDP for the integration tests: turn-proto's sans-IO client
+//! (long-term authentication from a username/password pair, realm and nonce taken from the
+//! server's 401, a fresh nonce on 438) driven over a loopback socket, with Allocate, Refresh,
+//! CreatePermission, ChannelBind and Send. Each request is sent once and waits 3 s, so a test
+//! that counts what the server did is not disturbed by retransmissions. The `turn` crate and
+//! coturn's tools are the independent clients; this one provokes what they cannot.
 #![allow(dead_code)]
 
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
 use std::net::{SocketAddr, UdpSocket};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use signalbox_stun::{attr, Class, MessageRef, MessageWriter, Method, TransactionId};
+use signalbox_stun::Class;
+use signalbox_turn_proto::client::{
+    AddressFamily, AllocateOptions, ChannelNumber, Client, Config, Credentials, Event, Received,
+    RequestError, RequestId, Transport,
+};
+
+/// How long a request waits for its answer.
+const ANSWER_WITHIN: Duration = Duration::from_secs(3);
 
 pub struct TurnClient {
     pub sock: UdpSocket,
     server: SocketAddr,
-    username: String,
-    password: String,
-    realm: Vec<u8>,
-    nonce: Vec<u8>,
-    tid: u32,
+    turn: Client,
+    out: Vec<u8>,
 }
 
 /// A response: its class, error code if any, and the relayed address of an Allocate success.
@@ -43,133 +51,156 @@ pub fn addr_of_uri(uri: &str) -> SocketAddr {
     hostport.parse().expect("an IP:PORT in the URI")
 }
 
+/// 32 bytes from std's per-process random hash keys: transaction ids differ between runs.
+pub fn random_seed() -> [u8; 32] {
+    let keys = RandomState::new();
+    let mut seed = [0u8; 32];
+    for (i, chunk) in seed.chunks_exact_mut(8).enumerate() {
+        let mut h = keys.build_hasher();
+        h.write_usize(i);
+        chunk.copy_from_slice(&h.finish().to_be_bytes());
+    }
+    seed
+}
+
 impl TurnClient {
     pub fn new(server: SocketAddr, username: &str, password: &str) -> TurnClient {
-        let sock = UdpSocket::bind("127.0.0.1:0").expect("bind a client socket");
-        sock.set_read_timeout(Some(Duration::from_secs(3)))
-            .expect("read timeout");
+        TurnClient::bound("127.0.0.1:0", server, username, password)
+    }
+
+    /// A client on the local address `bind` (any of 127.0.0.0/8 is a different source).
+    pub fn bound(bind: &str, server: SocketAddr, username: &str, password: &str) -> TurnClient {
+        let sock = UdpSocket::bind(bind).expect("bind a client socket");
+        let credentials = Credentials::new(username, password).expect("a usable username");
+        let config = Config::new(credentials, Transport::Udp, random_seed()).with_retransmission(
+            ANSWER_WITHIN,
+            1,
+            1,
+        );
         TurnClient {
             sock,
             server,
-            username: username.to_owned(),
-            password: password.to_owned(),
-            realm: Vec::new(),
-            nonce: Vec::new(),
-            tid: 0,
+            turn: Client::new(config),
+            out: Vec::new(),
         }
     }
 
-    fn key(&self) -> [u8; 16] {
-        use md5::{Digest, Md5};
-        let mut h = Md5::new();
-        h.update(self.username.as_bytes());
-        h.update(b":");
-        h.update(&self.realm);
-        h.update(b":");
-        h.update(self.password.as_bytes());
-        h.finalize().into()
-    }
-
-    fn call(
-        &mut self,
-        method: Method,
-        signed: bool,
-        attrs: &dyn Fn(&mut MessageWriter<'_>),
-    ) -> Reply {
-        self.tid += 1;
-        let mut tid = [0u8; 12];
-        tid[..4].copy_from_slice(&self.tid.to_be_bytes());
-        let key = self.key();
-        let mut buf = Vec::new();
-        let mut w = MessageWriter::new(&mut buf, method, Class::Request, TransactionId(tid));
-        attrs(&mut w);
-        if signed {
-            w.attr(attr::USERNAME, self.username.as_bytes())
-                .attr(attr::REALM, &self.realm)
-                .attr(attr::NONCE, &self.nonce)
-                .integrity(&key);
-        }
-        w.fingerprint();
-        w.finish();
-        self.sock.send_to(&buf, self.server).expect("send");
-        let mut rx = [0u8; 2048];
+    /// Runs `request` to its end; data from peers arriving meanwhile is not kept.
+    fn finish(&mut self, request: RequestId) -> Event {
         loop {
-            let (n, from) = self.sock.recv_from(&mut rx).expect("an answer in time");
-            if from != self.server {
-                continue;
+            let now = Instant::now();
+            while let Some(bytes) = self.turn.poll_transmit(now) {
+                self.sock.send_to(bytes, self.server).expect("send");
             }
-            let Ok(msg) = MessageRef::parse(&rx[..n]) else {
-                continue;
-            };
-            if msg.transaction_id() != TransactionId(tid) {
-                continue;
+            self.turn.handle_timeout(now);
+            while let Some(event) = self.turn.poll_event() {
+                if event.request() == request {
+                    return event;
+                }
             }
-            if let Some(realm) = msg.get(attr::REALM) {
-                self.realm = realm.to_vec();
+            let wake = self.turn.poll_timeout().expect("the request is in flight");
+            let wait = wake
+                .saturating_duration_since(now)
+                .max(Duration::from_millis(1));
+            self.sock
+                .set_read_timeout(Some(wait))
+                .expect("read timeout");
+            let mut rx = [0u8; 2048];
+            match self.sock.recv_from(&mut rx) {
+                Ok((n, from)) if from == self.server => match self.turn.handle_input(&rx[..n]) {
+                    Ok(Received::Response | Received::Data(_)) => {}
+                    Err(e) => eprintln!("turn_raw: an unusable message from the server: {e}"),
+                },
+                Ok(_) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(e) => panic!("receive: {e}"),
             }
-            if let Some(nonce) = msg.get(attr::NONCE) {
-                self.nonce = nonce.to_vec();
-            }
-            return Reply {
-                class: msg.class(),
-                code: msg.error_code().and_then(Result::ok).map(|(c, _)| c),
-                relayed: msg
-                    .xor_address(attr::XOR_RELAYED_ADDRESS)
-                    .and_then(Result::ok),
-            };
         }
     }
 
-    /// Sends `method` signed, fetching realm and nonce first (or again on 438 Stale Nonce).
-    fn authed(&mut self, method: Method, attrs: &dyn Fn(&mut MessageWriter<'_>)) -> Reply {
-        if self.nonce.is_empty() {
-            let challenge = self.call(Method::ALLOCATE, false, &udp);
-            assert_eq!(
-                challenge.code,
-                Some(401),
-                "an unauthenticated Allocate is challenged"
-            );
+    fn call(&mut self, request: RequestId) -> Reply {
+        match self.finish(request) {
+            Event::Failed {
+                error: RequestError::Refused { code, .. },
+                ..
+            } => Reply {
+                class: Class::Error,
+                code: Some(code),
+                relayed: None,
+            },
+            Event::Failed { method, error, .. } => {
+                panic!("no usable answer to {method:?}: {error}")
+            }
+            Event::Allocated { relayed, .. } => Reply {
+                class: Class::Success,
+                code: None,
+                relayed: Some(relayed),
+            },
+            _ => Reply {
+                class: Class::Success,
+                code: None,
+                relayed: None,
+            },
         }
-        let reply = self.call(method, true, attrs);
-        if reply.code == Some(438) {
-            return self.call(method, true, attrs);
-        }
-        reply
     }
 
     pub fn allocate(&mut self) -> Reply {
-        self.authed(Method::ALLOCATE, &udp)
+        self.allocate_with(AllocateOptions::default())
+    }
+
+    /// An Allocate for an IPv6 relay (REQUESTED-ADDRESS-FAMILY).
+    pub fn allocate_v6(&mut self) -> Reply {
+        self.allocate_with(AllocateOptions {
+            family: Some(AddressFamily::V6),
+            ..AllocateOptions::default()
+        })
+    }
+
+    fn allocate_with(&mut self, options: AllocateOptions) -> Reply {
+        let request = self.turn.allocate(options);
+        let reply = self.call(request);
+        assert!(
+            self.turn.realm().is_some(),
+            "an unauthenticated Allocate is challenged (401 with REALM and NONCE)"
+        );
+        reply
     }
 
     pub fn refresh(&mut self, lifetime: u32) -> Reply {
-        self.authed(Method::REFRESH, &|w| {
-            w.u32(attr::LIFETIME, lifetime);
-        })
+        let request = self.turn.refresh(Duration::from_secs(u64::from(lifetime)));
+        self.call(request)
     }
 
     pub fn permission(&mut self, peer: SocketAddr) -> Reply {
-        self.authed(Method::CREATE_PERMISSION, &|w| {
-            w.xor_address(attr::XOR_PEER_ADDRESS, peer);
-        })
+        let request = self.turn.create_permission(&[peer]).expect("one peer");
+        self.call(request)
     }
 
-    pub fn send_indication(&self, peer: SocketAddr, data: &[u8]) {
-        let mut buf = Vec::new();
-        let mut w = MessageWriter::new(
-            &mut buf,
-            Method::SEND,
-            Class::Indication,
-            TransactionId([7; 12]),
-        );
-        w.xor_address(attr::XOR_PEER_ADDRESS, peer)
-            .attr(attr::DATA, data);
-        w.finish();
-        self.sock.send_to(&buf, self.server).expect("send");
+    pub fn channel_bind(&mut self, channel: u16, peer: SocketAddr) -> Reply {
+        let channel = ChannelNumber::new(channel).expect("a channel number");
+        let request = self.turn.channel_bind(channel, peer);
+        self.call(request)
     }
-}
 
-fn udp(w: &mut MessageWriter<'_>) {
-    w.attr(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0]);
+    pub fn send_indication(&mut self, peer: SocketAddr, data: &[u8]) {
+        self.turn
+            .send_indication(peer, data, &mut self.out)
+            .expect("data fits one message");
+        self.sock.send_to(&self.out, self.server).expect("send");
+    }
+
+    /// The first Allocate a fresh client sends: unauthenticated, as from a stranger.
+    pub fn first_allocate_request(&mut self) -> Vec<u8> {
+        self.turn.allocate(AllocateOptions::default());
+        self.turn
+            .poll_transmit(Instant::now())
+            .expect("a new request is due")
+            .to_vec()
+    }
 }
 
 /// A UDP peer on loopback that reports what reaches it.

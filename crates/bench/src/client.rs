@@ -1,17 +1,26 @@
-//! A small TURN client for setting up the benchmark: Allocate (401 → REST long-term
-//! credentials → success), CreatePermission and ChannelBind, as a sans-IO state machine per
-//! client plus one driver that runs many of them at once over non-blocking sockets.
+//! Setting up the benchmark's TURN clients: Allocate (401 → REST long-term credentials →
+//! success), CreatePermission and ChannelBind, each client a conversation on turn-proto's
+//! sans-IO [`Client`], plus one driver that runs many of them at once over non-blocking
+//! sockets. Also the raw messages of the STUN workload and the Allocate flood, which are
+//! deliberately not a client's conversation.
 //!
 //! Set-up is not what is measured, but opening 10,000 allocations one after the other would
-//! take long, so the driver keeps a window of clients in flight and retransmits on timeout.
+//! take long, so the driver keeps a window of clients in flight; the client retransmits on
+//! timeout.
 
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::net::{self, Epoll};
-use signalbox_stun::{attr, Class, MessageRef, MessageWriter, Method, TransactionId};
-use signalbox_turn_proto::auth::{long_term_key, rest_password};
+use signalbox_stun::{attr, Class, MessageWriter, Method, TransactionId};
+use signalbox_turn_proto::auth::rest_password;
+use signalbox_turn_proto::client::{
+    self as turn, AllocateOptions, ChannelNumber, Client, Config, Event, InputError, RequestId,
+    Transport,
+};
 
 /// REST credentials shared by the server and the benchmark.
 #[derive(Clone, Debug)]
@@ -34,7 +43,7 @@ impl Credentials {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
     Idle,
-    Allocating { authed: bool },
+    Allocating,
     Allocated,
     Permitting,
     Binding,
@@ -44,50 +53,42 @@ enum Phase {
 
 /// One client's set-up conversation with the server.
 pub struct TurnClient {
-    id: u32,
-    username: String,
-    password: String,
-    realm: String,
-    nonce: Vec<u8>,
-    key: [u8; 16],
+    turn: Client,
     phase: Phase,
-    tid: TransactionId,
-    counter: u32,
-    request: Vec<u8>,
-    sent_at: Option<Instant>,
-    tries: u32,
+    /// The request the current phase waits for.
+    request: Option<RequestId>,
     /// The relayed transport address the server allocated.
     pub relayed: Option<SocketAddr>,
     peer: Option<SocketAddr>,
-    channel: u16,
+    channel: ChannelNumber,
+    /// Why the last message from the server could not be used (a late duplicate, say).
+    last_unusable: Option<InputError>,
     /// Why set-up failed (for the one-line error the benchmark prints).
     pub error: Option<String>,
 }
 
 /// First retransmission timeout; doubles per retry.
 const RTO: Duration = Duration::from_millis(250);
-const MAX_TRIES: u32 = 6;
+/// Sends per request, and the last wait in RTOs (8 s after the sixth send).
+const MAX_SENDS: u32 = 6;
+const LAST_WAIT: u32 = 32;
 
 impl TurnClient {
     pub fn new(id: u32, creds: &Credentials) -> Self {
         let username = creds.username(&format!("bench{id}"));
         let password = rest_password(creds.secret.as_bytes(), &username);
+        let credentials = turn::Credentials::new(&username, &password)
+            .expect("invariant: `EXPIRY:benchN` is far shorter than a USERNAME may be");
+        let config = Config::new(credentials, Transport::Udp, seed(id))
+            .with_retransmission(RTO, MAX_SENDS, LAST_WAIT);
         TurnClient {
-            id,
-            username,
-            password,
-            realm: String::new(),
-            nonce: Vec::new(),
-            key: [0; 16],
+            turn: Client::new(config),
             phase: Phase::Idle,
-            tid: TransactionId([0; 12]),
-            counter: 0,
-            request: Vec::with_capacity(256),
-            sent_at: None,
-            tries: 0,
+            request: None,
             relayed: None,
             peer: None,
-            channel: 0,
+            channel: ChannelNumber::MIN,
+            last_unusable: None,
             error: None,
         }
     }
@@ -107,154 +108,98 @@ impl TurnClient {
     fn busy(&self) -> bool {
         matches!(
             self.phase,
-            Phase::Allocating { .. } | Phase::Permitting | Phase::Binding
+            Phase::Allocating | Phase::Permitting | Phase::Binding
         )
     }
 
-    fn next_tid(&mut self) {
-        self.counter += 1;
-        let mut t = [0u8; 12];
-        t[0..4].copy_from_slice(&self.id.to_be_bytes());
-        t[4..8].copy_from_slice(&self.counter.to_be_bytes());
-        t[8..12].copy_from_slice(&std::process::id().to_be_bytes());
-        self.tid = TransactionId(t);
-    }
-
-    fn build(&mut self, method: Method) {
-        self.next_tid();
-        let mut buf = std::mem::take(&mut self.request);
-        let mut w = MessageWriter::new(&mut buf, method, Class::Request, self.tid);
-        let authed = !matches!(self.phase, Phase::Allocating { authed: false });
-        match method {
-            Method::ALLOCATE => {
-                w.u32(attr::REQUESTED_TRANSPORT, 17 << 24);
-            }
-            Method::CREATE_PERMISSION => {
-                if let Some(p) = self.peer {
-                    w.xor_address(attr::XOR_PEER_ADDRESS, p);
-                }
-            }
-            Method::CHANNEL_BIND => {
-                w.u32(attr::CHANNEL_NUMBER, (self.channel as u32) << 16);
-                if let Some(p) = self.peer {
-                    w.xor_address(attr::XOR_PEER_ADDRESS, p);
-                }
-            }
-            _ => {}
-        }
-        if authed {
-            w.attr(attr::USERNAME, self.username.as_bytes());
-            w.attr(attr::REALM, self.realm.as_bytes());
-            w.attr(attr::NONCE, &self.nonce);
-            w.integrity(&self.key);
-        }
-        w.finish();
-        self.request = buf;
-        self.tries = 0;
-        self.sent_at = None;
-    }
-
-    /// Begins the Allocate exchange; the request is then in [`Self::pending`].
+    /// Begins the Allocate exchange; its requests then come from [`Self::transmit`].
     pub fn start_allocate(&mut self) {
-        self.phase = Phase::Allocating { authed: false };
-        self.build(Method::ALLOCATE);
+        self.phase = Phase::Allocating;
+        self.request = Some(self.turn.allocate(AllocateOptions::default()));
     }
 
     /// After allocation: a permission for `peer`, then `channel` bound to it.
-    pub fn start_bind(&mut self, peer: SocketAddr, channel: u16) {
+    pub fn start_bind(&mut self, peer: SocketAddr, channel: ChannelNumber) {
         self.peer = Some(peer);
         self.channel = channel;
-        self.phase = Phase::Permitting;
-        self.build(Method::CREATE_PERMISSION);
+        match self.turn.create_permission(&[peer]) {
+            Ok(request) => {
+                self.phase = Phase::Permitting;
+                self.request = Some(request);
+            }
+            Err(e) => self.fail(format!("CreatePermission: {e}")),
+        }
     }
 
-    /// The request to (re)send now, if one is due: never sent, or its timeout has passed.
-    pub fn pending(&mut self, now: Instant) -> Option<&[u8]> {
-        if !self.busy() {
-            return None;
+    /// The next request to (re)send now, if one is due: never sent, or its timeout passed.
+    pub fn transmit(&mut self, now: Instant) -> Option<&[u8]> {
+        self.turn.poll_transmit(now)
+    }
+
+    /// Ends requests whose last wait passed.
+    pub fn on_timeout(&mut self, now: Instant) {
+        self.turn.handle_timeout(now);
+        self.advance();
+    }
+
+    /// Feeds a datagram from the server; stray or duplicate answers change nothing.
+    pub fn on_datagram(&mut self, buf: &[u8]) {
+        if let Err(e) = self.turn.handle_input(buf) {
+            self.last_unusable = Some(e);
         }
-        let due = match self.sent_at {
-            None => true,
-            Some(t) => now >= t + RTO * 2u32.pow(self.tries.min(5)),
-        };
-        if !due {
-            return None;
-        }
-        if self.sent_at.is_some() {
-            self.tries += 1;
-            if self.tries >= MAX_TRIES {
-                self.fail(format!("no answer after {MAX_TRIES} tries"));
-                return None;
+        self.advance();
+    }
+
+    /// Moves to the next phase on the outcome of the current request.
+    fn advance(&mut self) {
+        while let Some(event) = self.turn.poll_event() {
+            if Some(event.request()) != self.request {
+                continue;
+            }
+            match (self.phase, event) {
+                (Phase::Allocating, Event::Allocated { relayed, .. }) => {
+                    self.relayed = Some(relayed);
+                    self.phase = Phase::Allocated;
+                }
+                (Phase::Permitting, Event::PermissionCreated { .. }) => match self.peer {
+                    Some(peer) => {
+                        self.request = Some(self.turn.channel_bind(self.channel, peer));
+                        self.phase = Phase::Binding;
+                    }
+                    None => self.fail("a permission without a peer".into()),
+                },
+                (Phase::Binding, Event::ChannelBound { .. }) => self.phase = Phase::Ready,
+                (_, Event::Failed { method, error, .. }) => {
+                    let mut why = format!("{}: {error}", turn::method_name(method));
+                    if let Some(e) = self.last_unusable {
+                        why.push_str(&format!(" (an unusable answer: {e})"));
+                    }
+                    self.fail(why);
+                }
+                (phase, event) => self.fail(format!("{event:?} while {phase:?}")),
             }
         }
-        self.sent_at = Some(now);
-        Some(&self.request)
     }
 
     fn fail(&mut self, why: String) {
         self.phase = Phase::Failed;
+        self.request = None;
         self.error = Some(why);
-    }
-
-    /// Feeds a datagram from the server; stray or duplicate answers are ignored.
-    pub fn on_datagram(&mut self, buf: &[u8]) {
-        let Ok(msg) = MessageRef::parse(buf) else {
-            return;
-        };
-        if !self.busy() || msg.transaction_id() != self.tid {
-            return;
-        }
-        match (self.phase, msg.class()) {
-            (Phase::Allocating { .. }, Class::Error)
-                if matches!(error_code(&msg), Some(401) | Some(438)) =>
-            {
-                let (Some(realm), Some(nonce)) = (msg.get(attr::REALM), msg.get(attr::NONCE))
-                else {
-                    return self.fail("401 without REALM/NONCE".into());
-                };
-                if error_code(&msg) == Some(401)
-                    && self.phase == (Phase::Allocating { authed: true })
-                {
-                    return self.fail("credentials rejected (401 after authenticating)".into());
-                }
-                self.realm = String::from_utf8_lossy(realm).into_owned();
-                self.nonce = nonce.to_vec();
-                self.key = long_term_key(&self.username, &self.realm, &self.password);
-                self.phase = Phase::Allocating { authed: true };
-                self.build(Method::ALLOCATE);
-            }
-            (Phase::Allocating { .. }, Class::Success) => {
-                match msg.xor_address(attr::XOR_RELAYED_ADDRESS) {
-                    Some(Ok(a)) => {
-                        self.relayed = Some(a);
-                        self.phase = Phase::Allocated;
-                    }
-                    _ => self.fail("Allocate success without XOR-RELAYED-ADDRESS".into()),
-                }
-            }
-            (Phase::Permitting, Class::Success) => {
-                self.phase = Phase::Binding;
-                self.build(Method::CHANNEL_BIND);
-            }
-            (Phase::Binding, Class::Success) => self.phase = Phase::Ready,
-            (_, Class::Error) => {
-                let what = match self.phase {
-                    Phase::Allocating { .. } => "Allocate",
-                    Phase::Permitting => "CreatePermission",
-                    _ => "ChannelBind",
-                };
-                self.fail(format!("{what} failed with {:?}", error_code(&msg)));
-            }
-            _ => {}
-        }
     }
 }
 
-fn error_code(msg: &MessageRef<'_>) -> Option<u16> {
-    match msg.error_code() {
-        Some(Ok((code, _))) => Some(code),
-        _ => None,
+/// Transaction-id seed for client `id`: process-random keys (std's `RandomState`) with the id
+/// mixed in, so no two clients of a run share ids.
+fn seed(id: u32) -> [u8; 32] {
+    let keys = RandomState::new();
+    let mut seed = [0u8; 32];
+    for (i, chunk) in seed.chunks_exact_mut(8).enumerate() {
+        let mut h = keys.build_hasher();
+        h.write_u32(id);
+        h.write_usize(i);
+        chunk.copy_from_slice(&h.finish().to_be_bytes());
     }
+    seed
 }
 
 /// Runs the started conversations of `clients` (each on the connected socket of the same
@@ -284,7 +229,8 @@ pub fn drive(
         }
         in_flight.retain(|&i| {
             let c = &mut clients[i];
-            if let Some(req) = c.pending(now) {
+            c.on_timeout(now);
+            while let Some(req) = c.transmit(now) {
                 net::send_connected(sockets[i].as_raw_fd(), req);
             }
             let keep = c.busy();

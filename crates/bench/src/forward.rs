@@ -15,7 +15,7 @@ use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use super::net::{self, Batch, Epoll};
-use super::wire::parse_channel_data;
+use signalbox_stun::channel_data;
 use signalbox_udp::pace::Pacer;
 
 /// Listener token in a worker's epoll set; relay sockets use their index.
@@ -77,7 +77,7 @@ fn worker(listener: UdpSocket, window: Duration) -> std::io::Result<()> {
                         let from = inb.raw_addr(i);
                         let data = inb.get(i);
                         if let Some(&r) = by_client.get(&key(&from)) {
-                            if let Some((ch, payload)) = parse_channel_data(data) {
+                            if let Some((ch, payload)) = channel_data::parse(data) {
                                 let relay = &mut relays[r];
                                 relay.channel = ch;
                                 net::send_connected(relay.sock.as_raw_fd(), payload);

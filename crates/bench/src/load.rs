@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 use super::net::{self, Batch, Epoll};
 use super::procstat::{CpuUsage, CpuWindow};
 use super::stats::{loss, Samples};
-use super::wire::{self, channel_packet, parse_channel_data, stamp, Kind, Payload};
+use super::wire::{self, channel_packet, stamp, Kind, Payload};
+use signalbox_stun::channel_data;
+use signalbox_turn_proto::client::{frame_channel_data, ChannelNumber, Transport};
 
 /// The epoll token of the echo peer's socket; clients use their index.
 const PEER: u64 = u64::MAX;
@@ -24,7 +26,7 @@ const MAX_BURST: u64 = 256;
 /// One benchmark client: a connected socket with its channel.
 pub struct LoadClient {
     pub sock: UdpSocket,
-    pub channel: u16,
+    pub channel: ChannelNumber,
 }
 
 /// How answers come back.
@@ -136,6 +138,8 @@ pub fn run(
     let fds: Vec<RawFd> = clients.iter().map(|c| c.sock.as_raw_fd()).collect();
     let mut batch = Batch::new();
     let mut out = Batch::new();
+    // Reused for every pong, so answering allocates nothing.
+    let mut pong = Vec::with_capacity(net::SLOT);
     let mut ready = Vec::new();
     let mut rtt = Samples::with_capacity((spec.rate * spec.duration.as_secs_f64()) as usize + 1024);
 
@@ -236,7 +240,7 @@ pub fn run(
                     if in_window {
                         relayed += 1;
                     }
-                    let Some((_, data)) = parse_channel_data(batch.get(i)) else {
+                    let Some((_, data)) = channel_data::parse(batch.get(i)) else {
                         continue;
                     };
                     let Some(p) = Payload::read(data) else {
@@ -246,13 +250,10 @@ pub fn run(
                         (Shape::Echo, Kind::Ping) | (Shape::Pairs, Kind::Pong) => true,
                         (Shape::Pairs, Kind::Ping) => {
                             // Answer the partner: same payload, marked as a pong, on our channel.
-                            let mut pong = [0u8; net::SLOT];
-                            let len = 4 + data.len();
-                            pong[..2].copy_from_slice(&clients[c].channel.to_be_bytes());
-                            pong[2..4].copy_from_slice(&(data.len() as u16).to_be_bytes());
-                            pong[4..len].copy_from_slice(data);
-                            pong[8] = Kind::Pong as u8;
-                            out.push(&pong[..len], None);
+                            frame_channel_data(clients[c].channel, data, Transport::Udp, &mut pong)
+                                .expect("invariant: data read from ChannelData fits ChannelData");
+                            pong[channel_data::HEADER_LEN + wire::KIND_OFFSET] = Kind::Pong as u8;
+                            out.push(&pong, None);
                             false
                         }
                         _ => false,

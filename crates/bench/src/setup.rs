@@ -11,9 +11,10 @@ use super::client::{self, Credentials, TurnClient};
 use super::forward;
 use super::load::{self, LoadClient, Shape};
 use super::servers::{Kind, Server, SECRET};
+use signalbox_turn_proto::client::ChannelNumber;
 
 /// The channel every client binds (channel numbers are per allocation).
-pub const CHANNEL: u16 = 0x4000;
+pub const CHANNEL: ChannelNumber = ChannelNumber::MIN;
 /// Set-up requests in flight at once.
 const WINDOW: usize = 256;
 

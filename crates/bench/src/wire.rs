@@ -4,10 +4,15 @@
 
 use std::time::Instant;
 
+use signalbox_stun::channel_data;
+use signalbox_turn_proto::client::{frame_channel_data, ChannelNumber, Transport};
+
 /// Marks a benchmark payload, so stray datagrams are never counted.
 pub const MAGIC: [u8; 4] = *b"SBX1";
 /// Bytes of header inside every payload; payloads are padded with zeros to the packet size.
 pub const PAYLOAD_HEADER: usize = 24;
+/// Where in a payload its [`Kind`] byte is.
+pub const KIND_OFFSET: usize = 4;
 /// The smallest packet the benchmark sends.
 pub const MIN_PAYLOAD: usize = PAYLOAD_HEADER;
 
@@ -33,7 +38,7 @@ impl Payload {
     /// Writes the header into `buf` (at least [`PAYLOAD_HEADER`] bytes).
     pub fn write(&self, buf: &mut [u8]) {
         buf[0..4].copy_from_slice(&MAGIC);
-        buf[4] = self.kind as u8;
+        buf[KIND_OFFSET] = self.kind as u8;
         buf[5..8].fill(0);
         buf[8..12].copy_from_slice(&self.client.to_be_bytes());
         buf[12..16].copy_from_slice(&self.seq.to_be_bytes());
@@ -44,7 +49,7 @@ impl Payload {
         if buf.len() < PAYLOAD_HEADER || buf[0..4] != MAGIC {
             return None;
         }
-        let kind = match buf[4] {
+        let kind = match buf[KIND_OFFSET] {
             0 => Kind::Ping,
             1 => Kind::Pong,
             _ => return None,
@@ -67,32 +72,20 @@ pub fn nanos_since(epoch: Instant) -> u64 {
 }
 
 /// A ChannelData packet (RFC 8656 §12.4) for `channel` carrying a benchmark payload of
-/// `size` bytes; the payload header is filled in per send with [`stamp`].
-pub fn channel_packet(channel: u16, size: usize) -> Vec<u8> {
+/// `size` bytes, framed by the TURN client; the payload header is filled in per send with
+/// [`stamp`].
+pub fn channel_packet(channel: ChannelNumber, size: usize) -> Vec<u8> {
     let size = size.max(MIN_PAYLOAD);
-    let mut p = vec![0u8; 4 + size];
-    p[0..2].copy_from_slice(&channel.to_be_bytes());
-    p[2..4].copy_from_slice(&(size as u16).to_be_bytes());
-    p
+    let mut packet = Vec::with_capacity(channel_data::HEADER_LEN + size);
+    frame_channel_data(channel, &vec![0u8; size], Transport::Udp, &mut packet)
+        .expect("invariant: benchmark payloads fit one datagram");
+    packet
 }
 
-/// Fills in the payload header of a packet made by [`channel_packet`] (after the 4-byte
-/// ChannelData header).
+/// Fills in the payload header of a packet made by [`channel_packet`] (after the ChannelData
+/// header).
 pub fn stamp(packet: &mut [u8], payload: Payload) {
-    payload.write(&mut packet[4..]);
-}
-
-/// Splits a ChannelData datagram into channel and data (UDP may carry padding after the data).
-pub fn parse_channel_data(buf: &[u8]) -> Option<(u16, &[u8])> {
-    if buf.len() < 4 {
-        return None;
-    }
-    let channel = u16::from_be_bytes([buf[0], buf[1]]);
-    if !(0x4000..=0x4FFF).contains(&channel) {
-        return None;
-    }
-    let len = u16::from_be_bytes([buf[2], buf[3]]) as usize;
-    buf.get(4..4 + len).map(|d| (channel, d))
+    payload.write(&mut packet[channel_data::HEADER_LEN..]);
 }
 
 #[cfg(test)]
@@ -101,7 +94,8 @@ mod tests {
 
     #[test]
     fn a_payload_survives_a_round_trip_through_a_channel_packet() {
-        let mut p = channel_packet(0x4001, 100);
+        let channel = ChannelNumber::new(0x4001).expect("a channel number");
+        let mut p = channel_packet(channel, 100);
         assert_eq!(p.len(), 104);
         let payload = Payload {
             kind: Kind::Pong,
@@ -110,7 +104,7 @@ mod tests {
             sent_ns: 9_876_543_210,
         };
         stamp(&mut p, payload);
-        let (ch, data) = parse_channel_data(&p).expect("valid channel data");
+        let (ch, data) = channel_data::parse(&p).expect("valid channel data");
         assert_eq!(ch, 0x4001);
         assert_eq!(data.len(), 100);
         assert_eq!(Payload::read(data), Some(payload));
@@ -120,7 +114,5 @@ mod tests {
     fn foreign_datagrams_are_not_payloads() {
         assert_eq!(Payload::read(&[0u8; 40]), None);
         assert_eq!(Payload::read(b"SBX1"), None);
-        assert_eq!(parse_channel_data(&[0x40, 0, 0, 200, 1, 2]), None);
-        assert_eq!(parse_channel_data(&[0x00, 1, 0, 0]), None);
     }
 }

@@ -19,6 +19,7 @@
 
 pub mod allocation;
 pub mod auth;
+pub mod client;
 pub mod counters;
 pub mod framing;
 pub mod policy;
