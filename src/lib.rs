@@ -15,6 +15,7 @@ pub mod http;
 pub mod keyfile;
 pub mod listener;
 pub mod metrics;
+pub mod proxy;
 pub mod reload;
 pub mod selftest;
 pub mod signaling;
