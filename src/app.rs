@@ -127,6 +127,7 @@ async fn run(
                 t.shared(),
                 TlsAcceptor::from(tls::server_config(certs.clone(), &[ALPN_STUN_TURN])),
                 drain_rx.clone(),
+                crate::proxy::TrustedProxies::new(&config.http.trusted_proxies),
                 shutdown_rx.clone(),
             )
             .await?,

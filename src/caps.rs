@@ -8,6 +8,10 @@
 //! `signalbox_connections_refused_total{cap}` and logged, at most [`LOG_PER_MINUTE`] lines a
 //! minute per listener, so a flood of connections is not also a flood of log lines.
 //!
+//! A trusted proxy (`[http] trusted_proxies`, [`crate::proxy`]) carries many clients on its
+//! connections, so it is exempt from the per-address cap (it still counts in the total); once
+//! a PROXY header names the client, [`ConnPermit::rekey`] moves the count to that client.
+//!
 //! One small mutex per listener, taken when a connection opens or closes, never per message.
 
 use std::collections::HashMap;
@@ -18,6 +22,7 @@ use std::time::{Duration, Instant};
 use tracing::warn;
 
 use crate::metrics::METRICS;
+use crate::proxy::TrustedProxies;
 use signalbox_turn_proto::policy::AddrKey;
 
 /// Refusal lines logged per listener and minute; the rest are summed up in the next line.
@@ -75,6 +80,8 @@ pub struct ConnectionCaps {
     edge: Edge,
     max_total: usize,
     max_per_address: usize,
+    /// Addresses not held to `max_per_address`: the trusted proxies.
+    exempt: TrustedProxies,
     state: Mutex<CapState>,
 }
 
@@ -87,10 +94,21 @@ struct CapState {
 
 impl ConnectionCaps {
     pub fn new(edge: Edge, max_total: usize, max_per_address: usize) -> Arc<ConnectionCaps> {
+        ConnectionCaps::exempting(edge, max_total, max_per_address, TrustedProxies::default())
+    }
+
+    /// Caps that hold the addresses in `exempt` (the trusted proxies) to the total cap only.
+    pub fn exempting(
+        edge: Edge,
+        max_total: usize,
+        max_per_address: usize,
+        exempt: TrustedProxies,
+    ) -> Arc<ConnectionCaps> {
         Arc::new(ConnectionCaps {
             edge,
             max_total,
             max_per_address,
+            exempt,
             state: Mutex::new(CapState::default()),
         })
     }
@@ -98,21 +116,43 @@ impl ConnectionCaps {
     /// Counts a connection from `ip`; the returned permit uncounts it when dropped. A refusal
     /// is counted and logged here (within the log budget).
     pub fn acquire(self: &Arc<Self>, ip: IpAddr) -> Result<ConnPermit, CapError> {
-        let key = AddrKey::of(ip);
+        let key = self.key_of(ip);
         let mut s = self.lock();
+        if s.total >= self.max_total {
+            return Err(self.refuse(&mut s, CapError::Total(self.max_total), ip));
+        }
+        if let Some(key) = key {
+            self.count_address(&mut s, key, ip)?;
+        }
+        s.total += 1;
+        Ok(ConnPermit {
+            caps: self.clone(),
+            key,
+        })
+    }
+
+    /// Open connections.
+    pub fn open(&self) -> usize {
+        self.lock().total
+    }
+
+    /// The key `ip` is counted under, or `None` for a trusted proxy.
+    fn key_of(&self, ip: IpAddr) -> Option<AddrKey> {
+        (!self.exempt.contains(ip)).then(|| AddrKey::of(ip))
+    }
+
+    /// Counts one more connection under `key`, unless that is over the per-address cap.
+    fn count_address(&self, s: &mut CapState, key: AddrKey, ip: IpAddr) -> Result<(), CapError> {
         let from_key = s.by_address.get(&key).copied().unwrap_or(0);
-        let refused = if s.total >= self.max_total {
-            CapError::Total(self.max_total)
-        } else if from_key >= self.max_per_address {
-            CapError::PerAddress(self.max_per_address)
-        } else {
-            *s.by_address.entry(key).or_default() += 1;
-            s.total += 1;
-            return Ok(ConnPermit {
-                caps: self.clone(),
-                key,
-            });
-        };
+        if from_key >= self.max_per_address {
+            return Err(self.refuse(s, CapError::PerAddress(self.max_per_address), ip));
+        }
+        *s.by_address.entry(key).or_default() += 1;
+        Ok(())
+    }
+
+    /// Counts and logs (within the log budget) a refusal.
+    fn refuse(&self, s: &mut CapState, refused: CapError, ip: IpAddr) -> CapError {
         METRICS
             .connections_refused
             .at(self.edge.metric(refused))
@@ -124,17 +164,12 @@ impl ConnectionCaps {
                 CapError::PerAddress(_) => address_key,
             };
             warn!(
-                address = %key,
+                address = %AddrKey::of(ip),
                 unlogged,
                 "{what} connection refused: {refused} ({config_key})"
             );
         }
-        Err(refused)
-    }
-
-    /// Open connections.
-    pub fn open(&self) -> usize {
-        self.lock().total
+        refused
     }
 
     fn lock(&self) -> MutexGuard<'_, CapState> {
@@ -147,25 +182,58 @@ impl ConnectionCaps {
 #[derive(Debug)]
 pub struct ConnPermit {
     caps: Arc<ConnectionCaps>,
-    key: AddrKey,
+    /// The address it counts under; `None` for a trusted proxy (total only).
+    key: Option<AddrKey>,
+}
+
+impl ConnPermit {
+    /// Counts this connection under `ip` from now on, as a PROXY header named the client: its
+    /// place in the total stays, the per-address cap applies to `ip`. A refusal is counted and
+    /// logged like one at accept, and the permit is then released.
+    pub fn rekey(mut self, ip: IpAddr) -> Result<ConnPermit, CapError> {
+        let key = self.caps.key_of(ip);
+        if key == self.key {
+            return Ok(self);
+        }
+        let caps = self.caps.clone();
+        let mut s = caps.lock();
+        if let Some(key) = key {
+            if let Err(e) = caps.count_address(&mut s, key, ip) {
+                drop(s);
+                return Err(e); // `self` drops here and frees its place
+            }
+        }
+        if let Some(old) = self.key.take() {
+            uncount(&mut s, old);
+        }
+        self.key = key;
+        drop(s);
+        Ok(self)
+    }
 }
 
 impl Drop for ConnPermit {
     fn drop(&mut self) {
         let mut s = self.caps.lock();
         s.total = s.total.saturating_sub(1);
-        if let Some(n) = s.by_address.get_mut(&self.key) {
-            *n -= 1;
-            if *n == 0 {
-                s.by_address.remove(&self.key);
-            }
+        if let Some(key) = self.key {
+            uncount(&mut s, key);
+        }
+    }
+}
+
+fn uncount(s: &mut CapState, key: AddrKey) {
+    if let Some(n) = s.by_address.get_mut(&key) {
+        *n -= 1;
+        if *n == 0 {
+            s.by_address.remove(&key);
         }
     }
 }
 
 /// The log budget of one listener's refusals: [`LOG_PER_MINUTE`] lines a minute.
 #[derive(Debug, Default)]
-struct RefusalLog {
+pub(crate) struct RefusalLog {
     window: Option<Instant>,
     logged: u32,
     unlogged: u64,
@@ -175,7 +243,7 @@ impl RefusalLog {
     const WINDOW: Duration = Duration::from_secs(60);
 
     /// `Some(refusals not logged since the last line)` when this refusal may be logged.
-    fn take(&mut self, now: Instant) -> Option<u64> {
+    pub(crate) fn take(&mut self, now: Instant) -> Option<u64> {
         let fresh = match self.window {
             Some(start) => now.saturating_duration_since(start) >= Self::WINDOW,
             None => true,
@@ -253,6 +321,26 @@ mod tests {
             assert!(caps.acquire(ip(&format!("10.0.1.{i}"))).is_err());
         }
         assert_eq!(caps.lock().by_address.len(), 1);
+    }
+
+    #[test]
+    fn trusted_proxies_count_in_the_total_only_and_rekey_moves_to_the_client() {
+        let proxies = TrustedProxies::new(&["127.0.0.1".parse().expect("cidr")]);
+        let caps = ConnectionCaps::exempting(Edge::Https, 10, 1, proxies);
+        let p1 = caps.acquire(ip("127.0.0.1")).expect("the proxy");
+        let p2 = caps
+            .acquire(ip("127.0.0.1"))
+            .expect("exempt from the per-address cap");
+        assert_eq!(caps.open(), 2);
+        let c1 = p1.rekey(ip("203.0.113.7")).expect("the client's first");
+        assert_eq!(
+            p2.rekey(ip("203.0.113.7")).unwrap_err(),
+            CapError::PerAddress(1)
+        );
+        assert_eq!(caps.open(), 1, "the refused one gave its place back");
+        drop(c1);
+        assert_eq!(caps.open(), 0);
+        assert!(caps.lock().by_address.is_empty());
     }
 
     #[test]

@@ -35,6 +35,7 @@ use tracing::debug;
 
 use crate::config::HttpConfig;
 use crate::demux::Stream;
+use crate::proxy::{self, ProxyProtocol, TrustedProxies};
 
 /// Longest a connection may take to close after it was asked to for being idle (the idle limit
 /// itself when that is shorter).
@@ -51,6 +52,9 @@ pub struct HttpLimits {
     pub http2_keep_alive_interval: Duration,
     pub http2_keep_alive_timeout: Duration,
     pub http2_idle_timeout: Duration,
+    /// The PROXY protocol on this listener, and the trusted proxies whose `X-Forwarded-For` /
+    /// `Forwarded` headers name the client.
+    pub proxy: ProxyProtocol,
 }
 
 impl HttpLimits {
@@ -64,6 +68,11 @@ impl HttpLimits {
             http2_keep_alive_interval: http.http2_keep_alive_interval,
             http2_keep_alive_timeout: http.http2_keep_alive_timeout,
             http2_idle_timeout: http.http2_idle_timeout,
+            proxy: ProxyProtocol::new(
+                http.proxy_protocol,
+                TrustedProxies::new(&http.trusted_proxies),
+                "HTTPS",
+            ),
         }
     }
 }
@@ -125,9 +134,13 @@ impl HttpServer {
         // each request as in progress until its response body is finished (or dropped).
         let router = self.router.clone();
         let counting = activity.clone();
+        let trusted = self.limits.proxy.trusted.clone();
         let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
             let request = InProgress::begin(counting.clone());
-            req.extensions_mut().insert(ConnectInfo(peer));
+            // A trusted reverse proxy's forwarded address stands for the client (rate limits,
+            // caps and logs); anyone else's forwarded headers are ignored.
+            let client = proxy::forwarded_client(&trusted, peer, req.headers()).unwrap_or(peer);
+            req.extensions_mut().insert(ConnectInfo(client));
             let mut router = router.clone();
             async move {
                 let resp = match router.call(req).await {

@@ -14,6 +14,7 @@ pub mod http;
 pub mod keyfile;
 pub mod listener;
 pub mod metrics;
+pub mod proxy;
 pub mod ratelimit;
 pub mod reload;
 pub mod selftest;

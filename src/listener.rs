@@ -8,6 +8,10 @@
 //! follows. A connection keeps its place in the caps until it closes, also after an upgrade to
 //! a WebSocket or a hand-over to TURN, which count it in their own caps as well.
 //!
+//! With `[http] proxy_protocol` on, a PROXY header from a trusted proxy is read first of all
+//! ([`crate::proxy`]): the caps then count the client it names (the proxy itself is held to the
+//! total cap only), and everything after, logs and rate limits included, sees that client.
+//!
 //! With a [`TurnStreams`] handler installed (one-port mode), a plain STUN start is TURN over
 //! TCP and a STUN start inside TLS (or the ALPN `stun.turn`, RFC 7443) is TURN over TLS;
 //! everything else is HTTP/1.1 or HTTP/2 by ALPN.
@@ -67,10 +71,11 @@ impl Listener {
         mut shutdown: watch::Receiver<bool>,
         grace: Duration,
     ) {
-        let caps = ConnectionCaps::new(
+        let caps = ConnectionCaps::exempting(
             Edge::Https,
             self.limits.max_connections,
             self.limits.max_connections_per_ip,
+            self.limits.proxy.trusted.clone(),
         );
         let http = Arc::new(HttpServer::new(self.router.clone(), self.limits.clone()));
         let this = Arc::new(self);
@@ -100,14 +105,28 @@ impl Listener {
             let (this, http, serving) = (this.clone(), http.clone(), serving.clone());
             let shutdown = shutdown.clone();
             tokio::spawn(async move {
+                let mut tcp = tcp;
                 let _ = tcp.set_nodelay(true);
                 let local = tcp.local_addr().unwrap_or(peer);
+                let deadline = accepted + this.limits.tls_handshake_timeout;
+                let proxy = &this.limits.proxy;
+                let (peer, first, permit) = if proxy.enabled {
+                    let Some(arrival) = proxy.read(&mut tcp, peer, deadline).await else {
+                        return;
+                    };
+                    let Ok(permit) = permit.rekey(arrival.client.ip()) else {
+                        return;
+                    };
+                    (arrival.client, arrival.rest, permit)
+                } else {
+                    (peer, Vec::new(), permit)
+                };
                 let tcp = Counted {
                     io: tcp,
                     _permit: permit,
                 };
-                let deadline = accepted + this.limits.tls_handshake_timeout;
-                let Some((io, h2)) = this.open(tcp, peer, local, accepted, deadline).await else {
+                let opened = this.open(tcp, first, peer, local, accepted, deadline);
+                let Some((io, h2)) = opened.await else {
                     return;
                 };
                 let _serving = serving;
@@ -122,12 +141,13 @@ impl Listener {
         }
     }
 
-    /// Runs the protocol split and the TLS handshake, all before `deadline`. Returns the
-    /// stream to serve as HTTP and whether the client chose HTTP/2, or `None` when the
-    /// connection went to TURN or was dropped.
+    /// Runs the protocol split and the TLS handshake, all before `deadline`; `read` holds the
+    /// bytes already read after a PROXY header. Returns the stream to serve as HTTP and whether
+    /// the client chose HTTP/2, or `None` when the connection went to TURN or was dropped.
     async fn open(
         &self,
         mut tcp: Counted<TcpStream>,
+        read: Vec<u8>,
         peer: SocketAddr,
         local: SocketAddr,
         accepted: Instant,
@@ -135,10 +155,10 @@ impl Listener {
     ) -> Option<(Box<dyn Stream>, bool)> {
         let first = match &self.turn {
             // No one-port mode: every connection is HTTPS.
-            None => Vec::new(),
+            None => read,
             Some(turn) => {
-                let Ok(first) = tokio::time::timeout_at(deadline, read_prefix(&mut tcp)).await
-                else {
+                let prefix = read_prefix(&mut tcp, read);
+                let Ok(first) = tokio::time::timeout_at(deadline, prefix).await else {
                     debug!(%peer, "no first bytes within tls_handshake_timeout");
                     return None;
                 };
@@ -182,7 +202,7 @@ impl Listener {
         let inner = if alpn_turn {
             Vec::new()
         } else {
-            match tokio::time::timeout_at(deadline, read_prefix(&mut tls)).await {
+            match tokio::time::timeout_at(deadline, read_prefix(&mut tls, Vec::new())).await {
                 Ok(Ok(first)) => first,
                 _ => {
                     debug!(%peer, "no first bytes after TLS within tls_handshake_timeout");
@@ -300,9 +320,12 @@ async fn refuse_plain_http<S: AsyncRead + AsyncWrite + Unpin>(mut tcp: S) {
     .await;
 }
 
-/// Reads until [`demux::classify`] can decide (at most eight bytes are needed).
-async fn read_prefix<S: AsyncRead + Unpin>(s: &mut S) -> std::io::Result<Vec<u8>> {
-    let mut buf = Vec::with_capacity(16);
+/// Reads until [`demux::classify`] can decide (at most eight bytes are needed), after the
+/// bytes in `buf` that were already read.
+async fn read_prefix<S: AsyncRead + Unpin>(
+    s: &mut S,
+    mut buf: Vec<u8>,
+) -> std::io::Result<Vec<u8>> {
     let mut chunk = [0u8; 16];
     loop {
         if demux::classify(&buf) != Protocol::NeedMore {

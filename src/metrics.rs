@@ -163,6 +163,11 @@ pub const LIMITED_API: usize = 2;
 pub const TLS_OK: usize = 0;
 pub const TLS_FAILED: usize = 1;
 pub const TLS_TIMED_OUT: usize = 2;
+/// Indexes into `proxy_headers`.
+pub const PROXY_ACCEPTED: usize = 0;
+pub const PROXY_UNTRUSTED: usize = 1;
+pub const PROXY_INVALID: usize = 2;
+pub const PROXY_TIMED_OUT: usize = 3;
 
 /// Label values of `auth_failures`, in the order of the core's `AuthFailure::ALL`.
 const AUTH_FAILURES: [&str; 6] = [
@@ -271,6 +276,8 @@ pub struct Metrics {
     pub http_requests: Counter,
     /// Connections refused by a connection cap (`crate::caps`), by listener and cap.
     pub connections_refused: CounterVec<6>,
+    /// PROXY protocol headers (`crate::proxy`), by result.
+    pub proxy_headers: CounterVec<4>,
 }
 
 impl Default for Metrics {
@@ -332,6 +339,10 @@ impl Metrics {
                 ],
             ),
             http_requests: Counter::new(),
+            proxy_headers: CounterVec::new(
+                "result",
+                ["accepted", "untrusted", "invalid", "timed_out"],
+            ),
         }
     }
 }
@@ -487,6 +498,11 @@ impl Metrics {
             "signalbox_connections_refused_total",
             "Connections refused at once by a connection cap, by listener and cap.",
             &self.connections_refused,
+        );
+        e.counter_vec(
+            "signalbox_proxy_headers_total",
+            "PROXY protocol headers on the HTTPS and TURN stream listeners, by result.",
+            &self.proxy_headers,
         );
         process(&mut e);
         e.0

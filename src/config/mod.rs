@@ -18,6 +18,7 @@ mod api;
 mod turn;
 
 pub use acme::{eab_key, AcmeChallenge};
+use signalbox_turn_proto::policy::Cidr;
 
 /// The whole configuration. `Default` is the documented default (`config.toml` at the root).
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -93,6 +94,13 @@ pub struct HttpConfig {
     /// An HTTP/2 connection with no request in progress for this long is closed.
     #[serde(deserialize_with = "duration")]
     pub http2_idle_timeout: Duration,
+    /// Read a PROXY protocol header (v1 or v2) on the HTTPS listener from `trusted_proxies`.
+    pub proxy_protocol: bool,
+    /// The proxies and load balancers in front of every listener: they may send a PROXY header
+    /// (where `proxy_protocol` is on) and `X-Forwarded-For` / `Forwarded`, and are exempt from
+    /// the per-address connection caps.
+    #[serde(deserialize_with = "turn::cidrs")]
+    pub trusted_proxies: Vec<Cidr>,
 }
 
 impl Default for HttpConfig {
@@ -110,6 +118,8 @@ impl Default for HttpConfig {
             http2_keep_alive_interval: Duration::from_secs(20),
             http2_keep_alive_timeout: Duration::from_secs(10),
             http2_idle_timeout: Duration::from_secs(10),
+            proxy_protocol: false,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -140,6 +150,14 @@ impl HttpConfig {
             if value < Duration::from_millis(100) {
                 return Err((key, "must be at least 100ms".into()));
             }
+        }
+        if self.proxy_protocol && self.trusted_proxies.is_empty() {
+            return Err((
+                "http.proxy_protocol",
+                "needs the proxies' addresses in http.trusted_proxies (a PROXY header from any \
+                 other address is refused)"
+                    .into(),
+            ));
         }
         if self.keep_alive_timeout > self.header_read_timeout {
             return Err((
@@ -512,6 +530,14 @@ impl Config {
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return err("log.level", format!("not a valid filter: {e}"));
+        }
+        if self.turn.enabled && self.turn.proxy_protocol && self.http.trusted_proxies.is_empty() {
+            return err(
+                "turn.proxy_protocol",
+                "needs the proxies' addresses in http.trusted_proxies (a PROXY header from any \
+                 other address is refused)"
+                    .into(),
+            );
         }
         if let Err((key, msg)) = self.api.validate() {
             return err(&key, msg);

@@ -14,7 +14,8 @@ pub use signalbox_turn_proto::ports::PortRange;
 #[serde(deny_unknown_fields, default)]
 pub struct TurnConfig {
     pub enabled: bool,
-    /// UDP listener addresses.
+    /// UDP listener addresses (one address or a list).
+    #[serde(deserialize_with = "addr_list")]
     pub listen: Vec<SocketAddr>,
     /// Realm of the long-term credentials; empty = `[server] public_host`.
     pub realm: String,
@@ -56,9 +57,14 @@ pub struct TurnConfig {
     #[serde(deserialize_with = "duration")]
     pub nonce_lifetime: Duration,
     /// TURN over TCP listener addresses; empty = off.
+    #[serde(deserialize_with = "addr_list")]
     pub listen_tcp: Vec<SocketAddr>,
     /// TURN over TLS (`turns:`) listener addresses; empty = off.
+    #[serde(deserialize_with = "addr_list")]
     pub listen_tls: Vec<SocketAddr>,
+    /// Read a PROXY protocol header (v1 or v2) on `listen_tcp` and `listen_tls` from the
+    /// addresses in `[http] trusted_proxies`.
+    pub proxy_protocol: bool,
     /// Serve TURN over TCP and TLS on the HTTPS listener too (one port for everything).
     pub one_port: bool,
     /// Time a stream client gets from accept to a successful Allocate, and to finish any
@@ -105,6 +111,7 @@ impl Default for TurnConfig {
             listen_tcp: vec![SocketAddr::from(([0, 0, 0, 0], 3478))],
             listen_tls: vec![SocketAddr::from(([0, 0, 0, 0], 5349))],
             one_port: true,
+            proxy_protocol: false,
             stream_handshake_timeout: Duration::from_secs(10),
             stream_idle_timeout: Duration::from_secs(600),
             max_stream_connections: 10_000,
@@ -234,7 +241,36 @@ fn optional_ip<'de, D: Deserializer<'de>>(de: D) -> Result<Option<IpAddr>, D::Er
         .map_err(|_| serde::de::Error::custom(format!("`{s}` is not an IP address")))
 }
 
-fn cidrs<'de, D: Deserializer<'de>>(de: D) -> Result<Vec<Cidr>, D::Error> {
+/// Serde adapter: one address (`"0.0.0.0:3478"`) or a list of them; `""` is the empty list.
+fn addr_list<'de, D: Deserializer<'de>>(de: D) -> Result<Vec<SocketAddr>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    let texts = match OneOrMany::deserialize(de).map_err(|_| {
+        serde::de::Error::custom(
+            "must be an address like \"0.0.0.0:3478\" or a list like [\"0.0.0.0:3478\", \"[::]:3478\"]",
+        )
+    })? {
+        OneOrMany::One(s) if s.trim().is_empty() => Vec::new(),
+        OneOrMany::One(s) => vec![s],
+        OneOrMany::Many(list) => list,
+    };
+    texts
+        .iter()
+        .map(|s| {
+            s.trim().parse().map_err(|_| {
+                serde::de::Error::custom(format!(
+                    "`{s}` is not an address like 0.0.0.0:3478 or [::]:3478 (an IP address, not a name)"
+                ))
+            })
+        })
+        .collect()
+}
+
+pub(super) fn cidrs<'de, D: Deserializer<'de>>(de: D) -> Result<Vec<Cidr>, D::Error> {
     Vec::<String>::deserialize(de)?
         .iter()
         .map(|s| s.parse().map_err(serde::de::Error::custom))
@@ -244,6 +280,51 @@ fn cidrs<'de, D: Deserializer<'de>>(de: D) -> Result<Vec<Cidr>, D::Error> {
 #[cfg(test)]
 mod tests {
     use crate::config::Config;
+
+    #[test]
+    fn listeners_take_one_address_or_a_list() {
+        let c = Config::parse(
+            "[turn]\nlisten = \"127.0.0.1:3478\"\nlisten_tcp = \"\"\nlisten_tls = [\"127.0.0.1:5349\", \"[::1]:5349\"]\n",
+            "c.toml",
+        )
+        .expect("parses");
+        assert_eq!(c.turn.listen, vec!["127.0.0.1:3478".parse().expect("addr")]);
+        assert!(c.turn.listen_tcp.is_empty());
+        assert_eq!(c.turn.listen_tls.len(), 2);
+        let e =
+            Config::parse("[turn]\nlisten = \"localhost:3478\"\n", "c.toml").expect_err("a name");
+        assert!(e.to_string().contains("turn.listen"), "{e}");
+        assert!(e.to_string().contains("localhost:3478"), "{e}");
+        let e = Config::parse("[turn]\nlisten_tcp = 3478\n", "c.toml").expect_err("a number");
+        assert!(e.to_string().contains("a list like"), "{e}");
+    }
+
+    #[test]
+    fn the_proxy_protocol_needs_trusted_proxies() {
+        let src = crate::config::Source {
+            name: "c.toml".into(),
+            base_dir: ".".into(),
+        };
+        for section in ["http", "turn"] {
+            let c = Config::parse(&format!("[{section}]\nproxy_protocol = true\n"), "c.toml")
+                .expect("parses");
+            let e = c.validate(&src).expect_err("no trusted proxies");
+            assert_eq!(
+                e.key.as_deref(),
+                Some(&*format!("{section}.proxy_protocol"))
+            );
+            assert!(e.to_string().contains("trusted_proxies"), "{e}");
+        }
+        let c = Config::parse(
+            "[http]\nproxy_protocol = true\ntrusted_proxies = [\"127.0.0.1\", \"10.0.0.0/8\"]\n",
+            "c.toml",
+        )
+        .expect("parses");
+        assert_eq!(c.http.trusted_proxies.len(), 2);
+        let e = Config::parse("[http]\ntrusted_proxies = [\"10.0.0.0/33\"]\n", "c.toml")
+            .expect_err("bad prefix");
+        assert!(e.to_string().contains("http.trusted_proxies"), "{e}");
+    }
 
     #[test]
     fn defaults_match_the_documented_values() {

@@ -32,8 +32,9 @@ use tracing::{debug, warn};
 
 use crate::caps::{ConnPermit, ConnectionCaps, Edge};
 use crate::config::TurnConfig;
-use crate::demux::Stream;
+use crate::demux::{Rewind, Stream};
 use crate::listener::{accept_tls, TurnStream, TurnStreams};
+use crate::proxy::{ProxyProtocol, TrustedProxies};
 use crate::turn::relay::streams::Outbound;
 use crate::turn::relay::Shared;
 use signalbox_turn_proto::allocation::{FiveTuple, Transport};
@@ -56,11 +57,15 @@ pub struct StreamLimits {
     pub idle_timeout: Duration,
     pub max_total: u32,
     pub max_per_ip: u32,
+    /// `[turn] proxy_protocol` on `listen_tcp` / `listen_tls`, and the trusted proxies (exempt
+    /// from the per-address cap on every TURN stream, the HTTPS port's included).
+    pub proxy: ProxyProtocol,
 }
 
 impl StreamLimits {
-    pub fn from_config(turn: &TurnConfig) -> StreamLimits {
+    pub fn from_config(turn: &TurnConfig, trusted: TrustedProxies) -> StreamLimits {
         StreamLimits {
+            proxy: ProxyProtocol::new(turn.proxy_protocol, trusted, "TURN stream"),
             handshake_timeout: turn.stream_handshake_timeout,
             idle_timeout: turn.stream_idle_timeout,
             max_total: turn.max_stream_connections,
@@ -85,10 +90,11 @@ impl Streams {
         limits: StreamLimits,
         shutdown: watch::Receiver<bool>,
     ) -> Arc<Streams> {
-        let caps = ConnectionCaps::new(
+        let caps = ConnectionCaps::exempting(
             Edge::TurnStream,
             limits.max_total as usize,
             limits.max_per_ip as usize,
+            limits.proxy.trusted.clone(),
         );
         Arc::new(Streams {
             shared,
@@ -231,21 +237,35 @@ impl Streams {
             let accepted = Instant::now();
             let (this, tls) = (self.clone(), tls.clone());
             tokio::spawn(async move {
+                let mut tcp = tcp;
                 let _ = tcp.set_nodelay(true);
+                let deadline = accepted + this.limits.handshake_timeout;
+                let listener = tcp.local_addr().ok().or(local).unwrap_or(peer);
+                // The PROXY header comes before TLS; the caps then count the client it names.
+                let proxy = &this.limits.proxy;
+                let (peer, first, permit) = if proxy.enabled {
+                    let Some(arrival) = proxy.read(&mut tcp, peer, deadline).await else {
+                        return;
+                    };
+                    let Ok(permit) = permit.rekey(arrival.client.ip()) else {
+                        return;
+                    };
+                    (arrival.client, arrival.rest, permit)
+                } else {
+                    (peer, Vec::new(), permit)
+                };
+                let tcp = Rewind::new(first, tcp);
                 let five = FiveTuple {
                     client: peer,
-                    listener: tcp.local_addr().ok().or(local).unwrap_or(peer),
+                    listener,
                     transport,
                 };
                 let io: Box<dyn Stream> = match &tls {
                     None => Box::new(tcp),
-                    Some(acceptor) => {
-                        let deadline = accepted + this.limits.handshake_timeout;
-                        match accept_tls(acceptor, tcp, deadline, peer).await {
-                            Some(tls) => Box::new(tls),
-                            None => return,
-                        }
-                    }
+                    Some(acceptor) => match accept_tls(acceptor, tcp, deadline, peer).await {
+                        Some(tls) => Box::new(tls),
+                        None => return,
+                    },
                 };
                 this.serve(io, five, permit, accepted).await;
             });
@@ -390,9 +410,11 @@ impl StreamService {
         shared: Arc<Shared>,
         acceptor: TlsAcceptor,
         drain: watch::Receiver<bool>,
+        trusted: TrustedProxies,
         shutdown: watch::Receiver<bool>,
     ) -> anyhow::Result<StreamService> {
-        let streams = Streams::new(shared, StreamLimits::from_config(turn), shutdown);
+        let limits = StreamLimits::from_config(turn, trusted);
+        let streams = Streams::new(shared, limits, shutdown);
         let (mut tcp, mut tls) = (Vec::new(), Vec::new());
         for l in bind_all(&turn.listen_tcp, "listen_tcp").await? {
             let addr = l.local_addr().context("listener has no address")?;
@@ -437,6 +459,7 @@ mod tests {
             idle_timeout: IDLE,
             max_total: 10,
             max_per_ip: 10,
+            proxy: ProxyProtocol::default(),
         };
         StreamClock::new(&limits, accepted)
     }
