@@ -1,7 +1,8 @@
 // Test harness for the browser tests: runs the real signalbox binary on an ephemeral loopback
-// port and one headless Chromium process per participant, and reads WebRTC statistics from the
-// pages. Everything started here is also registered for a last-resort cleanup, so a failing or
-// timed-out test never leaves a server or a browser behind.
+// port and one headless browser process per participant — Debian's Chromium through
+// playwright-core, or Debian's firefox-esr through puppeteer-core over WebDriver BiDi — and reads
+// WebRTC statistics from the pages. Everything started here is also registered for a
+// last-resort cleanup, so a failing or timed-out test never leaves a server or a browser behind.
 
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
@@ -9,7 +10,11 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createInterface } from 'node:readline';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { chromium } from 'playwright-core';
+import puppeteer from 'puppeteer-core';
+
+export { sleep };
 
 export const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 export const ARTIFACTS = join(REPO, 'tests/browser/artifacts');
@@ -63,15 +68,15 @@ function optionalSettings(bin) {
 
 /**
  * Starts `signalbox` with a temporary config (HTTPS on `listen`, by default an ephemeral
- * loopback port; this repository's public/) plus `extraToml`, and waits for its
- * `signalbox: open` line.
+ * loopback port; `public_host` = `publicHost`; this repository's public/) plus `extraToml`, and
+ * waits for its `signalbox: open` line.
  */
-export async function startServer(extraToml = '', { listen = '127.0.0.1:0' } = {}) {
+export async function startServer(extraToml = '', { listen = '127.0.0.1:0', publicHost = '127.0.0.1' } = {}) {
   const bin = resolve(REPO, process.env.SIGNALBOX_BIN || 'target/debug/signalbox');
   const dir = mkdtempSync(join(tmpdir(), 'signalbox-browser-'));
   const config = [
     '[server]',
-    'public_host = "127.0.0.1"',
+    `public_host = ${JSON.stringify(publicHost)}`,
     'drain_grace = "1s"',
     '',
     '[http]',
@@ -258,6 +263,80 @@ export async function launchParticipant(label, { forceRelay = false, onlyIceUrl 
   return participant;
 }
 
+const FIREFOX = process.env.SIGNALBOX_FIREFOX || '/usr/bin/firefox-esr';
+
+/**
+ * Preferences for headless Firefox on these machines: a fake camera and microphone without a
+ * prompt, loopback ICE candidates (off by default), plain host candidates instead of mDNS
+ * names (Chromium here cannot resolve those), and nothing that talks to the outside world.
+ */
+const FIREFOX_PREFS = {
+  'media.navigator.streams.fake': true,
+  'media.navigator.permission.disabled': true,
+  'media.peerconnection.ice.loopback': true,
+  'media.peerconnection.ice.obfuscate_host_addresses': false,
+  'media.autoplay.default': 0,
+  'network.captive-portal-service.enabled': false,
+  'network.connectivity-service.enabled': false,
+  'network.dns.disablePrefetch': true,
+  'network.prefetch-next': false,
+  'browser.safebrowsing.malware.enabled': false,
+  'browser.safebrowsing.phishing.enabled': false,
+  'browser.safebrowsing.downloads.enabled': false,
+  'datareporting.policy.dataSubmissionEnabled': false,
+  'toolkit.telemetry.enabled': false,
+  'app.update.enabled': false,
+  'extensions.update.enabled': false,
+  'browser.region.network.url': '',
+  'browser.search.geoip.url': '',
+};
+
+/**
+ * Launches Debian's firefox-esr for one participant (puppeteer-core over WebDriver BiDi, its
+ * own profile). The page is a puppeteer Page: CSS selectors and `evaluate`, not Playwright's
+ * locators; `mediaStats` and `expectVideoFlowing` work on both.
+ */
+export async function launchFirefox(label, { forceRelay = false, onlyIceUrl = null } = {}) {
+  const browser = await puppeteer.launch({
+    browser: 'firefox',
+    executablePath: FIREFOX,
+    headless: true,
+    acceptInsecureCerts: true,
+    extraPrefsFirefox: FIREFOX_PREFS,
+    defaultViewport: { width: 1280, height: 720 },
+    timeout: 60000,
+  });
+  const page = await browser.newPage();
+  const participant = {
+    label,
+    browser,
+    page,
+    errors: [],
+    async stop() {
+      running.delete(participant);
+      await browser.close();
+    },
+  };
+  running.add(participant);
+  await page.evaluateOnNewDocument(peerConnectionRecorder, { forceRelay, onlyIceUrl });
+  page.on('console', (msg) => {
+    if (msg.type() === 'error') participant.errors.push(`console: ${msg.text()}`);
+  });
+  page.on('pageerror', (err) => participant.errors.push(`page error: ${err.message}`));
+  page.setDefaultTimeout(30000);
+  return participant;
+}
+
+/** `joinRoom` for a puppeteer page: the same form, found by its element ids. */
+export async function joinRoomFirefox(participant, url, name) {
+  const { page } = participant;
+  await page.goto(url);
+  await page.waitForSelector('#display-name', { visible: true });
+  await page.type('#display-name', name);
+  await page.click('#join-btn');
+  await page.waitForSelector('#call', { visible: true });
+}
+
 /** Opens the room page, types a name and clicks the button labelled exactly "Join". */
 export async function joinRoom(participant, url, name) {
   const { page } = participant;
@@ -276,7 +355,10 @@ export async function mediaStats(page) {
       out.peers += 1;
       const report = await pc.getStats();
       let pairId = null;
+      let selectedPair = null;
       report.forEach((s) => {
+        // Firefox has no transport stats; it marks the pair in use with `selected`.
+        if (s.type === 'candidate-pair' && s.selected === true) selectedPair = s;
         if (s.type === 'inbound-rtp' && s.kind === 'video') {
           out.framesDecoded += s.framesDecoded || 0;
           out.bytesReceived += s.bytesReceived || 0;
@@ -284,7 +366,7 @@ export async function mediaStats(page) {
         if (s.type === 'inbound-rtp' && s.kind === 'audio') out.audioBytesReceived += s.bytesReceived || 0;
         if (s.type === 'transport' && s.selectedCandidatePairId) pairId = s.selectedCandidatePairId;
       });
-      const pair = pairId ? report.get(pairId) : null;
+      const pair = pairId ? report.get(pairId) : selectedPair;
       const local = pair ? report.get(pair.localCandidateId) : null;
       const remote = pair ? report.get(pair.remoteCandidateId) : null;
       out.pairs.push({
@@ -307,11 +389,11 @@ export async function expectVideoFlowing(page, { timeoutMs = 25000 } = {}) {
   let first = await mediaStats(page);
   while (first.framesDecoded === 0) {
     if (Date.now() > deadline) throw new Error(`no video frames decoded within ${timeoutMs} ms: ${JSON.stringify(first)}`);
-    await page.waitForTimeout(250);
+    await sleep(250);
     first = await mediaStats(page);
   }
   for (;;) {
-    await page.waitForTimeout(1000);
+    await sleep(1000);
     const second = await mediaStats(page);
     if (second.framesDecoded > first.framesDecoded && second.bytesReceived > first.bytesReceived) return second;
     if (Date.now() > deadline) {

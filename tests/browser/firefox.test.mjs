@@ -1,0 +1,100 @@
+// Chromium and Firefox in one call: Debian's chromium (playwright-core) and Debian's firefox-esr
+// (puppeteer-core over WebDriver BiDi), each with a fake camera and microphone, decode each
+// other's video — directly, through signalbox's relay over TURN/TLS on the HTTPS port reached by
+// a host name, and over plain TURN/TCP on the HTTPS port reached by an IP address (Firefox opens
+// no connection at all for `turns:` with an IP address, so that is its way through a network
+// that only lets TCP to the HTTPS port out).
+
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import {
+  cleanupAll, expectVideoFlowing, joinRoom, joinRoomFirefox, launchFirefox, launchParticipant, roomName, startServer,
+} from './harness.mjs';
+
+const TEST_TIMEOUT_MS = 120000;
+
+/** TURN on loopback only; relaying between two loopback allocations is allowed. */
+const TURN_TOML = [
+  '[turn]',
+  'listen = ["127.0.0.1:0"]',
+  'listen_tcp = ["127.0.0.1:0"]',
+  'listen_tls = ["127.0.0.1:0"]',
+  'relay_ip = "127.0.0.1"',
+  'secrets = ["browser-firefox-test-secret"]',
+  'allow_loopback_peers = true',
+].join('\n');
+
+after(cleanupAll);
+
+/**
+ * Firefox warns on the console whenever a connection gets five or more STUN/TURN URLs, which the
+ * server's full list (one per transport) is; the warning is about gathering time, not an error.
+ */
+const unexpected = (e) => !e.includes('Using five or more STUN/TURN servers slows down discovery');
+
+/** A server, a Chromium and a Firefox participant; both stop after the test, pass or fail. */
+async function mixedCall(t, { publicHost = '127.0.0.1', chromium = {}, firefox = () => ({}) } = {}) {
+  const server = await startServer(TURN_TOML, { publicHost });
+  t.after(() => server.stop());
+  const httpsPort = Number(server.listeners.https.split(':').pop());
+  const base = `https://${publicHost}:${httpsPort}`;
+  const chrome = await launchParticipant('chromium', chromium);
+  t.after(() => chrome.stop());
+  const fox = await launchFirefox('firefox', firefox(httpsPort));
+  t.after(() => fox.stop());
+  const url = `${base}/r/${roomName('mixed')}`;
+  await joinRoom(chrome, url, 'Chromium');
+  await joinRoomFirefox(fox, url, 'Firefox');
+  const [c, f] = await Promise.all([
+    expectVideoFlowing(chrome.page, { timeoutMs: 60000 }),
+    expectVideoFlowing(fox.page, { timeoutMs: 60000 }),
+  ]);
+  assert.equal(c.peers, 1, 'Chromium has one connection');
+  assert.equal(f.peers, 1, 'Firefox has one connection');
+  for (const p of [chrome, fox]) assert.deepEqual(p.errors.filter(unexpected), [], `${p.label} logged errors`);
+  return { server, chrome, fox, stats: { chromium: c, firefox: f } };
+}
+
+/** The ICE server URLs a page's peer connections were configured with. */
+function configuredUrls(page) {
+  return page.evaluate(() =>
+    window.__signalboxPeers.flatMap((pc) => pc.getConfiguration().iceServers.flatMap((s) => [].concat(s.urls))),
+  );
+}
+
+test('a Chromium and a Firefox participant decode each other\'s video directly', { timeout: TEST_TIMEOUT_MS }, async (t) => {
+  const { stats } = await mixedCall(t);
+  for (const [who, s] of Object.entries(stats)) {
+    assert.equal(s.pairs[0].state, 'connected', `${who}: ${JSON.stringify(s.pairs)}`);
+    assert.notEqual(s.pairs[0].local, 'relay', `${who} talks directly: ${JSON.stringify(s.pairs)}`);
+    assert.notEqual(s.pairs[0].remote, 'relay', `${who} talks directly: ${JSON.stringify(s.pairs)}`);
+  }
+});
+
+test('Chromium and Firefox call through the relay, Firefox over TURN/TLS on the HTTPS port by host name', { timeout: TEST_TIMEOUT_MS }, async (t) => {
+  const { stats, fox } = await mixedCall(t, {
+    publicHost: 'localhost',
+    chromium: { forceRelay: true },
+    firefox: (port) => ({ forceRelay: true, onlyIceUrl: `^turns:localhost:${port}\\?transport=tcp$` }),
+  });
+  for (const [who, s] of Object.entries(stats)) {
+    assert.equal(s.pairs[0].local, 'relay', `${who} sends through the relay: ${JSON.stringify(s.pairs)}`);
+    assert.equal(s.pairs[0].remote, 'relay', `${who}'s peer is relayed too: ${JSON.stringify(s.pairs)}`);
+  }
+  assert.equal(stats.firefox.pairs[0].relayProtocol, 'tls', `Firefox reaches the relay over TLS: ${JSON.stringify(stats.firefox.pairs)}`);
+  const urls = await configuredUrls(fox.page);
+  assert.ok(urls.length > 0 && urls.every((u) => /^turns:localhost:\d+\?transport=tcp$/.test(u)), JSON.stringify(urls));
+});
+
+test('Firefox relays over plain TURN/TCP on the HTTPS port when the host is an IP address', { timeout: TEST_TIMEOUT_MS }, async (t) => {
+  const { stats, fox, server } = await mixedCall(t, {
+    chromium: { forceRelay: true },
+    firefox: (port) => ({ forceRelay: true, onlyIceUrl: `^turn:127\\.0\\.0\\.1:${port}\\?transport=tcp$` }),
+  });
+  for (const [who, s] of Object.entries(stats)) {
+    assert.equal(s.pairs[0].local, 'relay', `${who} sends through the relay: ${JSON.stringify(s.pairs)}`);
+  }
+  assert.equal(stats.firefox.pairs[0].relayProtocol, 'tcp', `Firefox reaches the relay over TCP: ${JSON.stringify(stats.firefox.pairs)}`);
+  const urls = await configuredUrls(fox.page);
+  assert.deepEqual([...new Set(urls)], [`turn:127.0.0.1:${server.listeners.https.split(':').pop()}?transport=tcp`]);
+});
