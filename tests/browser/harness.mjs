@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createInterface } from 'node:readline';
+import { connect, createServer } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { chromium } from 'playwright-core';
 import puppeteer from 'puppeteer-core';
@@ -175,16 +176,18 @@ function chromiumArgs({ blockCamera }) {
  * can read statistics and cut connections, and with `forceRelay` makes every connection relay-only (also through
  * `setConfiguration`, which the app calls when fresh TURN credentials arrive).
  */
-function peerConnectionRecorder({ forceRelay, onlyIceUrl }) {
+function peerConnectionRecorder({ forceRelay, onlyIceUrl, rewriteIceUrl }) {
   const Native = window.RTCPeerConnection;
   const peers = [];
   // With `onlyIceUrl` (a regular expression source), every ICE server URL that does not match
-  // it is removed, so the browser can use that one transport only.
+  // it is removed, so the browser can use that one transport only. `rewriteIceUrl`
+  // ([pattern, replacement]) then edits the URLs left, to send the browser through a test proxy.
   const only = onlyIceUrl ? new RegExp(onlyIceUrl) : null;
+  const rewrite = rewriteIceUrl ? (u) => u.replace(new RegExp(rewriteIceUrl[0]), rewriteIceUrl[1]) : (u) => u;
   const keepOnly = (config) => {
     if (!only || !config || !config.iceServers) return config;
     const iceServers = config.iceServers
-      .map((s) => ({ ...s, urls: [].concat(s.urls).filter((u) => only.test(u)) }))
+      .map((s) => ({ ...s, urls: [].concat(s.urls).filter((u) => only.test(u)).map(rewrite) }))
       .filter((s) => s.urls.length > 0);
     return { ...config, iceServers };
   };
@@ -252,7 +255,7 @@ export async function launchParticipant(label, { forceRelay = false, onlyIceUrl 
   };
   running.add(participant);
   if (blockCamera) await browser.grantPermissions(['microphone']);
-  await browser.addInitScript(peerConnectionRecorder, { forceRelay, onlyIceUrl });
+  await browser.addInitScript(peerConnectionRecorder, { forceRelay, onlyIceUrl, rewriteIceUrl: null });
   const page = participant.page;
   page.on('console', (msg) => {
     if (msg.type() === 'error') participant.errors.push(`console: ${msg.text()}`);
@@ -296,7 +299,7 @@ const FIREFOX_PREFS = {
  * own profile). The page is a puppeteer Page: CSS selectors and `evaluate`, not Playwright's
  * locators; `mediaStats` and `expectVideoFlowing` work on both.
  */
-export async function launchFirefox(label, { forceRelay = false, onlyIceUrl = null } = {}) {
+export async function launchFirefox(label, { forceRelay = false, onlyIceUrl = null, rewriteIceUrl = null } = {}) {
   const browser = await puppeteer.launch({
     browser: 'firefox',
     executablePath: FIREFOX,
@@ -318,7 +321,7 @@ export async function launchFirefox(label, { forceRelay = false, onlyIceUrl = nu
     },
   };
   running.add(participant);
-  await page.evaluateOnNewDocument(peerConnectionRecorder, { forceRelay, onlyIceUrl });
+  await page.evaluateOnNewDocument(peerConnectionRecorder, { forceRelay, onlyIceUrl, rewriteIceUrl });
   page.on('console', (msg) => {
     if (msg.type() === 'error') participant.errors.push(`console: ${msg.text()}`);
   });
@@ -335,6 +338,80 @@ export async function joinRoomFirefox(participant, url, name) {
   await page.type('#display-name', name);
   await page.click('#join-btn');
   await page.waitForSelector('#call', { visible: true });
+}
+
+/**
+ * A TCP proxy on an ephemeral loopback port to `target` ("HOST:PORT") that reads the TLS
+ * ClientHello opening each connection and records its SNI: `hellos` gets one entry per
+ * ClientHello, the server name or `null` when the extension is absent. Bytes pass unchanged.
+ */
+export async function startSniProxy(target) {
+  const [host, port] = [target.slice(0, target.lastIndexOf(':')), Number(target.slice(target.lastIndexOf(':') + 1))];
+  const hellos = [];
+  const sockets = new Set();
+  const server = createServer((client) => {
+    sockets.add(client);
+    const upstream = connect(port, host);
+    sockets.add(upstream);
+    let first = true;
+    client.on('data', (chunk) => {
+      if (first) {
+        first = false;
+        const sni = clientHelloSni(chunk);
+        if (sni !== undefined) hellos.push(sni);
+      }
+      upstream.write(chunk);
+    });
+    upstream.on('data', (chunk) => client.write(chunk));
+    const end = () => {
+      client.destroy();
+      upstream.destroy();
+    };
+    client.on('close', end).on('error', end);
+    upstream.on('close', end).on('error', end);
+  });
+  await new Promise((ok) => server.listen(0, '127.0.0.1', ok));
+  const proxy = {
+    port: server.address().port,
+    hellos,
+    async stop() {
+      running.delete(proxy);
+      for (const s of sockets) s.destroy();
+      await new Promise((ok) => server.close(ok));
+    },
+  };
+  running.add(proxy);
+  return proxy;
+}
+
+/**
+ * The server name in a TLS ClientHello that starts `buf` (RFC 8446 §4.1.2, RFC 6066 §3):
+ * a string, `null` when there is no server_name extension, `undefined` when `buf` does not start
+ * with a ClientHello (plain TURN over TCP, say).
+ */
+export function clientHelloSni(buf) {
+  if (buf.length < 9 || buf[0] !== 22 || buf[5] !== 1) return undefined;
+  let at = 9 + 2 + 32; // record header, handshake header, version, random
+  const need = (n) => at + n <= buf.length;
+  if (!need(1)) return undefined;
+  at += 1 + buf[at]; // session id
+  if (!need(2)) return undefined;
+  at += 2 + buf.readUInt16BE(at); // cipher suites
+  if (!need(1)) return undefined;
+  at += 1 + buf[at]; // compression methods
+  if (!need(2)) return null;
+  const end = Math.min(buf.length, at + 2 + buf.readUInt16BE(at));
+  at += 2;
+  while (at + 4 <= end) {
+    const type = buf.readUInt16BE(at);
+    const len = buf.readUInt16BE(at + 2);
+    if (type === 0 && at + 9 <= end) {
+      const nameLen = buf.readUInt16BE(at + 7);
+      return buf.subarray(at + 9, at + 9 + nameLen).toString('latin1');
+    }
+    at += 4 + len;
+  }
+  return null;
 }
 
 /** Opens the room page, types a name and clicks the button labelled exactly "Join". */
