@@ -454,8 +454,11 @@ impl Registry {
         };
         if locked && !host_invite {
             self.knock(room, entrant, now);
-        } else {
-            self.enter(room, entrant, host_invite);
+        } else if !self.enter(room.clone(), entrant, host_invite)
+            && self.rooms.get(&room).is_some_and(|r| r.members.is_empty())
+        {
+            // Only with a `max_peers` of 0: a room nobody could enter is not kept.
+            self.rooms.remove(&room);
         }
     }
 
