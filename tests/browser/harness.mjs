@@ -343,13 +343,16 @@ export async function joinRoomFirefox(participant, url, name) {
 /**
  * A TCP proxy on an ephemeral loopback port to `target` ("HOST:PORT") that reads the TLS
  * ClientHello opening each connection and records its SNI: `hellos` gets one entry per
- * ClientHello, the server name or `null` when the extension is absent. Bytes pass unchanged.
+ * ClientHello, the server name or `null` when the extension is absent; `connections` counts
+ * the connections. Bytes pass unchanged.
  */
 export async function startSniProxy(target) {
   const [host, port] = [target.slice(0, target.lastIndexOf(':')), Number(target.slice(target.lastIndexOf(':') + 1))];
   const hellos = [];
   const sockets = new Set();
+  const proxy = { connections: 0 };
   const server = createServer((client) => {
+    proxy.connections += 1;
     sockets.add(client);
     const upstream = connect(port, host);
     sockets.add(upstream);
@@ -371,7 +374,7 @@ export async function startSniProxy(target) {
     upstream.on('close', end).on('error', end);
   });
   await new Promise((ok) => server.listen(0, '127.0.0.1', ok));
-  const proxy = {
+  Object.assign(proxy, {
     port: server.address().port,
     hellos,
     async stop() {
@@ -379,7 +382,7 @@ export async function startSniProxy(target) {
       for (const s of sockets) s.destroy();
       await new Promise((ok) => server.close(ok));
     },
-  };
+  });
   running.add(proxy);
   return proxy;
 }
