@@ -588,3 +588,13 @@ fn a_room_whose_last_member_leaves_ends_for_those_waiting() {
     assert_eq!(b.reg.room_count(), 0);
     b.joined(2, "r");
 }
+
+#[test]
+fn a_room_nobody_can_enter_is_not_kept() {
+    let mut b = Bench::with(crate::signaling::rooms::RegistryConfig {
+        max_peers: 0,
+        ..config()
+    });
+    assert_eq!(error_code(&b.join(1, "r")), Some(ErrorCode::RoomFull));
+    assert_eq!(b.reg.room_count(), 0);
+}
