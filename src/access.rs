@@ -83,6 +83,11 @@ pub enum KeyFileError {
     },
     #[error("{path} must hold 64 hexadecimal characters (a 256-bit key)")]
     Format { path: String },
+    #[error("cannot make {path} readable by its owner only (mode 0600): {source}")]
+    Permissions {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("no random numbers from the system")]
     Random,
 }
@@ -92,11 +97,21 @@ impl AccessKey {
         AccessKey(hmac::Key::new(hmac::HMAC_SHA256, bytes))
     }
 
-    /// Reads the key file, creating it (mode 0600, with its directory) when it does not exist.
+    /// Reads the key file, creating it (mode 0600, with its directory) when it does not exist;
+    /// a key file that exists is set to mode 0600 too.
     pub fn load_or_create(path: &Path) -> Result<AccessKey, KeyFileError> {
         let shown = path.display().to_string();
         match std::fs::read_to_string(path) {
-            Ok(text) => return Self::parse_file(&text, &shown),
+            Ok(text) => {
+                let key = Self::parse_file(&text, &shown)?;
+                crate::keyfile::restrict_to_owner(path).map_err(|source| {
+                    KeyFileError::Permissions {
+                        path: shown.clone(),
+                        source,
+                    }
+                })?;
+                return Ok(key);
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(source) => {
                 return Err(KeyFileError::Read {
@@ -118,8 +133,7 @@ impl AccessKey {
         }
         let mut options = std::fs::OpenOptions::new();
         options.write(true).create_new(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, crate::keyfile::KEY_MODE);
         match options.open(path) {
             Ok(mut file) => {
                 file.write_all(format!("{hex}\n").as_bytes())
@@ -370,12 +384,12 @@ mod tests {
         let t = sign(&a, &invite("r", 10));
         let b = AccessKey::load_or_create(&path).unwrap();
         assert!(verify(&b, &t, "r", 1).is_ok());
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt as _;
-            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
-            assert_eq!(mode & 0o077, 0, "only the owner may read the key");
-        }
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = || std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(), 0o600, "only the owner may read the key");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        AccessKey::load_or_create(&path).unwrap();
+        assert_eq!(mode(), 0o600, "a reused key is closed off too");
     }
 
     #[test]

@@ -14,61 +14,17 @@ use tokio_rustls::TlsAcceptor;
 use tracing::{info, warn};
 
 use crate::access::{AccessKey, AccessMode, AccessPolicy};
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, Failure};
 use crate::config::{Config, ConfigError, Source};
 use crate::credentials;
 use crate::listener::{Listener, ALPN_STUN_TURN};
 use crate::reload::Reloader;
 use crate::signaling::{self, Signaling};
 use crate::tls::{self, CertStore};
-use crate::web::{self, AppState};
-
-/// Why the process stops with an error: configuration or a bad command-line value (exit 2),
-/// or anything at run time (exit 1).
-#[derive(Debug)]
-pub enum Failure {
-    Config(ConfigError),
-    /// A command-line value that cannot work; the text is the whole message.
-    Usage(String),
-    Runtime(anyhow::Error),
-}
-
-impl From<ConfigError> for Failure {
-    fn from(e: ConfigError) -> Self {
-        Failure::Config(e)
-    }
-}
-
-impl From<anyhow::Error> for Failure {
-    fn from(e: anyhow::Error) -> Self {
-        Failure::Runtime(e)
-    }
-}
-
-/// Loads the configuration named on the command line, with command-line overrides applied.
-pub fn load_config(cli: &Cli) -> Result<(Config, Source), ConfigError> {
-    let (path, required) = cli.global.config_path();
-    let (mut config, source) = Config::load(&path, required)?;
-    let g = &cli.global;
-    if let Some(listen) = g.listen {
-        config.http.listen = listen;
-    }
-    if let Some(host) = &g.public_host {
-        config.server.public_host = host.clone();
-    }
-    if let Some(level) = &g.log_level {
-        config.log.level = level.clone();
-    }
-    let cli_source = Source {
-        name: "command line".into(),
-        base_dir: source.base_dir.clone(),
-    };
-    config.validate(&cli_source)?;
-    Ok((config, source))
-}
+use crate::web::{self, host_port, AppState};
 
 pub fn main(cli: Cli) -> Result<(), Failure> {
-    let (config, source) = load_config(&cli)?;
+    let (config, source) = cli.load_config()?;
     match cli.command.clone().unwrap_or(Command::Run) {
         Command::CheckConfig => {
             if config.tls.cert.is_some() {
@@ -174,7 +130,7 @@ async fn run(
     let issuer = turn.as_ref().map(|t| {
         let mut issuer = credentials::Issuer::new(&config, t);
         if let Some(s) = &streams {
-            s.add_endpoints(&mut issuer.endpoints, one_port);
+            issuer.add_stream_listeners(s.tcp_listeners(), s.tls_listeners(), one_port);
         }
         Arc::new(issuer)
     });
@@ -208,11 +164,12 @@ async fn run(
             Some(close),
         ));
     }
-    let ops = Arc::new(web::ops::OpsState {
-        app: state.clone(),
-        hub: signaling.handle(),
-        issuer: issuer.clone(),
-    });
+    let ops = Arc::new(web::ops::OpsState::new(
+        state.clone(),
+        signaling.handle(),
+        issuer.clone(),
+        config.access.mode,
+    ));
     let api = Arc::new(web::api::ApiState::new(&config.api, issuer));
     let extra = web::api::routes(api).merge(web::ops::routes(ops));
     let router = web::router_with(state.clone(), extra).merge(signaling.router());
@@ -286,6 +243,7 @@ async fn run(
             .as_ref()
             .filter(|_| config.turn.one_port)
             .map(|s| s.streams.handler()),
+        limits: crate::http::HttpLimits::from_config(&config.http),
     };
     https
         .serve(listener, drain_rx, config.http.shutdown_grace)
@@ -350,20 +308,6 @@ fn log_self_test(target: &crate::selftest::Target) {
 /// One machine-readable line per listener on stdout: tests and scripts read these.
 fn announce(what: &str, addr: SocketAddr) {
     println!("signalbox: {what} listening on {addr}");
-}
-
-/// `HOST:PORT` for URLs, with IPv6 brackets, and no port when it is 443.
-pub fn host_port(host: &str, port: u16) -> String {
-    let host = if host.contains(':') && !host.starts_with('[') {
-        format!("[{host}]")
-    } else {
-        host.to_owned()
-    };
-    if port == 443 {
-        host
-    } else {
-        format!("{host}:{port}")
-    }
 }
 
 fn log_certificate(loaded: &tls::Loaded, real: bool) {

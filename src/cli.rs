@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::config::{Config, ConfigError, Source};
+
 /// signalbox: private video calls on your own server. Serves the web app over HTTPS, does the
 /// WebSocket signaling, answers STUN and relays media as a TURN server, from one binary.
 #[derive(Debug, Parser)]
@@ -88,8 +90,55 @@ pub struct CredentialsArgs {
     #[arg(long, default_value = "1h", value_name = "DURATION")]
     pub ttl: String,
     /// User part of the username (`EXPIRY:USER`); without it the username is the bare expiry.
+    /// It may not contain `~`, which marks the credentials of room peers.
     #[arg(long, value_name = "NAME")]
     pub user: Option<String>,
+}
+
+/// Why the process stops with an error: configuration or a bad command-line value (exit 2),
+/// or anything at run time (exit 1).
+#[derive(Debug)]
+pub enum Failure {
+    Config(ConfigError),
+    /// A command-line value that cannot work; the text is the whole message.
+    Usage(String),
+    Runtime(anyhow::Error),
+}
+
+impl From<ConfigError> for Failure {
+    fn from(e: ConfigError) -> Self {
+        Failure::Config(e)
+    }
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(e: anyhow::Error) -> Self {
+        Failure::Runtime(e)
+    }
+}
+
+impl Cli {
+    /// Loads the configuration named on the command line, with command-line overrides applied.
+    pub fn load_config(&self) -> Result<(Config, Source), ConfigError> {
+        let (path, required) = self.global.config_path();
+        let (mut config, source) = Config::load(&path, required)?;
+        let g = &self.global;
+        if let Some(listen) = g.listen {
+            config.http.listen = listen;
+        }
+        if let Some(host) = &g.public_host {
+            config.server.public_host = host.clone();
+        }
+        if let Some(level) = &g.log_level {
+            config.log.level = level.clone();
+        }
+        let cli_source = Source {
+            name: "command line".into(),
+            base_dir: source.base_dir.clone(),
+        };
+        config.validate(&cli_source)?;
+        Ok((config, source))
+    }
 }
 
 impl Global {

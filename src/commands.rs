@@ -6,12 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::access::{self, AccessKey, AccessMode, Invite};
-use crate::app::{host_port, Failure};
-use crate::cli::{CredentialsArgs, InviteArgs};
+use crate::cli::{CredentialsArgs, Failure, InviteArgs};
 use crate::config::{parse_duration, Config, ConfigError, Source};
 use crate::credentials::ice::{IceEndpoints, TurnTransport};
 use crate::credentials::{unix_now, Minter, UserPart};
 use crate::signaling::protocol::MAX_NAME_CHARS;
+use crate::web::host_port;
 use signalbox_turn_proto::auth::Secrets;
 
 /// `signalbox invite ROOM [--ttl 24h] [--name NAME] [--host]`: prints
@@ -65,7 +65,8 @@ pub fn credentials(config: &Config, args: &CredentialsArgs) -> Result<(), Failur
         None => None,
         Some(u) => Some(UserPart::custom(u).ok_or_else(|| {
             Failure::Usage(
-                "credentials: --user must be 1-128 bytes without spaces or control characters"
+                "credentials: --user must be 1-128 bytes without spaces, control characters or `~` \
+                 (reserved for the peers of a room)"
                     .into(),
             )
         })?),

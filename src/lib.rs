@@ -4,11 +4,14 @@
 
 pub mod access;
 pub mod app;
+pub mod caps;
 pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod credentials;
 pub mod demux;
+pub mod http;
+pub mod keyfile;
 pub mod listener;
 pub mod metrics;
 pub mod reload;

@@ -1,32 +1,37 @@
-//! The HTTPS listener: accept, tell protocols apart, TLS, then HTTP or TURN.
+//! The HTTPS listener: accept, count, tell protocols apart, TLS, then HTTP or TURN.
 //!
-//! One accept loop sees every connection first, so TLS, the one-port protocol split and
-//! graceful shutdown live in one place. With a [`TurnStreams`] handler installed (one-port
-//! mode), a plain STUN start is TURN over TCP and a STUN start inside TLS (or the ALPN
-//! `stun.turn`, RFC 7443) is TURN over TLS; everything else is HTTP/1.1 or HTTP/2 by ALPN.
+//! One accept loop sees every connection first, so the connection caps, TLS, the one-port
+//! protocol split and graceful shutdown live in one place. A connection over the total or the
+//! per-address cap (`[http] max_connections`, `max_connections_per_ip`; [`crate::caps`]) is
+//! closed at once, before any TLS work. The rest must send its first bytes and finish the TLS
+//! handshake within `tls_handshake_timeout` of being accepted; [`crate::http`] bounds what
+//! follows. A connection keeps its place in the caps until it closes, also after an upgrade to
+//! a WebSocket or a hand-over to TURN, which count it in their own caps as well.
+//!
+//! With a [`TurnStreams`] handler installed (one-port mode), a plain STUN start is TURN over
+//! TCP and a STUN start inside TLS (or the ALPN `stun.turn`, RFC 7443) is TURN over TLS;
+//! everything else is HTTP/1.1 or HTTP/2 by ALPN.
 
-use std::convert::Infallible;
+use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::extract::ConnectInfo;
 use axum::Router;
-use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
-use tower::Service;
 use tracing::{debug, info, warn};
 
+use crate::caps::{ConnPermit, ConnectionCaps, Edge};
 use crate::demux::{self, Protocol, Rewind};
-use crate::metrics::METRICS;
-
-/// Time a client gets to finish the TLS handshake, and to send its first bytes.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+use crate::http::{HttpLimits, HttpServer};
+use crate::metrics::{METRICS, TLS_FAILED, TLS_OK, TLS_TIMED_OUT};
 
 /// ALPN protocol id for TURN over TLS (RFC 7443).
 pub const ALPN_STUN_TURN: &[u8] = b"stun.turn";
@@ -42,6 +47,8 @@ pub struct TurnStream {
     pub local: SocketAddr,
     /// True when the session runs inside TLS (`turns:`), false for plain TCP (`turn:…?transport=tcp`).
     pub tls: bool,
+    /// When the connection was accepted: the TURN handshake deadline runs from here.
+    pub accepted: Instant,
 }
 
 /// Takes TURN sessions found on the HTTPS port (one-port mode).
@@ -53,6 +60,7 @@ pub struct Listener {
     pub acceptor: TlsAcceptor,
     pub router: Router,
     pub turn: Option<TurnStreams>,
+    pub limits: HttpLimits,
 }
 
 impl Listener {
@@ -63,7 +71,15 @@ impl Listener {
         mut shutdown: watch::Receiver<bool>,
         grace: Duration,
     ) {
-        let graceful = GracefulShutdown::new();
+        let caps = ConnectionCaps::new(
+            Edge::Https,
+            self.limits.max_connections,
+            self.limits.max_connections_per_ip,
+        );
+        let http = Arc::new(HttpServer::new(self.router.clone(), self.limits.clone()));
+        let this = Arc::new(self);
+        // Every connection task holds a sender; when all are gone, all have ended.
+        let (serving, mut all_ended) = mpsc::channel::<()>(1);
         let mut backoff = Duration::from_millis(5);
         loop {
             let (tcp, peer) = tokio::select! {
@@ -79,126 +95,98 @@ impl Listener {
                 },
                 _ = shutdown.changed() => break,
             };
-            let this = self.clone();
-            let watcher = graceful.watcher();
+            let Ok(permit) = caps.acquire(peer.ip()) else {
+                // Closed at once: nothing was read and no TLS state exists yet.
+                drop(tcp);
+                continue;
+            };
+            let accepted = Instant::now();
+            let (this, http, serving) = (this.clone(), http.clone(), serving.clone());
+            let shutdown = shutdown.clone();
             tokio::spawn(async move {
                 let _ = tcp.set_nodelay(true);
                 let local = tcp.local_addr().unwrap_or(peer);
-                let Some(conn) = this.open(tcp, peer, local).await else {
+                let tcp = Counted {
+                    io: tcp,
+                    _permit: permit,
+                };
+                let deadline = accepted + this.limits.tls_handshake_timeout;
+                let Some((io, h2)) = this.open(tcp, peer, local, accepted, deadline).await else {
                     return;
                 };
-                let router = this.router;
-                let service =
-                    hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
-                        req.extensions_mut().insert(ConnectInfo(peer));
-                        let mut router = router.clone();
-                        async move {
-                            let resp = match router.call(req).await {
-                                Ok(resp) => resp,
-                                Err(never) => match never {},
-                            };
-                            Ok::<_, Infallible>(resp)
-                        }
-                    });
-                let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-                let conn = builder.serve_connection_with_upgrades(TokioIo::new(conn), service);
-                if let Err(e) = watcher.watch(conn.into_owned()).await {
-                    debug!(%peer, "connection ended: {e}");
-                }
+                let _serving = serving;
+                http.serve(io, h2, peer, shutdown, grace).await;
             });
         }
         drop(listener);
+        drop(serving);
         info!("no longer accepting; waiting up to {grace:?} for open connections");
-        if tokio::time::timeout(grace, graceful.shutdown())
-            .await
-            .is_err()
-        {
+        if tokio::time::timeout(grace, all_ended.recv()).await.is_err() {
             warn!("connections still open after {grace:?}; closing them");
         }
     }
 
-    /// Runs the protocol split and the TLS handshake. Returns the stream to serve as HTTP, or
-    /// `None` when the connection went to TURN or was dropped.
+    /// Runs the protocol split and the TLS handshake, all before `deadline`. Returns the
+    /// stream to serve as HTTP and whether the client chose HTTP/2, or `None` when the
+    /// connection went to TURN or was dropped.
     async fn open(
         &self,
-        tcp: TcpStream,
+        mut tcp: Counted<TcpStream>,
         peer: SocketAddr,
         local: SocketAddr,
-    ) -> Option<Box<dyn Stream>> {
-        let within = |what| async move {
-            debug!(%peer, "{what} timed out");
-        };
-        let Some(turn) = &self.turn else {
+        accepted: Instant,
+        deadline: Instant,
+    ) -> Option<(Box<dyn Stream>, bool)> {
+        let first = match &self.turn {
             // No one-port mode: every connection is HTTPS.
-            return match tokio::time::timeout(HANDSHAKE_TIMEOUT, self.acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => {
-                    METRICS.tls_handshakes.at(0).inc();
-                    Some(Box::new(tls))
+            None => Vec::new(),
+            Some(turn) => {
+                let Ok(first) = tokio::time::timeout_at(deadline, read_prefix(&mut tcp)).await
+                else {
+                    debug!(%peer, "no first bytes within tls_handshake_timeout");
+                    return None;
+                };
+                let first = first.ok()?;
+                match demux::classify(&first) {
+                    Protocol::Stun => {
+                        turn(TurnStream {
+                            io: Box::new(Rewind::new(first, tcp)),
+                            peer,
+                            local,
+                            tls: false,
+                            accepted,
+                        });
+                        return None;
+                    }
+                    Protocol::Tls => first,
+                    Protocol::Other | Protocol::NeedMore => {
+                        debug!(%peer, "neither TLS nor STUN on the HTTPS port; closing");
+                        if first.first().is_some_and(u8::is_ascii_alphabetic) {
+                            refuse_plain_http(tcp).await;
+                        }
+                        return None;
+                    }
                 }
-                Ok(Err(e)) => {
-                    METRICS.tls_handshakes.at(1).inc();
-                    debug!(%peer, "TLS handshake failed: {e}");
-                    None
-                }
-                Err(_) => {
-                    within("TLS handshake").await;
-                    None
-                }
-            };
-        };
-        let mut tcp = tcp;
-        let Ok(first) = tokio::time::timeout(HANDSHAKE_TIMEOUT, read_prefix(&mut tcp)).await else {
-            within("first bytes").await;
-            return None;
-        };
-        let first = first.ok()?;
-        match demux::classify(&first) {
-            Protocol::Stun => {
-                turn(TurnStream {
-                    io: Box::new(Rewind::new(first, tcp)),
-                    peer,
-                    local,
-                    tls: false,
-                });
-                return None;
-            }
-            Protocol::Tls => {}
-            Protocol::Other | Protocol::NeedMore => {
-                debug!(%peer, "neither TLS nor STUN on the HTTPS port; closing");
-                if first.first().is_some_and(u8::is_ascii_alphabetic) {
-                    refuse_plain_http(tcp).await;
-                }
-                return None;
-            }
-        }
-        let handshake = self.acceptor.accept(Rewind::new(first, tcp));
-        let mut tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
-            Ok(Ok(tls)) => {
-                METRICS.tls_handshakes.at(0).inc();
-                tls
-            }
-            Ok(Err(e)) => {
-                METRICS.tls_handshakes.at(1).inc();
-                debug!(%peer, "TLS handshake failed: {e}");
-                return None;
-            }
-            Err(_) => {
-                within("TLS handshake").await;
-                return None;
             }
         };
-        let alpn_turn = tls.get_ref().1.alpn_protocol() == Some(ALPN_STUN_TURN);
-        if !alpn_turn && tls.get_ref().1.alpn_protocol().is_some() {
+        let mut tls = accept_tls(&self.acceptor, Rewind::new(first, tcp), deadline, peer).await?;
+        let alpn = tls.get_ref().1.alpn_protocol();
+        let alpn_turn = alpn == Some(ALPN_STUN_TURN);
+        if let Some(alpn) = alpn.filter(|_| !alpn_turn) {
             // h2 or http/1.1 negotiated: HTTP, no need to look at the bytes.
-            return Some(Box::new(tls));
+            let h2 = alpn == b"h2";
+            return Some((Box::new(tls), h2));
         }
+        let Some(turn) = &self.turn else {
+            return Some((Box::new(tls), false));
+        };
         let inner = if alpn_turn {
             Vec::new()
         } else {
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, read_prefix(&mut tls)).await {
+            match tokio::time::timeout_at(deadline, read_prefix(&mut tls)).await {
                 Ok(Ok(first)) => first,
                 _ => {
-                    within("first bytes after TLS").await;
+                    debug!(%peer, "no first bytes after TLS within tls_handshake_timeout");
                     return None;
                 }
             }
@@ -209,15 +197,92 @@ impl Listener {
                 peer,
                 local,
                 tls: true,
+                accepted,
             });
             return None;
         }
-        Some(Box::new(Rewind::new(inner, tls)))
+        // No ALPN: HTTP/1.1, or HTTP/2 with prior knowledge (its preface starts `PRI `).
+        let h2 = inner.starts_with(b"PRI ");
+        Some((Box::new(Rewind::new(inner, tls)), h2))
+    }
+}
+
+/// The one TLS accept path of every listener (HTTPS and TURN over TLS): the handshake must
+/// finish by `deadline`. Each outcome is counted in `signalbox_tls_handshakes_total{result}`;
+/// `None` when it failed or timed out (logged at debug level: the internet is full of both).
+pub async fn accept_tls<S: AsyncRead + AsyncWrite + Unpin>(
+    acceptor: &TlsAcceptor,
+    io: S,
+    deadline: Instant,
+    peer: SocketAddr,
+) -> Option<TlsStream<S>> {
+    match tokio::time::timeout_at(deadline, acceptor.accept(io)).await {
+        Ok(Ok(tls)) => {
+            METRICS.tls_handshakes.at(TLS_OK).inc();
+            Some(tls)
+        }
+        Ok(Err(e)) => {
+            METRICS.tls_handshakes.at(TLS_FAILED).inc();
+            debug!(%peer, "TLS handshake failed: {e}");
+            None
+        }
+        Err(_) => {
+            METRICS.tls_handshakes.at(TLS_TIMED_OUT).inc();
+            debug!(%peer, "TLS handshake timed out");
+            None
+        }
+    }
+}
+
+/// A stream that holds its place in the HTTPS caps for as long as it is open, through an
+/// upgrade to a WebSocket or a hand-over to TURN.
+struct Counted<S> {
+    io: S,
+    _permit: ConnPermit,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
 
 /// Tells a person who typed `http://` at the HTTPS port what to do, like other servers do.
-async fn refuse_plain_http(mut tcp: TcpStream) {
+async fn refuse_plain_http<S: AsyncRead + AsyncWrite + Unpin>(mut tcp: S) {
     use tokio::io::AsyncWriteExt;
     const BODY: &str = "This port speaks HTTPS. Use an https:// address.\n";
     // Read what the client already sent, so closing does not reset the connection before it
@@ -297,6 +362,7 @@ mod tests {
             acceptor: TlsAcceptor::from(config),
             router,
             turn: Some(turn),
+            limits: HttpLimits::default(),
         };
         tokio::spawn(l.serve(listener, rx, Duration::from_secs(1)));
         Fixture {

@@ -2,8 +2,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use signalbox::app::{self, Failure};
-use signalbox::cli::Cli;
+use signalbox::app;
+use signalbox::cli::{Cli, Failure};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

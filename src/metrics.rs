@@ -159,14 +159,19 @@ pub const RELAY_DIRECTIONS: [&str; 3] = ["client_to_peer", "peer_to_client", "in
 pub const LIMITED_TURN: usize = 0;
 pub const LIMITED_SIGNALING: usize = 1;
 pub const LIMITED_API: usize = 2;
+/// Indexes into `tls_handshakes`.
+pub const TLS_OK: usize = 0;
+pub const TLS_FAILED: usize = 1;
+pub const TLS_TIMED_OUT: usize = 2;
 
 /// Label values of `auth_failures`, in the order of the core's `AuthFailure::ALL`.
-const AUTH_FAILURES: [&str; 5] = [
+const AUTH_FAILURES: [&str; 6] = [
     "missing",
     "bad_credentials",
     "expired",
     "stale_nonce",
     "bad_request",
+    "departed_peer",
 ];
 /// Label values of `peer_refusals`, in the order of the core's `PeerRefusal::ALL`.
 const PEER_REFUSALS: [&str; 4] = [
@@ -176,7 +181,7 @@ const PEER_REFUSALS: [&str; 4] = [
     "family_mismatch",
 ];
 /// Label values of `quota_refusals`, in the order of the core's `QuotaScope::ALL`.
-const QUOTA_SCOPES: [&str; 2] = ["user", "total"];
+const QUOTA_SCOPES: [&str; 3] = ["user", "total", "address"];
 
 /// Adds what a TURN core counted since `published` to the process-wide instruments, and
 /// remembers it as published. Each worker calls it after a pass with its own core's counters,
@@ -257,13 +262,15 @@ pub struct Metrics {
     pub relayed_packets: CounterVec<3>,
     pub relayed_bytes: CounterVec<3>,
     pub stun_bindings: Counter,
-    pub auth_failures: CounterVec<5>,
+    pub auth_failures: CounterVec<6>,
     pub peer_refusals: CounterVec<4>,
-    pub quota_refusals: CounterVec<2>,
+    pub quota_refusals: CounterVec<3>,
     // Edges.
     pub rate_limited: CounterVec<3>,
-    pub tls_handshakes: CounterVec<2>,
+    pub tls_handshakes: CounterVec<3>,
     pub http_requests: Counter,
+    /// Connections refused by a connection cap (`crate::caps`), by listener and cap.
+    pub connections_refused: CounterVec<6>,
 }
 
 impl Default for Metrics {
@@ -316,7 +323,18 @@ impl Metrics {
             peer_refusals: CounterVec::new("reason", PEER_REFUSALS),
             quota_refusals: CounterVec::new("scope", QUOTA_SCOPES),
             rate_limited: CounterVec::new("what", ["turn", "signaling", "api"]),
-            tls_handshakes: CounterVec::new("result", ["ok", "failed"]),
+            tls_handshakes: CounterVec::new("result", ["ok", "failed", "timed_out"]),
+            connections_refused: CounterVec::new(
+                "cap",
+                [
+                    "https_total",
+                    "https_per_address",
+                    "websocket_total",
+                    "websocket_per_address",
+                    "turn_stream_total",
+                    "turn_stream_per_address",
+                ],
+            ),
             http_requests: Counter::new(),
         }
     }
@@ -468,6 +486,11 @@ impl Metrics {
             "signalbox_http_requests_total",
             "HTTP requests served.",
             &self.http_requests,
+        );
+        e.counter_vec(
+            "signalbox_connections_refused_total",
+            "Connections refused at once by a connection cap, by listener and cap.",
+            &self.connections_refused,
         );
         process(&mut e);
         e.0

@@ -3,8 +3,12 @@
 //! The new file is parsed and validated like at start; if it is invalid, or changes something
 //! that only a restart can change (listen addresses, certificate paths), it is refused with one
 //! log line and the running configuration stays. Otherwise certificates are re-read and the new
-//! configuration is published on a `watch` channel; each subsystem applies what it can change
-//! live (TURN secrets and quotas, limits, API keys, access mode) without dropping calls.
+//! configuration is published on a `watch` channel. What changes live, without dropping calls:
+//! the certificates, the TURN secrets and quotas (`user_quota`, `total_quota`,
+//! `max_allocations_per_ip`), and the `[metrics]` and `[admin]` tokens, which are read per
+//! request. Everything else is read at start, `[rooms]`, `[api]` (keys, CORS, rate limits) and
+//! `[access]` (mode, key file) among it: a reload that changes it is accepted, and the log names
+//! the sections that take effect at the next restart ([`applied_at_restart`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -49,7 +53,7 @@ impl Reloader {
 
     /// Loads the file again and applies it, or says why not.
     pub fn reload(&self) -> Result<(), ReloadError> {
-        let (new, _) = crate::app::load_config(&self.cli)?;
+        let (new, _) = self.cli.load_config()?;
         let old = self.current.borrow().clone();
         if let Some(key) = restart_only_change(&old, &new) {
             return Err(ReloadError::NeedsRestart(key));
@@ -156,8 +160,12 @@ pub fn applied_at_restart(old: &Config, new: &Config) -> Vec<&'static str> {
         t.secrets.clear();
         t.user_quota = 0;
         t.total_quota = 0;
+        t.max_allocations_per_ip = 0;
     }
-    let sections: [(&'static str, bool); 6] = [
+    let sections: [(&'static str, bool); 7] = [
+        // The listen addresses and static_dir are refused above; the rest (caps, timeouts,
+        // shutdown_grace) is read when the listener starts.
+        ("[http]", differs(&old.http, &new.http)),
         ("[rooms]", differs(&old.rooms, &new.rooms)),
         ("[api]", differs(&old.api, &new.api)),
         ("[access]", differs(&old.access, &new.access)),
@@ -178,20 +186,103 @@ pub fn applied_at_restart(old: &Config, new: &Config) -> Vec<&'static str> {
         .collect()
 }
 
-/// Writes the pid file and removes it when dropped.
+/// The pid file of the running server, removed when dropped if it still holds this process's
+/// id.
+///
+/// It is created exclusively (`O_CREAT|O_EXCL`) and never through a symbolic link
+/// (`O_NOFOLLOW`; a link at the path is refused, not removed), so the server cannot be made to
+/// write into another file. A pid file that exists already is stale, and replaced, when it names
+/// no running signalbox (the server crashed, was killed, or the machine rebooted) or names this
+/// very process (a container restarted with the same pid); one naming another running
+/// signalbox stops the start, since `signalbox reload` could reach only one of the two.
 pub struct PidFile(PathBuf);
 
+/// Why the pid file cannot be created.
+#[derive(Debug, thiserror::Error)]
+pub enum PidFileError {
+    #[error("signalbox is already running as process {0}; stop it, or give this server its own pid_file")]
+    Running(u32),
+    #[error("it is a symbolic link, which the pid file is never written through")]
+    Symlink,
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
 impl PidFile {
-    pub fn create(path: &Path) -> std::io::Result<PidFile> {
-        std::fs::write(path, format!("{}\n", std::process::id()))?;
-        Ok(PidFile(path.to_path_buf()))
+    pub fn create(path: &Path) -> Result<PidFile, PidFileError> {
+        use std::io::Write as _;
+        // Twice at most: once more after taking a stale file away.
+        for _ in 0..2 {
+            match create_new(path) {
+                Ok(mut file) => {
+                    file.write_all(format!("{}\n", std::process::id()).as_bytes())?;
+                    return Ok(PidFile(path.to_path_buf()));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(e.into()),
+            }
+            match std::fs::symlink_metadata(path) {
+                Ok(m) if m.file_type().is_symlink() => return Err(PidFileError::Symlink),
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e.into()),
+            }
+            if let Some(pid) = running_signalbox(path) {
+                return Err(PidFileError::Running(pid));
+            }
+            info!(path = %path.display(), "replacing a stale pid file");
+            std::fs::remove_file(path)?;
+        }
+        Err(std::io::Error::new(
+            std::io::ErrorKind::AlreadyExists,
+            "the file keeps coming back; another process is creating it",
+        )
+        .into())
     }
 }
 
 impl Drop for PidFile {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
+        if read_pid(&self.0) == Some(std::process::id()) {
+            let _ = std::fs::remove_file(&self.0);
+        }
     }
+}
+
+fn create_new(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+}
+
+/// The process id in the pid file at `path`, read without following a symbolic link.
+fn read_pid(path: &Path) -> Option<u32> {
+    use std::io::Read as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut text = String::new();
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .ok()?
+        .take(64)
+        .read_to_string(&mut text)
+        .ok()?;
+    text.trim().parse().ok()
+}
+
+/// The id in the pid file at `path` when it names a running signalbox other than this one.
+fn running_signalbox(path: &Path) -> Option<u32> {
+    let pid = read_pid(path)?;
+    if pid == std::process::id() {
+        return None;
+    }
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+    (comm.trim() == "signalbox").then_some(pid)
 }
 
 /// `signalbox reload`: checks the file, then signals the server named by the pid file.
@@ -262,6 +353,69 @@ mod tests {
         assert_eq!(
             applied_at_restart(&old, &new),
             ["[rooms]", "[turn] (other than secrets and quotas)"]
+        );
+        new.http.max_connections_per_ip = 7;
+        assert_eq!(applied_at_restart(&old, &new)[0], "[http]");
+    }
+
+    #[test]
+    fn api_keys_and_the_access_mode_are_read_only_at_start() {
+        let old = Config::default();
+        let mut new = Config::default();
+        new.access.mode = crate::access::AccessMode::Token;
+        new.api.keys.push(crate::config::ApiKeyConfig {
+            name: "app".into(),
+            key: "0123456789abcdef".into(),
+        });
+        assert_eq!(restart_only_change(&old, &new), None, "accepted");
+        assert_eq!(applied_at_restart(&old, &new), ["[api]", "[access]"]);
+    }
+
+    #[test]
+    fn the_pid_file_is_created_with_this_pid_and_removed_on_drop() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("signalbox.pid");
+        let pid_file = PidFile::create(&path).expect("created");
+        assert_eq!(read_pid(&path), Some(std::process::id()));
+        drop(pid_file);
+        assert!(!path.exists());
+    }
+
+    #[test]
+    fn a_stale_pid_file_is_replaced() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("signalbox.pid");
+        // No process has this id (ids stop at 2^22), and a leftover with our own id.
+        for stale in [
+            "4294967295\n",
+            &format!("{}\n", std::process::id()),
+            "garbage",
+        ] {
+            std::fs::write(&path, stale).expect("write");
+            let pid_file = PidFile::create(&path).expect("replaced");
+            assert_eq!(read_pid(&path), Some(std::process::id()), "{stale:?}");
+            drop(pid_file);
+        }
+    }
+
+    #[test]
+    fn a_symbolic_link_at_the_pid_file_path_is_refused_and_its_target_untouched() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let target = dir.path().join("precious");
+        std::fs::write(&target, "keep me").expect("write");
+        let path = dir.path().join("signalbox.pid");
+        std::os::unix::fs::symlink(&target, &path).expect("symlink");
+        assert!(matches!(PidFile::create(&path), Err(PidFileError::Symlink)));
+        assert_eq!(std::fs::read_to_string(&target).expect("read"), "keep me");
+        let dangling = dir.path().join("dangling.pid");
+        std::os::unix::fs::symlink(dir.path().join("nowhere"), &dangling).expect("symlink");
+        assert!(matches!(
+            PidFile::create(&dangling),
+            Err(PidFileError::Symlink)
+        ));
+        assert!(
+            !dir.path().join("nowhere").exists(),
+            "nothing created through it"
         );
     }
 

@@ -136,6 +136,14 @@ fn load_key(source: &CertSource) -> Result<(Arc<CertifiedKey>, Loaded), ConfigEr
             let generated_now = !reusable;
             if generated_now {
                 generate(dir, hosts, &cert_path, &key_path, &hosts_path)?;
+            } else {
+                crate::keyfile::restrict_to_owner(&key_path).map_err(|e| {
+                    ConfigError::new(
+                        key_path.display().to_string(),
+                        Some("tls.generated_dir"),
+                        format!("cannot make the key readable by its owner only (mode 0600): {e}"),
+                    )
+                })?;
             }
             let chain = read_chain(&cert_path, "tls.generated_dir")?;
             let key_der = read_key(&key_path, "tls.generated_dir")?;
@@ -174,7 +182,7 @@ fn generate(
     let cert = params
         .self_signed(&key_pair)
         .map_err(|e| fail("cannot generate a certificate", &e))?;
-    write_private(key_path, key_pair.serialize_pem().as_bytes())
+    crate::keyfile::write(key_path, key_pair.serialize_pem().as_bytes())
         .map_err(|e| fail("cannot write the key", &e))?;
     std::fs::write(cert_path, cert.pem()).map_err(|e| fail("cannot write", &e))?;
     std::fs::write(hosts_path, hosts.join("\n")).map_err(|e| fail("cannot write", &e))?;
@@ -199,18 +207,6 @@ fn lasts_another(path: &Path, margin: std::time::Duration) -> bool {
         .map(|d| d.as_secs())
         .unwrap_or(u64::MAX);
     not_after > now.saturating_add(margin.as_secs())
-}
-
-fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
-    f.write_all(data)
 }
 
 fn read_chain(path: &Path, key: &str) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
@@ -329,6 +325,20 @@ mod tests {
         let (_, second) = CertStore::load(source(dir.path())).expect("reused");
         assert!(!second.generated_now);
         assert_eq!(first.fingerprint, second.fingerprint);
+    }
+
+    #[test]
+    fn a_generated_key_is_owner_only_when_written_and_when_reused() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let key = dir.path().join("selfsigned-key.pem");
+        let mode = || std::fs::metadata(&key).expect("key").permissions().mode() & 0o777;
+        CertStore::load(source(dir.path())).expect("generated");
+        assert_eq!(mode(), 0o600);
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let (_, reused) = CertStore::load(source(dir.path())).expect("reused");
+        assert!(!reused.generated_now);
+        assert_eq!(mode(), 0o600, "a reused key is closed off too");
     }
 
     #[test]

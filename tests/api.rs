@@ -136,6 +136,29 @@ async fn post_ice_servers_with_a_bearer_key_answers_an_rtc_configuration_list() 
 }
 
 #[tokio::test]
+async fn the_api_cannot_mint_a_room_peers_user_part() {
+    let server = with_key("");
+    let client = server.client();
+    let get = client
+        .get(server.https_url(&format!(
+            "/api/turn?service=turn&username=~standup:QDfRxl5FdUfrAVTuSgQriA&key={KEY}"
+        )))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(get.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(error_code(get).await, "bad-request");
+    let post = client
+        .post(server.https_url("/api/ice-servers"))
+        .bearer_auth(KEY)
+        .json(&serde_json::json!({"username": "~standup:QDfRxl5FdUfrAVTuSgQriA"}))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(post.status(), StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
 async fn missing_or_wrong_keys_get_401_with_a_json_error() {
     let server = with_key("");
     let client = server.client();

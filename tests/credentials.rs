@@ -79,7 +79,7 @@ async fn a_peers_joined_credentials_name_it_and_open_an_allocation_on_the_turn_l
     let (uri, username, password) = turn_entry(&joined["iceServers"]);
     assert_eq!(uri, format!("turn:127.0.0.1:{turn_port}?transport=udp"));
     let expiry = expiry_of(&username);
-    assert_eq!(username, format!("{expiry}:standup:{id}"));
+    assert_eq!(username, format!("{expiry}:~standup:{id}"));
     assert!(expiry.abs_diff(unix_now() + 600) <= 2, "TTL is 10 minutes");
 
     let mut client = TurnClient::new(addr_of_uri(&uri), &username, &password);
@@ -223,8 +223,46 @@ async fn a_peer_that_leaves_loses_its_allocations_within_seconds_and_the_others_
             == Some(437)),
         "alice's allocation is gone (437 Allocation Mismatch)"
     );
-    assert_eq!(alloc_a2.refresh(600).code, Some(437), "all of them");
+    // With two workers, each closes its share on its own wake-up.
+    assert!(
+        eventually(Duration::from_secs(3), || alloc_a2.refresh(600).code
+            == Some(437)),
+        "all of them"
+    );
     assert!(alloc_b.refresh(600).is_success(), "bob's stays");
+}
+
+#[tokio::test]
+async fn credentials_of_a_peer_that_left_open_no_new_allocation_though_unexpired() {
+    let server = start("10m");
+    let mut alice = Ws::connect(&server).await;
+    let mut bob = Ws::connect(&server).await;
+    let a = alice.join("r").await;
+    let b = bob.join("r").await;
+    let (uri, user_a, pass_a) = turn_entry(&a["iceServers"]);
+    let (_, user_b, pass_b) = turn_entry(&b["iceServers"]);
+    assert!(
+        expiry_of(&user_a) > unix_now() + 500,
+        "valid for minutes yet"
+    );
+    let mut before = TurnClient::new(addr_of_uri(&uri), &user_a, &pass_a);
+    assert!(before.allocate().is_success(), "live: allowed");
+
+    alice.send(json!({"type":"leave"})).await;
+    bob.recv_type("peer-left").await;
+    assert!(
+        eventually(Duration::from_secs(3), || {
+            TurnClient::new(addr_of_uri(&uri), &user_a, &pass_a)
+                .allocate()
+                .code
+                == Some(401)
+        }),
+        "alice left: Allocate with her credentials gets 401"
+    );
+    let mut again = TurnClient::new(addr_of_uri(&uri), &user_a, &pass_a);
+    assert_eq!(again.allocate().code, Some(401), "and keeps getting it");
+    let mut other = TurnClient::new(addr_of_uri(&uri), &user_b, &pass_b);
+    assert!(other.allocate().is_success(), "bob is still live");
 }
 
 #[tokio::test]
@@ -262,6 +300,17 @@ async fn a_peer_gone_past_the_grace_loses_its_allocation_but_one_that_resumes_ke
     assert!(
         alloc_b.refresh(600).is_success(),
         "the resumed peer keeps its allocation"
+    );
+    let mut late = TurnClient::new(addr_of_uri(&uri), &user_g, &pass_g);
+    assert_eq!(
+        late.allocate().code,
+        Some(401),
+        "the gone peer's credentials open nothing new"
+    );
+    let mut resumed = TurnClient::new(addr_of_uri(&uri), &user_b, &pass_b);
+    assert!(
+        resumed.allocate().is_success(),
+        "the resumed peer's first credentials still do"
     );
 }
 

@@ -139,7 +139,10 @@ async fn diag_hands_out_one_entry_per_path_with_its_own_credential() {
     assert_eq!(udp["expect"], "relay");
     let username = udp["iceServer"]["username"].as_str().expect("username");
     let (expiry, user) = username.split_once(':').expect("EXPIRY:USER");
-    assert_eq!(user, "diag");
+    assert!(
+        user.starts_with("diag-") && user.len() == "diag-".len() + 16,
+        "a user of its own: {user}"
+    );
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -152,6 +155,81 @@ async fn diag_hands_out_one_entry_per_path_with_its_own_credential() {
     assert!(udp["iceServer"]["credential"]
         .as_str()
         .is_some_and(|c| !c.is_empty()));
+}
+
+/// The user part of the TURN/UDP credential of one `/api/diag` answer.
+async fn diag_user(server: &Server) -> String {
+    let body: Value = server
+        .client()
+        .get(server.https_url("/api/diag"))
+        .send()
+        .await
+        .expect("request")
+        .json()
+        .await
+        .expect("json");
+    let check = body["checks"]
+        .as_array()
+        .expect("checks")
+        .iter()
+        .find(|c| c["id"] == "turn-udp")
+        .expect("a TURN/UDP check")
+        .clone();
+    let username = check["iceServer"]["username"].as_str().expect("username");
+    username.split_once(':').expect("EXPIRY:USER").1.to_owned()
+}
+
+#[tokio::test]
+async fn every_connection_check_gets_its_own_turn_user() {
+    let server = start("");
+    let first = diag_user(&server).await;
+    let second = diag_user(&server).await;
+    assert_ne!(
+        first, second,
+        "nobody can use up the quota of everyone's check"
+    );
+}
+
+#[tokio::test]
+async fn connection_checks_are_rate_limited_per_address_with_a_json_429() {
+    let server = start("");
+    let client = server.client();
+    let mut statuses = Vec::new();
+    for _ in 0..31 {
+        let resp = client
+            .get(server.https_url("/api/diag"))
+            .send()
+            .await
+            .expect("request");
+        statuses.push(resp.status().as_u16());
+        if resp.status() == 429 {
+            let retry: u64 = resp.headers()["retry-after"]
+                .to_str()
+                .expect("ascii")
+                .parse()
+                .expect("seconds");
+            assert!((1..=2).contains(&retry), "Retry-After {retry}");
+            let body: Value = resp.json().await.expect("a JSON error body");
+            assert_eq!(body["error"], "rate-limited");
+            assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()));
+        }
+    }
+    assert_eq!(statuses[..30], [200; 30], "{statuses:?}");
+    assert_eq!(statuses[30], 429);
+
+    let pem = std::fs::read(server.dir.path().join("certs/selfsigned-cert.pem")).expect("cert");
+    let other = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&pem).expect("PEM"))
+        .use_rustls_tls()
+        .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+        .build()
+        .expect("client");
+    let resp = other
+        .get(server.https_url("/api/diag"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status(), 200, "another address has its own budget");
 }
 
 #[tokio::test]

@@ -65,3 +65,38 @@ async fn plain_healthz_does_not_run_the_checks() {
         .unwrap();
     assert!(body.get("checks").is_none());
 }
+
+/// `signalbox_turn_allocations_created_total{transport="udp"}` from the metrics listener.
+async fn udp_allocations_created(server: &Server) -> f64 {
+    let text = reqwest::get(format!("http://{}/metrics", server.addr("metrics")))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix("signalbox_turn_allocations_created_total{transport=\"udp\"} ")
+        })
+        .expect("the series is there")
+        .parse()
+        .expect("a number")
+}
+
+#[tokio::test]
+async fn thirty_deep_checks_at_once_run_the_self_test_once_and_all_answer_200() {
+    let server = Server::start(&common::base_config(""));
+    assert!(server.log_contains("self-test turn-relay: ok"));
+    let before = udp_allocations_created(&server).await;
+    let calls = (0..30).map(|_| deep_health(&server));
+    let answers = futures_util::future::join_all(calls).await;
+    for (status, body) in &answers {
+        assert_eq!(*status, 200, "{body}");
+        assert_eq!(check(body, "turn-relay")["status"], "ok", "{body}");
+    }
+    let made = udp_allocations_created(&server).await - before;
+    assert_eq!(
+        made, 2.0,
+        "one run of the self-test (two allocations) served all 30"
+    );
+}

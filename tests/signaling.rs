@@ -191,6 +191,35 @@ async fn rate_limited_is_the_error_code_for_a_flood() {
 }
 
 #[tokio::test]
+async fn joins_past_the_per_address_rate_get_rate_limited_on_any_connection_of_that_address() {
+    let server = start("join_rate_per_ip = 3");
+    let mut a = Ws::connect(&server).await;
+    let mut b = Ws::connect(&server).await;
+    // Join and leave in a loop, as a credential mint would, over two connections.
+    a.join("churn-1").await;
+    a.send(json!({"type":"leave"})).await;
+    a.join("churn-2").await;
+    a.send(json!({"type":"leave"})).await;
+    b.join("churn-3").await;
+    b.send(json!({"type":"leave"})).await;
+    a.send(json!({"type":"join","room":"churn-4"})).await;
+    let refused = a.expect_error("rate-limited").await;
+    assert!(
+        refused["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("3 joins per minute")),
+        "{refused}"
+    );
+    b.send(json!({"type":"join","room":"churn-4"})).await;
+    b.expect_error("rate-limited").await;
+    a.barrier().await;
+
+    let mut other = ws_client::connect_from(&server, [127, 0, 0, 2].into()).await;
+    other.join("churn-4").await;
+    other.barrier().await;
+}
+
+#[tokio::test]
 async fn garbage_frames_get_bad_request_and_the_connection_stays_usable() {
     let server = start("");
     let mut a = Ws::connect(&server).await;
@@ -211,13 +240,71 @@ async fn garbage_frames_get_bad_request_and_the_connection_stays_usable() {
         let e = a.expect_error("bad-request").await;
         assert!(e["message"].is_string(), "{garbage:?}");
     }
+    let j = a.join("still-works").await;
+    assert_eq!(j["room"], "still-works");
+}
+
+#[tokio::test]
+async fn a_binary_frame_closes_the_connection_with_1003_and_no_error_reply() {
+    let server = start("");
+    let mut a = Ws::connect(&server).await;
+    a.join("bin").await;
     a.stream
         .send(Message::binary(vec![0u8, 159, 146, 150]))
         .await
         .expect("send binary");
-    a.expect_error("bad-request").await;
-    let j = a.join("still-works").await;
-    assert_eq!(j["room"], "still-works");
+    let next = tokio::time::timeout(
+        Duration::from_secs(5),
+        futures_util::StreamExt::next(&mut a.stream),
+    )
+    .await
+    .expect("an answer in time");
+    match next {
+        Some(Ok(Message::Close(Some(frame)))) => {
+            assert_eq!(u16::from(frame.code), 1003);
+            assert!(frame.reason.contains("binary"), "{}", frame.reason);
+        }
+        other => panic!("expected a close frame and nothing before it, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn websocket_pings_take_from_the_message_rate() {
+    let server = start("rate_per_second = 1\nrate_burst = 3");
+    let mut a = Ws::connect(&server).await;
+    for _ in 0..2 {
+        a.stream
+            .send(Message::Ping(b"p".to_vec().into()))
+            .await
+            .expect("send ping");
+    }
+    a.send(json!({"type":"ping"})).await;
+    a.send(json!({"type":"ping"})).await;
+    // `recv` skips the pong frames the WebSocket layer answers with. The local error may
+    // overtake the hub's pong, so the order is not checked.
+    let mut types = vec![a.recv().await, a.recv().await];
+    types.sort_by_key(|v| v["type"].to_string());
+    assert_eq!(types[0]["code"], "rate-limited", "{types:?}");
+    assert_eq!(
+        types[1]["type"], "pong",
+        "the third of the burst of three: {types:?}"
+    );
+}
+
+#[tokio::test]
+async fn pings_beyond_the_message_rate_close_the_connection_with_1008() {
+    let server = start("rate_per_second = 1\nrate_burst = 2");
+    let mut a = Ws::connect(&server).await;
+    for _ in 0..3 {
+        a.stream
+            .send(Message::Ping(b"p".to_vec().into()))
+            .await
+            .expect("send ping");
+    }
+    let close = a.recv_close().await.expect("a close frame");
+    assert_eq!(u16::from(close.code), 1008);
+    // Not the join timeout's 1008: this one names the pings.
+    assert!(close.reason.contains("pings"), "{}", close.reason);
 }
 
 #[tokio::test]

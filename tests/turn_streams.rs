@@ -2,7 +2,8 @@
 //! `listen_tls`) and on the HTTPS port (one-port mode), with coturn's `turnutils_uclient` as an
 //! independent client and a raw client written here from RFC 8656 (framing, padding) on top of
 //! the project's STUN codec. Also the stream limits: fragmented and coalesced input, half a
-//! message then silence, the per-IP cap, and the allocation ending with its connection.
+//! message then silence, a connection that never allocates (Bindings or ChannelData alone), the
+//! per-address cap, and the allocation ending with its connection.
 
 mod common;
 mod coturn;
@@ -278,13 +279,23 @@ fn full_exchange(c: &mut Client) {
         c.local(),
         "XOR-MAPPED-ADDRESS is the connection's source"
     );
+    let relayed = allocate_ok(c);
+    relay_both_ways(c, relayed);
+}
+
+/// A successful Allocate; returns the relayed address.
+fn allocate_ok(c: &mut Client) -> SocketAddr {
     let r = c.allocate();
     assert_eq!(r.class, Class::Success, "Allocate: {:?}", r.code);
-    let relayed = r
-        .msg()
+    r.msg()
         .xor_address(attr::XOR_RELAYED_ADDRESS)
         .expect("XOR-RELAYED-ADDRESS")
-        .expect("valid");
+        .expect("valid")
+}
+
+/// On an allocation at `relayed`: CreatePermission, Send and Data indications, ChannelBind and
+/// ChannelData both ways with a UDP peer.
+fn relay_both_ways(c: &mut Client, relayed: SocketAddr) {
     let p = peer();
     let peer_addr = p.local_addr().expect("peer address");
     let r = c.authed(Method::CREATE_PERMISSION, &|w| {
@@ -492,12 +503,116 @@ fn several_messages_in_one_write_get_one_answer_each_in_order() {
     }
 }
 
+/// Handshake limits of one second and an idle timeout far beyond any test.
+const SHORT_HANDSHAKE: &str = "stream_handshake_timeout = \"1s\"\nstream_idle_timeout = \"60s\"\n";
+
+/// Every stream entry point: the TCP and TLS listeners and both on the HTTPS port.
+fn entry_points(server: &Server) -> [(SocketAddr, Over); 4] {
+    [
+        (server.addr("turn-tcp"), Over::Tcp),
+        (server.addr("turn-tls"), Over::Tls(false)),
+        (server.addr("https"), Over::Tcp),
+        (server.addr("https"), Over::Tls(true)),
+    ]
+}
+
+/// Keeps calling `step` on `c` every 200 ms until the server closes the connection or 5 s
+/// pass; returns when it closed (after `since`) and how many steps were answered.
+fn poke_until_closed(
+    c: &mut Client,
+    since: Instant,
+    step: &dyn Fn(&mut Client) -> bool,
+) -> (Option<Duration>, usize) {
+    let mut answered = 0;
+    while since.elapsed() < Duration::from_secs(5) {
+        if !step(c) {
+            return (Some(since.elapsed()), answered);
+        }
+        answered += 1;
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    (None, answered)
+}
+
+/// One Binding: true when answered, false when the connection is gone.
+fn binding_answered(c: &mut Client) -> bool {
+    let req = c.request(Method::BINDING, false, &|_| {});
+    if c.io.write_all(&req).and_then(|_| c.io.flush()).is_err() {
+        return false;
+    }
+    c.frame().is_some()
+}
+
 #[test]
-fn half_a_message_then_silence_is_dropped_on_the_idle_timeout_while_a_talking_client_stays() {
-    let server = start("stream_idle_timeout = \"1s\"\nstream_handshake_timeout = \"1s\"\n");
+fn a_connection_that_only_sends_bindings_is_closed_after_the_handshake_timeout() {
+    let server = start(SHORT_HANDSHAKE);
+    for (addr, over) in entry_points(&server) {
+        let since = Instant::now();
+        let mut c = Client::connect(&server, addr, over, "lou");
+        let (closed, answered) = poke_until_closed(&mut c, since, &binding_answered);
+        let closed = closed.unwrap_or_else(|| panic!("{over:?} on {addr}: open after 5 s"));
+        assert!(answered >= 2, "{over:?}: the Bindings were answered");
+        assert!(
+            (Duration::from_millis(800)..Duration::from_secs(3)).contains(&closed),
+            "{over:?} on {addr}: closed after {closed:?}"
+        );
+    }
+}
+
+#[test]
+fn channel_data_trickled_before_any_allocate_does_not_keep_a_connection() {
+    let server = start(SHORT_HANDSHAKE);
+    for (addr, over) in [
+        (server.addr("turn-tcp"), Over::Tcp),
+        (server.addr("https"), Over::Tcp),
+    ] {
+        let since = Instant::now();
+        let mut c = Client::connect(&server, addr, over, "max");
+        // A Binding opens the one-port split; then 4-byte ChannelData on a channel nobody bound.
+        assert!(binding_answered(&mut c));
+        c.tcp
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .expect("timeout");
+        let trickle = |c: &mut Client| {
+            if c.io.write_all(&[0x40, 0x00, 0x00, 0x00]).is_err() {
+                return false;
+            }
+            let mut probe = [0u8; 64];
+            !matches!(c.io.read(&mut probe), Ok(0))
+        };
+        let (closed, _) = poke_until_closed(&mut c, since, &trickle);
+        let closed = closed.unwrap_or_else(|| panic!("{over:?} on {addr}: open after 5 s"));
+        assert!(
+            (Duration::from_millis(800)..Duration::from_secs(3)).contains(&closed),
+            "{over:?} on {addr}: closed after {closed:?}"
+        );
+    }
+}
+
+#[test]
+fn an_allocated_connection_keeps_relaying_past_the_handshake_timeout() {
+    let server = start(SHORT_HANDSHAKE);
+    let mut clients: Vec<(Client, SocketAddr)> = entry_points(&server)
+        .into_iter()
+        .map(|(addr, over)| {
+            let mut c = Client::connect(&server, addr, over, "nia");
+            let relayed = allocate_ok(&mut c);
+            (c, relayed)
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(1500));
+    for (c, relayed) in &mut clients {
+        relay_both_ways(c, *relayed);
+    }
+}
+
+#[test]
+fn a_message_begun_must_finish_within_the_handshake_timeout_even_after_an_allocate() {
+    let server = start(SHORT_HANDSHAKE);
     let mut quiet = Client::connect(&server, server.addr("turn-tcp"), Over::Tcp, "hal");
     let mut talking = Client::connect(&server, server.addr("turn-tls"), Over::Tls(false), "ida");
-    quiet.binding();
+    allocate_ok(&mut quiet);
+    allocate_ok(&mut talking);
     let req = quiet.request(Method::BINDING, false, &|_| {});
     quiet.write(&req[..10]);
     let sent = Instant::now();

@@ -240,7 +240,12 @@ struct Reply {
 
 impl Raw {
     fn new(server: SocketAddr, user: &str, valid_for: i64, secret: &str) -> Raw {
-        let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        Raw::bound("127.0.0.1:0", server, user, valid_for, secret)
+    }
+
+    /// A client on the local address `bind` (any of 127.0.0.0/8 is a different source).
+    fn bound(bind: &str, server: SocketAddr, user: &str, valid_for: i64, secret: &str) -> Raw {
+        let sock = UdpSocket::bind(bind).expect("bind");
         sock.set_read_timeout(Some(Duration::from_secs(3)))
             .expect("timeout");
         let (username, password) = rest_credentials(user, valid_for, secret);
@@ -388,6 +393,51 @@ fn the_user_quota_answers_486() {
         bob.allocate().class,
         Class::Success,
         "other users are unaffected"
+    );
+}
+
+#[test]
+fn one_address_past_max_allocations_per_ip_gets_486_whatever_the_user_and_others_do_not() {
+    // Two workers: the port of each client picks its worker, the count is the server's. The
+    // clients use 127.0.0.3, away from the self-test's allocations on 127.0.0.1.
+    const HOST: &str = "127.0.0.3:0";
+    let server = start("max_allocations_per_ip = 3");
+    let addr = server.addr("turn-udp");
+    let mut held: Vec<Raw> = (0..3)
+        .map(|i| {
+            let mut c = Raw::bound(HOST, addr, &format!("user-{i}"), 3600, SECRET);
+            let reply = c.allocate();
+            assert_eq!(
+                reply.class,
+                Class::Success,
+                "allocation {i}: {:?}",
+                reply.code
+            );
+            c
+        })
+        .collect();
+    let mut over = Raw::bound(HOST, addr, "someone-else", 3600, SECRET);
+    assert_eq!(over.allocate().code, Some(486), "a fourth from one address");
+    let mut elsewhere = Raw::bound("127.0.0.4:0", addr, "someone-else", 3600, SECRET);
+    assert_eq!(
+        elsewhere.allocate().class,
+        Class::Success,
+        "another address is not affected"
+    );
+    let deleted = held[0].authed(Method::REFRESH, &|w| {
+        w.u32(attr::LIFETIME, 0);
+    });
+    assert_eq!(deleted.class, Class::Success);
+    let mut again = Raw::bound(HOST, addr, "someone-else", 3600, SECRET);
+    assert_eq!(
+        again.allocate().class,
+        Class::Success,
+        "a deleted allocation frees its place"
+    );
+    let m = scrape(&server);
+    assert_eq!(
+        m.get("signalbox_turn_quota_refusals_total{scope=\"address\"}"),
+        Some(&1.0)
     );
 }
 

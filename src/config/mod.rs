@@ -68,6 +68,28 @@ pub struct HttpConfig {
     /// How long open connections may take to finish after SIGINT/SIGTERM.
     #[serde(deserialize_with = "duration")]
     pub shutdown_grace: Duration,
+    /// Open connections on the HTTPS port in total, counted before the TLS handshake.
+    pub max_connections: usize,
+    /// Open connections on the HTTPS port from one client address (IPv4, or IPv6 /64).
+    pub max_connections_per_ip: usize,
+    /// Time from accept to a finished TLS handshake (with the one-port protocol split).
+    #[serde(deserialize_with = "duration")]
+    pub tls_handshake_timeout: Duration,
+    /// Time for a whole HTTP/1 request header, from when the connection is ready for it.
+    #[serde(deserialize_with = "duration")]
+    pub header_read_timeout: Duration,
+    /// An HTTP/1 connection with no request in progress for this long is closed.
+    #[serde(deserialize_with = "duration")]
+    pub keep_alive_timeout: Duration,
+    /// How often an HTTP/2 connection is sent a PING.
+    #[serde(deserialize_with = "duration")]
+    pub http2_keep_alive_interval: Duration,
+    /// An HTTP/2 peer that does not answer a PING within this is dropped.
+    #[serde(deserialize_with = "duration")]
+    pub http2_keep_alive_timeout: Duration,
+    /// An HTTP/2 connection with no request in progress for this long is closed.
+    #[serde(deserialize_with = "duration")]
+    pub http2_idle_timeout: Duration,
 }
 
 impl Default for HttpConfig {
@@ -77,7 +99,54 @@ impl Default for HttpConfig {
             redirect_listen: None,
             static_dir: PathBuf::from("public"),
             shutdown_grace: Duration::from_secs(10),
+            max_connections: 25_000,
+            max_connections_per_ip: 500,
+            tls_handshake_timeout: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(10),
+            keep_alive_timeout: Duration::from_secs(10),
+            http2_keep_alive_interval: Duration::from_secs(20),
+            http2_keep_alive_timeout: Duration::from_secs(10),
+            http2_idle_timeout: Duration::from_secs(10),
         }
+    }
+}
+
+impl HttpConfig {
+    fn validate(&self) -> Result<(), (&'static str, String)> {
+        if self.max_connections == 0 {
+            return Err(("http.max_connections", "must be at least 1".into()));
+        }
+        if self.max_connections_per_ip == 0 {
+            return Err(("http.max_connections_per_ip", "must be at least 1".into()));
+        }
+        let timeouts = [
+            ("http.tls_handshake_timeout", self.tls_handshake_timeout),
+            ("http.header_read_timeout", self.header_read_timeout),
+            ("http.keep_alive_timeout", self.keep_alive_timeout),
+            (
+                "http.http2_keep_alive_interval",
+                self.http2_keep_alive_interval,
+            ),
+            (
+                "http.http2_keep_alive_timeout",
+                self.http2_keep_alive_timeout,
+            ),
+            ("http.http2_idle_timeout", self.http2_idle_timeout),
+        ];
+        for (key, value) in timeouts {
+            if value < Duration::from_millis(100) {
+                return Err((key, "must be at least 100ms".into()));
+            }
+        }
+        if self.keep_alive_timeout > self.header_read_timeout {
+            return Err((
+                "http.keep_alive_timeout",
+                "must not be longer than http.header_read_timeout, which also runs while a \
+                 kept-alive connection waits for its next request"
+                    .into(),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -157,6 +226,8 @@ pub struct RoomsConfig {
     pub max_connections: usize,
     /// Open WebSocket connections from one client IP address.
     pub max_connections_per_ip: usize,
+    /// Joins per minute from one client address (IPv4 address, IPv6 /64), and as many at once.
+    pub join_rate_per_ip: u32,
     /// Messages waiting for one connection; a client that lets it fill is cut off.
     pub outbound_queue: usize,
     /// A connection that has not joined a room within this time is closed.
@@ -187,6 +258,7 @@ impl Default for RoomsConfig {
             rate_burst: 200,
             max_connections: 20000,
             max_connections_per_ip: 64,
+            join_rate_per_ip: 300,
             outbound_queue: 256,
             join_timeout: Duration::from_secs(10),
             ping_interval: Duration::from_secs(15),
@@ -201,7 +273,7 @@ impl Default for RoomsConfig {
 impl RoomsConfig {
     fn validate(&self) -> Result<(), (&'static str, String)> {
         let r = self;
-        let checks: [(&'static str, bool, &str); 12] = [
+        let checks: [(&'static str, bool, &str); 13] = [
             (
                 "rooms.max_peers",
                 (2..=64).contains(&r.max_peers),
@@ -226,6 +298,11 @@ impl RoomsConfig {
             (
                 "rooms.max_connections_per_ip",
                 r.max_connections_per_ip >= 1,
+                "must be at least 1",
+            ),
+            (
+                "rooms.join_rate_per_ip",
+                r.join_rate_per_ip >= 1,
                 "must be at least 1",
             ),
             (
@@ -427,6 +504,9 @@ impl Config {
         if let Err((key, msg)) = self.api.validate() {
             return err(&key, msg);
         }
+        if let Err((key, msg)) = self.http.validate() {
+            return err(key, msg);
+        }
         if let Err((key, msg)) = self.rooms.validate() {
             return err(key, msg);
         }
@@ -572,6 +652,40 @@ mod tests {
             c.validate(&src).unwrap_err().key.as_deref(),
             Some("rooms.ping_timeout")
         );
+    }
+
+    #[test]
+    fn http_limits_default_to_the_documented_values_and_are_checked() {
+        let shipped =
+            Config::parse(include_str!("../../config.toml"), "config.toml").expect("parses");
+        assert_eq!(
+            format!("{:?}", shipped.http),
+            format!("{:?}", HttpConfig::default())
+        );
+        let h = HttpConfig::default();
+        assert_eq!((h.max_connections, h.max_connections_per_ip), (25_000, 500));
+        assert_eq!(h.header_read_timeout, Duration::from_secs(10));
+        let src = Source {
+            name: "c.toml".into(),
+            base_dir: ".".into(),
+        };
+        for (text, key) in [
+            ("max_connections = 0", "http.max_connections"),
+            ("max_connections_per_ip = 0", "http.max_connections_per_ip"),
+            (
+                "tls_handshake_timeout = \"0s\"",
+                "http.tls_handshake_timeout",
+            ),
+            ("header_read_timeout = \"50ms\"", "http.header_read_timeout"),
+            ("http2_idle_timeout = \"0s\"", "http.http2_idle_timeout"),
+            ("keep_alive_timeout = \"11s\"", "http.keep_alive_timeout"),
+        ] {
+            let c = Config::parse(&format!("[http]\n{text}\n"), "c.toml").expect("parses");
+            let e = c.validate(&src).unwrap_err();
+            assert_eq!(e.key.as_deref(), Some(key), "{text}");
+        }
+        let e = Config::parse("[http]\nkeep_alive_timeout = \"soon\"\n", "c.toml").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("http.keep_alive_timeout"));
     }
 
     #[test]

@@ -35,6 +35,8 @@ pub struct TurnConfig {
     pub relay_ports: PortRange,
     pub user_quota: u32,
     pub total_quota: u32,
+    /// Most live allocations from one client address (IPv4 address, IPv6 /64).
+    pub max_allocations_per_ip: u32,
     /// Bits per second per allocation, 0 = no cap.
     pub max_bitrate: u64,
     #[serde(deserialize_with = "cidrs")]
@@ -47,7 +49,8 @@ pub struct TurnConfig {
     /// Under load, a worker handles what queued in this window in one pass; 0 = off.
     #[serde(deserialize_with = "duration")]
     pub batch_window: Duration,
-    /// Unauthenticated requests and 401 answers per second and source IP.
+    /// Answers to unauthenticated requests (challenges, 400s, UDP Bindings from sources without
+    /// an allocation) per second and source.
     pub unauth_rate: u32,
     pub unauth_burst: u32,
     #[serde(deserialize_with = "duration")]
@@ -58,10 +61,11 @@ pub struct TurnConfig {
     pub listen_tls: Vec<SocketAddr>,
     /// Serve TURN over TCP and TLS on the HTTPS listener too (one port for everything).
     pub one_port: bool,
-    /// Time a stream client gets for the TLS handshake and its first whole message.
+    /// Time a stream client gets from accept to a successful Allocate, and to finish any
+    /// message it has begun.
     #[serde(deserialize_with = "duration")]
     pub stream_handshake_timeout: Duration,
-    /// A stream connection that sends no whole message for this long is closed.
+    /// An allocated stream connection that sends no whole message for this long is closed.
     #[serde(deserialize_with = "duration")]
     pub stream_idle_timeout: Duration,
     /// Most TURN stream connections at once, and from one source IP.
@@ -88,14 +92,15 @@ impl Default for TurnConfig {
             },
             user_quota: 12,
             total_quota: 10_000,
+            max_allocations_per_ip: 1000,
             max_bitrate: 0,
             allowed_peer_ranges: Vec::new(),
             denied_peer_ranges: Vec::new(),
             allow_loopback_peers: false,
             workers: 0,
             batch_window: Duration::from_micros(200),
-            unauth_rate: 10,
-            unauth_burst: 20,
+            unauth_rate: 50,
+            unauth_burst: 200,
             nonce_lifetime: Duration::from_secs(600),
             listen_tcp: vec![SocketAddr::from(([0, 0, 0, 0], 3478))],
             listen_tls: vec![SocketAddr::from(([0, 0, 0, 0], 5349))],
@@ -164,6 +169,9 @@ impl TurnConfig {
         }
         if self.total_quota == 0 {
             return Err(("turn.total_quota", "must be at least 1".into()));
+        }
+        if self.max_allocations_per_ip == 0 {
+            return Err(("turn.max_allocations_per_ip", "must be at least 1".into()));
         }
         if self.batch_window > Duration::from_millis(5) {
             return Err((

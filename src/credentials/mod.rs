@@ -3,10 +3,15 @@
 //!
 //! The scheme is the "TURN REST API" one that the TURN server verifies (see `turn::auth`):
 //! username `EXPIRY<sep>USER`, password `base64(HMAC-SHA1(secret, username))`, minted with the
-//! first of `[turn] secrets`. For a peer of a room the user part is `ROOM<sep>PEER`, so the
-//! username reads `EXPIRY:ROOM:PEER`. The TURN server splits the username at the *first*
+//! first of `[turn] secrets`. For a peer of a room the user part is `~ROOM<sep>PEER`, so the
+//! username reads `EXPIRY:~ROOM:PEER`. The TURN server splits the username at the *first*
 //! separator only (the expiry is all digits), so the user part may contain the separator; it
 //! identifies the peer exactly, and the TURN server's per-user quota counts per peer.
+//!
+//! The leading `~` ([`PEER_MARKER`]) is what no one else can mint: the credential API and the
+//! command line refuse it in a user part. The TURN server lets such a user part allocate only
+//! while the peer is in [`LivePeers`], which the [`Issuer`] fills as it hands out credentials
+//! and [`service`] empties as peers go; so credentials a peer kept after leaving open nothing.
 //!
 //! Nothing here reads a clock: `now` (unix seconds) comes in, which keeps minting testable and
 //! lets the renewal schedule ([`renewal`]) run on virtual time.
@@ -18,30 +23,36 @@ pub mod ice;
 pub mod renewal;
 pub mod service;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tracing::warn;
+
 use crate::config::Config;
 use crate::turn::service::TurnServer;
-use signalbox_turn_proto::auth::Secrets;
+use signalbox_turn_proto::auth::{LivePeers, Secrets, PEER_MARKER};
 
 /// A peer's identity as the TURN server sees it: the user part of its REST usernames.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct UserPart(String);
 
 impl UserPart {
-    /// The user part for peer `peer` of room `room`: `ROOM<sep>PEER`.
+    /// The user part for peer `peer` of room `room`: `~ROOM<sep>PEER`.
     pub fn for_peer(room: &str, peer: &str, separator: char) -> UserPart {
-        UserPart(format!("{room}{separator}{peer}"))
+        UserPart(format!("{PEER_MARKER}{room}{separator}{peer}"))
     }
 
     /// A user part chosen by a caller of the API or the command line. `None` when it is empty,
     /// longer than [`MAX_USER_LEN`] bytes, or holds control characters or whitespace (a STUN
-    /// USERNAME must survive SASLprep unchanged for every client to compute the same key).
+    /// USERNAME must survive SASLprep unchanged for every client to compute the same key), or
+    /// [`PEER_MARKER`], which only room peers' credentials carry.
     pub fn custom(user: &str) -> Option<UserPart> {
         let ok = !user.is_empty()
             && user.len() <= MAX_USER_LEN
-            && !user.chars().any(|c| c.is_control() || c.is_whitespace());
+            && !user
+                .chars()
+                .any(|c| c.is_control() || c.is_whitespace() || c == PEER_MARKER);
         ok.then(|| UserPart(user.to_owned()))
     }
 
@@ -114,6 +125,8 @@ impl Minter {
 pub struct Issuer {
     pub minter: Minter,
     pub endpoints: ice::IceEndpoints,
+    /// The room peers whose credentials the TURN server accepts at Allocate.
+    pub live_peers: Arc<LivePeers>,
 }
 
 impl Issuer {
@@ -127,10 +140,32 @@ impl Issuer {
         Issuer {
             minter: Minter::new(turn.secrets.clone(), config.turn.separator()),
             endpoints,
+            live_peers: turn.live_peers.clone(),
         }
     }
 
-    /// `iceServers` for peer `peer` of room `room`, with credentials valid for `ttl`.
+    /// Names the TURN-over-TCP and TLS listeners in the ICE server list, and the HTTPS port
+    /// when one-port mode serves TURN there.
+    pub fn add_stream_listeners(
+        &mut self,
+        tcp: &[SocketAddr],
+        tls: &[SocketAddr],
+        https_port: Option<u16>,
+    ) {
+        for a in tcp {
+            self.endpoints.add_turn(ice::TurnTransport::Tcp, a.port());
+        }
+        for a in tls {
+            self.endpoints.add_turn(ice::TurnTransport::Tls, a.port());
+        }
+        if let Some(port) = https_port {
+            self.endpoints
+                .add_turn(ice::TurnTransport::TlsOnHttpsPort, port);
+        }
+    }
+
+    /// `iceServers` for peer `peer` of room `room`, with credentials valid for `ttl`; from now
+    /// on the TURN server lets them allocate, until the peer is gone.
     pub fn ice_servers_for_peer(
         &self,
         room: &str,
@@ -138,8 +173,23 @@ impl Issuer {
         now: u64,
         ttl: Duration,
     ) -> serde_json::Value {
-        let credential = self.minter.mint_for_peer(room, peer, now, ttl);
+        let user = UserPart::for_peer(room, peer, self.minter.separator());
+        let credential = self.minter.mint(Some(&user), now, ttl);
+        if !self
+            .live_peers
+            .insert(user.as_str(), credential.expiry, now)
+        {
+            warn!(
+                capacity = self.live_peers.capacity(),
+                "the set of live room peers is full: this peer's TURN credentials will be refused"
+            );
+        }
         self.endpoints.ice_servers_json(Some(&credential))
+    }
+
+    /// Forgets a peer that is gone: its credentials open no new allocation from now on.
+    pub fn forget_peer(&self, user: &UserPart) {
+        self.live_peers.remove(user.as_str());
     }
 }
 
@@ -174,7 +224,7 @@ mod tests {
     fn a_peer_username_is_expiry_room_and_peer() {
         let m = minter(b"s3cret", ':');
         let c = m.mint_for_peer("standup", "p1", 1_700_000_000, Duration::from_secs(600));
-        assert_eq!(c.username, "1700000600:standup:p1");
+        assert_eq!(c.username, "1700000600:~standup:p1");
         assert_eq!(c.expiry, 1_700_000_600);
         assert_eq!(c.ttl, 600);
     }
@@ -183,8 +233,8 @@ mod tests {
     fn the_configured_separator_is_used_throughout() {
         let m = minter(b"s", '|');
         let c = m.mint_for_peer("r", "p", 10, Duration::from_secs(5));
-        assert_eq!(c.username, "15|r|p");
-        assert_eq!(UserPart::for_peer("r", "p", '|').as_str(), "r|p");
+        assert_eq!(c.username, "15|~r|p");
+        assert_eq!(UserPart::for_peer("r", "p", '|').as_str(), "~r|p");
     }
 
     #[test]
@@ -214,6 +264,18 @@ mod tests {
         assert!(UserPart::custom("a b").is_none());
         assert!(UserPart::custom("a\u{0}").is_none());
         assert!(UserPart::custom(&"x".repeat(MAX_USER_LEN + 1)).is_none());
+    }
+
+    #[test]
+    fn no_custom_user_part_can_be_a_room_peers() {
+        let peer = UserPart::for_peer("standup", "p1", ':');
+        assert!(peer.as_str().starts_with(PEER_MARKER));
+        assert!(UserPart::custom(peer.as_str()).is_none());
+        assert!(
+            UserPart::custom("standup:p1").is_some(),
+            "no marker, no claim"
+        );
+        assert!(UserPart::custom("a~b").is_none(), "the marker anywhere");
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! The task that keeps joined peers' TURN credentials fresh and ends the allocations of peers
-//! that are gone. A thin shell: the decisions are [`RenewalSchedule`]'s; this task only feeds
+//! The task that keeps joined peers' TURN credentials fresh, and revokes the credentials and
+//! ends the allocations of peers that are gone. A thin shell: the decisions are [`RenewalSchedule`]'s; this task only feeds
 //! it the signaling hub's [`PeerEvent`]s and the clock, sends what falls due through the hub,
 //! and passes removals to the TURN server.
 
@@ -74,9 +74,10 @@ impl Service {
             PeerEvent::Issued { room, peer } => self.schedule.issued((room, peer), Instant::now()),
             PeerEvent::Removed { room, peer } => {
                 self.schedule.forget(&(room.clone(), peer.clone()));
+                let separator = self.issuer.minter.separator();
+                let user = UserPart::for_peer(room.as_str(), peer.as_str(), separator);
+                self.issuer.forget_peer(&user);
                 if let Some(close) = &self.close_user {
-                    let separator = self.issuer.minter.separator();
-                    let user = UserPart::for_peer(room.as_str(), peer.as_str(), separator);
                     debug!(
                         user = user.as_str(),
                         "peer gone: closing its TURN allocations"

@@ -6,9 +6,14 @@
 //! one push. No connection can make the hub wait: an outbox that is full means that client
 //! stopped reading, so it is cut off (and its peer leaves at once). The fresh ids and resume
 //! tokens the pure core cannot make are drawn here from the OS random source.
+//!
+//! Joins are rate-limited per client address (`[rooms] join_rate_per_ip`) here too, in a
+//! fixed-size table of token buckets that only this task touches: every `join` costs a
+//! fresh set of TURN credentials, so one address must not be able to churn through them.
 
 use crate::metrics::METRICS;
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -18,32 +23,32 @@ use ring::rand::{SecureRandom, SystemRandom};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
-use super::outbox::{ConnEnd, Full, HubEnd};
+use super::outbox::{ConnEnd, Full, HubEnd, Kill};
 use super::protocol::{ClientMessage, ErrorCode, PeerId, ResumeToken, ServerMessage};
 use super::rooms::{
     Admission, CloseReason, ConnId, FreshPeer, JoinRequest, Output, Registry, RegistryConfig,
 };
 use super::{Hooks, PeerEvent};
+use crate::metrics;
+use crate::web::api::ratelimit::{Buckets, Rate};
+use signalbox_turn_proto::policy::AddrKey;
 
 /// Commands waiting for the hub; connection tasks wait (back-pressure) when it is full.
 const COMMAND_QUEUE: usize = 8192;
 /// Commands applied per wake-up before outputs are flushed.
 const BATCH: usize = 256;
-
-/// Why the hub ends a connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kill {
-    /// Its outbound queue was full: the client is not reading.
-    Overflow,
-    /// Its peer was resumed on another connection.
-    Replaced,
-}
+/// Client addresses whose join rate is tracked at once (16 bytes of bucket each, plus the key).
+const TRACKED_ADDRESSES: usize = 4096;
 
 /// What connection tasks (and the rest of the server) ask of the hub.
 #[derive(Debug)]
 pub enum Command {
-    /// A new connection and the hub's end of its outbox.
-    Connect { conn: ConnId, out: HubEnd },
+    /// A new connection from `from` and the hub's end of its outbox.
+    Connect {
+        conn: ConnId,
+        out: HubEnd,
+        from: IpAddr,
+    },
     /// A valid client message.
     Client { conn: ConnId, msg: ClientMessage },
     /// The connection ended; its outbox comes back so that unsent signals are not lost.
@@ -113,12 +118,19 @@ impl HubHandle {
     }
 }
 
-/// Starts the hub task on the current runtime.
-pub fn spawn(config: RegistryConfig, hooks: Hooks) -> HubHandle {
+/// Starts the hub task on the current runtime; each client address may join `join_rate_per_ip`
+/// times a minute on average, and as many at once.
+pub fn spawn(config: RegistryConfig, join_rate_per_ip: u32, hooks: Hooks) -> HubHandle {
     let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
+    let rate = Rate {
+        per_minute: join_rate_per_ip,
+        burst: join_rate_per_ip,
+    };
     let hub = Hub {
         registry: Registry::new(config),
         links: HashMap::new(),
+        joins: Buckets::new(rate, TRACKED_ADDRESSES),
+        started: Instant::now(),
         hooks,
         rng: SystemRandom::new(),
         published: (0, 0),
@@ -133,13 +145,23 @@ pub fn spawn(config: RegistryConfig, hooks: Hooks) -> HubHandle {
 
 struct Hub {
     registry: Registry,
-    links: HashMap<ConnId, HubEnd>,
+    links: HashMap<ConnId, Link>,
+    /// Join budgets by client address (an IPv4 address or an IPv6 /64).
+    joins: Buckets<AddrKey>,
+    /// The origin of the join buckets' clock.
+    started: Instant,
     hooks: Hooks,
     rng: SystemRandom,
     /// Room and peer counts last added to the gauges.
     published: (i64, i64),
     /// Set by [`Command::Drain`]: joins are refused.
     draining: bool,
+}
+
+/// What the hub keeps per connection: its outbox, and whom joins from it count against.
+struct Link {
+    out: HubEnd,
+    address: AddrKey,
 }
 
 async fn run(mut rx: mpsc::Receiver<Command>, mut hub: Hub) {
@@ -178,8 +200,9 @@ async fn run(mut rx: mpsc::Receiver<Command>, mut hub: Hub) {
 impl Hub {
     fn apply(&mut self, cmd: Command) {
         match cmd {
-            Command::Connect { conn, out } => {
-                self.links.insert(conn, out);
+            Command::Connect { conn, out, from } => {
+                let address = AddrKey::of(from);
+                self.links.insert(conn, Link { out, address });
             }
             Command::Client { conn, msg } => match msg {
                 ClientMessage::Join {
@@ -192,12 +215,15 @@ impl Hub {
                     // token is the proof, so an invite that expired meanwhile does not cut
                     // it off.
                     if self.draining {
-                        if let Some(out) = self.links.get(&conn) {
-                            let _ = out.try_send(ServerMessage::error(
+                        if let Some(link) = self.links.get(&conn) {
+                            let _ = link.out.try_send(ServerMessage::error(
                                 ErrorCode::ShuttingDown,
                                 "the server is shutting down; reconnect later",
                             ));
                         }
+                        return;
+                    }
+                    if !self.join_allowed(conn) {
                         return;
                     }
                     let resuming = resume
@@ -232,8 +258,8 @@ impl Hub {
             }
             Command::Drain { grace_s } => {
                 self.draining = true;
-                for out in self.links.values() {
-                    let _ = out.try_send(ServerMessage::ServerShutdown { grace_s });
+                for link in self.links.values() {
+                    let _ = link.out.try_send(ServerMessage::ServerShutdown { grace_s });
                 }
             }
             Command::Snapshot { reply } => {
@@ -265,10 +291,10 @@ impl Hub {
                             peer: j.id.clone(),
                         });
                     }
-                    let Some(out) = self.links.get(&conn) else {
+                    let Some(link) = self.links.get(&conn) else {
                         continue;
                     };
-                    if let Err(Full) = out.try_send(msg) {
+                    if let Err(Full) = link.out.try_send(msg) {
                         debug!(conn = conn.0, "outbound queue full; cutting the client off");
                         self.kill(conn, Kill::Overflow);
                         self.links.remove(&conn);
@@ -299,9 +325,31 @@ impl Hub {
         }
     }
 
+    /// Takes a join from the budget of `conn`'s address; when it is spent, answers
+    /// `rate-limited` (the connection stays usable) and returns false.
+    fn join_allowed(&mut self, conn: ConnId) -> bool {
+        let Some(link) = self.links.get(&conn) else {
+            return false;
+        };
+        let now_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let Err(wait) = self.joins.take(&link.address, now_ms) else {
+            return true;
+        };
+        METRICS.rate_limited.at(metrics::LIMITED_SIGNALING).inc();
+        let _ = link.out.try_send(ServerMessage::error(
+            ErrorCode::RateLimited,
+            format!(
+                "more than {} joins per minute from your address; join again in {} s",
+                self.joins.rate().per_minute,
+                wait.as_secs().max(1)
+            ),
+        ));
+        false
+    }
+
     fn kill(&mut self, conn: ConnId, why: Kill) {
-        if let Some(out) = self.links.get(&conn) {
-            out.kill(why);
+        if let Some(link) = self.links.get(&conn) {
+            link.out.kill(why);
         }
     }
 

@@ -1,11 +1,11 @@
 //! Abuse limits that sit in front of the registry: the `Origin` check, the connection caps and
-//! the per-connection rate limit. The first and last are pure; the caps are one small mutex
-//! taken only when a connection opens or closes, never per message.
+//! the per-connection rate limit. The first and last are pure; the caps are the ones every
+//! public listener shares ([`crate::caps`]), counted per client address.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+pub use crate::caps::{CapError, ConnPermit, ConnectionCaps};
 
 /// Which `Origin` header values may open a WebSocket (cross-site WebSocket hijacking guard).
 ///
@@ -111,87 +111,6 @@ impl RateLimiter {
     }
 }
 
-/// Why a new connection was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum CapError {
-    #[error("too many connections (limit {0})")]
-    Total(usize),
-    #[error("too many connections from your address (limit {0})")]
-    PerIp(usize),
-}
-
-/// Counts open WebSocket connections, in total and per client IP.
-#[derive(Debug)]
-pub struct ConnectionCaps {
-    max_total: usize,
-    max_per_ip: usize,
-    state: Mutex<CapState>,
-}
-
-#[derive(Debug, Default)]
-struct CapState {
-    total: usize,
-    by_ip: HashMap<IpAddr, usize>,
-}
-
-impl ConnectionCaps {
-    pub fn new(max_total: usize, max_per_ip: usize) -> Arc<ConnectionCaps> {
-        Arc::new(ConnectionCaps {
-            max_total,
-            max_per_ip,
-            state: Mutex::new(CapState::default()),
-        })
-    }
-
-    /// Counts a connection from `ip`; the returned permit uncounts it when dropped.
-    pub fn acquire(self: &Arc<Self>, ip: IpAddr) -> Result<ConnPermit, CapError> {
-        let ip = ip.to_canonical();
-        let mut s = self.lock();
-        if s.total >= self.max_total {
-            return Err(CapError::Total(self.max_total));
-        }
-        let n = s.by_ip.entry(ip).or_default();
-        if *n >= self.max_per_ip {
-            return Err(CapError::PerIp(self.max_per_ip));
-        }
-        *n += 1;
-        s.total += 1;
-        Ok(ConnPermit {
-            caps: self.clone(),
-            ip,
-        })
-    }
-
-    pub fn open(&self) -> usize {
-        self.lock().total
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, CapState> {
-        // The counters stay consistent even if a holder panicked: every update is one step.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-/// One counted connection.
-#[derive(Debug)]
-pub struct ConnPermit {
-    caps: Arc<ConnectionCaps>,
-    ip: IpAddr,
-}
-
-impl Drop for ConnPermit {
-    fn drop(&mut self) {
-        let mut s = self.caps.lock();
-        s.total = s.total.saturating_sub(1);
-        if let Some(n) = s.by_ip.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                s.by_ip.remove(&self.ip);
-            }
-        }
-    }
-}
-
 /// The earliest of some optional deadlines.
 pub fn earliest(deadlines: impl IntoIterator<Item = Option<Instant>>) -> Option<Instant> {
     deadlines.into_iter().flatten().min()
@@ -266,27 +185,5 @@ mod tests {
         // A long pause refills only up to the burst.
         let later = t0 + Duration::from_secs(60);
         assert_eq!((0..10).filter(|_| r.allow(later)).count(), 3);
-    }
-
-    #[test]
-    fn caps_count_per_ip_and_in_total_and_release_on_drop() {
-        let caps = ConnectionCaps::new(3, 2);
-        let a: IpAddr = "10.0.0.1".parse().unwrap();
-        let b: IpAddr = "10.0.0.2".parse().unwrap();
-        let p1 = caps.acquire(a).unwrap();
-        let _p2 = caps.acquire(a).unwrap();
-        assert_eq!(caps.acquire(a).unwrap_err(), CapError::PerIp(2));
-        let _p3 = caps.acquire(b).unwrap();
-        assert_eq!(caps.acquire(b).unwrap_err(), CapError::Total(3));
-        drop(p1);
-        assert_eq!(caps.open(), 2);
-        assert!(caps.acquire(a).is_ok());
-    }
-
-    #[test]
-    fn ipv4_mapped_addresses_count_as_their_ipv4_address() {
-        let caps = ConnectionCaps::new(10, 1);
-        let _p = caps.acquire("10.0.0.1".parse().unwrap()).unwrap();
-        assert!(caps.acquire("::ffff:10.0.0.1".parse().unwrap()).is_err());
     }
 }

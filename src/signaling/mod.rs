@@ -140,6 +140,7 @@ impl Signaling {
                 lobby_timeout: config.lobby_timeout,
                 lock_new_rooms: config.lock_new_rooms,
             },
+            config.join_rate_per_ip,
             hooks,
         );
         let origins = OriginPolicy::new(public_host, https_addr);
@@ -147,7 +148,11 @@ impl Signaling {
         let settings = ws::Settings {
             rooms: config.clone(),
             origins,
-            caps: ConnectionCaps::new(config.max_connections, config.max_connections_per_ip),
+            caps: ConnectionCaps::new(
+                crate::caps::Edge::WebSocket,
+                config.max_connections,
+                config.max_connections_per_ip,
+            ),
             shutdown,
         };
         Signaling {

@@ -17,11 +17,19 @@ use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
-use super::hub::Kill;
 use super::protocol::ServerMessage;
 
 /// A queue that grew past this many slots in a burst is given back once it is empty again.
 const KEEP_SLOTS: usize = 8;
+
+/// Why the hub ends a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kill {
+    /// Its outbound queue was full: the client is not reading.
+    Overflow,
+    /// Its peer was resumed on another connection.
+    Replaced,
+}
 
 /// The queue already holds `capacity` messages; the one given was dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,16 +1,20 @@
 //! The WebSocket edge: the `/ws` upgrade and one task per connection.
 //!
 //! The upgrade refuses foreign origins (403) and connections over the caps (503 total, 429 per
-//! IP) before any WebSocket exists. The connection task then owns its socket alone, so reads,
+//! client address: an IPv4 address or an IPv6 /64) before any WebSocket exists. The connection task then owns its socket alone, so reads,
 //! writes, timers and the rate limit need no locks; it parses frames, answers local errors
 //! (`bad-request`, `rate-limited`, `too-large`) itself and forwards valid messages to the hub.
 //! Everything it writes comes from one bounded outbox that the hub and the task both feed.
+//!
+//! Frames that have no answer in the protocol cost no answer: a binary frame closes the
+//! connection (1003), and WebSocket pings take from the same rate budget as text messages, a
+//! ping beyond it closing the connection (1008) instead of drawing an error per frame.
 //!
 //! Timers, one `sleep` per connection: the join deadline (until `joined` went out), the next
 //! WebSocket ping, and the pong deadline (any inbound frame counts as the pong). A write that
 //! cannot finish within `ping_timeout` means the client stopped reading: it is dropped.
 
-use crate::metrics::METRICS;
+use crate::metrics::{self, METRICS};
 use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
 use std::pin::{pin, Pin};
@@ -25,9 +29,9 @@ use futures_util::SinkExt as _;
 use tokio::sync::watch;
 use tracing::debug;
 
-use super::hub::{Command, HubHandle, Kill};
+use super::hub::{Command, HubHandle};
 use super::limits::{earliest, CapError, ConnPermit, ConnectionCaps, OriginPolicy, RateLimiter};
-use super::outbox::{outbox, ConnEnd};
+use super::outbox::{outbox, ConnEnd, Kill};
 use super::protocol::{parse_client, ClientMessage, ErrorCode, ServerMessage};
 use super::rooms::ConnId;
 use crate::config::RoomsConfig;
@@ -37,6 +41,8 @@ use crate::web::error_json;
 pub mod close_code {
     pub const GOING_AWAY: u16 = 1001;
     pub const PROTOCOL_ERROR: u16 = 1002;
+    /// A binary frame: the protocol is JSON text.
+    pub const UNSUPPORTED_DATA: u16 = 1003;
     pub const INVALID_DATA: u16 = 1007;
     pub const POLICY: u16 = 1008;
     pub const TOO_BIG: u16 = 1009;
@@ -102,7 +108,7 @@ pub async fn upgrade(
         Err(e) => {
             let status = match e {
                 CapError::Total(_) => StatusCode::SERVICE_UNAVAILABLE,
-                CapError::PerIp(_) => StatusCode::TOO_MANY_REQUESTS,
+                CapError::PerAddress(_) => StatusCode::TOO_MANY_REQUESTS,
             };
             return error_json(status, "too-many-connections", &e.to_string());
         }
@@ -132,6 +138,10 @@ enum End {
     JoinTimeout,
     /// A frame over twice `max_message_bytes`.
     TooBig,
+    /// A binary frame.
+    Binary,
+    /// A WebSocket ping beyond the message rate.
+    PingFlood,
     Protocol,
     InvalidUtf8,
     Replaced,
@@ -182,6 +192,7 @@ impl Connection {
                 .send(Command::Connect {
                     conn: self.id,
                     out: hub_end,
+                    from: self.peer.ip(),
                 })
                 .await;
             let end = if !connected {
@@ -264,11 +275,14 @@ impl Connection {
                 Ok(None) => return None,
                 Err(reply) => reply,
             },
-            Message::Binary(_) => ServerMessage::error(
-                ErrorCode::BadRequest,
-                "binary frames are not supported; send JSON text",
-            ),
-            Message::Ping(_) | Message::Pong(_) => return None,
+            Message::Binary(_) => return Some(End::Binary),
+            // The WebSocket layer answers a ping by itself; what it costs is rate-limited.
+            Message::Ping(_) if self.rate.allow(Instant::now()) => return None,
+            Message::Ping(_) => {
+                METRICS.rate_limited.at(metrics::LIMITED_SIGNALING).inc();
+                return Some(End::PingFlood);
+            }
+            Message::Pong(_) => return None,
             Message::Close(_) => return Some(End::ClientClosed),
         };
         // Local replies share the outbound queue, so a client that does not read cannot
@@ -280,6 +294,7 @@ impl Connection {
     fn on_text(&mut self, text: &str) -> Result<Option<ClientMessage>, ServerMessage> {
         let now = Instant::now();
         if !self.rate.allow(now) {
+            METRICS.rate_limited.at(metrics::LIMITED_SIGNALING).inc();
             let r = &self.settings.rooms;
             return Err(ServerMessage::error(
                 ErrorCode::RateLimited,
@@ -430,6 +445,11 @@ async fn close(socket: &mut WebSocket, end: End, max_message_bytes: usize) {
         ),
         End::Protocol => frame(PROTOCOL_ERROR, "WebSocket protocol error".into()),
         End::InvalidUtf8 => frame(INVALID_DATA, "text frame is not UTF-8".into()),
+        End::Binary => frame(
+            UNSUPPORTED_DATA,
+            "binary frames are not supported; send JSON text".into(),
+        ),
+        End::PingFlood => frame(POLICY, "pings beyond the message rate".into()),
         End::Replaced => frame(REPLACED, "resumed on another connection".into()),
         End::HubGone => frame(INTERNAL, "signaling stopped".into()),
         // The client's close is answered by the WebSocket layer; flushing sends the answer.

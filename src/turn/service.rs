@@ -14,7 +14,7 @@ use tracing::{info, warn};
 use crate::config::Config;
 use crate::turn::relay::{self, Clock, Inbox, RelaySet, Shared, Worker};
 use signalbox_turn_proto::allocation::{AllocationTable, Limits, Quotas};
-use signalbox_turn_proto::auth::{NonceKey, RateLimiter, Secrets};
+use signalbox_turn_proto::auth::{LivePeers, NonceKey, RateLimiter, Secrets};
 use signalbox_turn_proto::policy::PeerPolicy;
 use signalbox_turn_proto::server::{Core, CoreConfig, RelayPlan};
 
@@ -25,6 +25,8 @@ pub struct TurnServer {
     /// The REST secrets in use (configured or generated), for minting credentials.
     pub secrets: Arc<Secrets>,
     pub realm: String,
+    /// The room peers whose credentials open allocations; signaling keeps it current.
+    pub live_peers: Arc<LivePeers>,
     shared: Arc<Shared>,
     draining: Arc<AtomicBool>,
     quotas: Arc<Quotas>,
@@ -67,18 +69,30 @@ impl TurnServer {
         let per_worker = relay::bind_listeners(&turn.listen, workers)?;
         let listeners: Vec<SocketAddr> = per_worker[0].iter().map(|(a, _)| *a).collect();
         let quotas = Arc::new(Quotas::new(turn.user_quota, turn.total_quota));
+        quotas.set_address_limit(turn.max_allocations_per_ip);
         let limits = Limits {
             max_lifetime: turn.max_allocation_lifetime,
             strict_expiry: turn.strict_expiry,
             max_bytes_per_sec: turn.max_bitrate / 8,
         };
         let draining = Arc::new(AtomicBool::new(false));
+        // Live peers are connected (at most max_connections) or away within the grace: twice
+        // that leaves as much room for away peers. About 1 MiB of table at most with the
+        // default 20,000 connections (16-byte entries in a hash table).
+        let live_peers = Arc::new(LivePeers::new(
+            config.rooms.max_connections.saturating_mul(2),
+        ));
         let policy = PeerPolicy {
             allowed: turn.allowed_peer_ranges.clone(),
             denied: turn.denied_peer_ranges.clone(),
             allow_loopback: turn.allow_loopback_peers,
             listeners: listeners.clone(),
+            own_addresses: own_addresses(turn),
         };
+        info!(
+            own = ?policy.own_addresses,
+            "TURN peers: this host's addresses are refused, except live relayed addresses"
+        );
         let mut polls = Vec::new();
         let mut wakers = Vec::new();
         for _ in 0..workers {
@@ -108,6 +122,7 @@ impl TurnServer {
                 relay: plan.clone(),
                 worker: index,
                 draining: draining.clone(),
+                live_peers: live_peers.clone(),
             };
             let table = AllocationTable::new(quotas.clone(), limits.clone());
             let core = Core::new(
@@ -143,6 +158,7 @@ impl TurnServer {
             listeners,
             secrets,
             realm,
+            live_peers,
             shared,
             draining,
             quotas,
@@ -168,7 +184,8 @@ impl TurnServer {
     }
 
     /// Applies what a configuration reload may change while allocations live: the secrets (an
-    /// empty list keeps the ones in use, such as a generated secret) and the quotas.
+    /// empty list keeps the ones in use, such as a generated secret) and the quotas (per user,
+    /// in total and per client address).
     pub fn apply(&self, turn: &crate::config::TurnConfig) {
         if !turn.secrets.is_empty() {
             let list = turn.secrets.iter().map(|s| s.as_bytes().to_vec()).collect();
@@ -178,6 +195,7 @@ impl TurnServer {
             }
         }
         self.quotas.set_limits(turn.user_quota, turn.total_quota);
+        self.quotas.set_address_limit(turn.max_allocations_per_ip);
     }
 
     /// A switch that, once set, refuses new allocations (508) while existing ones keep
@@ -257,6 +275,17 @@ fn relay_plan(config: &Config, workers: usize) -> anyhow::Result<RelayPlan> {
         workers,
         live: Arc::default(),
     })
+}
+
+/// This host's addresses as the peer policy refuses them: every interface address at start,
+/// and `relay_ip` and `external_ip` (the core adds the relay addresses it derived itself).
+fn own_addresses(turn: &crate::config::TurnConfig) -> Vec<IpAddr> {
+    let mut own = interfaces();
+    own.extend(turn.relay_ip);
+    own.extend(turn.external_ip);
+    own.sort_unstable();
+    own.dedup();
+    own
 }
 
 fn resolve(host: &str) -> Option<IpAddr> {

@@ -29,6 +29,9 @@ pub struct AppState {
     pub hsts: bool,
     /// What the deep health check tests (set once the TURN server runs).
     pub selftest: std::sync::OnceLock<crate::selftest::Target>,
+    /// The last deep check and when it ran; locked while one runs, so there is never more
+    /// than one at a time.
+    deep_check: tokio::sync::Mutex<Option<(Instant, Vec<crate::selftest::Check>)>>,
     /// The live configuration (replaced on reload).
     pub config: tokio::sync::watch::Receiver<Arc<crate::config::Config>>,
     not_found_html: String,
@@ -47,6 +50,7 @@ impl AppState {
             static_dir,
             hsts,
             selftest: std::sync::OnceLock::new(),
+            deep_check: tokio::sync::Mutex::new(None),
             config,
             not_found_html,
         }
@@ -68,6 +72,20 @@ pub fn is_valid_room(room: &str) -> bool {
         && room
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// `HOST:PORT` for URLs, with IPv6 brackets, and no port when it is 443.
+pub fn host_port(host: &str, port: u16) -> String {
+    let host = if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]")
+    } else {
+        host.to_owned()
+    };
+    if port == 443 {
+        host
+    } else {
+        format!("{host}:{port}")
+    }
 }
 
 /// The application router. Other modules add their routes before the static fallback.
@@ -152,8 +170,13 @@ struct HealthQuery {
     deep: Option<String>,
 }
 
+/// How long a deep check's result is served again instead of running the checks anew.
+const DEEP_CHECK_REUSE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Liveness; with `?deep=1` also the self-test (TURN relays, relay addresses, certificate):
-/// 200 when nothing failed (warnings included), 503 when a check failed.
+/// 200 when nothing failed (warnings included), 503 when a check failed. The self-test makes
+/// real allocations, so it runs at most once at a time, and its result is reused for
+/// [`DEEP_CHECK_REUSE`]: any number of monitors calling at once cost one run.
 async fn healthz(
     State(state): State<Arc<AppState>>,
     axum::extract::Query(q): axum::extract::Query<HealthQuery>,
@@ -166,13 +189,7 @@ async fn healthz(
     if !matches!(q.deep.as_deref(), Some("1" | "true")) {
         return Json(base).into_response();
     }
-    let target = state.selftest.get().cloned();
-    let checks = match target {
-        Some(t) => tokio::task::spawn_blocking(move || crate::selftest::run(&t))
-            .await
-            .unwrap_or_default(),
-        None => Vec::new(),
-    };
+    let checks = deep_checks(&state).await;
     let failed = checks.iter().any(|c| c.status == "fail");
     let mut body = base;
     body["status"] = json!(if failed { "failing" } else { "ok" });
@@ -183,6 +200,25 @@ async fn healthz(
         StatusCode::OK
     };
     (status, Json(body)).into_response()
+}
+
+/// The self-test's checks, from a run that ended less than [`DEEP_CHECK_REUSE`] ago or from a
+/// new one. Callers wait for a run in progress rather than start another.
+async fn deep_checks(state: &AppState) -> Vec<crate::selftest::Check> {
+    let mut last = state.deep_check.lock().await;
+    if let Some((at, checks)) = &*last {
+        if at.elapsed() < DEEP_CHECK_REUSE {
+            return checks.clone();
+        }
+    }
+    let checks = match state.selftest.get().cloned() {
+        Some(t) => tokio::task::spawn_blocking(move || crate::selftest::run(&t))
+            .await
+            .unwrap_or_default(),
+        None => Vec::new(),
+    };
+    *last = Some((Instant::now(), checks.clone()));
+    checks
 }
 
 /// Prometheus metrics for scrapers that only reach the HTTPS port, behind a bearer token.

@@ -5,11 +5,17 @@
 //! entry per way of reaching the server (STUN, TURN over UDP, TCP, TLS, TLS on the HTTPS
 //! port), each TURN entry with its own short-lived credential, so the page can tell which
 //! paths a visitor's network lets through.
+//!
+//! Anyone who can open the page can call `/api/diag`, so it is bounded: each answer's
+//! credentials carry a user part of their own (`diag-` and 64 random bits), so one visitor
+//! using up `[turn] user_quota` affects nobody else's check, and each client address (an IPv4
+//! address or an IPv6 /64) gets [`DIAG_RATE`] answers, tracked in a fixed-size table.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::get;
@@ -19,18 +25,59 @@ use serde_json::json;
 use crate::access::AccessMode;
 use crate::credentials::ice::TurnTransport;
 use crate::credentials::{unix_now, Issuer, UserPart};
-use crate::metrics::{METRICS, TRANSPORTS};
+use crate::metrics::{self, METRICS, TRANSPORTS};
 use crate::signaling::HubHandle;
+use crate::web::api::ratelimit::{Buckets, Rate};
 use crate::web::{bearer_is, error_json, AppState};
+use signalbox_turn_proto::policy::AddrKey;
 
 /// How long the connection check's credentials open new allocations.
 const DIAG_TTL: Duration = Duration::from_secs(120);
+/// Connection checks per minute from one client address, and as many at once: enough for a
+/// room of people behind one NAT to run it together, while one client gets one every 2 s.
+pub const DIAG_RATE: Rate = Rate {
+    per_minute: 30,
+    burst: 30,
+};
+/// Client addresses whose check rate is tracked at once.
+const DIAG_TRACKED: usize = 4096;
 
 /// What the operator endpoints read.
 pub struct OpsState {
     pub app: Arc<AppState>,
     pub hub: HubHandle,
     pub issuer: Option<Arc<Issuer>>,
+    /// `[access] mode` as the server started: joins follow it, and so does the check.
+    access_mode: AccessMode,
+    diag_budget: Mutex<Buckets<AddrKey>>,
+    started: Instant,
+}
+
+impl OpsState {
+    pub fn new(
+        app: Arc<AppState>,
+        hub: HubHandle,
+        issuer: Option<Arc<Issuer>>,
+        access_mode: AccessMode,
+    ) -> OpsState {
+        OpsState {
+            app,
+            hub,
+            issuer,
+            access_mode,
+            diag_budget: Mutex::new(Buckets::new(DIAG_RATE, DIAG_TRACKED)),
+            started: Instant::now(),
+        }
+    }
+
+    /// Takes one check from the budget of `client`'s address, or says how long to wait.
+    fn take_diag(&self, client: IpAddr) -> Result<(), Duration> {
+        let now_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.diag_budget
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take(&AddrKey::of(client), now_ms)
+    }
 }
 
 pub fn routes(state: Arc<OpsState>) -> Router {
@@ -86,13 +133,31 @@ async fn stats(State(ops): State<Arc<OpsState>>, headers: HeaderMap) -> Response
     .into_response()
 }
 
-async fn diag(State(ops): State<Arc<OpsState>>) -> Response {
-    if ops.app.config.borrow().access.mode == AccessMode::Token {
+async fn diag(
+    State(ops): State<Arc<OpsState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+) -> Response {
+    if ops.access_mode == AccessMode::Token {
         return error_json(
             StatusCode::FORBIDDEN,
             "forbidden",
             "this server only relays for invited callers, so the connection check is off",
         );
+    }
+    if let Err(wait) = ops.take_diag(peer.ip()) {
+        METRICS.rate_limited.at(metrics::LIMITED_API).inc();
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        let mut resp = error_json(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate-limited",
+            &format!(
+                "more than {} connection checks per minute from your address; see Retry-After",
+                DIAG_RATE.per_minute
+            ),
+        );
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from(secs.max(1)));
+        return resp;
     }
     let Some(issuer) = &ops.issuer else {
         return Json(json!({ "checks": [] })).into_response();
@@ -104,7 +169,7 @@ async fn diag(State(ops): State<Arc<OpsState>>) -> Response {
             "iceServer": { "urls": [url] },
         }));
     }
-    let user = UserPart::custom("diag");
+    let user = UserPart::custom(&visitor_user());
     for (transport, url) in issuer.endpoints.turn_entries() {
         let (id, label) = match transport {
             TurnTransport::Udp => ("turn-udp", "TURN over UDP"),
@@ -125,4 +190,13 @@ async fn diag(State(ops): State<Arc<OpsState>>) -> Response {
         header::HeaderValue::from_static("no-store"),
     );
     resp
+}
+
+/// A user part for one run of the connection check: `diag-` and 64 random bits in hex.
+fn visitor_user() -> String {
+    let mut bytes = [0u8; 8];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
+        .expect("the OS random source works (a failure here means the system is broken)");
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!("diag-{hex}")
 }

@@ -56,6 +56,12 @@ pub fn base_config(extra: &str) -> String {
     config
 }
 
+/// [`base_config`] with `http` (lines such as `max_connections_per_ip = 2`) added to its
+/// `[http]` section.
+pub fn config_with_http(http: &str, extra: &str) -> String {
+    base_config(extra).replacen("[http]\n", &format!("[http]\n{http}\n"), 1)
+}
+
 impl Server {
     /// Starts the binary with `config` (TOML text) and waits until it prints its `open` line.
     pub fn start(config: &str) -> Server {

@@ -64,6 +64,34 @@ pub async fn try_connect(server: &Server, origin: Option<&str>) -> Result<Ws, Ws
     Ok(Ws { stream })
 }
 
+/// Opens `/ws` with this server's own origin from the local address `from` (any address of
+/// 127.0.0.0/8 is a client address of its own).
+pub async fn connect_from(server: &Server, from: std::net::IpAddr) -> Ws {
+    let url = format!("wss://{}/ws", server.addr("https"));
+    let mut req = url.into_client_request().expect("request");
+    req.headers_mut().insert(
+        "origin",
+        HeaderValue::from_str(&own_origin(server)).expect("origin header"),
+    );
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind(std::net::SocketAddr::new(from, 0))
+        .expect("bind the client address");
+    let tcp = tokio::time::timeout(WAIT, socket.connect(server.addr("https")))
+        .await
+        .expect("connect in time")
+        .expect("TCP connects");
+    let connector = Connector::Rustls(tls_config(server));
+    let (stream, _) = tokio::time::timeout(
+        WAIT,
+        tokio_tungstenite::client_async_tls_with_config(req, tcp, None, Some(connector)),
+    )
+    .await
+    .expect("upgrade in time")
+    .expect("WebSocket connects");
+    Ws { stream }
+}
+
 impl Ws {
     pub async fn connect(server: &Server) -> Ws {
         try_connect(server, Some(&own_origin(server)))

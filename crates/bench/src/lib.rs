@@ -161,9 +161,11 @@ impl ServerProcess {
                 .unwrap_or(0)
         ));
         std::fs::create_dir_all(&dir).context("temporary directory")?;
+        // Every benchmark client comes from 127.0.0.1, one address to the HTTPS caps.
         let config = format!(
             "[server]\npublic_host = \"127.0.0.1\"\n\n[http]\nlisten = \"127.0.0.1:0\"\n\
-             static_dir = \"public\"\nshutdown_grace = \"2s\"\n\n[log]\nlevel = \"warn\"\n\n\
+             static_dir = \"public\"\nshutdown_grace = \"2s\"\n\
+             max_connections = 1000000\nmax_connections_per_ip = 1000000\n\n[log]\nlevel = \"warn\"\n\n\
              [metrics]\nlisten = \"\"\n\n{extra}\n"
         );
         std::fs::write(dir.join("config.toml"), config).context("write config")?;

@@ -155,6 +155,7 @@ workers = {workers}
 batch_window = "{window}us"
 user_quota = 100000
 total_quota = 100000
+max_allocations_per_ip = 100000
 unauth_rate = 10000000
 unauth_burst = 10000000
 "#,

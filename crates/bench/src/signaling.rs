@@ -85,7 +85,7 @@ pub async fn run(server_bin: &Path, args: &Args) -> anyhow::Result<serde_json::V
     let n = args.clients;
     let config = format!(
         "[rooms]\nmax_connections = {}\nmax_connections_per_ip = {}\njoin_timeout = \"10m\"\n\
-         outbound_queue = 256\n\n[turn]\nlisten = [\"127.0.0.1:0\"]\nlisten_tcp = []\nlisten_tls = []\n\
+         outbound_queue = 256\njoin_rate_per_ip = 1000000\n\n[turn]\nlisten = [\"127.0.0.1:0\"]\nlisten_tcp = []\nlisten_tls = []\n\
          relay_ip = \"127.0.0.1\"\n",
         n + 64,
         n + 64

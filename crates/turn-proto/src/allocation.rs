@@ -9,8 +9,9 @@
 //! the number of allocations. Data-path checks also compare expiry times themselves, so a timer
 //! firing late never lets an expired permission through.
 //!
-//! Quotas are the one thing shared among workers ([`Quotas`]): a user's allocations may land on
-//! any worker, so the per-user count lives behind a mutex that only Allocate and deletion touch.
+//! Quotas are the one thing shared among workers ([`Quotas`]): a user's allocations (and one
+//! client address's) may land on any worker, so the per-user and per-address counts live behind
+//! mutexes that only Allocate and deletion touch.
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
@@ -19,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::counters::{Counters, TransportLabel};
-use crate::policy::canonical;
+use crate::policy::{canonical, AddrKey};
 
 /// A point on the server clock in milliseconds. The IO layer derives it from a monotonic clock
 /// anchored at the Unix epoch, so it also serves for REST credential expiry.
@@ -27,6 +28,7 @@ use crate::policy::canonical;
 pub struct Millis(pub u64);
 
 impl Millis {
+    /// `d` later, saturating at the end of time.
     pub fn plus(self, d: Duration) -> Millis {
         Millis(
             self.0
@@ -34,10 +36,12 @@ impl Millis {
         )
     }
 
+    /// Whole Unix seconds, the unit of REST credential expiry and nonce timestamps.
     pub fn unix_secs(self) -> u64 {
         self.0 / 1000
     }
 
+    /// Time from `self` to `later`, zero when `later` is not later.
     pub fn until(self, later: Millis) -> Duration {
         Duration::from_millis(later.0.saturating_sub(self.0))
     }
@@ -46,6 +50,7 @@ impl Millis {
 /// RFC 8656 §2: transport between client and server. The relayed transport is always UDP.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Transport {
+    /// RFC 8656 §3.1 TURN over UDP.
     Udp,
     /// RFC 8656 §3.1 TURN over TCP: the allocation lives as long as the connection.
     Tcp,
@@ -67,8 +72,11 @@ fn moved(c: &mut Counters, before: (u64, u64), after: (u64, u64)) {
 /// RFC 8656 §2: the 5-tuple that identifies an allocation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct FiveTuple {
+    /// The client's address as this server sees it (its server-reflexive address).
     pub client: SocketAddr,
+    /// The local address of the listener the client talks to.
     pub listener: SocketAddr,
+    /// UDP, TCP or TLS between client and server.
     pub transport: Transport,
 }
 
@@ -76,7 +84,9 @@ pub struct FiveTuple {
 /// newer allocation that reused the slot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct AllocId {
+    /// Slot in the table.
     pub index: u32,
+    /// How many allocations the slot has held, this one included.
     pub generation: u32,
 }
 
@@ -88,14 +98,19 @@ pub const PERMISSION_LIFETIME: Duration = Duration::from_secs(300);
 pub const CHANNEL_LIFETIME: Duration = Duration::from_secs(600);
 /// RFC 8656 §12: after a binding expires, its number and peer stay reserved for 5 minutes.
 pub const CHANNEL_QUARANTINE: Duration = Duration::from_secs(300);
-/// Bounds on per-allocation state (memory stays bounded whatever a client asks for).
+/// Most permissions one allocation holds (RFC 8656 §9 sets no bound; memory stays bounded
+/// whatever a client asks for).
 pub const MAX_PERMISSIONS: usize = 64;
+/// Most channel bindings one allocation holds, for the same reason.
 pub const MAX_CHANNELS: usize = 64;
 
 /// What the table needs to know about its limits.
 #[derive(Clone, Debug)]
 pub struct Limits {
+    /// Longest lifetime one Allocate or Refresh grants, and the most an allocation may live
+    /// past its credential (`max_allocation_lifetime`).
     pub max_lifetime: Duration,
+    /// Refuse refreshes, permissions and channels once the credential has expired.
     pub strict_expiry: bool,
     /// Bytes per second per allocation and direction; 0 = no cap.
     pub max_bytes_per_sec: u64,
@@ -104,44 +119,62 @@ pub struct Limits {
 /// Why the table refused something. The server maps each to a STUN error code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum AllocError {
+    /// `user_quota` (486).
     #[error("the user already has the most allocations user_quota allows")]
     UserQuota,
+    /// `total_quota` (486).
     #[error("the server already has the most allocations total_quota allows")]
     TotalQuota,
+    /// The client's address (IPv4 address or IPv6 /64) holds the most allocations (486).
+    #[error("the client's address already has the most allocations max_allocations_per_ip allows")]
+    AddressQuota,
+    /// The REST credential has expired (401).
     #[error("the credential has expired")]
     CredentialExpired,
+    /// No allocation for the 5-tuple (437).
     #[error("no allocation for this 5-tuple")]
     NoAllocation,
+    /// [`MAX_PERMISSIONS`] (508).
     #[error("too many permissions on this allocation")]
     TooManyPermissions,
+    /// [`MAX_CHANNELS`] (508).
     #[error("too many channels on this allocation")]
     TooManyChannels,
+    /// RFC 8656 §11.2: a channel number or a peer bound to something else (400).
     #[error("the channel number or the peer is already bound to something else")]
     ChannelConflict,
 }
 
-/// Allocation counts shared by all workers: per user and in total.
+/// Allocation counts shared by all workers: per user, per client address and in total.
 #[derive(Debug)]
 pub struct Quotas {
     /// Atomics so a configuration reload can change them while allocations live; a lowered
     /// quota refuses new allocations and never closes existing ones.
     user_quota: AtomicU32,
     total_quota: AtomicU32,
+    /// Per client address ([`AddrKey`]: an IPv4 address or an IPv6 /64); no cap until [`Quotas::set_address_limit`].
+    address_quota: AtomicU32,
     total: AtomicU32,
     per_user: Mutex<HashMap<Box<str>, u32>>,
+    /// Locked after `per_user`, never before.
+    per_address: Mutex<HashMap<AddrKey, u32>>,
 }
 
 impl Quotas {
+    /// `user_quota` live allocations per user and `total_quota` in all.
     pub fn new(user_quota: u32, total_quota: u32) -> Quotas {
         Quotas {
             user_quota: AtomicU32::new(user_quota),
             total_quota: AtomicU32::new(total_quota),
+            address_quota: AtomicU32::new(u32::MAX),
             total: AtomicU32::new(0),
             per_user: Mutex::new(HashMap::new()),
+            per_address: Mutex::new(HashMap::new()),
         }
     }
 
-    pub fn acquire(&self, user: &str) -> Result<(), AllocError> {
+    /// Counts an allocation of `user` from `client`, or says which quota it would exceed.
+    pub fn acquire(&self, user: &str, client: IpAddr) -> Result<(), AllocError> {
         let mut users = self.per_user.lock().unwrap_or_else(|p| p.into_inner());
         if self.total.load(Ordering::Relaxed) >= self.total_quota.load(Ordering::Relaxed) {
             return Err(AllocError::TotalQuota);
@@ -150,12 +183,20 @@ impl Quotas {
         if count >= self.user_quota.load(Ordering::Relaxed) {
             return Err(AllocError::UserQuota);
         }
+        let mut addresses = self.per_address.lock().unwrap_or_else(|p| p.into_inner());
+        let address = AddrKey::of(client);
+        let from_address = addresses.get(&address).copied().unwrap_or(0);
+        if from_address >= self.address_quota.load(Ordering::Relaxed) {
+            return Err(AllocError::AddressQuota);
+        }
+        addresses.insert(address, from_address + 1);
         users.insert(user.into(), count + 1);
         self.total.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
-    pub fn release(&self, user: &str) {
+    /// Gives back one allocation of `user` from `client`.
+    pub fn release(&self, user: &str, client: IpAddr) {
         let mut users = self.per_user.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(count) = users.get_mut(user) {
             *count -= 1;
@@ -163,9 +204,18 @@ impl Quotas {
                 users.remove(user);
             }
             self.total.fetch_sub(1, Ordering::Relaxed);
+            let mut addresses = self.per_address.lock().unwrap_or_else(|p| p.into_inner());
+            let address = AddrKey::of(client);
+            if let Some(n) = addresses.get_mut(&address) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    addresses.remove(&address);
+                }
+            }
         }
     }
 
+    /// Live allocations on the whole server.
     pub fn total(&self) -> u32 {
         self.total.load(Ordering::Relaxed)
     }
@@ -175,12 +225,19 @@ impl Quotas {
         self.user_quota.store(user_quota, Ordering::Relaxed);
         self.total_quota.store(total_quota, Ordering::Relaxed);
     }
+
+    /// Most live allocations from one client address (at start and on reload).
+    pub fn set_address_limit(&self, per_address: u32) {
+        self.address_quota.store(per_address, Ordering::Relaxed);
+    }
 }
 
 /// Everything an Allocate request established, handed to [`AllocationTable::insert`].
 #[derive(Debug, Clone)]
 pub struct NewAllocation {
+    /// The client's 5-tuple, the allocation's identity (RFC 8656 §2).
     pub five_tuple: FiveTuple,
+    /// The USERNAME that authenticated the Allocate; later requests must use the same (441).
     pub username: Box<str>,
     /// The quota key: the USER part of a REST username, else the whole username.
     pub user: Box<str>,
@@ -188,6 +245,7 @@ pub struct NewAllocation {
     pub key: [u8; 16],
     /// REST expiry of the credential, Unix seconds.
     pub credential_expiry: u64,
+    /// The Allocate's transaction id, to recognise a retransmission (RFC 8656 §7.2).
     pub transaction_id: [u8; 12],
     /// LIFETIME the client asked for, if any.
     pub requested_lifetime: Option<u32>,
@@ -213,19 +271,28 @@ struct Bucket {
     last: Millis,
 }
 
+/// RFC 8656 §5: one allocation, its relayed address, credentials and lifetime.
 #[derive(Debug)]
 pub struct Allocation {
+    /// The client's 5-tuple.
     pub five_tuple: FiveTuple,
     /// Where the relay socket is bound.
     pub relay_local: Option<SocketAddr>,
     /// What XOR-RELAYED-ADDRESS says (differs from `relay_local` behind 1:1 NAT).
     pub relay_public: Option<SocketAddr>,
+    /// The USERNAME that created it.
     pub username: Box<str>,
+    /// Its quota key (see [`NewAllocation::user`]).
     pub user: Box<str>,
+    /// The long-term key that created it.
     pub key: [u8; 16],
+    /// REST expiry of the credential, Unix seconds.
     pub credential_expiry: u64,
+    /// When it was created.
     pub created: Millis,
+    /// When it expires unless refreshed (RFC 8656 §7.3).
     pub expires: Millis,
+    /// The creating Allocate's transaction id.
     pub transaction_id: [u8; 12],
     /// The success response to the Allocate, answered again to a retransmission.
     pub allocate_response: Box<[u8]>,
@@ -238,10 +305,13 @@ pub struct Allocation {
 /// Direction of a relayed packet, for the bandwidth cap.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Direction {
+    /// Client to peer.
     ToPeer = 0,
+    /// Peer to client.
     ToClient = 1,
 }
 
+/// One worker's allocations, indexed by 5-tuple and by relayed address.
 pub struct AllocationTable {
     slots: Vec<Slot>,
     free: Vec<u32>,
@@ -260,6 +330,7 @@ struct Slot {
 }
 
 impl AllocationTable {
+    /// An empty table sharing `quotas` with the other workers.
     pub fn new(quotas: Arc<Quotas>, limits: Limits) -> AllocationTable {
         AllocationTable {
             slots: Vec::new(),
@@ -282,14 +353,17 @@ impl AllocationTable {
         &mut self.counters
     }
 
+    /// Live allocations.
     pub fn len(&self) -> usize {
         self.by_five_tuple.len()
     }
 
+    /// Whether no allocation lives.
     pub fn is_empty(&self) -> bool {
         self.by_five_tuple.is_empty()
     }
 
+    /// The limits the table was built with.
     pub fn limits(&self) -> &Limits {
         &self.limits
     }
@@ -304,14 +378,17 @@ impl AllocationTable {
         }
     }
 
+    /// The allocation of a client's 5-tuple (one hash probe).
     pub fn by_client(&self, five_tuple: &FiveTuple) -> Option<AllocId> {
         self.by_five_tuple.get(five_tuple).copied()
     }
 
+    /// The allocation whose relay socket is bound to `relay_local` (one hash probe).
     pub fn by_relay(&self, relay_local: &SocketAddr) -> Option<AllocId> {
         self.by_relay.get(relay_local).copied()
     }
 
+    /// The allocation `id`, unless it has gone (a stale id finds nothing).
     pub fn get(&self, id: AllocId) -> Option<&Allocation> {
         let slot = self.slots.get(id.index as usize)?;
         (slot.generation == id.generation)
@@ -333,7 +410,7 @@ impl AllocationTable {
         if now.unix_secs() > new.credential_expiry {
             return Err(AllocError::CredentialExpired);
         }
-        self.quotas.acquire(&new.user)?;
+        self.quotas.acquire(&new.user, new.five_tuple.client.ip())?;
         let lifetime = self.desired_lifetime(new.requested_lifetime);
         let expires = now.plus(lifetime);
         let index = match self.free.pop() {
@@ -381,6 +458,7 @@ impl AllocationTable {
         Ok(id)
     }
 
+    /// Records the relay socket's local address and the address advertised for it.
     pub fn set_relay(&mut self, id: AllocId, local: SocketAddr, public: SocketAddr) {
         if let Some(a) = self.get_mut(id) {
             a.relay_local = Some(local);
@@ -389,6 +467,7 @@ impl AllocationTable {
         }
     }
 
+    /// Keeps the Allocate's success response for retransmissions (RFC 8656 §7.2).
     pub fn set_allocate_response(&mut self, id: AllocId, response: &[u8]) {
         if let Some(a) = self.get_mut(id) {
             a.allocate_response = response.into();
@@ -409,7 +488,7 @@ impl AllocationTable {
             self.by_relay.remove(&local);
         }
         self.deadlines.remove(&(a.scheduled, id));
-        self.quotas.release(&a.user);
+        self.quotas.release(&a.user, a.five_tuple.client.ip());
         self.counters
             .allocations_active
             .dec(a.five_tuple.transport.into());

@@ -56,8 +56,10 @@ pub const DEFAULT_SEPARATOR: char = ':';
 /// Why credentials cannot be set up.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, thiserror::Error)]
 pub enum AuthError {
+    /// The list is empty.
     #[error("at least one secret is needed")]
     NoSecret,
+    /// The secret at this 1-based position is empty.
     #[error("secret number {0} is empty")]
     EmptySecret(usize),
 }
@@ -94,6 +96,7 @@ pub fn rest_password(secret: &[u8], username: &str) -> String {
 pub struct RestUsername<'a> {
     /// Unix seconds after which the credential no longer opens allocations.
     pub expiry: u64,
+    /// What follows the separator: who the credential was minted for (the quota key).
     pub user: Option<&'a str>,
 }
 
@@ -144,15 +147,21 @@ pub enum Authentication<'a> {
     /// Integrity verified with one of the secrets and the username has not expired. `key` is
     /// the long-term key to sign the response with.
     Valid {
+        /// The long-term key (RFC 8489 §9.2.2) that verified the integrity.
         key: [u8; 16],
+        /// The USERNAME as sent.
         username: &'a str,
+        /// The USERNAME split into expiry and user.
         rest: RestUsername<'a>,
     },
     /// Integrity verified, but the username's expiry has passed: no new allocation, though an
     /// existing one may keep refreshing unless strict expiry is configured.
     Expired {
+        /// The long-term key that verified the integrity.
         key: [u8; 16],
+        /// The USERNAME as sent.
         username: &'a str,
+        /// The USERNAME split into expiry and user.
         rest: RestUsername<'a>,
     },
     /// USERNAME missing, not UTF-8, too long, or not `EXPIRY[<sep>USER]`.
@@ -162,6 +171,8 @@ pub enum Authentication<'a> {
 }
 
 impl Secrets {
+    /// The list in service: the first secret mints, all verify. Empty lists and empty secrets
+    /// are refused (they can mint nothing safe).
     pub fn new(list: Vec<Vec<u8>>) -> Result<Self, AuthError> {
         Self::check(&list)?;
         Ok(Secrets {
@@ -268,6 +279,7 @@ pub struct NonceKey([u8; 32]);
 /// Result of [`NonceKey::check`].
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum NonceCheck {
+    /// Minted by us for this client and young enough.
     Valid,
     /// Minted by us for this client, but older than the allowed age: answer 438.
     Stale,
@@ -276,6 +288,7 @@ pub enum NonceCheck {
 }
 
 impl NonceKey {
+    /// A key from 32 random bytes the caller draws at start-up.
     pub fn new(key: [u8; 32]) -> Self {
         NonceKey(key)
     }
@@ -418,6 +431,109 @@ impl fmt::Debug for RateLimiter {
             .field("slots", &self.slots.len())
             .field("rate_per_sec", &self.rate_per_sec)
             .field("burst", &(self.burst_milli / 1000))
+            .finish()
+    }
+}
+
+/// First character of the user part of every credential signaling mints for a room peer
+/// (`EXPIRY<sep>~ROOM<sep>PEER`). The credential API and the command line refuse it in the user
+/// parts they mint, so such a user part was minted for a room peer, and it opens allocations
+/// only while [`LivePeers`] holds it.
+pub const PEER_MARKER: char = '~';
+
+/// The room peers that are live right now (joined, or away within their reconnect grace), by
+/// the user part of their credentials: signaling inserts a peer when it hands out credentials
+/// and removes it when the peer is gone; Allocate asks [`LivePeers::admits`]. So credentials a
+/// peer kept after leaving open nothing new, though they have not expired.
+///
+/// Fixed memory: at most `capacity` entries of 16 bytes, each a keyed hash of a user part (the
+/// key is random per process, so nobody can aim at a collision; an accidental one, 1 in 2^64
+/// per pair, would only let a departed peer's credential allocate until it expires, as it
+/// could without this set) and the latest expiry handed out for it. An entry whose
+/// credentials have all expired admits nothing and is the first to make room.
+pub struct LivePeers {
+    capacity: usize,
+    hasher: std::collections::hash_map::RandomState,
+    /// Hash of the user part -> latest credential expiry (unix seconds).
+    expiry_by_user: std::sync::Mutex<std::collections::HashMap<u64, u64>>,
+}
+
+impl LivePeers {
+    /// An empty set that holds at most `capacity` peers (at least 1).
+    pub fn new(capacity: usize) -> LivePeers {
+        LivePeers {
+            capacity: capacity.max(1),
+            hasher: std::collections::hash_map::RandomState::new(),
+            expiry_by_user: std::sync::Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+
+    /// Records that credentials for `user`, valid through `expiry`, were handed out at `now`.
+    /// False when the set is full of peers whose credentials are still valid: then `user` is
+    /// not admitted.
+    pub fn insert(&self, user: &str, expiry: u64, now: u64) -> bool {
+        let key = self.key(user);
+        let mut map = self.lock();
+        if !map.contains_key(&key) && map.len() >= self.capacity {
+            map.retain(|_, e| *e >= now);
+            if map.len() >= self.capacity {
+                return false;
+            }
+        }
+        let e = map.entry(key).or_insert(expiry);
+        *e = (*e).max(expiry);
+        true
+    }
+
+    /// Forgets `user`: its peer is gone.
+    pub fn remove(&self, user: &str) {
+        let key = self.key(user);
+        self.lock().remove(&key);
+    }
+
+    /// Whether an Allocate authenticated as `user` may proceed at `now`: a user part without
+    /// [`PEER_MARKER`] always may; a room peer's only while the peer is live.
+    pub fn admits(&self, user: &str, now: u64) -> bool {
+        if !user.starts_with(PEER_MARKER) {
+            return true;
+        }
+        let key = self.key(user);
+        self.lock().get(&key).is_some_and(|&expiry| now <= expiry)
+    }
+
+    /// Peers held now.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether no peer is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Most peers the set holds (its fixed memory bound).
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    fn key(&self, user: &str) -> u64 {
+        use std::hash::BuildHasher;
+        self.hasher.hash_one(user)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<u64, u64>> {
+        // Every update is one step, so the map stays consistent even if a holder panicked.
+        self.expiry_by_user
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl fmt::Debug for LivePeers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LivePeers")
+            .field("len", &self.len())
+            .field("capacity", &self.capacity)
             .finish()
     }
 }

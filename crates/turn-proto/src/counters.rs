@@ -154,6 +154,8 @@ labels! {
         StaleNonce = "stale_nonce",
         /// USERNAME, REALM or NONCE missing next to an integrity attribute.
         BadRequest = "bad_request",
+        /// Credentials minted for a room peer that has left (or was removed).
+        DepartedPeer = "departed_peer",
     }
 }
 
@@ -164,7 +166,8 @@ labels! {
         SpecialRange = "special_range",
         /// `[turn] denied_peer_ranges`.
         DeniedRange = "denied_peer_ranges",
-        /// One of this server's own addresses or listeners.
+        /// This host itself: one of its addresses (except a live relayed address) or one of
+        /// the server's listener ports. The label keeps its first name for existing dashboards.
         OwnListener = "own_listener",
         /// The peer's family differs from the relayed address's.
         FamilyMismatch = "family_mismatch",
@@ -178,6 +181,8 @@ labels! {
         User = "user",
         /// `[turn] total_quota`.
         Total = "total",
+        /// `[turn] max_allocations_per_ip`.
+        Address = "address",
     }
 }
 
@@ -260,7 +265,8 @@ mod tests {
                 "bad_credentials",
                 "expired",
                 "stale_nonce",
-                "bad_request"
+                "bad_request",
+                "departed_peer"
             ]
         );
         assert!(AuthFailure::ALL

@@ -21,6 +21,7 @@ pub struct Deframer {
 }
 
 impl Deframer {
+    /// An empty deframer for one connection.
     pub fn new() -> Deframer {
         Deframer {
             buf: Vec::with_capacity(4096),
@@ -52,6 +53,7 @@ impl Deframer {
         }
     }
 
+    /// The buffered bytes, which the ranges of [`Deframer::next_frame`] index.
     pub fn bytes(&self) -> &[u8] {
         &self.buf
     }

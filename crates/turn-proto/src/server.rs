@@ -11,9 +11,15 @@
 //! Buffers handed in keep [`HEADROOM`] free bytes before the datagram, so a peer's payload gets
 //! its ChannelData header written in place.
 //!
-//! Control requests follow RFC 8489 §6.3 and §9.2.4 in this order: existing-allocation checks
-//! that need no credentials (437, retransmitted Allocate), authentication (401, 438, 441),
-//! unknown comprehension-required attributes (420), then the method's own rules.
+//! Control requests follow RFC 8489 §6.3 and §9.2.4 in this order: a retransmitted Allocate,
+//! authentication (401, 438), the allocation the method needs (437, 441), unknown
+//! comprehension-required attributes (420), then the method's own rules. They are decoded into
+//! typed requests (`request.rs`), handled into a reply or a refusal value (`handlers.rs`,
+//! `outcome.rs`), and answered in one place (`control.rs`).
+//!
+//! Every packet to or from a peer passes the peer policy for its exact address
+//! ([`PeerPolicy::check_packet`]): this host is never a peer, except the relayed address of a
+//! live allocation, which is delivered in memory.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,12 +28,11 @@ use std::sync::{Arc, Mutex};
 use tracing::{debug, info};
 
 use crate::allocation::{
-    AllocError, AllocId, Allocation, AllocationTable, Direction, FiveTuple, Millis, NewAllocation,
-    Transport,
+    AllocId, Allocation, AllocationTable, Direction, FiveTuple, Millis, NewAllocation, Transport,
 };
 use crate::auth::{self, NonceCheck, NonceKey, RateLimiter, Secrets};
-use crate::counters::{Counters, RelayPath};
-use crate::policy::{PeerPolicy, Verdict};
+use crate::counters::{Counters, PeerRefusal, RelayPath};
+use crate::policy::{PeerPolicy, Relayed, Verdict};
 use crate::ports::PortRange;
 use signalbox_stun::{attr, channel_data, Class, IntegrityAlgorithm, Method};
 use signalbox_stun::{MessageRef, MessageWriter, TransactionId};
@@ -44,7 +49,12 @@ pub const HEADROOM: usize = channel_data::HEADER_LEN;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Payload {
     /// `buf[start..end]` of the buffer that was handed in.
-    Input { start: usize, end: usize },
+    Input {
+        /// First byte.
+        start: usize,
+        /// One past the last byte.
+        end: usize,
+    },
     /// [`Core::scratch`].
     Scratch,
 }
@@ -74,19 +84,29 @@ impl Via {
 /// What to do after one input.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Action {
+    /// Nothing to send: the input was consumed (or dropped, and logged within the budget).
     Nothing,
+    /// Send `payload` through `via` to `to`.
     Send {
+        /// The socket or connection that sends.
         via: Via,
+        /// The destination: a client or a peer.
         to: SocketAddr,
+        /// Where the bytes are.
         payload: Payload,
     },
     /// Hand `buf[start..end]` to `worker`, which owns the relayed address `to`; it arrives
     /// there as if sent by the peer `from` ([`Core::handle_forwarded`]).
     Forward {
+        /// The worker that owns `to`.
         worker: usize,
+        /// The sending allocation's relayed address (advertised form).
         from: SocketAddr,
+        /// The receiving allocation's relayed address (local form).
         to: SocketAddr,
+        /// First byte of the payload in the buffer handed in.
         start: usize,
+        /// One past its last byte.
         end: usize,
     },
 }
@@ -96,6 +116,7 @@ pub trait RelaySockets {
     /// Binds a relay socket on `ip` for allocation `id` (an even port when `even_port`);
     /// returns the bound address.
     fn open(&mut self, id: AllocId, ip: IpAddr, even_port: bool) -> std::io::Result<SocketAddr>;
+    /// Closes the relay socket of allocation `id` (it was deleted or expired).
     fn close(&mut self, id: AllocId);
 }
 
@@ -104,8 +125,11 @@ pub trait RelaySockets {
 pub struct RelayPlan {
     /// (local, advertised) IPv4 relay address.
     pub v4: Option<(IpAddr, IpAddr)>,
+    /// (local, advertised) IPv6 relay address.
     pub v6: Option<(IpAddr, IpAddr)>,
+    /// `relay_ports`, cut into one slice per worker.
     pub ports: PortRange,
+    /// Number of workers sharing the range.
     pub workers: usize,
     /// Which relay ports hold a live allocation, shared by all workers.
     pub live: Arc<LiveRelays>,
@@ -135,16 +159,19 @@ impl LiveRelays {
         (&self.bits[family][port / 64], 1u64 << (port % 64))
     }
 
+    /// Marks `local` live: an allocation's relay socket is bound there.
     pub fn insert(&self, local: SocketAddr) {
         let (word, bit) = self.slot(local);
         word.fetch_or(bit, Ordering::Release);
     }
 
+    /// Marks `local` free: its allocation has gone.
     pub fn remove(&self, local: SocketAddr) {
         let (word, bit) = self.slot(local);
         word.fetch_and(!bit, Ordering::Release);
     }
 
+    /// Whether a live allocation's relay socket is bound to `local` (one atomic load).
     pub fn contains(&self, local: SocketAddr) -> bool {
         let (word, bit) = self.slot(local);
         word.load(Ordering::Acquire) & bit != 0
@@ -175,19 +202,41 @@ impl RelayPlan {
         }
     }
 
-    /// When `addr` is (the advertised form of) a live relayed address of this server, its
-    /// local form. Only live ones: another process may use a port of the range.
-    pub fn ours(&self, addr: SocketAddr) -> Option<SocketAddr> {
-        if !self.ports.contains(addr.port()) {
-            return None;
-        }
+    /// Whether `addr` is one of this server's relayed addresses, in its local or advertised
+    /// form: two to four comparisons and one atomic load, so the data path asks it per packet.
+    /// Only live ones count: another process may use a port of the range.
+    pub fn locate(&self, addr: SocketAddr) -> Relayed {
         let ip = crate::policy::canonical(addr.ip());
-        [self.v4, self.v6]
+        let Some((local, _)) = [self.v4, self.v6]
             .into_iter()
             .flatten()
             .find(|(local, public)| *local == ip || *public == ip)
-            .map(|(local, _)| SocketAddr::new(local, addr.port()))
-            .filter(|local| self.live.contains(*local))
+        else {
+            return Relayed::Elsewhere;
+        };
+        let local = SocketAddr::new(local, addr.port());
+        if self.ports.contains(addr.port()) && self.live.contains(local) {
+            Relayed::Live(local)
+        } else {
+            Relayed::NotLive
+        }
+    }
+
+    /// When `addr` is (the advertised form of) a live relayed address of this server, its
+    /// local form.
+    pub fn ours(&self, addr: SocketAddr) -> Option<SocketAddr> {
+        match self.locate(addr) {
+            Relayed::Live(local) => Some(local),
+            Relayed::NotLive | Relayed::Elsewhere => None,
+        }
+    }
+
+    /// The relay's local and advertised IPs: addresses of this host.
+    fn ips(&self) -> impl Iterator<Item = IpAddr> {
+        [self.v4, self.v6]
+            .into_iter()
+            .flatten()
+            .flat_map(|(local, public)| [local, public])
     }
 
     fn public_of(&self, local: SocketAddr) -> SocketAddr {
@@ -203,17 +252,29 @@ impl RelayPlan {
 /// Settings of the core that come from the configuration.
 #[derive(Clone, Debug)]
 pub struct CoreConfig {
+    /// REALM of the long-term credentials (RFC 8489 §9.2).
     pub realm: String,
+    /// Separator between expiry and user in REST usernames.
     pub separator: char,
+    /// Age after which a nonce is stale (438, RFC 8489 §9.2.4).
     pub nonce_lifetime_secs: u64,
+    /// Which peers allocations may reach; the core adds its relay addresses to
+    /// [`PeerPolicy::own_addresses`].
     pub policy: PeerPolicy,
+    /// The relay addresses and this worker's share of the port range.
     pub relay: RelayPlan,
+    /// This core's worker index in [`RelayPlan::worker_of`].
     pub worker: usize,
     /// Set when the server drains before shutting down: new allocations are refused (508),
     /// existing ones keep relaying.
     pub draining: Arc<std::sync::atomic::AtomicBool>,
+    /// The room peers whose credentials may still open allocations (shared with signaling).
+    pub live_peers: Arc<auth::LivePeers>,
 }
 
+/// One worker's TURN server: the allocation table and the protocol around it. Owned by one
+/// thread; only the quotas, the live relayed addresses and the unauthenticated-answer limiter
+/// are shared with other workers.
 pub struct Core {
     config: CoreConfig,
     table: AllocationTable,
@@ -227,25 +288,19 @@ pub struct Core {
     scratch: Vec<u8>,
 }
 
-/// Outcome of authenticating a request: the key and username, or the response already written.
-enum Auth {
-    Ok {
-        key: [u8; 16],
-        username: String,
-        expiry: u64,
-        algorithm: IntegrityAlgorithm,
-    },
-    Answered(Action),
-}
-
 impl Core {
+    /// A core for worker `config.worker`; `unauth` is shared by all workers.
     pub fn new(
-        config: CoreConfig,
+        mut config: CoreConfig,
         table: AllocationTable,
         secrets: Arc<Secrets>,
         nonces: Arc<NonceKey>,
         unauth: Arc<Mutex<RateLimiter>>,
     ) -> Core {
+        // The relay addresses are this host's whatever the caller listed: the peer policy's
+        // per-packet rule relies on it (see `policy`).
+        let relay_ips: Vec<IpAddr> = config.relay.ips().collect();
+        config.policy.own_addresses.extend(relay_ips);
         Core {
             config,
             table,
@@ -257,16 +312,6 @@ impl Core {
         }
     }
 
-    /// Whether `ip` may get another answer to an unauthenticated request now.
-    fn unauth_answer_allowed(&self, ip: IpAddr, now: Millis) -> bool {
-        let allowed = self
-            .unauth
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .allow(ip, now.0);
-        allowed
-    }
-
     /// What this core counted since it started; the IO layer publishes the growth.
     pub fn counters(&self) -> &Counters {
         self.table.counters()
@@ -276,28 +321,22 @@ impl Core {
         self.table.counters_mut()
     }
 
-    /// Whether `ip` may get another answer now; counts a refusal.
-    fn unauth_allowed(&mut self, ip: IpAddr, now: Millis) -> bool {
-        let allowed = self.unauth_answer_allowed(ip, now);
-        if !allowed {
-            self.count().rate_limited += 1;
-        }
-        allowed
-    }
-
     /// Bytes of the last [`Payload::Scratch`] transmission.
     pub fn scratch(&self) -> &[u8] {
         &self.scratch
     }
 
+    /// The allocation table, for inspection (admin page, tests).
     pub fn table(&self) -> &AllocationTable {
         &self.table
     }
 
+    /// The next moment [`Core::handle_timeout`] has work.
     pub fn poll_timeout(&self) -> Option<Millis> {
         self.table.poll_timeout()
     }
 
+    /// Expires what is due at `now` and closes the relay sockets of expired allocations.
     pub fn handle_timeout(&mut self, now: Millis, sockets: &mut impl RelaySockets) {
         for (id, a) in self.table.handle_timeout(now) {
             debug!(client = %a.five_tuple.client, user = %a.username, "allocation expired");
@@ -404,15 +443,14 @@ impl Core {
         let Some(peer) = self.table.channel_peer(id, number, now) else {
             return Action::Nothing;
         };
-        if !self.table.spend(id, Direction::ToPeer, data_len, now) {
-            return Action::Nothing;
-        }
         let start = HEADROOM + channel_data::HEADER_LEN;
         self.relay_to_peer(id, peer, buf, start, start + data_len, now)
     }
 
-    /// Sends `buf[start..end]` from allocation `id` to `peer`: through the kernel, or in memory
-    /// when the peer is one of our own relayed addresses.
+    /// Sends `buf[start..end]` from allocation `id` to `peer`, whose IP has a permission: the
+    /// peer policy decides for this exact address first (ChannelData and Send indications
+    /// alike), then the bandwidth cap; delivery goes through the kernel, or in memory when the
+    /// peer is one of our own relayed addresses.
     fn relay_to_peer(
         &mut self,
         id: AllocId,
@@ -422,31 +460,41 @@ impl Core {
         end: usize,
         now: Millis,
     ) -> Action {
-        if let Some(local) = self.config.relay.ours(peer) {
-            let Some(from) = self.table.get(id).and_then(|a| a.relay_public) else {
-                return Action::Nothing;
-            };
-            self.count_relayed(RelayPath::InMemory, end - start);
-            let worker = self.config.relay.worker_of(local.port());
-            if worker != self.config.worker {
-                return Action::Forward {
-                    worker,
-                    from,
-                    to: local,
-                    start,
-                    end,
-                };
+        let relayed = self.config.relay.locate(peer);
+        if let Verdict::Denied(reason) = self.config.policy.check_packet(peer, relayed) {
+            if self.log.take(now) {
+                debug!(%peer, "packet to a peer dropped: {}", reason.describe());
             }
-            return match self.table.by_relay(&local) {
-                Some(target) => self.relay_to_client(target, from, buf, start, end, now),
-                None => Action::Nothing,
+            return Action::Nothing;
+        }
+        if !self.table.spend(id, Direction::ToPeer, end - start, now) {
+            return Action::Nothing;
+        }
+        let Relayed::Live(local) = relayed else {
+            self.count_relayed(RelayPath::ClientToPeer, end - start);
+            return Action::Send {
+                via: Via::Relay(id),
+                to: peer,
+                payload: Payload::Input { start, end },
+            };
+        };
+        let Some(from) = self.table.get(id).and_then(|a| a.relay_public) else {
+            return Action::Nothing;
+        };
+        self.count_relayed(RelayPath::InMemory, end - start);
+        let worker = self.config.relay.worker_of(local.port());
+        if worker != self.config.worker {
+            return Action::Forward {
+                worker,
+                from,
+                to: local,
+                start,
+                end,
             };
         }
-        self.count_relayed(RelayPath::ClientToPeer, end - start);
-        Action::Send {
-            via: Via::Relay(id),
-            to: peer,
-            payload: Payload::Input { start, end },
+        match self.table.by_relay(&local) {
+            Some(target) => self.relay_to_client(target, from, buf, start, end, now),
+            None => Action::Nothing,
         }
     }
 
@@ -493,7 +541,10 @@ impl Core {
     }
 
     /// RFC 8656 §11.3 and §12.6: data from `peer` for allocation `id`'s client, as ChannelData
-    /// (header written into the 4 bytes before `start`) or as a Data indication.
+    /// (header written into the 4 bytes before `start`) or as a Data indication. The peer
+    /// policy applies to the source as to a destination: nothing the relay may not send to is
+    /// delivered either, so a datagram from this host's own address reaches no client unless
+    /// it comes from a live relayed address (in memory).
     fn relay_to_client(
         &mut self,
         id: AllocId,
@@ -504,6 +555,13 @@ impl Core {
         now: Millis,
     ) -> Action {
         if start < channel_data::HEADER_LEN || !self.table.has_permission(id, peer.ip(), now) {
+            return Action::Nothing;
+        }
+        let relayed = self.config.relay.locate(peer);
+        if let Verdict::Denied(reason) = self.config.policy.check_packet(peer, relayed) {
+            if self.log.take(now) {
+                debug!(%peer, "packet from a peer dropped: {}", reason.describe());
+            }
             return Action::Nothing;
         }
         if !self.table.spend(id, Direction::ToClient, end - start, now) {
@@ -540,6 +598,9 @@ impl Core {
 }
 
 mod control;
+mod handlers;
+mod outcome;
+mod request;
 
 /// RFC 8656 §12.4 header check over the channel range this server accepts: (channel, length).
 /// Bytes after the declared length are UDP padding and ignored.

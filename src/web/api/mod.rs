@@ -30,10 +30,11 @@ use serde::Deserialize;
 use serde_json::json;
 use tracing::{debug, info};
 
-use self::ratelimit::{client_network, Buckets, Rate};
+use self::ratelimit::{Buckets, Rate};
 use super::error_json;
 use crate::config::ApiConfig;
 use crate::credentials::{unix_now, Issuer, UserPart};
+use signalbox_turn_proto::policy::AddrKey;
 
 /// Most client networks whose request rate is tracked at once.
 const TRACKED_CLIENTS: usize = 4096;
@@ -60,7 +61,7 @@ struct ConfiguredKey {
 
 struct Limits {
     per_key: Buckets<usize>,
-    per_client: Buckets<IpAddr>,
+    per_client: Buckets<AddrKey>,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -215,7 +216,7 @@ fn endpoint_method(state: &ApiState, method: &Method, own: Method) -> Result<boo
 fn authorize(state: &ApiState, ip: IpAddr, key: Option<&str>) -> Result<String, ApiError> {
     let now = state.now_ms();
     let mut limits = state.limits.lock().unwrap_or_else(|p| p.into_inner());
-    if let Err(wait) = limits.per_client.take(&client_network(ip), now) {
+    if let Err(wait) = limits.per_client.take(&AddrKey::of(ip), now) {
         debug!(%ip, "API request over the per-address rate limit");
         return Err(ApiError::RateLimited(wait));
     }
@@ -297,7 +298,9 @@ fn parse_user(username: Option<&str>) -> Result<Option<UserPart>, ApiError> {
         None => Ok(None),
         Some(u) => UserPart::custom(u).map(Some).ok_or_else(|| {
             ApiError::BadRequest(
-                "`username` must be 1-128 bytes without spaces or control characters".into(),
+                "`username` must be 1-128 bytes without spaces, control characters or `~` \
+                 (reserved for the peers of a room)"
+                    .into(),
             )
         }),
     }
@@ -413,8 +416,9 @@ fn client_ip(parts: &axum::http::request::Parts) -> IpAddr {
         .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
 }
 
-/// `a=1&b=2` into a map (later duplicates win); `None` when the query is not valid.
-fn serde_urlencoded_map(query: &str) -> Option<HashMap<String, String>> {
+/// `a=1&b=2` into a map (later duplicates win); `None` when the query is not valid. Public for
+/// the query-parsing fuzz target (`tests/fuzz/api_query.rs`).
+pub fn serde_urlencoded_map(query: &str) -> Option<HashMap<String, String>> {
     axum::extract::Query::<HashMap<String, String>>::try_from_uri(
         &format!("/?{query}").parse().ok()?,
     )
@@ -503,5 +507,24 @@ mod tests {
                 .as_deref(),
             Some("a")
         );
+    }
+
+    #[test]
+    fn ipv6_clients_share_one_limit_per_64_and_mapped_ipv4_counts_as_ipv4() {
+        let config = ApiConfig {
+            rate_limit_per_ip: 1,
+            rate_limit_burst: 1,
+            ..ApiConfig::default()
+        };
+        let s = ApiState::new(&config, None);
+        let limited = |ip: &str| {
+            let ip: IpAddr = ip.parse().expect("test address");
+            matches!(authorize(&s, ip, None), Err(ApiError::RateLimited(_)))
+        };
+        assert!(!limited("2001:db8:1:2::a"));
+        assert!(limited("2001:db8:1:2:ffff::b"), "same /64");
+        assert!(!limited("2001:db8:1:3::a"), "another /64");
+        assert!(!limited("192.0.2.7"));
+        assert!(limited("::ffff:192.0.2.7"), "the same IPv4 client");
     }
 }

@@ -227,6 +227,63 @@ fn the_user_quota_is_shared_between_worker_tables() {
     assert_eq!(quotas.total(), 1);
 }
 
+/// A request from `client` (any port) instead of the usual 192.0.2.1.
+fn request_from(client: &str, user: &str) -> NewAllocation {
+    let mut r = request(1, user, valid_for(60));
+    r.five_tuple.client = client.parse().expect("test address");
+    r
+}
+
+#[test]
+fn the_address_quota_counts_across_users_and_worker_tables_and_frees_on_removal() {
+    let quotas = Arc::new(Quotas::new(10, 100));
+    quotas.set_address_limit(2);
+    let limits = table(1, 1, false).limits().clone();
+    let mut a = AllocationTable::new(quotas.clone(), limits.clone());
+    let mut b = AllocationTable::new(quotas.clone(), limits);
+    let first = a
+        .insert(request_from("198.51.100.7:1000", "alice"), T0)
+        .expect("first");
+    b.insert(request_from("198.51.100.7:1001", "bob"), T0)
+        .expect("second, other worker, other user");
+    assert_eq!(
+        a.insert(request_from("198.51.100.7:1002", "carol"), T0)
+            .map(|_| ()),
+        Err(AllocError::AddressQuota)
+    );
+    b.insert(request_from("198.51.100.8:1000", "carol"), T0)
+        .expect("another address is not affected");
+    a.remove(first);
+    a.insert(request_from("198.51.100.7:1003", "carol"), T0)
+        .expect("a removal frees its place");
+    assert_eq!(quotas.total(), 3);
+}
+
+#[test]
+fn the_address_quota_counts_an_ipv6_64_as_one_address_and_mapped_ipv4_as_ipv4() {
+    let quotas = Arc::new(Quotas::new(10, 100));
+    quotas.set_address_limit(1);
+    let limits = table(1, 1, false).limits().clone();
+    let mut t = AllocationTable::new(quotas, limits);
+    t.insert(request_from("[2001:db8:1:2::1]:1000", "a"), T0)
+        .expect("first of the /64");
+    assert_eq!(
+        t.insert(request_from("[2001:db8:1:2:ffff::9]:1000", "b"), T0)
+            .map(|_| ()),
+        Err(AllocError::AddressQuota)
+    );
+    t.insert(request_from("[2001:db8:1:3::1]:1000", "c"), T0)
+        .expect("another /64");
+    t.insert(request_from("192.0.2.9:1000", "d"), T0)
+        .expect("an IPv4 address");
+    assert_eq!(
+        t.insert(request_from("[::ffff:192.0.2.9]:1001", "e"), T0)
+            .map(|_| ()),
+        Err(AllocError::AddressQuota),
+        "the same IPv4 address, as a dual-stack socket sees it"
+    );
+}
+
 #[test]
 fn an_expired_rest_username_cannot_create_an_allocation() {
     let mut t = table(5, 5, false);

@@ -444,3 +444,63 @@ fn a_flood_of_400k_random_sources_keeps_memory_fixed_and_answers_bounded() {
     // The flood spread over the table: nearly every bucket was hit.
     assert!(allowed > SLOTS * BURST as usize * 9 / 10, "{allowed}");
 }
+
+#[test]
+fn a_room_peer_is_admitted_while_live_and_refused_once_removed() {
+    let live = LivePeers::new(8);
+    let now = BEFORE_EXPIRY;
+    assert!(!live.admits("~standup:p1", now), "never handed out");
+    assert!(live.insert("~standup:p1", now + 600, now));
+    assert!(live.admits("~standup:p1", now));
+    assert!(!live.admits("~standup:p2", now), "another peer");
+    live.remove("~standup:p1");
+    assert!(!live.admits("~standup:p1", now), "the peer left");
+    assert!(live.is_empty());
+}
+
+#[test]
+fn user_parts_without_the_marker_are_not_the_sets_business() {
+    let live = LivePeers::new(1);
+    for user in ["@alice:example.org", "diag-1", "1700003600", "standup:p1"] {
+        assert!(live.admits(user, BEFORE_EXPIRY), "{user}");
+    }
+}
+
+#[test]
+fn an_entry_admits_until_the_latest_expiry_handed_out_for_it() {
+    let live = LivePeers::new(8);
+    let now = BEFORE_EXPIRY;
+    assert!(live.insert("~r:p", now + 10, now));
+    assert!(live.insert("~r:p", now + 600, now + 5), "renewed");
+    assert!(
+        live.insert("~r:p", now + 20, now + 6),
+        "an older one changes nothing"
+    );
+    assert!(live.admits("~r:p", now + 600));
+    assert!(!live.admits("~r:p", now + 601));
+    assert_eq!(live.len(), 1);
+}
+
+#[test]
+fn the_set_never_grows_past_its_capacity_and_expired_entries_make_room_first() {
+    let live = LivePeers::new(3);
+    let now = BEFORE_EXPIRY;
+    assert!(live.insert("~r:short", now + 1, now));
+    assert!(live.insert("~r:a", now + 600, now));
+    assert!(live.insert("~r:b", now + 600, now));
+    assert!(
+        !live.insert("~r:c", now + 600, now),
+        "full of valid credentials: refused, no one evicted"
+    );
+    assert!(live.admits("~r:a", now) && live.admits("~r:b", now));
+    assert!(
+        live.insert("~r:c", now + 600, now + 2),
+        "the expired one made room"
+    );
+    assert!(!live.admits("~r:short", now + 2));
+    assert_eq!(live.len(), 3);
+    for i in 0..1000 {
+        let _ = live.insert(&format!("~r:{i}"), now + 600, now + 3);
+        assert!(live.len() <= 3);
+    }
+}

@@ -38,6 +38,8 @@ impl RelaySockets for FakeSockets {
 
 struct Harness {
     core: Core,
+    /// The core's set of live room peers, as signaling would update it.
+    live_peers: Arc<auth::LivePeers>,
     sockets: FakeSockets,
     now: Millis,
     tid: u8,
@@ -75,7 +77,9 @@ fn worker_harness(
         },
         worker,
         draining: Default::default(),
+        live_peers: Arc::new(auth::LivePeers::new(16)),
     };
+    let live_peers = config.live_peers.clone();
     let table = AllocationTable::new(
         Arc::new(Quotas::new(user_quota, 100)),
         Limits {
@@ -87,6 +91,7 @@ fn worker_harness(
     let secrets = Arc::new(Secrets::new(vec![SECRET.as_bytes().to_vec()]).expect("one secret"));
     let nonces = Arc::new(NonceKey::new([9; 32]));
     Harness {
+        live_peers,
         core: Core::new(
             config,
             table,
@@ -443,6 +448,43 @@ fn the_user_quota_answers_486() {
 }
 
 #[test]
+fn a_room_peers_credential_allocates_only_while_the_peer_is_live() {
+    let mut h = harness();
+    let (peer, never) = ("~standup:p1", "~standup:never-handed-out");
+    h.live_peers
+        .insert(peer, T0.unix_secs() + 600, T0.unix_secs());
+    let c = h.creds("198.51.100.1:5000", peer, 600, SECRET);
+    assert_eq!(h.allocate("198.51.100.1:5000", &c).class, Class::Success);
+
+    h.live_peers.remove(peer);
+    let c = h.creds("198.51.100.1:5001", peer, 600, SECRET);
+    let refused = h.allocate("198.51.100.1:5001", &c);
+    assert_eq!(
+        refused.code,
+        Some(401),
+        "the peer left: its credential is revoked"
+    );
+    assert!(
+        refused.msg().get(attr::NONCE).is_some() && refused.msg().get(attr::REALM).is_some(),
+        "a 401 is a challenge (RFC 8489 §9.2.4)"
+    );
+    let c = h.creds("198.51.100.1:5002", never, 600, SECRET);
+    assert_eq!(h.allocate("198.51.100.1:5002", &c).code, Some(401));
+    assert_eq!(
+        h.sockets.open.len(),
+        1,
+        "no relay socket for a refused peer"
+    );
+
+    let other = h.creds("198.51.100.1:5003", "@alice:example.org", 600, SECRET);
+    assert_eq!(
+        h.allocate("198.51.100.1:5003", &other).class,
+        Class::Success,
+        "credentials of other apps are not affected"
+    );
+}
+
+#[test]
 fn create_permission_installs_every_peer_or_none() {
     let mut h = harness();
     let (c, id, _) = h.allocated(ALICE, "alice");
@@ -731,7 +773,9 @@ fn relay_to_relay_traffic_between_workers_is_forwarded_in_memory() {
     assert_eq!(buf, [0x43, 0x21, 0, 2, b'h', b'i']);
 }
 
+mod peers;
 mod streams;
+mod unauthenticated;
 
 #[test]
 fn closing_a_users_allocations_also_ends_their_relayed_addresses_being_ours() {
