@@ -484,10 +484,9 @@ async fn ending_the_meeting_closes_everyones_allocations() {
     );
 }
 
-/// Needs the TURN server's set of live room peers, which refuses the credentials of a peer that
-/// is gone at Allocate: removal goes through the same path as a leave, so it is covered there.
+/// Removal goes through the same path as a leave, so the TURN server's set of live room peers
+/// forgets the removed peer and refuses its credentials from then on.
 #[tokio::test]
-#[ignore = "needs the TURN server's live-peer check at Allocate"]
 async fn a_removed_peers_credentials_are_refused_at_allocate() {
     let server = turn_server();
     let (mut host, mut guest, jg) = host_and_guest(&server, "refuse").await;
