@@ -16,6 +16,7 @@ import { LocalMedia } from './media.js';
 import { Signaling, signalingUrl } from './signaling.js';
 import { PeerSession } from './peer.js';
 import { summarize, describePath } from './stats.js';
+import { Meeting } from './meeting.js';
 import {
   $, el, icon, setIcon, showScreen, showBanner, hideBanner, toast, copyText, Tile, layoutGrid,
   appendChat, appendChatNote, renderPeople, fillSelect,
@@ -117,12 +118,8 @@ class Room {
     this.unread = 0;
     this.ended = false;
     this.wasReconnecting = false;
-    /** Meeting state from the server: are we host, who is, is the room locked, who knocks. */
-    this.isHost = false;
-    this.hostId = null;
-    this.locked = false;
-    /** People waiting in the lobby (host only): id → name, in knock order. */
-    this.knocks = new Map();
+    /** Host, lock and lobby: what the server says about running this meeting. */
+    this.meeting = new Meeting(this);
   }
 
   // --- pre-join ---
@@ -245,13 +242,7 @@ class Room {
     s.addEventListener('signal', (e) => this.onSignal(e.detail));
     s.addEventListener('ice-servers', (e) => this.onIceServers(e.detail));
     s.addEventListener('error', (e) => this.onServerError(e.detail));
-    s.addEventListener('waiting', () => this.onWaiting());
-    s.addEventListener('knock', (e) => this.onKnock(e.detail));
-    s.addEventListener('knock-withdrawn', (e) => this.dropKnock(e.detail.peer));
-    s.addEventListener('host-changed', (e) => this.onHostChanged(e.detail));
-    s.addEventListener('room-locked', (e) => this.onRoomLocked(e.detail));
-    s.addEventListener('mute-request', (e) => this.onMuteRequest(e.detail));
-    s.addEventListener('ended', () => this.onEnded());
+    this.meeting.listen(s);
     s.addEventListener('server-shutdown', (e) => {
       // Calls keep running over their current connections for the grace; signaling comes
       // back through the usual reconnect once the server is up again.
@@ -313,7 +304,7 @@ class Room {
       this.broadcastState();
     });
     $('btn-hangup').addEventListener('click', () => this.hangUp());
-    this.wireHostControls();
+    this.meeting.wireControls();
     $('btn-link').addEventListener('click', () => copyText(roomLink(this.room), 'Invite link'));
     $('copy-people-link').addEventListener('click', () => copyText(roomLink(this.room), 'Invite link'));
     $('btn-chat').addEventListener('click', () => this.togglePanel('chat'));
@@ -360,18 +351,7 @@ class Room {
   onJoined(msg) {
     this.iceServers = Array.isArray(msg.iceServers) ? msg.iceServers : [];
     const listed = Array.isArray(msg.peers) ? msg.peers.filter((p) => p && typeof p.id === 'string') : [];
-    const hostEntry = listed.find((p) => p.host === true);
-    this.isHost = msg.host === true;
-    this.hostId = this.isHost ? msg.id : hostEntry ? hostEntry.id : null;
-    this.locked = msg.locked === true;
-    // A host gets a `knock` for everyone still waiting right after this.
-    this.knocks.clear();
-    if (document.body.dataset.screen === 'lobby') {
-      showScreen('call');
-      document.title = `${this.room} · signalbox`;
-      toast('The host let you in');
-    }
-    this.refreshHostControls();
+    this.meeting.onJoined(msg, listed);
     if (msg.resumed) {
       // Same id: existing connections stay. Drop those who left meanwhile; newcomers will
       // offer to us themselves.
@@ -396,7 +376,7 @@ class Room {
   onPeerJoined(msg) {
     const p = msg.peer;
     if (!p || typeof p.id !== 'string' || p.id === this.myId) return;
-    if (p.host === true) this.hostId = p.id;
+    if (p.host === true) this.meeting.hostId = p.id;
     const existing = this.peers.get(p.id);
     if (existing && existing.session) {
       // Came back under the same id after a reload: the old connection is dead.
@@ -688,17 +668,14 @@ class Room {
         id: this.myId || 'local',
         name: this.name,
         local: true,
-        host: this.isHost,
+        host: this.meeting.isHost,
         micMuted: this.media.micMuted || !this.media.audioTrack,
         cameraOff: !this.media.videoTrack,
       },
-      ...[...this.peers.values()].map((e) => ({ id: e.id, name: e.name, host: e.id === this.hostId, micMuted: e.micMuted, cameraOff: e.cameraOff, path: e.path })),
+      ...[...this.peers.values()].map((e) => ({ id: e.id, name: e.name, host: e.id === this.meeting.hostId, micMuted: e.micMuted, cameraOff: e.cameraOff, path: e.path })),
     ];
-    const actions = (p) => this.personActions(p);
-    renderPeople($('people-list'), people, this.isHost ? actions : null);
-    const waiting = [...this.knocks].map(([id, name]) => ({ id, name, waiting: true }));
-    $('waiting-section').hidden = !this.isHost || waiting.length === 0;
-    renderPeople($('waiting-list'), waiting, actions);
+    renderPeople($('people-list'), people, this.meeting.isHost ? (p) => this.meeting.personActions(p) : null);
+    this.meeting.renderWaiting();
     $('people-count').textContent = String(people.length);
     $('btn-people').setAttribute('aria-label', `Participants (${people.length})`);
   }
@@ -764,156 +741,6 @@ class Room {
     }
   }
 
-  // --- meetings: lobby, host controls ---
-
-  onWaiting() {
-    showScreen('lobby');
-    document.title = `Waiting · ${this.room} · signalbox`;
-    $('lobby-text').textContent = `You asked to join “${this.room}”${this.name ? ` as ${this.name}` : ''}. The host sees your request and can let you in.`;
-    $('lobby-cancel').focus();
-  }
-
-  wireHostControls() {
-    $('lobby-cancel').addEventListener('click', () => {
-      this.end({ title: 'You left the lobby', text: `You stopped waiting to join “${this.room}”.`, retry: 'Ask again' });
-    });
-    $('btn-lock').addEventListener('click', () => this.signaling.host(this.locked ? 'unlock' : 'lock'));
-    $('btn-end-all').addEventListener('click', () => $('end-dialog').showModal());
-    $('end-dialog').addEventListener('close', () => {
-      if ($('end-dialog').returnValue === 'end') this.signaling.host('end');
-      else $('btn-end-all').focus();
-    });
-    $('mute-all').addEventListener('click', () => {
-      this.signaling.host('mute-request', { peer: 'all', kind: 'audio' });
-      toast('Asked everyone to mute');
-    });
-    $('knock-admit').addEventListener('click', () => this.answerKnock(this.firstKnock(), true));
-    $('knock-decline').addEventListener('click', () => this.answerKnock(this.firstKnock(), false));
-    $('knock-more').addEventListener('click', () => {
-      if (this.panel !== 'people') this.togglePanel('people');
-    });
-  }
-
-  /** Shows or hides what only the host may use, and the lock toggle's state. */
-  refreshHostControls() {
-    for (const node of document.querySelectorAll('.host-only')) node.hidden = !this.isHost;
-    const lock = $('btn-lock');
-    lock.setAttribute('aria-pressed', String(this.locked));
-    lock.title = this.locked ? 'Room locked: new people wait until you let them in' : 'Lock room: new people wait until you let them in';
-    setIcon(lock, this.locked ? 'lock' : 'unlock');
-    this.renderKnocks();
-    this.renderPeople();
-  }
-
-  onKnock(msg) {
-    if (!this.isHost || typeof msg.peer !== 'string') return;
-    const name = typeof msg.name === 'string' ? msg.name.slice(0, 64) : '';
-    this.knocks.set(msg.peer, name);
-    this.renderKnocks();
-    this.renderPeople();
-  }
-
-  dropKnock(id) {
-    if (!this.knocks.delete(id)) return;
-    this.renderKnocks();
-    this.renderPeople();
-  }
-
-  firstKnock() {
-    const first = this.knocks.keys().next();
-    return first.done ? null : first.value;
-  }
-
-  answerKnock(id, admit) {
-    if (!id) return;
-    const name = displayName(this.knocks.get(id));
-    this.signaling.host(admit ? 'admit' : 'decline', { peer: id });
-    this.dropKnock(id);
-    if (!admit) toast(`Declined ${name}`);
-  }
-
-  /** The banner over the call: the first person knocking, with Admit and Decline. */
-  renderKnocks() {
-    const bar = $('knock-bar');
-    const id = this.firstKnock();
-    if (!this.isHost || !id) {
-      bar.hidden = true;
-      return;
-    }
-    const name = displayName(this.knocks.get(id));
-    const others = this.knocks.size - 1;
-    $('knock-text').textContent = others > 0 ? `${name} and ${others} more are waiting to join` : `${name} is waiting to join`;
-    $('knock-admit').setAttribute('aria-label', `Admit ${name}`);
-    $('knock-decline').setAttribute('aria-label', `Decline ${name}`);
-    const more = $('knock-more');
-    more.hidden = others === 0;
-    more.textContent = `See all ${this.knocks.size}`;
-    bar.hidden = false;
-  }
-
-  onHostChanged(msg) {
-    if (typeof msg.peer !== 'string') return;
-    const wasHost = this.isHost;
-    this.hostId = msg.peer;
-    this.isHost = msg.peer === this.myId;
-    if (!this.isHost) this.knocks.clear();
-    if (this.isHost && !wasHost) toast('You are now the host');
-    else if (!this.isHost) {
-      const entry = this.peers.get(msg.peer);
-      toast(`${displayName(entry && entry.name)} is now the host`);
-    }
-    this.refreshHostControls();
-  }
-
-  onRoomLocked(msg) {
-    this.locked = msg.locked === true;
-    this.refreshHostControls();
-    toast(this.locked ? 'Room locked: new people wait until the host lets them in' : 'Room unlocked');
-  }
-
-  async onMuteRequest(msg) {
-    const entry = this.peers.get(msg.from);
-    const who = entry && entry.name ? entry.name : 'The host';
-    if (msg.kind === 'video') {
-      if (this.media.cameraTrack) await this.media.setCameraOn(false);
-      toast(`${who} asked you to turn your camera off. It is off now.`, { ms: 6000 });
-    } else {
-      if (this.media.audioTrack && !this.media.micMuted) this.media.setMicMuted(true);
-      toast(`${who} asked you to mute. Your microphone is off; unmute when you want to speak.`, { ms: 6000 });
-    }
-    this.refreshLocalTile();
-    this.broadcastState();
-  }
-
-  onEnded() {
-    const text = this.isHost ? `You ended “${this.room}” for everyone.` : `The host ended “${this.room}” for everyone.`;
-    this.end({ title: 'The meeting has ended', text, retry: 'Start it again' });
-  }
-
-  /** The host's buttons on one participant's row: Ask to mute, Remove; Admit, Decline for knocks. */
-  personActions(p) {
-    if (!this.isHost || p.local) return [];
-    const name = displayName(p.name);
-    const button = (text, label, onClick, kind = 'ghost') => {
-      const b = el('button', { type: 'button', class: `btn ${kind} small`, 'aria-label': label }, text);
-      b.addEventListener('click', onClick);
-      return b;
-    };
-    if (p.waiting) {
-      return [
-        button('Admit', `Admit ${name}`, () => this.answerKnock(p.id, true), 'primary'),
-        button('Decline', `Decline ${name}`, () => this.answerKnock(p.id, false)),
-      ];
-    }
-    return [
-      button('Ask to mute', `Ask ${name} to mute`, () => {
-        this.signaling.host('mute-request', { peer: p.id, kind: 'audio' });
-        toast(`Asked ${name} to mute`);
-      }),
-      button('Remove', `Remove ${name}`, () => this.signaling.host('remove', { peer: p.id })),
-    ];
-  }
-
   // --- leaving ---
 
   hangUp() {
@@ -935,10 +762,7 @@ class Room {
     $('topbar-room').hidden = true;
     $('notice-title').textContent = title;
     $('notice-text').textContent = text;
-    this.knocks.clear();
-    this.renderKnocks();
-    const dialog = $('end-dialog');
-    if (dialog.open) dialog.close('cancel');
+    this.meeting.reset();
     const home = el('a', { class: 'btn ghost', href: '/' }, 'Start a new call');
     let again = null;
     if (retry) {
