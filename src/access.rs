@@ -2,9 +2,9 @@
 //! token signed by this server (`mode = "token"`).
 //!
 //! A token is `BASE64URL(payload) "." BASE64URL(HMAC-SHA256(key, "signalbox-invite." payload))`
-//! with the payload a small JSON object: `r` the room, `e` the expiry in unix seconds and `n` an
+//! with the payload a small JSON object: `r` the room, `e` the expiry in unix seconds, `n` an
 //! optional display name, which then is the name the others see (the `name` of the `join` is
-//! ignored). Tokens are stateless: the server keeps no list, so an invite cannot be revoked one
+//! ignored), and `h: true` on a host invitation, whose holder becomes the room's host. Tokens are stateless: the server keeps no list, so an invite cannot be revoked one
 //! by one; replacing the key file revokes all of them.
 //!
 //! The key lives in a file (`[access] key_file`, by default `access.key` next to the generated
@@ -177,6 +177,9 @@ pub struct Invite {
     pub expiry: u64,
     #[serde(rename = "n", default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// A host invitation: its holder becomes the room's host when joining.
+    #[serde(rename = "h", default, skip_serializing_if = "std::ops::Not::not")]
+    pub host: bool,
 }
 
 /// Why a token does not let its holder in. All of them become the signaling error `forbidden`.
@@ -237,19 +240,19 @@ pub enum AccessPolicy {
 }
 
 impl AccessPolicy {
-    /// `Ok(Some(name))` when the token fixes the display name, `Ok(None)` when the join's own
-    /// name stands, `Err` when the join is refused.
+    /// `Ok(Some(invite))` with what the token grants (a fixed display name, the host role),
+    /// `Ok(None)` when no token is needed, `Err` when the join is refused.
     pub fn check_join(
         &self,
         room: &str,
         token: Option<&str>,
         now: u64,
-    ) -> Result<Option<String>, TokenError> {
+    ) -> Result<Option<Invite>, TokenError> {
         match self {
             AccessPolicy::Open => Ok(None),
             AccessPolicy::Token(key) => {
                 let token = token.ok_or(TokenError::Missing)?;
-                verify(key, token, room, now).map(|invite| invite.name)
+                verify(key, token, room, now).map(Some)
             }
         }
     }
@@ -268,6 +271,7 @@ mod tests {
             room: room.into(),
             expiry,
             name: None,
+            host: false,
         }
     }
 
@@ -319,6 +323,7 @@ mod tests {
                 room: "r".into(),
                 expiry: u64::MAX,
                 name: Some("Ann ünd Bob?&#".into()),
+                host: true,
             },
         );
         assert!(t
@@ -334,12 +339,41 @@ mod tests {
                 room: "r".into(),
                 expiry: 10,
                 name: Some("Ann".into()),
+                host: false,
             },
         );
         let policy = AccessPolicy::Token(key());
-        assert_eq!(policy.check_join("r", Some(&t), 1), Ok(Some("Ann".into())));
+        let invite = policy.check_join("r", Some(&t), 1).expect("admitted");
+        assert_eq!(invite.and_then(|i| i.name), Some("Ann".into()));
         assert_eq!(policy.check_join("r", None, 1), Err(TokenError::Missing));
         assert_eq!(AccessPolicy::Open.check_join("r", None, 1), Ok(None));
+    }
+
+    #[test]
+    fn a_host_invitation_says_so_and_a_plain_one_keeps_its_old_form() {
+        let mut invite = invite("r", 10);
+        let plain = sign(&key(), &invite);
+        let payload = URL_SAFE_NO_PAD
+            .decode(plain.split('.').next().unwrap())
+            .unwrap();
+        assert_eq!(payload, br#"{"r":"r","e":10}"#);
+        invite.host = true;
+        let host = sign(&key(), &invite);
+        let policy = AccessPolicy::Token(key());
+        assert!(
+            policy
+                .check_join("r", Some(&host), 1)
+                .unwrap()
+                .unwrap()
+                .host
+        );
+        assert!(
+            !policy
+                .check_join("r", Some(&plain), 1)
+                .unwrap()
+                .unwrap()
+                .host
+        );
     }
 
     #[test]

@@ -293,9 +293,15 @@ fn admit_fn(config: &Config, source: &Source) -> Result<signaling::AdmitFn, Fail
     };
     Ok(Arc::new(
         move |room: &signaling::RoomId, token: Option<&str>| {
-            policy
+            let invite = policy
                 .check_join(room.as_str(), token, credentials::unix_now())
-                .map_err(|e| e.to_string())
+                .map_err(|e| e.to_string())?;
+            Ok(
+                invite.map_or_else(signaling::Admission::default, |i| signaling::Admission {
+                    name: i.name,
+                    host: i.host,
+                }),
+            )
         },
     ))
 }

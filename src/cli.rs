@@ -78,6 +78,10 @@ pub struct InviteArgs {
     /// Display name the invited person appears under (fixed by the invitation).
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
+    /// A host invitation: whoever joins with it becomes the room's host (admits, removes,
+    /// locks, ends the meeting); a previous host stays in as a guest.
+    #[arg(long)]
+    pub host: bool,
 }
 
 #[derive(Debug, Clone, Args)]

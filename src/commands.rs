@@ -14,7 +14,8 @@ use crate::signaling::protocol::MAX_NAME_CHARS;
 use crate::web::host_port;
 use signalbox_turn_proto::auth::Secrets;
 
-/// `signalbox invite ROOM [--ttl 24h] [--name NAME]`: prints `https://HOST[:PORT]/r/ROOM#token=T`.
+/// `signalbox invite ROOM [--ttl 24h] [--name NAME] [--host]`: prints
+/// `https://HOST[:PORT]/r/ROOM#token=T`.
 pub fn invite(config: &Config, source: &Source, args: &InviteArgs) -> Result<(), Failure> {
     if !crate::signaling::protocol::is_valid_room(&args.room) {
         return Err(Failure::Usage(format!(
@@ -42,6 +43,7 @@ pub fn invite(config: &Config, source: &Source, args: &InviteArgs) -> Result<(),
         room: args.room.clone(),
         expiry: unix_now().saturating_add(ttl.as_secs()),
         name: args.name.clone(),
+        host: args.host,
     };
     let token = access::sign(&key, &invite);
     let host = host_port(&config.server.public_host, config.http.listen.port());

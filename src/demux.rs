@@ -6,7 +6,7 @@
 //! test separates TURN over TLS from HTTP: no HTTP method starts with a byte below 0x40. A TURN
 //! client always opens with a STUN request (Allocate or Binding) — ChannelData needs a channel,
 //! which needs an allocation on the same connection — so the first message decides. Nothing here
-//! looks at SNI (Firefox sends none on `turns:`).
+//! looks at SNI (a `turns:` URI with an IP address carries none).
 
 use std::io;
 use std::pin::Pin;

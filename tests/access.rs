@@ -71,7 +71,7 @@ async fn in_token_mode_an_invite_admits_its_room_and_everything_else_is_forbidde
     let second = other.recv_type("joined").await;
     assert_eq!(
         second["peers"],
-        json!([{"id": joined["id"], "name": "Ann"}])
+        json!([{"id": joined["id"], "name": "Ann", "host": true}])
     );
 }
 
@@ -86,6 +86,7 @@ async fn an_expired_invite_or_one_signed_with_another_key_is_forbidden() {
             room: "r".into(),
             expiry: unix_now() - 1,
             name: None,
+            host: false,
         },
     );
     let foreign = access::sign(
@@ -94,6 +95,7 @@ async fn an_expired_invite_or_one_signed_with_another_key_is_forbidden() {
             room: "r".into(),
             expiry: unix_now() + 3600,
             name: None,
+            host: false,
         },
     );
     let mut ws = Ws::connect(&server).await;

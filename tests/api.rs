@@ -90,6 +90,7 @@ async fn get_turn_with_the_key_answers_the_rest_api_shape_and_the_credentials_wo
         serde_json::json!([
             format!("turn:127.0.0.1:{turn_port}?transport=udp"),
             format!("turn:127.0.0.1:{}?transport=tcp", port("turn-tcp")),
+            format!("turn:127.0.0.1:{}?transport=tcp", port("https")),
             format!("turns:127.0.0.1:{}?transport=tcp", port("turn-tls")),
             format!("turns:127.0.0.1:{}?transport=tcp", port("https")),
         ])

@@ -100,6 +100,7 @@ async fn stats_and_metrics_follow_a_room_session() {
 
     ann.send(json!({"type": "leave"})).await;
     bob.recv_type("peer-left").await;
+    bob.recv_type("host-changed").await;
     bob.send(json!({"type": "leave"})).await;
     bob.send(json!({"type": "ping"})).await;
     bob.recv_type("pong").await;

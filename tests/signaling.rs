@@ -69,7 +69,7 @@ async fn three_peers_in_a_room_of_four_get_correct_peer_lists() {
     let jc = c.join_named("four", "Cy").await;
     assert_eq!(
         jc["peers"],
-        json!([{"id": id(&ja), "name": "Ann"}, {"id": id(&jb)}])
+        json!([{"id": id(&ja), "name": "Ann", "host": true}, {"id": id(&jb)}])
     );
     assert_eq!(ids(&jb["peers"]), [id(&ja)]);
     assert_eq!(a.recv_type("peer-joined").await["peer"]["id"], id(&jb));

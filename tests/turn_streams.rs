@@ -415,6 +415,7 @@ async fn turn_https_and_a_websocket_share_the_https_port_at_the_same_time() {
             format!("stun:127.0.0.1:{}", port("turn-udp")),
             format!("turn:127.0.0.1:{}?transport=udp", port("turn-udp")),
             format!("turn:127.0.0.1:{}?transport=tcp", port("turn-tcp")),
+            format!("turn:127.0.0.1:{}?transport=tcp", https.port()),
             format!("turns:127.0.0.1:{}?transport=tcp", port("turn-tls")),
             format!("turns:127.0.0.1:{}?transport=tcp", https.port()),
         ]

@@ -5,12 +5,18 @@
 // to everyone listed in `joined`; the others answer when that offer arrives. App messages
 // (chat, mute state) go over each peer's data channel, or through signaling while that channel
 // is not open yet.
+//
+// Meetings: the room's host (the server says who) sees who knocks on a locked room and can
+// admit or decline them, lock the room, remove someone, ask people to mute and end the meeting
+// for everyone; the server enforces all of it. A guest of a locked room waits on the lobby
+// screen until the host answers.
 
 import { randomRoomName, isValidRoom, parseRoomInput, roomFromPath, tokenFromHash } from './names.js';
 import { LocalMedia } from './media.js';
 import { Signaling, signalingUrl } from './signaling.js';
 import { PeerSession } from './peer.js';
 import { summarize, describePath } from './stats.js';
+import { Meeting } from './meeting.js';
 import {
   $, el, icon, setIcon, showScreen, showBanner, hideBanner, toast, copyText, Tile, layoutGrid,
   appendChat, appendChatNote, renderPeople, fillSelect,
@@ -112,6 +118,8 @@ class Room {
     this.unread = 0;
     this.ended = false;
     this.wasReconnecting = false;
+    /** Host, lock and lobby: what the server says about running this meeting. */
+    this.meeting = new Meeting(this);
   }
 
   // --- pre-join ---
@@ -234,6 +242,7 @@ class Room {
     s.addEventListener('signal', (e) => this.onSignal(e.detail));
     s.addEventListener('ice-servers', (e) => this.onIceServers(e.detail));
     s.addEventListener('error', (e) => this.onServerError(e.detail));
+    this.meeting.listen(s);
     s.addEventListener('server-shutdown', (e) => {
       // Calls keep running over their current connections for the grace; signaling comes
       // back through the usual reconnect once the server is up again.
@@ -295,6 +304,7 @@ class Room {
       this.broadcastState();
     });
     $('btn-hangup').addEventListener('click', () => this.hangUp());
+    this.meeting.wireControls();
     $('btn-link').addEventListener('click', () => copyText(roomLink(this.room), 'Invite link'));
     $('copy-people-link').addEventListener('click', () => copyText(roomLink(this.room), 'Invite link'));
     $('btn-chat').addEventListener('click', () => this.togglePanel('chat'));
@@ -341,6 +351,7 @@ class Room {
   onJoined(msg) {
     this.iceServers = Array.isArray(msg.iceServers) ? msg.iceServers : [];
     const listed = Array.isArray(msg.peers) ? msg.peers.filter((p) => p && typeof p.id === 'string') : [];
+    this.meeting.onJoined(msg, listed);
     if (msg.resumed) {
       // Same id: existing connections stay. Drop those who left meanwhile; newcomers will
       // offer to us themselves.
@@ -365,6 +376,7 @@ class Room {
   onPeerJoined(msg) {
     const p = msg.peer;
     if (!p || typeof p.id !== 'string' || p.id === this.myId) return;
+    if (p.host === true) this.meeting.hostId = p.id;
     const existing = this.peers.get(p.id);
     if (existing && existing.session) {
       // Came back under the same id after a reload: the old connection is dead.
@@ -431,6 +443,19 @@ class Room {
       this.end({ title: 'You cannot join this room', text: msg.message || 'The link is missing a valid access token.', retry: 'Try again' });
       return;
     }
+    if (msg.code === 'declined') {
+      this.end({ title: 'The host did not let you in', text: `Your request to join “${this.room}” was declined.`, retry: 'Ask again' });
+      return;
+    }
+    if (msg.code === 'lobby-timeout') {
+      this.end({ title: 'Nobody let you in', text: `No one answered your request to join “${this.room}” in time.`, retry: 'Ask again' });
+      return;
+    }
+    if (msg.code === 'removed') {
+      this.end({ title: 'You were removed from the meeting', text: `The host removed you from “${this.room}”.`, retry: null });
+      return;
+    }
+    if (msg.code === 'not-host') toast('Only the host can do that.', { kind: 'error' });
     if (msg.code === 'rate-limited') toast('Slow down — the server is limiting messages.', { kind: 'error' });
     console.warn(`signaling error ${msg.code}: ${msg.message || ''}`);
   }
@@ -643,12 +668,14 @@ class Room {
         id: this.myId || 'local',
         name: this.name,
         local: true,
+        host: this.meeting.isHost,
         micMuted: this.media.micMuted || !this.media.audioTrack,
         cameraOff: !this.media.videoTrack,
       },
-      ...[...this.peers.values()].map((e) => ({ id: e.id, name: e.name, micMuted: e.micMuted, cameraOff: e.cameraOff, path: e.path })),
+      ...[...this.peers.values()].map((e) => ({ id: e.id, name: e.name, host: e.id === this.meeting.hostId, micMuted: e.micMuted, cameraOff: e.cameraOff, path: e.path })),
     ];
-    renderPeople($('people-list'), people);
+    renderPeople($('people-list'), people, this.meeting.isHost ? (p) => this.meeting.personActions(p) : null);
+    this.meeting.renderWaiting();
     $('people-count').textContent = String(people.length);
     $('btn-people').setAttribute('aria-label', `Participants (${people.length})`);
   }
@@ -735,12 +762,16 @@ class Room {
     $('topbar-room').hidden = true;
     $('notice-title').textContent = title;
     $('notice-text').textContent = text;
-    const again = el('button', { type: 'button', class: 'btn primary' }, retry);
-    again.addEventListener('click', () => location.reload());
+    this.meeting.reset();
     const home = el('a', { class: 'btn ghost', href: '/' }, 'Start a new call');
-    $('notice-actions').replaceChildren(again, home);
+    let again = null;
+    if (retry) {
+      again = el('button', { type: 'button', class: 'btn primary' }, retry);
+      again.addEventListener('click', () => location.reload());
+    }
+    $('notice-actions').replaceChildren(...[again, home].filter(Boolean));
     showScreen('notice');
-    again.focus();
+    (again || home).focus();
   }
 }
 

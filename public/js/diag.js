@@ -86,7 +86,7 @@ export function explain(results) {
     return 'The relay works over UDP, so calls will connect. STUN gave no public address, so '
       + 'direct connections are unlikely and calls will go through the relay.';
   }
-  if (ok('turn-tcp')) {
+  if (ok('turn-tcp') || ok('turn-tcp-443')) {
     return 'Your network blocks UDP to this server; calls will go through TURN over TCP '
       + '(a little more delay than UDP).';
   }

@@ -1,6 +1,8 @@
 // Room names: readable, random and valid under the protocol rule (1–64 of letters, digits,
-// `-`, `_`, `.`). Three words and three digits give about 10^9 names, which makes a link hard
-// to guess while staying easy to read out over the phone.
+// `-`, `_`, `.`). Anyone who knows a room's name can knock on it, so a generated name must not be
+// guessable: three words (60 each, about 17.7 bits) and a tail of ten characters of Crockford's
+// base 32 (50 bits, no i, l, o or u to misread) give about 67.7 bits, as in
+// `calm-otter-lantern-7k3mq-9xd4f`, still readable over the phone.
 
 const ADJECTIVES = [
   'amber', 'bold', 'brave', 'bright', 'calm', 'clear', 'clever', 'cosy', 'crisp', 'eager',
@@ -20,16 +22,28 @@ const NOUNS = [
   'tiger', 'tundra', 'valley', 'violet', 'walrus', 'willow', 'wren', 'yak', 'zephyr', 'harvest',
 ];
 
-function pick(list, random) {
-  return list[random % list.length];
+/** Crockford's base 32, lower case: 32 symbols, so each random byte's low 5 bits pick one evenly. */
+const TAIL_ALPHABET = '0123456789abcdefghjkmnpqrstvwxyz';
+const TAIL_CHARS = 10;
+
+/** Bits of randomness in a name from `randomRoomName` (the word lists and the tail). */
+export const ROOM_NAME_BITS = Math.log2(ADJECTIVES.length) + 2 * Math.log2(NOUNS.length) + TAIL_CHARS * Math.log2(TAIL_ALPHABET.length);
+
+/** A uniform index below `n` from 32-bit random numbers, by rejection (no modulo bias). */
+function pick(list) {
+  const n = list.length;
+  const limit = Math.floor(2 ** 32 / n) * n;
+  const r = new Uint32Array(1);
+  do crypto.getRandomValues(r); while (r[0] >= limit);
+  return list[r[0] % n];
 }
 
-/** A fresh random room name such as `calm-otter-lantern-042`. */
+/** A fresh random room name such as `calm-otter-lantern-7k3mq-9xd4f`. */
 export function randomRoomName() {
-  const r = new Uint32Array(4);
-  crypto.getRandomValues(r);
-  const digits = String(r[3] % 1000).padStart(3, '0');
-  return `${pick(ADJECTIVES, r[0])}-${pick(NOUNS, r[1])}-${pick(NOUNS, r[2])}-${digits}`;
+  const bytes = new Uint8Array(TAIL_CHARS);
+  crypto.getRandomValues(bytes);
+  const tail = Array.from(bytes, (b) => TAIL_ALPHABET[b & 31]).join('');
+  return `${pick(ADJECTIVES)}-${pick(NOUNS)}-${pick(NOUNS)}-${tail.slice(0, 5)}-${tail.slice(5)}`;
 }
 
 const ROOM_RE = /^[A-Za-z0-9._-]{1,64}$/;

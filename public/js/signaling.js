@@ -7,16 +7,25 @@
 // join; after a fresh join they are stale and dropped, because the peers they were for have
 // already been told we left.
 //
-// Events (CustomEvent, payload in `detail`): `state` ({state}), `joined`, `peer-joined`,
-// `peer-left`, `signal`, `ice-servers`, `error` (the server's message objects).
+// In a locked room the server answers `join` with `waiting` (state `waiting`) until the host
+// admits us (`joined`), turns us away (`declined`) or the wait times out (`lobby-timeout`). A
+// join the room's knock limit refused (`rate-limited`) is tried again a little later.
+//
+// Events (CustomEvent, payload in `detail`): `state` ({state}), `joined`, `waiting`,
+// `peer-joined`, `peer-left`, `signal`, `ice-servers`, `knock`, `knock-withdrawn`,
+// `host-changed`, `room-locked`, `mute-request`, `ended`, `error` (the server's message objects).
 
 const PING_EVERY_MS = 15000;
 const DEAD_AFTER_MS = 40000;
 const BACKOFF_MIN_MS = 500;
 const BACKOFF_MAX_MS = 10000;
 const MAX_HELD_SIGNALS = 500;
-/** Errors after which reconnecting cannot help. */
-const FATAL_CODES = new Set(['room-full', 'forbidden', 'unauthorized']);
+/** Errors that end a pending join; reconnecting cannot help. */
+const FATAL_CODES = new Set(['room-full', 'forbidden', 'unauthorized', 'declined', 'lobby-timeout', 'removed']);
+/** Errors that end the membership whenever they come. */
+const ENDING_CODES = new Set(['removed']);
+/** How long to wait before knocking again after the room's knock limit said no. */
+const KNOCK_RETRY_MS = 2000;
 
 export class Signaling extends EventTarget {
   /**
@@ -63,6 +72,11 @@ export class Signaling extends EventTarget {
 
   isJoined() {
     return this.state === 'connected' && this.ws && this.ws.readyState === WebSocket.OPEN;
+  }
+
+  /** Sends a host-only message (`lock`, `admit`, `remove`, …); the server checks who we are. */
+  host(type, fields = {}) {
+    return this.isJoined() && this.send({ type, ...fields });
   }
 
   /** Leaves the room for good: tells the server, closes, and stops reconnecting. */
@@ -177,11 +191,24 @@ export class Signaling extends EventTarget {
       case 'error':
         this.onError(msg);
         break;
+      case 'waiting':
+        this.setState('waiting');
+        this.emit('waiting', msg);
+        break;
+      case 'ended':
+        this.stop();
+        this.emit('ended', msg);
+        break;
       case 'peer-joined':
       case 'peer-left':
       case 'signal':
       case 'ice-servers':
       case 'server-shutdown':
+      case 'knock':
+      case 'knock-withdrawn':
+      case 'host-changed':
+      case 'room-locked':
+      case 'mute-request':
         this.emit(msg.type, msg);
         break;
       default:
@@ -203,6 +230,17 @@ export class Signaling extends EventTarget {
   }
 
   onError(msg) {
+    if (this.joinPending && msg.code === 'rate-limited' && this.state !== 'connected') {
+      // Too many people knocking on this room at once: knock again shortly.
+      clearTimeout(this.retryTimer);
+      this.retryTimer = setTimeout(() => this.sendJoin(true), KNOCK_RETRY_MS / 2 + Math.random() * KNOCK_RETRY_MS);
+      return;
+    }
+    if (ENDING_CODES.has(msg.code)) {
+      this.stop();
+      this.emit('error', msg);
+      return;
+    }
     if (this.joinPending && this.sentResume && !FATAL_CODES.has(msg.code)) {
       // The resume token was refused (expired or unknown): join as a new participant.
       this.resumeToken = null;

@@ -32,7 +32,7 @@ export function setIcon(button, name) {
   if (use) use.setAttribute('href', `#i-${name}`);
 }
 
-const SCREENS = ['landing', 'prejoin', 'call', 'notice'];
+const SCREENS = ['landing', 'prejoin', 'lobby', 'call', 'notice'];
 
 export function showScreen(name) {
   for (const s of SCREENS) $(s).hidden = s !== name;
@@ -221,13 +221,19 @@ export function appendChatNote(log, text) {
   log.scrollTop = log.scrollHeight;
 }
 
-/** Redraws the participants list from `[{id, name, local, micMuted, cameraOff, path}]`. */
-export function renderPeople(list, people) {
+/**
+ * Redraws the participants list from `[{id, name, local, host, micMuted, cameraOff, path}]`.
+ * With `actions(person)` returning buttons, each row ends with them (the host's Remove, Ask to
+ * mute; Admit and Decline for people waiting).
+ */
+export function renderPeople(list, people, actions = null) {
   list.replaceChildren(
     ...people.map((p) => {
       const avatar = el('span', { class: 'mini-avatar', 'aria-hidden': 'true', text: initials(p.name) });
       avatar.style.setProperty('--hue', String(hueOf(p.id + (p.name || ''))));
       const state = [];
+      if (p.host) state.push('host');
+      if (p.waiting) state.push('waiting to join');
       if (p.micMuted) state.push('muted');
       if (p.cameraOff) state.push('camera off');
       if (p.path && p.path !== 'unknown') state.push(p.path === 'relay' ? 'via relay' : 'direct');
@@ -245,6 +251,7 @@ export function renderPeople(list, people) {
           el('span', { class: 'person-state', text: state.join(' · ') }),
         ),
         icons,
+        actions ? el('span', { class: 'person-actions' }, ...actions(p)) : null,
       );
     }),
   );

@@ -283,6 +283,13 @@ pub struct RoomsConfig {
     /// A connection silent this long after a ping is dropped.
     #[serde(deserialize_with = "duration")]
     pub ping_timeout: Duration,
+    /// Most peers waiting in one room's lobby; more get `room-full`.
+    pub max_waiting: usize,
+    /// How long a peer waits in a lobby before it gets `lobby-timeout`.
+    #[serde(deserialize_with = "duration")]
+    pub lobby_timeout: Duration,
+    /// Whether every new meeting room starts locked (joins wait for the host).
+    pub lock_new_rooms: bool,
 }
 
 impl Default for RoomsConfig {
@@ -300,6 +307,9 @@ impl Default for RoomsConfig {
             join_timeout: Duration::from_secs(10),
             ping_interval: Duration::from_secs(15),
             ping_timeout: Duration::from_secs(10),
+            max_waiting: 20,
+            lobby_timeout: Duration::from_secs(120),
+            lock_new_rooms: false,
         }
     }
 }
@@ -307,7 +317,7 @@ impl Default for RoomsConfig {
 impl RoomsConfig {
     fn validate(&self) -> Result<(), (&'static str, String)> {
         let r = self;
-        let checks: [(&'static str, bool, &str); 11] = [
+        let checks: [(&'static str, bool, &str); 13] = [
             (
                 "rooms.max_peers",
                 (2..=64).contains(&r.max_peers),
@@ -357,6 +367,16 @@ impl RoomsConfig {
             (
                 "rooms.ping_timeout",
                 !r.ping_timeout.is_zero(),
+                "must be more than 0",
+            ),
+            (
+                "rooms.max_waiting",
+                (1..=1000).contains(&r.max_waiting),
+                "must be 1 to 1000",
+            ),
+            (
+                "rooms.lobby_timeout",
+                !r.lobby_timeout.is_zero(),
                 "must be more than 0",
             ),
         ];

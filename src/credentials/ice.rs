@@ -2,8 +2,13 @@
 //!
 //! Built from what actually listens (bound ports, so an ephemeral test port or a UDP listener on
 //! 443 shows up as it is) and `[server] public_host`. Entries come in the order that gets a call
-//! through fastest: `stun:` and `turn:` over UDP first, then TURN over TCP, then TLS on its own
-//! port, then TLS on the HTTPS port (one-port mode). Listeners of the stream transports are
+//! through fastest: `stun:` and `turn:` over UDP first, then TURN over TCP, then plain TCP on the
+//! HTTPS port, then TLS on its own port, then TLS on the HTTPS port (one-port mode).
+//!
+//! The HTTPS port (one-port mode) takes TURN over TCP as well as over TLS, and both are listed:
+//! Firefox opens no connection at all for a `turns:` URI whose host is an IP address, so where
+//! `public_host` is one, `turn:HOST:<https port>?transport=tcp` is its only way through a network
+//! that lets nothing but TCP to that port out. Listeners of the stream transports are
 //! added by whoever starts them, through the same [`IceEndpoints::add_turn`] call, and land in
 //! their place in that order whatever order they are added in.
 
@@ -18,6 +23,8 @@ pub enum TurnTransport {
     Udp,
     /// `turn:HOST:PORT?transport=tcp`
     Tcp,
+    /// `turn:HOST:PORT?transport=tcp` on the HTTPS port (one-port mode, no TLS).
+    TcpOnHttpsPort,
     /// `turns:HOST:PORT?transport=tcp` on the dedicated TLS port.
     Tls,
     /// `turns:HOST:PORT?transport=tcp` on the HTTPS port (one-port mode).
@@ -28,7 +35,9 @@ impl TurnTransport {
     fn uri(self, host: &str, port: u16) -> String {
         match self {
             TurnTransport::Udp => format!("turn:{host}:{port}?transport=udp"),
-            TurnTransport::Tcp => format!("turn:{host}:{port}?transport=tcp"),
+            TurnTransport::Tcp | TurnTransport::TcpOnHttpsPort => {
+                format!("turn:{host}:{port}?transport=tcp")
+            }
             TurnTransport::Tls | TurnTransport::TlsOnHttpsPort => {
                 format!("turns:{host}:{port}?transport=tcp")
             }
@@ -68,8 +77,16 @@ impl IceEndpoints {
     }
 
     /// Records a listener. Adding the same transport and port twice (an IPv4 and an IPv6
-    /// socket on one port) gives one entry.
+    /// socket on one port) gives one entry. The HTTPS port ([`TurnTransport::TlsOnHttpsPort`])
+    /// also gets its plain-TCP entry, which the one-port listener serves too.
     pub fn add_turn(&mut self, transport: TurnTransport, port: u16) {
+        if transport == TurnTransport::TlsOnHttpsPort {
+            self.add_one(TurnTransport::TcpOnHttpsPort, port);
+        }
+        self.add_one(transport, port);
+    }
+
+    fn add_one(&mut self, transport: TurnTransport, port: u16) {
         if !self.turn.contains(&(transport, port)) {
             self.turn.push((transport, port));
             // Stable: listeners of one transport keep the order they were configured in.
@@ -178,11 +195,31 @@ mod tests {
                 "turn:h:3478?transport=udp",
                 "turn:h:443?transport=udp",
                 "turn:h:3478?transport=tcp",
+                "turn:h:443?transport=tcp",
                 "turns:h:5349?transport=tcp",
                 "turns:h:443?transport=tcp",
             ]
         );
         assert_eq!(e.stun_uris(), ["stun:h:3478"]);
+    }
+
+    #[test]
+    fn the_https_port_is_listed_over_plain_tcp_as_well_as_over_tls() {
+        let mut e = IceEndpoints::new("192.0.2.7");
+        e.add_turn(TurnTransport::TlsOnHttpsPort, 443);
+        assert_eq!(
+            e.turn_entries(),
+            [
+                (
+                    TurnTransport::TcpOnHttpsPort,
+                    "turn:192.0.2.7:443?transport=tcp".to_owned()
+                ),
+                (
+                    TurnTransport::TlsOnHttpsPort,
+                    "turns:192.0.2.7:443?transport=tcp".to_owned()
+                ),
+            ]
+        );
     }
 
     #[test]

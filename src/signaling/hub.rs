@@ -25,7 +25,9 @@ use tracing::{debug, warn};
 
 use super::outbox::{ConnEnd, Full, HubEnd, Kill};
 use super::protocol::{ClientMessage, ErrorCode, PeerId, ResumeToken, ServerMessage};
-use super::rooms::{CloseReason, ConnId, FreshPeer, Output, Registry, RegistryConfig};
+use super::rooms::{
+    Admission, CloseReason, ConnId, FreshPeer, JoinRequest, Output, Registry, RegistryConfig,
+};
 use super::{Hooks, PeerEvent};
 use crate::metrics;
 use crate::ratelimit::{Buckets, Rate};
@@ -227,24 +229,25 @@ impl Hub {
                     let resuming = resume
                         .as_ref()
                         .is_some_and(|r| self.registry.is_resumable(&room, r));
-                    let name = if resuming {
-                        name
+                    let admission = if resuming {
+                        Ok(Admission::default())
                     } else {
-                        match (self.hooks.admit)(&room, token.as_deref()) {
-                            Ok(Some(fixed)) => Some(fixed),
-                            Ok(None) => name,
-                            Err(why) => {
-                                self.refuse(conn, why);
-                                return;
-                            }
-                        }
+                        (self.hooks.admit)(&room, token.as_deref())
+                    };
+                    let req = JoinRequest {
+                        room,
+                        name,
+                        resume,
+                        invite: token,
+                        admission,
                     };
                     let fresh = self.fresh_peer();
-                    self.registry.join(conn, room, name, resume, fresh);
+                    self.registry.join(conn, req, fresh, Instant::now());
                 }
                 ClientMessage::Signal { to, data } => self.registry.signal(conn, &to, data),
                 ClientMessage::Leave => self.registry.leave(conn),
                 ClientMessage::Ping => self.registry.ping(conn),
+                ClientMessage::Host(action) => self.registry.host_action(conn, action),
             },
             Command::Disconnect { conn, out } => {
                 self.links.remove(&conn);
@@ -342,15 +345,6 @@ impl Hub {
             ),
         ));
         false
-    }
-
-    /// A `join` the access rule refused: `forbidden`, and the connection stays usable.
-    fn refuse(&mut self, conn: ConnId, why: String) {
-        if let Some(link) = self.links.get(&conn) {
-            let _ = link
-                .out
-                .try_send(ServerMessage::error(ErrorCode::Forbidden, why));
-        }
     }
 
     fn kill(&mut self, conn: ConnId, why: Kill) {

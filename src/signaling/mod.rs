@@ -15,7 +15,7 @@
 //!   the registry does a few hash lookups per message while serialization, TLS and socket
 //!   work run in the connection tasks on every core (`signalbox-bench signaling` measures it).
 //! - [`rooms`] is the registry itself, a plain state machine with no I/O and no clock, tested
-//!   on its own; [`protocol`] is the message format; [`limits`] holds the origin policy, the
+//!   on its own (rooms, presence and resume; and the meeting rules: host, lobby, removal); [`protocol`] is the message format; [`limits`] holds the origin policy, the
 //!   rate limiter and the connection caps.
 //!
 //! The `iceServers` of `joined` come from an [`IceServersFn`] given at start, so that the part
@@ -41,6 +41,7 @@ use tracing::info;
 pub use hub::HubHandle;
 use limits::{ConnectionCaps, OriginPolicy};
 pub use protocol::{PeerId, RoomId};
+pub use rooms::Admission;
 use rooms::RegistryConfig;
 
 use crate::config::RoomsConfig;
@@ -55,14 +56,14 @@ pub fn no_ice_servers() -> IceServersFn {
 }
 
 /// Decides whether a fresh `join` of a room may proceed, given the `token` it carried:
-/// `Ok(None)` yes, `Ok(Some(name))` yes under that display name, `Err(message)` no (the client
-/// gets the error `forbidden` with that message). Must be quick: it runs on the hub's task.
-pub type AdmitFn =
-    Arc<dyn Fn(&RoomId, Option<&str>) -> Result<Option<String>, String> + Send + Sync>;
+/// `Ok(admission)` yes (under the display name and with the host role the invitation gives),
+/// `Err(message)` no (the client gets the error `forbidden` with that message). Must be quick:
+/// it runs on the hub's task.
+pub type AdmitFn = Arc<dyn Fn(&RoomId, Option<&str>) -> Result<Admission, String> + Send + Sync>;
 
 /// An [`AdmitFn`] that lets everyone in (`[access] mode = "open"`).
 pub fn admit_everyone() -> AdmitFn {
-    Arc::new(|_: &RoomId, _: Option<&str>| Ok(None))
+    Arc::new(|_: &RoomId, _: Option<&str>| Ok(Admission::default()))
 }
 
 /// What happens to peers, for the part of the server that keeps per-peer state outside the
@@ -135,6 +136,9 @@ impl Signaling {
                 reconnect_grace: config.reconnect_grace,
                 away_queue_len: AWAY_QUEUE_LEN,
                 away_queue_bytes: AWAY_QUEUE_BYTES,
+                max_waiting: config.max_waiting,
+                lobby_timeout: config.lobby_timeout,
+                lock_new_rooms: config.lock_new_rooms,
             },
             config.join_rate_per_ip,
             hooks,

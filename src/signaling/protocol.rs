@@ -126,6 +126,43 @@ pub enum ClientMessage {
     },
     Leave,
     Ping,
+    /// One of the messages only a room's host may send.
+    Host(HostAction),
+}
+
+/// What a room's host may do; anyone else sending one gets `not-host`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostAction {
+    /// `lock`: further joins wait in the lobby.
+    Lock,
+    /// `unlock`: joins go straight in again.
+    Unlock,
+    /// `admit`: a waiting peer comes in.
+    Admit(PeerId),
+    /// `decline`: a waiting peer is turned away.
+    Decline(PeerId),
+    /// `remove`: a peer leaves the room and may not come back while it lasts.
+    Remove(PeerId),
+    /// `mute-request`: asks one peer, or everyone else, to mute.
+    MuteRequest { target: MuteTarget, kind: MediaKind },
+    /// `end`: the meeting ends for everyone.
+    End,
+}
+
+/// Whom a `mute-request` is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MuteTarget {
+    Peer(PeerId),
+    /// Everyone in the room but the sender.
+    All,
+}
+
+/// The kind of media a `mute-request` is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MediaKind {
+    Audio,
+    Video,
 }
 
 /// One entry of `joined.peers` and of `peer-joined`.
@@ -135,6 +172,13 @@ pub struct PeerInfo {
     /// Omitted from the JSON when the peer gave no name.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// `"host": true` on the room's host; omitted on everyone else.
+    #[serde(skip_serializing_if = "is_false")]
+    pub host: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// The answer to a successful `join`.
@@ -146,6 +190,10 @@ pub struct Joined {
     #[serde(rename = "iceServers")]
     pub ice_servers: serde_json::Value,
     pub resume: ResumeToken,
+    /// Whether the receiver is the room's host.
+    pub host: bool,
+    /// Whether the room is locked (joins wait in the lobby).
+    pub locked: bool,
 }
 
 /// A message to a client.
@@ -180,6 +228,35 @@ pub enum ServerMessage {
     ServerShutdown {
         grace_s: u64,
     },
+    /// The room is locked: this connection waits in the lobby under `id` until the host answers.
+    Waiting {
+        id: PeerId,
+    },
+    /// To the host: `peer` waits in the lobby.
+    Knock {
+        peer: PeerId,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+    },
+    /// To the host: `peer` no longer waits (it left, or its wait timed out).
+    KnockWithdrawn {
+        peer: PeerId,
+    },
+    /// The room has a new host.
+    HostChanged {
+        peer: PeerId,
+    },
+    /// The host locked or unlocked the room.
+    RoomLocked {
+        locked: bool,
+    },
+    /// The host asks the receiver to mute its `kind` of media.
+    MuteRequest {
+        from: PeerId,
+        kind: MediaKind,
+    },
+    /// The host ended the meeting: the room is gone.
+    Ended,
 }
 
 impl ServerMessage {
@@ -220,6 +297,14 @@ pub enum ErrorCode {
     Forbidden,
     /// `join` while the server drains before shutting down.
     ShuttingDown,
+    /// A host-only message from a peer that is not the room's host.
+    NotHost,
+    /// The host turned this waiting peer away.
+    Declined,
+    /// Nobody answered this waiting peer within `[rooms] lobby_timeout`.
+    LobbyTimeout,
+    /// The host removed this peer; it may not come back while the room lasts.
+    Removed,
 }
 
 impl ErrorCode {
@@ -235,10 +320,14 @@ impl ErrorCode {
             ErrorCode::TooLarge => "too-large",
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::ShuttingDown => "shutting-down",
+            ErrorCode::NotHost => "not-host",
+            ErrorCode::Declined => "declined",
+            ErrorCode::LobbyTimeout => "lobby-timeout",
+            ErrorCode::Removed => "removed",
         }
     }
 
-    pub const ALL: [ErrorCode; 9] = [
+    pub const ALL: [ErrorCode; 13] = [
         ErrorCode::BadRequest,
         ErrorCode::RoomFull,
         ErrorCode::NotJoined,
@@ -248,6 +337,10 @@ impl ErrorCode {
         ErrorCode::TooLarge,
         ErrorCode::Forbidden,
         ErrorCode::ShuttingDown,
+        ErrorCode::NotHost,
+        ErrorCode::Declined,
+        ErrorCode::LobbyTimeout,
+        ErrorCode::Removed,
     ];
 }
 
@@ -273,6 +366,10 @@ pub enum ParseError {
     EmptyResume,
     #[error("signal: `to` must not be empty")]
     EmptyTo,
+    #[error("{kind}: `peer` must not be empty")]
+    EmptyPeer { kind: &'static str },
+    #[error("mute-request: `kind` must be \"audio\" or \"video\"")]
+    BadMediaKind,
 }
 
 /// Every field any client message may carry; the `type` decides which are required.
@@ -285,6 +382,9 @@ struct Envelope {
     resume: Option<String>,
     token: Option<String>,
     to: Option<String>,
+    peer: Option<String>,
+    #[serde(rename = "kind")]
+    media_kind: Option<String>,
     #[serde(default, deserialize_with = "raw_including_null")]
     data: Option<Box<RawValue>>,
 }
@@ -343,6 +443,39 @@ pub fn parse_client(text: &str) -> Result<ClientMessage, ParseError> {
         }
         "leave" => Ok(ClientMessage::Leave),
         "ping" => Ok(ClientMessage::Ping),
+        "lock" => Ok(ClientMessage::Host(HostAction::Lock)),
+        "unlock" => Ok(ClientMessage::Host(HostAction::Unlock)),
+        "end" => Ok(ClientMessage::Host(HostAction::End)),
+        "admit" => Ok(ClientMessage::Host(HostAction::Admit(peer_field(
+            "admit", env.peer,
+        )?))),
+        "decline" => Ok(ClientMessage::Host(HostAction::Decline(peer_field(
+            "decline", env.peer,
+        )?))),
+        "remove" => Ok(ClientMessage::Host(HostAction::Remove(peer_field(
+            "remove", env.peer,
+        )?))),
+        "mute-request" => {
+            let target = match peer_field("mute-request", env.peer)? {
+                all if all.as_str() == "all" => MuteTarget::All,
+                id => MuteTarget::Peer(id),
+            };
+            let kind = match env.media_kind.as_deref() {
+                Some("audio") => MediaKind::Audio,
+                Some("video") => MediaKind::Video,
+                Some(_) => return Err(ParseError::BadMediaKind),
+                None => {
+                    return Err(ParseError::MissingField {
+                        kind: "mute-request",
+                        field: "kind",
+                    })
+                }
+            };
+            Ok(ClientMessage::Host(HostAction::MuteRequest {
+                target,
+                kind,
+            }))
+        }
         _ => Err(ParseError::UnknownType(kind)),
     }
 }
@@ -353,6 +486,18 @@ pub fn is_valid_room(room: &str) -> bool {
         && room
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// The `peer` field of a host action: present and not empty.
+fn peer_field(kind: &'static str, peer: Option<String>) -> Result<PeerId, ParseError> {
+    match peer {
+        None => Err(ParseError::MissingField {
+            kind,
+            field: "peer",
+        }),
+        Some(p) if p.is_empty() => Err(ParseError::EmptyPeer { kind }),
+        Some(p) => Ok(PeerId::new(&p)),
+    }
 }
 
 #[cfg(test)]
@@ -486,21 +631,25 @@ mod tests {
                 PeerInfo {
                     id: PeerId::new("a"),
                     name: Some("Ann".into()),
+                    host: true,
                 },
                 PeerInfo {
                     id: PeerId::new("b"),
                     name: None,
+                    host: false,
                 },
             ],
             ice_servers: json!([]),
             resume: ResumeToken::new("tok"),
+            host: false,
+            locked: true,
         }));
         let v: serde_json::Value = serde_json::from_str(&joined.to_json()).unwrap();
         assert_eq!(
             v,
             json!({"type":"joined","room":"r","id":"me",
-                   "peers":[{"id":"a","name":"Ann"},{"id":"b"}],
-                   "iceServers":[],"resume":"tok"})
+                   "peers":[{"id":"a","name":"Ann","host":true},{"id":"b"}],
+                   "iceServers":[],"resume":"tok","host":false,"locked":true})
         );
         assert_eq!(ServerMessage::Pong.to_json(), r#"{"type":"pong"}"#);
         assert_eq!(
@@ -540,8 +689,121 @@ mod tests {
                 "rate-limited",
                 "too-large",
                 "forbidden",
-                "shutting-down"
+                "shutting-down",
+                "not-host",
+                "declined",
+                "lobby-timeout",
+                "removed"
             ]
         );
+    }
+
+    #[test]
+    fn host_actions_parse_with_their_peer() {
+        let host = |text: &str| match parse_client(text) {
+            Ok(ClientMessage::Host(action)) => action,
+            other => panic!("{text}: {other:?}"),
+        };
+        assert_eq!(host(r#"{"type":"lock"}"#), HostAction::Lock);
+        assert_eq!(host(r#"{"type":"unlock"}"#), HostAction::Unlock);
+        assert_eq!(host(r#"{"type":"end"}"#), HostAction::End);
+        assert_eq!(
+            host(r#"{"type":"admit","peer":"p1"}"#),
+            HostAction::Admit(PeerId::new("p1"))
+        );
+        assert_eq!(
+            host(r#"{"type":"decline","peer":"p1"}"#),
+            HostAction::Decline(PeerId::new("p1"))
+        );
+        assert_eq!(
+            host(r#"{"type":"remove","peer":"p1"}"#),
+            HostAction::Remove(PeerId::new("p1"))
+        );
+        assert_eq!(
+            host(r#"{"type":"mute-request","peer":"all","kind":"audio"}"#),
+            HostAction::MuteRequest {
+                target: MuteTarget::All,
+                kind: MediaKind::Audio
+            }
+        );
+        assert_eq!(
+            host(r#"{"type":"mute-request","peer":"p1","kind":"video"}"#),
+            HostAction::MuteRequest {
+                target: MuteTarget::Peer(PeerId::new("p1")),
+                kind: MediaKind::Video
+            }
+        );
+    }
+
+    #[test]
+    fn host_actions_without_a_usable_peer_or_kind_are_bad_requests() {
+        assert_eq!(
+            parse_client(r#"{"type":"admit"}"#),
+            Err(ParseError::MissingField {
+                kind: "admit",
+                field: "peer"
+            })
+        );
+        assert_eq!(
+            parse_client(r#"{"type":"remove","peer":""}"#),
+            Err(ParseError::EmptyPeer { kind: "remove" })
+        );
+        assert_eq!(
+            parse_client(r#"{"type":"mute-request","peer":"all","kind":"screen"}"#),
+            Err(ParseError::BadMediaKind)
+        );
+        assert_eq!(
+            parse_client(r#"{"type":"mute-request","peer":"all"}"#),
+            Err(ParseError::MissingField {
+                kind: "mute-request",
+                field: "kind"
+            })
+        );
+        assert!(matches!(
+            parse_client(r#"{"type":"decline","peer":7}"#),
+            Err(ParseError::Json(_))
+        ));
+    }
+
+    #[test]
+    fn meeting_messages_serialize_as_documented() {
+        let p = || PeerId::new("p1");
+        let cases = [
+            (
+                ServerMessage::Waiting { id: p() },
+                json!({"type":"waiting","id":"p1"}),
+            ),
+            (
+                ServerMessage::Knock {
+                    peer: p(),
+                    name: Some("Bo".into()),
+                },
+                json!({"type":"knock","peer":"p1","name":"Bo"}),
+            ),
+            (
+                ServerMessage::KnockWithdrawn { peer: p() },
+                json!({"type":"knock-withdrawn","peer":"p1"}),
+            ),
+            (
+                ServerMessage::HostChanged { peer: p() },
+                json!({"type":"host-changed","peer":"p1"}),
+            ),
+            (
+                ServerMessage::RoomLocked { locked: true },
+                json!({"type":"room-locked","locked":true}),
+            ),
+            (
+                ServerMessage::MuteRequest {
+                    from: p(),
+                    kind: MediaKind::Video,
+                },
+                json!({"type":"mute-request","from":"p1","kind":"video"}),
+            ),
+            (ServerMessage::Ended, json!({"type":"ended"})),
+        ];
+        for (msg, want) in cases {
+            let got: serde_json::Value = serde_json::from_str(&msg.to_json()).unwrap();
+            assert_eq!(got, want);
+        }
     }
 }

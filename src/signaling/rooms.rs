@@ -17,14 +17,27 @@
 //!   and the new one takes over.
 //! - `leave`, an eviction by the server, or the grace running out removes the peer: the others
 //!   get `peer-left`, the token becomes useless, and an empty room disappears.
+//!
+//! Meeting rules (host, lobby, removal; the host's actions live in [`meeting`]):
+//! - A room has one host: the first peer of an empty room, or whoever joins with a host
+//!   invitation. When the host is gone for good, the longest-present peer takes over.
+//! - A fresh join of a locked room waits in the lobby (not a member: no peer list, no
+//!   credentials, no place counted against `max_peers`) until the host admits or declines it, it
+//!   leaves, or `lobby_timeout` passes. A resume skips the lobby; a host invitation too.
+//! - A peer the host removed is barred until the room ends: its connection, its resume token
+//!   and its invitation get `removed`.
+//! - A room ends with its last member (or the host's `end`); peers still waiting get `ended`.
+
+mod meeting;
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use super::protocol::{
     ErrorCode, Joined, Payload, PeerId, PeerInfo, ResumeToken, RoomId, ServerMessage,
 };
+pub use meeting::{KNOCK_BURST, KNOCK_EVERY};
 
 /// A WebSocket connection, numbered by the shell. Never reused while the process runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -41,6 +54,33 @@ pub struct RegistryConfig {
     pub away_queue_len: usize,
     /// Most payload bytes kept for one away peer; later signals are dropped.
     pub away_queue_bytes: usize,
+    /// Most peers waiting in one room's lobby; further joins get `room-full`.
+    pub max_waiting: usize,
+    /// How long a peer waits in the lobby before it gets `lobby-timeout`.
+    pub lobby_timeout: Duration,
+    /// Whether a room starts locked (`[rooms] lock_new_rooms`).
+    pub lock_new_rooms: bool,
+}
+
+/// What the access rule decided about a fresh join.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Admission {
+    /// The display name the invitation fixes; `None` keeps the join's own.
+    pub name: Option<String>,
+    /// The joiner holds a host invitation: it becomes the room's host, past the lobby.
+    pub host: bool,
+}
+
+/// A `join`, as the shell hands it to the registry.
+#[derive(Debug, Clone)]
+pub struct JoinRequest {
+    pub room: RoomId,
+    pub name: Option<String>,
+    pub resume: Option<ResumeToken>,
+    /// The invitation it carried (token mode), barred with its holder if the host removes it.
+    pub invite: Option<String>,
+    /// The access rule's answer, `Err(why)` for `forbidden`. Not consulted for a resume.
+    pub admission: Result<Admission, String>,
 }
 
 /// Id and resume token for a peer that is new, made by the caller (the core has no RNG).
@@ -96,13 +136,51 @@ struct Peer {
     room: RoomId,
     name: Option<String>,
     resume: ResumeToken,
+    /// The invitation it joined with, if any.
+    invite: Option<String>,
     presence: Presence,
 }
 
+/// A peer on its way in: what a member or a waiting peer is made of.
+#[derive(Debug)]
+struct Entrant {
+    conn: ConnId,
+    id: PeerId,
+    resume: ResumeToken,
+    name: Option<String>,
+    invite: Option<String>,
+}
+
 /// Members in join order; a room is small (`max_peers`), so a `Vec` beats a set.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Room {
     members: Vec<PeerId>,
+    /// `None` only between the room's creation and its first member.
+    host: Option<PeerId>,
+    locked: bool,
+    /// Peers in the lobby, in arrival order (at most `max_waiting`).
+    waiting: Vec<PeerId>,
+    knocks: meeting::KnockBucket,
+    barred: Barred,
+}
+
+/// What identifies peers the host removed, for as long as the room lasts.
+#[derive(Debug, Default)]
+struct Barred {
+    conns: HashSet<ConnId>,
+    resumes: HashSet<ResumeToken>,
+    invites: HashSet<String>,
+}
+
+/// A peer in a room's lobby: known by its future id, not a member yet.
+#[derive(Debug)]
+struct Waiting {
+    room: RoomId,
+    name: Option<String>,
+    conn: ConnId,
+    resume: ResumeToken,
+    invite: Option<String>,
+    deadline: Instant,
 }
 
 #[derive(Debug)]
@@ -117,6 +195,10 @@ pub struct Registry {
     replaced_conns: HashMap<ConnId, PeerId>,
     /// Away deadlines; entries for peers that came back or left are skipped when they expire.
     away_deadlines: BinaryHeap<Reverse<(Instant, PeerId)>>,
+    waiting: HashMap<PeerId, Waiting>,
+    waiting_by_conn: HashMap<ConnId, PeerId>,
+    /// Lobby deadlines; entries for peers no longer waiting are skipped when they expire.
+    lobby_deadlines: BinaryHeap<Reverse<(Instant, PeerId)>>,
     outputs: VecDeque<Output>,
     /// Peers removed for good (left, evicted, or away past the grace), for the parts of the
     /// server that hold per-peer state elsewhere (TURN allocations made with its credentials).
@@ -133,22 +215,18 @@ impl Registry {
             peers_by_resume: HashMap::new(),
             replaced_conns: HashMap::new(),
             away_deadlines: BinaryHeap::new(),
+            waiting: HashMap::new(),
+            waiting_by_conn: HashMap::new(),
+            lobby_deadlines: BinaryHeap::new(),
             outputs: VecDeque::new(),
             removed: VecDeque::new(),
         }
     }
 
-    /// `{"type":"join"}` on `conn`. `fresh` is used unless `resume` names a peer of `room`.
+    /// `{"type":"join"}` on `conn`. `fresh` is used unless `resume` names a peer of the room.
     /// The `joined` output carries an empty `iceServers`; the shell fills it in.
-    pub fn join(
-        &mut self,
-        conn: ConnId,
-        room: RoomId,
-        name: Option<String>,
-        resume: Option<ResumeToken>,
-        fresh: FreshPeer,
-    ) {
-        if self.peers_by_conn.contains_key(&conn) {
+    pub fn join(&mut self, conn: ConnId, req: JoinRequest, fresh: FreshPeer, now: Instant) {
+        if self.peers_by_conn.contains_key(&conn) || self.waiting_by_conn.contains_key(&conn) {
             self.error(
                 conn,
                 ErrorCode::AlreadyJoined,
@@ -156,13 +234,36 @@ impl Registry {
             );
             return;
         }
-        let resumable = resume
-            .and_then(|token| self.peers_by_resume.get(&token).cloned())
-            .filter(|id| self.peers.get(id).is_some_and(|p| p.room == room));
-        match resumable {
-            Some(id) => self.resume(conn, id),
-            None => self.join_fresh(conn, room, name, fresh),
+        if self.is_barred(conn, &req) {
+            let message = "the host removed you from this room";
+            self.error(conn, ErrorCode::Removed, message);
+            return;
         }
+        let resumable = req
+            .resume
+            .as_ref()
+            .and_then(|token| self.peers_by_resume.get(token).cloned())
+            .filter(|id| self.peers.get(id).is_some_and(|p| p.room == req.room));
+        if let Some(id) = resumable {
+            self.resume(conn, id);
+            return;
+        }
+        let admission = match req.admission {
+            Ok(a) => a,
+            Err(why) => {
+                self.error(conn, ErrorCode::Forbidden, why);
+                return;
+            }
+        };
+        let name = admission.name.or(req.name);
+        let entrant = Entrant {
+            conn,
+            id: fresh.id,
+            resume: fresh.resume,
+            name,
+            invite: req.invite,
+        };
+        self.join_fresh(req.room, entrant, admission.host, now);
     }
 
     /// `{"type":"signal"}` from `conn` to `to`.
@@ -187,6 +288,9 @@ impl Registry {
 
     /// `{"type":"leave"}` from `conn`: the peer is gone for good; `conn` may join again.
     pub fn leave(&mut self, conn: ConnId) {
+        if self.withdraw(conn) {
+            return;
+        }
         match self.peers_by_conn.get(&conn).cloned() {
             Some(id) => self.remove_peer(&id),
             None => self.error(conn, ErrorCode::NotJoined, "not in a room"),
@@ -202,6 +306,9 @@ impl Registry {
     /// `undelivered` are the messages still in its outbound queue; its signals are kept for the
     /// peer's return.
     pub fn disconnect(&mut self, conn: ConnId, undelivered: Vec<ServerMessage>, now: Instant) {
+        if self.withdraw(conn) {
+            return;
+        }
         if let Some(id) = self.replaced_conns.remove(&conn) {
             for msg in undelivered.into_iter().filter(is_signal) {
                 self.deliver(&id, msg);
@@ -232,6 +339,7 @@ impl Registry {
 
     /// The server cut `conn` off (it stopped reading): its peer leaves at once, no resume.
     pub fn evict(&mut self, conn: ConnId) {
+        self.withdraw(conn);
         self.replaced_conns.remove(&conn);
         if let Some(id) = self.peers_by_conn.get(&conn).cloned() {
             self.remove_peer(&id);
@@ -250,8 +358,10 @@ impl Registry {
         }
     }
 
-    /// Removes away peers whose grace ended at or before `now`.
+    /// Removes away peers whose grace ended at or before `now`, and turns away peers that
+    /// waited in a lobby for `lobby_timeout`.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.expire_lobby(now);
         while let Some(Reverse((deadline, _))) = self.away_deadlines.peek() {
             if *deadline > now {
                 break;
@@ -270,7 +380,9 @@ impl Registry {
 
     /// When [`Registry::handle_timeout`] should run next. May be early (a peer came back).
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.away_deadlines.peek().map(|Reverse((d, _))| *d)
+        let away = self.away_deadlines.peek().map(|Reverse((d, _))| *d);
+        let lobby = self.lobby_deadlines.peek().map(|Reverse((d, _))| *d);
+        away.into_iter().chain(lobby).min()
     }
 
     pub fn poll_output(&mut self) -> Option<Output> {
@@ -323,53 +435,99 @@ impl Registry {
         rooms
     }
 
-    fn join_fresh(&mut self, conn: ConnId, room: RoomId, name: Option<String>, fresh: FreshPeer) {
-        let members = self.rooms.get(&room).map_or(0, |r| r.members.len());
-        if members >= self.config.max_peers {
+    /// A join that is not a resume: a new room, the lobby of a locked one, or straight in.
+    fn join_fresh(&mut self, room: RoomId, entrant: Entrant, host_invite: bool, now: Instant) {
+        let locked = match self.rooms.get(&room) {
+            Some(r) => r.locked,
+            None => {
+                let fresh = Room {
+                    members: Vec::new(),
+                    host: None,
+                    locked: self.config.lock_new_rooms,
+                    waiting: Vec::new(),
+                    knocks: meeting::KnockBucket::new(now),
+                    barred: Barred::default(),
+                };
+                self.rooms.insert(room.clone(), fresh);
+                false
+            }
+        };
+        if locked && !host_invite {
+            self.knock(room, entrant, now);
+        } else if !self.enter(room.clone(), entrant, host_invite)
+            && self.rooms.get(&room).is_some_and(|r| r.members.is_empty())
+        {
+            // Only with a `max_peers` of 0: a room nobody could enter is not kept.
+            self.rooms.remove(&room);
+        }
+    }
+
+    /// Makes `entrant` a member of the existing `room` (host when `as_host`, or when the room
+    /// has none), with `joined` to it and `peer-joined` to the others.
+    fn enter(&mut self, room: RoomId, entrant: Entrant, as_host: bool) -> bool {
+        let Some(r) = self.rooms.get_mut(&room) else {
+            return false;
+        };
+        if r.members.len() >= self.config.max_peers {
             let message = format!(
                 "room `{}` is full ({} peers)",
                 room.as_str(),
                 self.config.max_peers
             );
-            self.error(conn, ErrorCode::RoomFull, message);
-            return;
+            self.error(entrant.conn, ErrorCode::RoomFull, message);
+            return false;
         }
-        let id = fresh.id;
+        let id = entrant.id;
+        let takes_over = as_host || r.host.is_none();
+        let had_host = r.host.is_some();
+        if takes_over {
+            r.host = Some(id.clone());
+        }
+        let locked = r.locked;
         let peers = self.peer_infos(&room, &id);
         let me = PeerInfo {
             id: id.clone(),
-            name: name.clone(),
+            name: entrant.name.clone(),
+            host: takes_over,
         };
         for other in &peers {
             self.send_to_peer(&other.id, ServerMessage::PeerJoined { peer: me.clone() });
+            if takes_over && had_host {
+                self.send_to_peer(&other.id, ServerMessage::HostChanged { peer: id.clone() });
+            }
         }
-        self.rooms
-            .entry(room.clone())
-            .or_default()
-            .members
-            .push(id.clone());
-        self.peers_by_conn.insert(conn, id.clone());
+        if let Some(r) = self.rooms.get_mut(&room) {
+            r.members.push(id.clone());
+        }
+        self.peers_by_conn.insert(entrant.conn, id.clone());
         self.peers_by_resume
-            .insert(fresh.resume.clone(), id.clone());
+            .insert(entrant.resume.clone(), id.clone());
         self.peers.insert(
             id.clone(),
             Peer {
                 room: room.clone(),
-                name,
-                resume: fresh.resume.clone(),
-                presence: Presence::Connected(conn),
+                name: entrant.name,
+                resume: entrant.resume.clone(),
+                invite: entrant.invite,
+                presence: Presence::Connected(entrant.conn),
             },
         );
         self.send(
-            conn,
+            entrant.conn,
             ServerMessage::Joined(Box::new(Joined {
                 room,
-                id,
+                id: id.clone(),
                 peers,
                 ice_servers: serde_json::Value::Array(Vec::new()),
-                resume: fresh.resume,
+                resume: entrant.resume,
+                host: takes_over,
+                locked,
             })),
         );
+        if takes_over {
+            self.replay_knocks(&id);
+        }
+        true
     }
 
     fn resume(&mut self, conn: ConnId, id: PeerId) {
@@ -393,18 +551,27 @@ impl Registry {
             Presence::Away { queue, .. } => queue,
         };
         let peers = self.peer_infos(&room, &id);
+        let (host, locked) = self
+            .rooms
+            .get(&room)
+            .map_or((false, false), |r| (r.host.as_ref() == Some(&id), r.locked));
         self.send(
             conn,
             ServerMessage::Joined(Box::new(Joined {
                 room,
-                id,
+                id: id.clone(),
                 peers,
                 ice_servers: serde_json::Value::Array(Vec::new()),
                 resume,
+                host,
+                locked,
             })),
         );
         for msg in queued {
             self.send(conn, msg);
+        }
+        if host {
+            self.replay_knocks(&id);
         }
     }
 
@@ -420,6 +587,7 @@ impl Registry {
                 self.peers.get(id).map(|p| PeerInfo {
                     id: id.clone(),
                     name: p.name.clone(),
+                    host: r.host.as_ref() == Some(id),
                 })
             })
             .collect()
@@ -472,12 +640,24 @@ impl Registry {
         };
         room.members.retain(|m| m != id);
         if room.members.is_empty() {
-            self.rooms.remove(&peer.room);
+            self.end_room(&peer.room);
             return;
         }
+        let new_host = if room.host.as_ref() == Some(id) {
+            room.host = room.members.first().cloned();
+            room.host.clone()
+        } else {
+            None
+        };
         let others = room.members.clone();
         for other in &others {
             self.send_to_peer(other, ServerMessage::PeerLeft { id: id.clone() });
+            if let Some(host) = &new_host {
+                self.send_to_peer(other, ServerMessage::HostChanged { peer: host.clone() });
+            }
+        }
+        if let Some(host) = new_host {
+            self.replay_knocks(&host);
         }
     }
 

@@ -375,6 +375,8 @@ fn to_frame(msg: ServerMessage, joined: &mut bool) -> Message {
             *joined = true;
             METRICS.joins.inc();
         }
+        // A connection waiting in a lobby has joined as far as `join_timeout` is concerned.
+        ServerMessage::Waiting { .. } => *joined = true,
         ServerMessage::Error { code, .. } => {
             let errors = &METRICS.signaling_errors;
             if let Some(c) = errors.by_name(code.as_str()) {

@@ -175,6 +175,7 @@ async fn diag(
         let (id, label) = match transport {
             TurnTransport::Udp => ("turn-udp", "TURN over UDP"),
             TurnTransport::Tcp => ("turn-tcp", "TURN over TCP"),
+            TurnTransport::TcpOnHttpsPort => ("turn-tcp-443", "TURN over TCP on the HTTPS port"),
             TurnTransport::Tls => ("turns", "TURN over TLS"),
             TurnTransport::TlsOnHttpsPort => ("turns-443", "TURN over TLS on the HTTPS port"),
         };

@@ -1,7 +1,8 @@
 // Test harness for the browser tests: runs the real signalbox binary on an ephemeral loopback
-// port and one headless Chromium process per participant, and reads WebRTC statistics from the
-// pages. Everything started here is also registered for a last-resort cleanup, so a failing or
-// timed-out test never leaves a server or a browser behind.
+// port and one headless browser process per participant — Debian's Chromium through
+// playwright-core, or Debian's firefox-esr through puppeteer-core over WebDriver BiDi — and reads
+// WebRTC statistics from the pages. Everything started here is also registered for a
+// last-resort cleanup, so a failing or timed-out test never leaves a server or a browser behind.
 
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
@@ -9,7 +10,12 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createInterface } from 'node:readline';
+import { connect, createServer } from 'node:net';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { chromium } from 'playwright-core';
+import puppeteer from 'puppeteer-core';
+
+export { sleep };
 
 export const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 export const ARTIFACTS = join(REPO, 'tests/browser/artifacts');
@@ -63,15 +69,15 @@ function optionalSettings(bin) {
 
 /**
  * Starts `signalbox` with a temporary config (HTTPS on `listen`, by default an ephemeral
- * loopback port; this repository's public/) plus `extraToml`, and waits for its
- * `signalbox: open` line.
+ * loopback port; `public_host` = `publicHost`; this repository's public/) plus `extraToml`, and
+ * waits for its `signalbox: open` line.
  */
-export async function startServer(extraToml = '', { listen = '127.0.0.1:0' } = {}) {
+export async function startServer(extraToml = '', { listen = '127.0.0.1:0', publicHost = '127.0.0.1' } = {}) {
   const bin = resolve(REPO, process.env.SIGNALBOX_BIN || 'target/debug/signalbox');
   const dir = mkdtempSync(join(tmpdir(), 'signalbox-browser-'));
   const config = [
     '[server]',
-    'public_host = "127.0.0.1"',
+    `public_host = ${JSON.stringify(publicHost)}`,
     'drain_grace = "1s"',
     '',
     '[http]',
@@ -170,16 +176,18 @@ function chromiumArgs({ blockCamera }) {
  * can read statistics and cut connections, and with `forceRelay` makes every connection relay-only (also through
  * `setConfiguration`, which the app calls when fresh TURN credentials arrive).
  */
-function peerConnectionRecorder({ forceRelay, onlyIceUrl }) {
+function peerConnectionRecorder({ forceRelay, onlyIceUrl, rewriteIceUrl }) {
   const Native = window.RTCPeerConnection;
   const peers = [];
   // With `onlyIceUrl` (a regular expression source), every ICE server URL that does not match
-  // it is removed, so the browser can use that one transport only.
+  // it is removed, so the browser can use that one transport only. `rewriteIceUrl`
+  // ([pattern, replacement]) then edits the URLs left, to send the browser through a test proxy.
   const only = onlyIceUrl ? new RegExp(onlyIceUrl) : null;
+  const rewrite = rewriteIceUrl ? (u) => u.replace(new RegExp(rewriteIceUrl[0]), rewriteIceUrl[1]) : (u) => u;
   const keepOnly = (config) => {
     if (!only || !config || !config.iceServers) return config;
     const iceServers = config.iceServers
-      .map((s) => ({ ...s, urls: [].concat(s.urls).filter((u) => only.test(u)) }))
+      .map((s) => ({ ...s, urls: [].concat(s.urls).filter((u) => only.test(u)).map(rewrite) }))
       .filter((s) => s.urls.length > 0);
     return { ...config, iceServers };
   };
@@ -247,7 +255,7 @@ export async function launchParticipant(label, { forceRelay = false, onlyIceUrl 
   };
   running.add(participant);
   if (blockCamera) await browser.grantPermissions(['microphone']);
-  await browser.addInitScript(peerConnectionRecorder, { forceRelay, onlyIceUrl });
+  await browser.addInitScript(peerConnectionRecorder, { forceRelay, onlyIceUrl, rewriteIceUrl: null });
   const page = participant.page;
   page.on('console', (msg) => {
     if (msg.type() === 'error') participant.errors.push(`console: ${msg.text()}`);
@@ -256,6 +264,157 @@ export async function launchParticipant(label, { forceRelay = false, onlyIceUrl 
   page.on('websocket', (ws) => participant.wsList.push(ws));
   page.setDefaultTimeout(20000);
   return participant;
+}
+
+const FIREFOX = process.env.SIGNALBOX_FIREFOX || '/usr/bin/firefox-esr';
+
+/**
+ * Preferences for headless Firefox on these machines: a fake camera and microphone without a
+ * prompt, loopback ICE candidates (off by default), plain host candidates instead of mDNS
+ * names (Chromium here cannot resolve those), and nothing that talks to the outside world.
+ */
+const FIREFOX_PREFS = {
+  'media.navigator.streams.fake': true,
+  'media.navigator.permission.disabled': true,
+  'media.peerconnection.ice.loopback': true,
+  'media.peerconnection.ice.obfuscate_host_addresses': false,
+  'media.autoplay.default': 0,
+  'network.captive-portal-service.enabled': false,
+  'network.connectivity-service.enabled': false,
+  'network.dns.disablePrefetch': true,
+  'network.prefetch-next': false,
+  'browser.safebrowsing.malware.enabled': false,
+  'browser.safebrowsing.phishing.enabled': false,
+  'browser.safebrowsing.downloads.enabled': false,
+  'datareporting.policy.dataSubmissionEnabled': false,
+  'toolkit.telemetry.enabled': false,
+  'app.update.enabled': false,
+  'extensions.update.enabled': false,
+  'browser.region.network.url': '',
+  'browser.search.geoip.url': '',
+};
+
+/**
+ * Launches Debian's firefox-esr for one participant (puppeteer-core over WebDriver BiDi, its
+ * own profile). The page is a puppeteer Page: CSS selectors and `evaluate`, not Playwright's
+ * locators; `mediaStats` and `expectVideoFlowing` work on both.
+ */
+export async function launchFirefox(label, { forceRelay = false, onlyIceUrl = null, rewriteIceUrl = null } = {}) {
+  const browser = await puppeteer.launch({
+    browser: 'firefox',
+    executablePath: FIREFOX,
+    headless: true,
+    acceptInsecureCerts: true,
+    extraPrefsFirefox: FIREFOX_PREFS,
+    defaultViewport: { width: 1280, height: 720 },
+    timeout: 60000,
+  });
+  const page = await browser.newPage();
+  const participant = {
+    label,
+    browser,
+    page,
+    errors: [],
+    async stop() {
+      running.delete(participant);
+      await browser.close();
+    },
+  };
+  running.add(participant);
+  await page.evaluateOnNewDocument(peerConnectionRecorder, { forceRelay, onlyIceUrl, rewriteIceUrl });
+  page.on('console', (msg) => {
+    if (msg.type() === 'error') participant.errors.push(`console: ${msg.text()}`);
+  });
+  page.on('pageerror', (err) => participant.errors.push(`page error: ${err.message}`));
+  page.setDefaultTimeout(30000);
+  return participant;
+}
+
+/** `joinRoom` for a puppeteer page: the same form, found by its element ids. */
+export async function joinRoomFirefox(participant, url, name) {
+  const { page } = participant;
+  await page.goto(url);
+  await page.waitForSelector('#display-name', { visible: true });
+  await page.type('#display-name', name);
+  await page.click('#join-btn');
+  await page.waitForSelector('#call', { visible: true });
+}
+
+/**
+ * A TCP proxy on an ephemeral loopback port to `target` ("HOST:PORT") that reads the TLS
+ * ClientHello opening each connection and records its SNI: `hellos` gets one entry per
+ * ClientHello, the server name or `null` when the extension is absent; `connections` counts
+ * the connections. Bytes pass unchanged.
+ */
+export async function startSniProxy(target) {
+  const [host, port] = [target.slice(0, target.lastIndexOf(':')), Number(target.slice(target.lastIndexOf(':') + 1))];
+  const hellos = [];
+  const sockets = new Set();
+  const proxy = { connections: 0 };
+  const server = createServer((client) => {
+    proxy.connections += 1;
+    sockets.add(client);
+    const upstream = connect(port, host);
+    sockets.add(upstream);
+    let first = true;
+    client.on('data', (chunk) => {
+      if (first) {
+        first = false;
+        const sni = clientHelloSni(chunk);
+        if (sni !== undefined) hellos.push(sni);
+      }
+      upstream.write(chunk);
+    });
+    upstream.on('data', (chunk) => client.write(chunk));
+    const end = () => {
+      client.destroy();
+      upstream.destroy();
+    };
+    client.on('close', end).on('error', end);
+    upstream.on('close', end).on('error', end);
+  });
+  await new Promise((ok) => server.listen(0, '127.0.0.1', ok));
+  Object.assign(proxy, {
+    port: server.address().port,
+    hellos,
+    async stop() {
+      running.delete(proxy);
+      for (const s of sockets) s.destroy();
+      await new Promise((ok) => server.close(ok));
+    },
+  });
+  running.add(proxy);
+  return proxy;
+}
+
+/**
+ * The server name in a TLS ClientHello that starts `buf` (RFC 8446 §4.1.2, RFC 6066 §3):
+ * a string, `null` when there is no server_name extension, `undefined` when `buf` does not start
+ * with a ClientHello (plain TURN over TCP, say).
+ */
+export function clientHelloSni(buf) {
+  if (buf.length < 9 || buf[0] !== 22 || buf[5] !== 1) return undefined;
+  let at = 9 + 2 + 32; // record header, handshake header, version, random
+  const need = (n) => at + n <= buf.length;
+  if (!need(1)) return undefined;
+  at += 1 + buf[at]; // session id
+  if (!need(2)) return undefined;
+  at += 2 + buf.readUInt16BE(at); // cipher suites
+  if (!need(1)) return undefined;
+  at += 1 + buf[at]; // compression methods
+  if (!need(2)) return null;
+  const end = Math.min(buf.length, at + 2 + buf.readUInt16BE(at));
+  at += 2;
+  while (at + 4 <= end) {
+    const type = buf.readUInt16BE(at);
+    const len = buf.readUInt16BE(at + 2);
+    if (type === 0 && at + 9 <= end) {
+      const nameLen = buf.readUInt16BE(at + 7);
+      return buf.subarray(at + 9, at + 9 + nameLen).toString('latin1');
+    }
+    at += 4 + len;
+  }
+  return null;
 }
 
 /** Opens the room page, types a name and clicks the button labelled exactly "Join". */
@@ -276,7 +435,10 @@ export async function mediaStats(page) {
       out.peers += 1;
       const report = await pc.getStats();
       let pairId = null;
+      let selectedPair = null;
       report.forEach((s) => {
+        // Firefox has no transport stats; it marks the pair in use with `selected`.
+        if (s.type === 'candidate-pair' && s.selected === true) selectedPair = s;
         if (s.type === 'inbound-rtp' && s.kind === 'video') {
           out.framesDecoded += s.framesDecoded || 0;
           out.bytesReceived += s.bytesReceived || 0;
@@ -284,7 +446,7 @@ export async function mediaStats(page) {
         if (s.type === 'inbound-rtp' && s.kind === 'audio') out.audioBytesReceived += s.bytesReceived || 0;
         if (s.type === 'transport' && s.selectedCandidatePairId) pairId = s.selectedCandidatePairId;
       });
-      const pair = pairId ? report.get(pairId) : null;
+      const pair = pairId ? report.get(pairId) : selectedPair;
       const local = pair ? report.get(pair.localCandidateId) : null;
       const remote = pair ? report.get(pair.remoteCandidateId) : null;
       out.pairs.push({
@@ -307,11 +469,11 @@ export async function expectVideoFlowing(page, { timeoutMs = 25000 } = {}) {
   let first = await mediaStats(page);
   while (first.framesDecoded === 0) {
     if (Date.now() > deadline) throw new Error(`no video frames decoded within ${timeoutMs} ms: ${JSON.stringify(first)}`);
-    await page.waitForTimeout(250);
+    await sleep(250);
     first = await mediaStats(page);
   }
   for (;;) {
-    await page.waitForTimeout(1000);
+    await sleep(1000);
     const second = await mediaStats(page);
     if (second.framesDecoded > first.framesDecoded && second.bytesReceived > first.bytesReceived) return second;
     if (Date.now() > deadline) {

@@ -2,18 +2,26 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { randomRoomName, isValidRoom, parseRoomInput, roomFromPath, tokenFromHash } from '../../public/js/names.js';
+import { randomRoomName, isValidRoom, parseRoomInput, roomFromPath, tokenFromHash, ROOM_NAME_BITS } from '../../public/js/names.js';
 import { summarize, describePath, formatBitrate } from '../../public/js/stats.js';
 
 test('random room names are readable and valid under the protocol rule', () => {
   const names = new Set();
   for (let i = 0; i < 200; i++) {
     const name = randomRoomName();
-    assert.match(name, /^[a-z]+-[a-z]+-[a-z]+-\d{3}$/);
+    assert.match(name, /^[a-z]+-[a-z]+-[a-z]+-[0-9a-hjkmnp-tv-z]{5}-[0-9a-hjkmnp-tv-z]{5}$/);
     assert.ok(isValidRoom(name));
     names.add(name);
   }
-  assert.ok(names.size > 190, `names repeat too often: ${names.size} of 200 distinct`);
+  assert.equal(names.size, 200, 'no repeats among 200 names');
+});
+
+test('a generated room name carries at least 64 bits of randomness', () => {
+  assert.ok(ROOM_NAME_BITS >= 64, `${ROOM_NAME_BITS} bits`);
+  // Every tail symbol shows up: the tail really draws from all 32.
+  const seen = new Set();
+  for (let i = 0; i < 400; i++) for (const ch of randomRoomName().split('-').slice(3).join('')) seen.add(ch);
+  assert.equal(seen.size, 32);
 });
 
 test('room names follow the server rule', () => {

@@ -53,6 +53,7 @@ pub(crate) fn target(data: &[u8], features: &mut Features) -> Result<(), String>
         room: room.clone(),
         expiry: now + 1,
         name: (!token.is_empty()).then(|| token.chars().take(64).collect()),
+        host: token.len() % 2 == 1,
     };
     let signed = sign(&key, &invite);
     if signed.len() <= MAX_TOKEN_LEN {
@@ -86,6 +87,7 @@ pub(crate) fn seeds() -> Vec<(&'static str, Vec<u8>)> {
                 room: room.into(),
                 expiry,
                 name: name.map(Into::into),
+                host: false,
             },
         )
     };

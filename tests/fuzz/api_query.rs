@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use signalbox::credentials::{UserPart, MAX_USER_LEN};
 use signalbox::web::api::serde_urlencoded_map;
 use signalbox_fuzz_harness::{Features, Reader};
+use signalbox_turn_proto::auth::PEER_MARKER;
 
 /// The query's own characters and the endpoint's keys, for the mutations.
 pub(crate) const DICTIONARY: &[&[u8]] = &[
@@ -63,13 +64,16 @@ pub(crate) fn target(data: &[u8], features: &mut Features) -> Result<(), String>
     }
 }
 
-/// The user-part rules the handlers apply to `username`.
+/// The user-part rules the handlers apply to `username`: no control characters or white space,
+/// and never the marker of the user parts only signaling mints for room peers.
 fn check_user(user: &str, features: &mut Features) -> Result<(), String> {
     let ok = UserPart::custom(user).is_some();
     features.add(if ok { 20 } else { 21 });
     let meets = !user.is_empty()
         && user.len() <= MAX_USER_LEN
-        && !user.chars().any(|c| c.is_control() || c.is_whitespace());
+        && !user
+            .chars()
+            .any(|c| c.is_control() || c.is_whitespace() || c == PEER_MARKER);
     if ok != meets {
         return Err(format!(
             "username: {user:?} accepted {ok}, meets the rules {meets}"

@@ -3,7 +3,8 @@
 //! relayed byte for byte as valid JSON.
 
 use signalbox::signaling::protocol::{
-    parse_client, ClientMessage, ParseError, PeerId, ServerMessage, MAX_NAME_CHARS,
+    parse_client, ClientMessage, HostAction, MuteTarget, ParseError, PeerId, ServerMessage,
+    MAX_NAME_CHARS,
 };
 use signalbox_fuzz_harness::Features;
 
@@ -20,6 +21,15 @@ pub(crate) const DICTIONARY: &[&[u8]] = &[
     b"\"token\"",
     b"\"to\"",
     b"\"data\"",
+    b"\"lock\"",
+    b"\"admit\"",
+    b"\"remove\"",
+    b"\"mute-request\"",
+    b"\"end\"",
+    b"\"peer\"",
+    b"\"kind\"",
+    b"\"audio\"",
+    b"\"all\"",
     b"null",
     b"true",
     b"{",
@@ -45,7 +55,8 @@ pub(crate) fn target(data: &[u8], features: &mut Features) -> Result<(), String>
         Ok(ClientMessage::Signal { .. }) => 2,
         Ok(ClientMessage::Leave) => 3,
         Ok(ClientMessage::Ping) => 4,
-        Err(e) => 10 + small_hash(&std::mem::discriminant(e)),
+        Ok(ClientMessage::Host(a)) => 5 + small_hash(&std::mem::discriminant(a)),
+        Err(e) => 2000 + small_hash(&std::mem::discriminant(e)),
     });
     // Syntax only: numbers of any size are JSON, though not every parser stores them.
     let valid_json = serde_json::from_str::<serde::de::IgnoredAny>(&text).is_ok();
@@ -100,6 +111,20 @@ pub(crate) fn target(data: &[u8], features: &mut Features) -> Result<(), String>
             Ok(())
         }
         Ok(ClientMessage::Leave | ClientMessage::Ping) => Ok(()),
+        Ok(ClientMessage::Host(action)) => {
+            let peer = match &action {
+                HostAction::Admit(p) | HostAction::Decline(p) | HostAction::Remove(p) => Some(p),
+                HostAction::MuteRequest {
+                    target: MuteTarget::Peer(p),
+                    ..
+                } => Some(p),
+                _ => None,
+            };
+            if peer.is_some_and(|p| p.as_str().is_empty()) {
+                return Err(format!("{action:?}: an empty `peer` accepted"));
+            }
+            Ok(())
+        }
     }
 }
 
@@ -135,6 +160,12 @@ pub(crate) fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         ("signal-null", r#"{"type":"signal","to":"p","data":null}"#),
         ("leave", r#"{"type":"leave"}"#),
         ("ping", r#"{"type":"ping"}"#),
+        ("lock", r#"{"type":"lock"}"#),
+        ("admit", r#"{"type":"admit","peer":"p"}"#),
+        (
+            "mute-all",
+            r#"{"type":"mute-request","peer":"all","kind":"audio"}"#,
+        ),
         ("unknown-type", r#"{"type":"dance","room":"r"}"#),
         ("bad-room", r#"{"type":"join","room":"a b/c"}"#),
         (

@@ -1,77 +1,88 @@
 use super::*;
 
-const GRACE: Duration = Duration::from_secs(20);
+pub(super) const GRACE: Duration = Duration::from_secs(20);
+pub(super) const LOBBY: Duration = Duration::from_secs(120);
 
-fn config() -> RegistryConfig {
+pub(super) fn config() -> RegistryConfig {
     RegistryConfig {
         max_peers: 4,
         reconnect_grace: GRACE,
         away_queue_len: 3,
         away_queue_bytes: 1000,
+        max_waiting: 3,
+        lobby_timeout: LOBBY,
+        lock_new_rooms: false,
     }
 }
 
-fn room(name: &str) -> RoomId {
+pub(super) fn room(name: &str) -> RoomId {
     RoomId::parse(name).expect("valid room")
 }
 
-fn pid(n: u64) -> PeerId {
+pub(super) fn pid(n: u64) -> PeerId {
     PeerId::new(&format!("peer{n}"))
 }
 
-fn data(text: &str) -> Payload {
+pub(super) fn data(text: &str) -> Payload {
     Payload::from_json(text).expect("valid JSON")
 }
 
 /// Test bench: connection `n` always gets peer id `peer{n}` and token `token{n}`.
-struct Bench {
-    reg: Registry,
+pub(super) struct Bench {
+    pub(super) reg: Registry,
     t0: Instant,
 }
 
 impl Bench {
-    fn new() -> Bench {
+    pub(super) fn new() -> Bench {
         Bench::with(config())
     }
 
-    fn with(config: RegistryConfig) -> Bench {
+    pub(super) fn with(config: RegistryConfig) -> Bench {
         Bench {
             reg: Registry::new(config),
             t0: Instant::now(),
         }
     }
 
-    fn at(&self, secs: u64) -> Instant {
+    pub(super) fn at(&self, secs: u64) -> Instant {
         self.t0 + Duration::from_secs(secs)
     }
 
-    fn join(&mut self, conn: u64, r: &str) -> Vec<Output> {
+    pub(super) fn join(&mut self, conn: u64, r: &str) -> Vec<Output> {
         self.join_as(conn, r, None, None)
     }
 
-    fn join_as(
+    pub(super) fn join_as(
         &mut self,
         conn: u64,
         r: &str,
         name: Option<&str>,
         resume: Option<&str>,
     ) -> Vec<Output> {
+        let req = JoinRequest {
+            room: room(r),
+            name: name.map(str::to_owned),
+            resume: resume.map(ResumeToken::new),
+            invite: None,
+            admission: Ok(Admission::default()),
+        };
+        self.join_req(conn, req, 0)
+    }
+
+    /// `join` on connection `conn` at `secs` into the bench's time.
+    pub(super) fn join_req(&mut self, conn: u64, req: JoinRequest, secs: u64) -> Vec<Output> {
         let fresh = FreshPeer {
             id: pid(conn),
             resume: ResumeToken::new(&format!("token{conn}")),
         };
-        self.reg.join(
-            ConnId(conn),
-            room(r),
-            name.map(str::to_owned),
-            resume.map(ResumeToken::new),
-            fresh,
-        );
+        let now = self.at(secs);
+        self.reg.join(ConnId(conn), req, fresh, now);
         self.drain()
     }
 
     /// Joins and asserts the join went through, discarding the outputs.
-    fn joined(&mut self, conn: u64, r: &str) {
+    pub(super) fn joined(&mut self, conn: u64, r: &str) {
         let out = self.join(conn, r);
         assert!(
             out.iter().any(|o| matches!(o, Output::Send { conn: c, msg: ServerMessage::Joined(_) } if *c == ConnId(conn))),
@@ -79,48 +90,54 @@ impl Bench {
         );
     }
 
-    fn signal(&mut self, from: u64, to: &PeerId, text: &str) -> Vec<Output> {
+    pub(super) fn signal(&mut self, from: u64, to: &PeerId, text: &str) -> Vec<Output> {
         self.reg.signal(ConnId(from), to, data(text));
         self.drain()
     }
 
-    fn drain(&mut self) -> Vec<Output> {
+    pub(super) fn drain(&mut self) -> Vec<Output> {
         std::iter::from_fn(|| self.reg.poll_output()).collect()
     }
 }
 
-fn send(conn: u64, msg: ServerMessage) -> Output {
+pub(super) fn send(conn: u64, msg: ServerMessage) -> Output {
     Output::Send {
         conn: ConnId(conn),
         msg,
     }
 }
 
-fn signal_msg(from: u64, text: &str) -> ServerMessage {
+pub(super) fn signal_msg(from: u64, text: &str) -> ServerMessage {
     ServerMessage::Signal {
         from: pid(from),
         data: data(text),
     }
 }
 
-fn info(n: u64) -> PeerInfo {
+/// Peer `n` as others see it; in these tests peer 1 opens every room, so it is the host.
+pub(super) fn info(n: u64) -> PeerInfo {
     PeerInfo {
         id: pid(n),
         name: None,
+        host: n == 1,
     }
 }
 
-fn joined(r: &str, n: u64, peers: Vec<PeerInfo>) -> ServerMessage {
+pub(super) fn joined(r: &str, n: u64, peers: Vec<PeerInfo>) -> ServerMessage {
+    // Peer 1 opens the rooms of these tests; whoever is alone in a room is its host.
+    let host = n == 1 || peers.is_empty();
     ServerMessage::Joined(Box::new(Joined {
         room: room(r),
         id: pid(n),
         peers,
         ice_servers: serde_json::json!([]),
         resume: ResumeToken::new(&format!("token{n}")),
+        host,
+        locked: false,
     }))
 }
 
-fn error_code(out: &[Output]) -> Option<ErrorCode> {
+pub(super) fn error_code(out: &[Output]) -> Option<ErrorCode> {
     match out {
         [Output::Send {
             msg: ServerMessage::Error { code, .. },
@@ -146,6 +163,7 @@ fn a_newcomer_gets_the_members_in_join_order_and_they_get_peer_joined() {
     let me = PeerInfo {
         id: pid(3),
         name: Some("Cy".into()),
+        host: false,
     };
     assert_eq!(
         out,
@@ -227,7 +245,10 @@ fn leave_tells_the_others_and_the_last_leave_removes_the_room() {
     b.reg.leave(ConnId(1));
     assert_eq!(
         b.drain(),
-        vec![send(2, ServerMessage::PeerLeft { id: pid(1) })]
+        vec![
+            send(2, ServerMessage::PeerLeft { id: pid(1) }),
+            send(2, ServerMessage::HostChanged { peer: pid(2) }),
+        ]
     );
     b.reg.leave(ConnId(2));
     assert_eq!(b.drain(), vec![]);
