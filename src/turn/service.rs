@@ -66,8 +66,9 @@ impl TurnServer {
             v4 = ?plan.v4, v6 = ?plan.v6, ports = %plan.ports, workers,
             "TURN relay addresses (local, advertised)"
         );
-        let per_worker = relay::bind_listeners(&turn.listen, workers)?;
-        let listeners: Vec<SocketAddr> = per_worker[0].iter().map(|(a, _)| *a).collect();
+        let bound = relay::bind_listeners(&turn.listen, workers)?;
+        let listeners = bound.configured;
+        let per_worker = bound.per_worker;
         let quotas = Arc::new(Quotas::new(turn.user_quota, turn.total_quota));
         quotas.set_address_limit(turn.max_allocations_per_ip);
         let limits = Limits {
@@ -86,7 +87,7 @@ impl TurnServer {
             allowed: turn.allowed_peer_ranges.clone(),
             denied: turn.denied_peer_ranges.clone(),
             allow_loopback: turn.allow_loopback_peers,
-            listeners: listeners.clone(),
+            listeners: bound.bound,
             own_addresses: own_addresses(turn),
         };
         info!(
