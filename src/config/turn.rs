@@ -1,7 +1,7 @@
 //! The `[turn]` section of the configuration: typed, with defaults that make a fresh start work,
 //! and validation messages that name the key.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
@@ -14,7 +14,8 @@ pub use signalbox_turn_proto::ports::PortRange;
 #[serde(deny_unknown_fields, default)]
 pub struct TurnConfig {
     pub enabled: bool,
-    /// UDP listener addresses.
+    /// UDP listener addresses (a string or a list); `[::]:PORT` serves both families.
+    #[serde(deserialize_with = "addr_list")]
     pub listen: Vec<SocketAddr>,
     /// Realm of the long-term credentials; empty = `[server] public_host`.
     pub realm: String,
@@ -31,6 +32,12 @@ pub struct TurnConfig {
     pub relay_ip: Option<IpAddr>,
     #[serde(deserialize_with = "optional_ip")]
     pub external_ip: Option<IpAddr>,
+    /// The IPv6 relay address when `relay_ip` is IPv4 (or empty); empty = found on the host.
+    #[serde(deserialize_with = "optional_ip")]
+    pub relay_ip_v6: Option<IpAddr>,
+    /// The public IPv6 address of `relay_ip_v6` behind a 1:1 NAT (rare); empty = the local one.
+    #[serde(deserialize_with = "optional_ip")]
+    pub external_ip_v6: Option<IpAddr>,
     #[serde(deserialize_with = "port_range")]
     pub relay_ports: PortRange,
     pub user_quota: u32,
@@ -55,9 +62,11 @@ pub struct TurnConfig {
     pub unauth_burst: u32,
     #[serde(deserialize_with = "duration")]
     pub nonce_lifetime: Duration,
-    /// TURN over TCP listener addresses; empty = off.
+    /// TURN over TCP listener addresses (a string or a list); empty = off.
+    #[serde(deserialize_with = "addr_list")]
     pub listen_tcp: Vec<SocketAddr>,
-    /// TURN over TLS (`turns:`) listener addresses; empty = off.
+    /// TURN over TLS (`turns:`) listener addresses (a string or a list); empty = off.
+    #[serde(deserialize_with = "addr_list")]
     pub listen_tls: Vec<SocketAddr>,
     /// Serve TURN over TCP and TLS on the HTTPS listener too (one port for everything).
     pub one_port: bool,
@@ -77,7 +86,7 @@ impl Default for TurnConfig {
     fn default() -> Self {
         Self {
             enabled: true,
-            listen: vec![SocketAddr::from(([0, 0, 0, 0], 3478))],
+            listen: vec![SocketAddr::from((Ipv6Addr::UNSPECIFIED, 3478))],
             realm: String::new(),
             secrets: Vec::new(),
             username_separator: ":".into(),
@@ -86,6 +95,8 @@ impl Default for TurnConfig {
             max_allocation_lifetime: Duration::from_secs(3600),
             relay_ip: None,
             external_ip: None,
+            relay_ip_v6: None,
+            external_ip_v6: None,
             relay_ports: PortRange {
                 first: 49152,
                 last: 65535,
@@ -102,8 +113,8 @@ impl Default for TurnConfig {
             unauth_rate: 50,
             unauth_burst: 200,
             nonce_lifetime: Duration::from_secs(600),
-            listen_tcp: vec![SocketAddr::from(([0, 0, 0, 0], 3478))],
-            listen_tls: vec![SocketAddr::from(([0, 0, 0, 0], 5349))],
+            listen_tcp: vec![SocketAddr::from((Ipv6Addr::UNSPECIFIED, 3478))],
+            listen_tls: vec![SocketAddr::from((Ipv6Addr::UNSPECIFIED, 5349))],
             one_port: true,
             stream_handshake_timeout: Duration::from_secs(10),
             stream_idle_timeout: Duration::from_secs(600),
@@ -163,6 +174,21 @@ impl TurnConfig {
             if ip.is_unspecified() || ip.is_multicast() {
                 return Err(("turn.relay_ip", format!("`{ip}` cannot be a relay address")));
             }
+        }
+        for (key, ip) in [
+            ("turn.relay_ip_v6", self.relay_ip_v6),
+            ("turn.external_ip_v6", self.external_ip_v6),
+        ] {
+            let Some(ip) = ip else { continue };
+            if !ip.is_ipv6() || ip.is_unspecified() || ip.is_multicast() {
+                return Err((key, format!("`{ip}` is not a usable IPv6 address")));
+            }
+        }
+        if self.relay_ip.is_some_and(|ip| ip.is_ipv6()) && self.relay_ip_v6.is_some() {
+            return Err((
+                "turn.relay_ip_v6",
+                "relay_ip is already the IPv6 relay address; leave one of them empty".into(),
+            ));
         }
         if self.user_quota == 0 {
             return Err(("turn.user_quota", "must be at least 1".into()));
@@ -234,6 +260,30 @@ fn optional_ip<'de, D: Deserializer<'de>>(de: D) -> Result<Option<IpAddr>, D::Er
         .map_err(|_| serde::de::Error::custom(format!("`{s}` is not an IP address")))
 }
 
+/// A socket address or a list of them (`listen = "[::]:3478"` or `["[::]:3478", …]`).
+fn addr_list<'de, D: Deserializer<'de>>(de: D) -> Result<Vec<SocketAddr>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    let list = match OneOrMany::deserialize(de)? {
+        OneOrMany::One(s) if s.trim().is_empty() => Vec::new(),
+        OneOrMany::One(s) => vec![s],
+        OneOrMany::Many(v) => v,
+    };
+    list.iter()
+        .map(|s| {
+            s.trim().parse().map_err(|_| {
+                serde::de::Error::custom(format!(
+                    "`{s}` is not a socket address (IP:PORT, IPv6 in brackets: \"[::]:3478\")"
+                ))
+            })
+        })
+        .collect()
+}
+
 fn cidrs<'de, D: Deserializer<'de>>(de: D) -> Result<Vec<Cidr>, D::Error> {
     Vec::<String>::deserialize(de)?
         .iter()
@@ -246,20 +296,41 @@ mod tests {
     use crate::config::Config;
 
     #[test]
+    fn a_listen_address_may_be_a_single_string() {
+        let c = Config::parse(
+            "[turn]\nlisten = \"0.0.0.0:3478\"\nlisten_tcp = \"\"\nlisten_tls = \"[::1]:5349\"",
+            "c.toml",
+        )
+        .expect("parses");
+        assert_eq!(c.turn.listen, vec!["0.0.0.0:3478".parse().expect("addr")]);
+        assert!(c.turn.listen_tcp.is_empty());
+        assert_eq!(c.turn.listen_tls, vec!["[::1]:5349".parse().expect("addr")]);
+        let err = Config::parse("[turn]\nlisten = \"localhost:3478\"", "c.toml")
+            .expect_err("a name is refused");
+        assert!(err.to_string().contains("not a socket address"), "{err}");
+    }
+
+    #[test]
+    fn relay_ip_v6_must_be_an_ipv6_address() {
+        let c = Config::parse("[turn]\nrelay_ip_v6 = \"192.0.2.1\"", "c.toml").expect("parses");
+        assert_eq!(c.turn.validate().map_err(|e| e.0), Err("turn.relay_ip_v6"));
+        let c = Config::parse(
+            "[turn]\nrelay_ip = \"2001:db8::1\"\nrelay_ip_v6 = \"2001:db8::2\"",
+            "c.toml",
+        )
+        .expect("parses");
+        assert_eq!(c.turn.validate().map_err(|e| e.0), Err("turn.relay_ip_v6"));
+    }
+
+    #[test]
     fn defaults_match_the_documented_values() {
         let c = Config::parse("", "c.toml").expect("parses");
         assert!(c.turn.enabled);
-        assert_eq!(c.turn.listen, vec!["0.0.0.0:3478".parse().expect("addr")]);
+        assert_eq!(c.turn.listen, vec!["[::]:3478".parse().expect("addr")]);
         assert_eq!(c.turn.relay_ports.to_string(), "49152-65535");
         assert_eq!(c.turn.user_quota, 12);
-        assert_eq!(
-            c.turn.listen_tcp,
-            vec!["0.0.0.0:3478".parse().expect("addr")]
-        );
-        assert_eq!(
-            c.turn.listen_tls,
-            vec!["0.0.0.0:5349".parse().expect("addr")]
-        );
+        assert_eq!(c.turn.listen_tcp, vec!["[::]:3478".parse().expect("addr")]);
+        assert_eq!(c.turn.listen_tls, vec!["[::]:5349".parse().expect("addr")]);
         assert!(c.turn.one_port);
         assert!(c.turn.validate().is_ok());
     }
