@@ -45,7 +45,12 @@ pub fn addr_of_uri(uri: &str) -> SocketAddr {
 
 impl TurnClient {
     pub fn new(server: SocketAddr, username: &str, password: &str) -> TurnClient {
-        let sock = UdpSocket::bind("127.0.0.1:0").expect("bind a client socket");
+        let local = if server.is_ipv6() {
+            "[::1]:0"
+        } else {
+            "127.0.0.1:0"
+        };
+        let sock = UdpSocket::bind(local).expect("bind a client socket");
         sock.set_read_timeout(Some(Duration::from_secs(3)))
             .expect("read timeout");
         TurnClient {
@@ -139,6 +144,17 @@ impl TurnClient {
 
     pub fn allocate(&mut self) -> Reply {
         self.authed(Method::ALLOCATE, &udp)
+    }
+
+    /// Allocate with REQUESTED-ADDRESS-FAMILY IPv6 (RFC 8656 §18.9).
+    pub fn allocate_v6(&mut self) -> Reply {
+        self.authed(Method::ALLOCATE, &|w| {
+            udp(w);
+            w.attr(
+                attr::REQUESTED_ADDRESS_FAMILY,
+                &[attr::FAMILY_IPV6, 0, 0, 0],
+            );
+        })
     }
 
     pub fn refresh(&mut self, lifetime: u32) -> Reply {
