@@ -71,3 +71,29 @@ fn both_family_attributes_or_an_ipv4_additional_family_are_bad_requests() {
     assert_eq!(h.request(ALICE, &v4).code, Some(400));
     assert!(h.sockets.open.is_empty());
 }
+
+/// A dual-stack `[::]` TCP listener hands the core IPv4 clients as `::ffff:a.b.c.d`; the
+/// reflexive address they learn is the IPv4 one.
+#[test]
+fn an_ipv4_mapped_stream_client_learns_its_ipv4_address() {
+    let mut h = harness();
+    let five = FiveTuple {
+        client: addr("[::ffff:198.51.100.3]:40000"),
+        listener: addr(LISTENER),
+        transport: Transport::Tcp,
+    };
+    let binding = h.build(Method::BINDING, None, |_| {});
+    let mut buf = vec![0u8; HEADROOM + binding.len()];
+    buf[HEADROOM..].copy_from_slice(&binding);
+    let action = h
+        .core
+        .handle_stream(&five, &mut buf, binding.len(), h.now, &mut h.sockets);
+    let out = h.bytes_of(action, &buf);
+    let msg = MessageRef::parse(&out).expect("answer parses");
+    assert_eq!(msg.class(), Class::Success);
+    let mapped = msg
+        .xor_address(attr::XOR_MAPPED_ADDRESS)
+        .expect("XOR-MAPPED-ADDRESS")
+        .expect("valid");
+    assert_eq!(mapped, addr("198.51.100.3:40000"));
+}
