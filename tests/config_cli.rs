@@ -39,7 +39,7 @@ fn no_config_file_means_built_in_defaults() {
     let (code, out, err) = run_cli(dir.path(), &["check-config"]);
     assert_eq!(code, 0, "{err}");
     assert!(
-        out.contains("built-in defaults") && out.contains("0.0.0.0:8443"),
+        out.contains("built-in defaults") && out.contains("[::]:8443"),
         "{out}"
     );
 }

@@ -106,7 +106,7 @@ pub struct HttpConfig {
 impl Default for HttpConfig {
     fn default() -> Self {
         Self {
-            listen: SocketAddr::from(([0, 0, 0, 0], 8443)),
+            listen: SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 8443)),
             redirect_listen: None,
             static_dir: PathBuf::from("public"),
             shutdown_grace: Duration::from_secs(10),
@@ -446,8 +446,9 @@ impl Config {
                     name: "built-in defaults".into(),
                     base_dir: PathBuf::from("."),
                 };
-                let config = Config::default();
+                let mut config = Config::default();
                 config.validate(&source)?;
+                config.fall_back_to_ipv4();
                 return Ok((config, source));
             }
             Err(e) => return Err(ConfigError::new(name, None, format!("cannot read: {e}"))),
@@ -460,6 +461,7 @@ impl Config {
         let mut config = Config::parse(&text, &source.name)?;
         config.resolve_paths(&source.base_dir);
         config.validate(&source)?;
+        config.fall_back_to_ipv4();
         Ok((config, source))
     }
 
@@ -479,6 +481,41 @@ impl Config {
             let key = (!path.is_empty() && path != ".").then_some(path);
             ConfigError::new(file, key.as_deref(), message)
         })
+    }
+
+    /// Where the host has IPv6 disabled (no IPv6 sockets at all), the `[::]` listeners (the
+    /// defaults) become `0.0.0.0` on the same ports, with one warning, instead of failing to
+    /// start. Specific IPv6 addresses are left alone: binding them reports the error.
+    pub fn fall_back_to_ipv4(&mut self) {
+        if signalbox_udp::socket::ipv6_available() {
+            return;
+        }
+        let mut changed = false;
+        let mut v4 = |a: &mut SocketAddr| {
+            if a.is_ipv6() && a.ip().is_unspecified() {
+                *a = SocketAddr::from(([0, 0, 0, 0], a.port()));
+                changed = true;
+            }
+        };
+        v4(&mut self.http.listen);
+        if let Some(a) = self.http.redirect_listen.as_mut() {
+            v4(a);
+        }
+        let turn = &mut self.turn;
+        for a in turn
+            .listen
+            .iter_mut()
+            .chain(turn.listen_tcp.iter_mut())
+            .chain(turn.listen_tls.iter_mut())
+        {
+            v4(a);
+        }
+        if changed {
+            eprintln!(
+                "signalbox: warning: this host has IPv6 disabled; the [::] listeners serve IPv4 \
+                 only (0.0.0.0 on the same ports)"
+            );
+        }
     }
 
     fn resolve_paths(&mut self, base: &Path) {
@@ -653,7 +690,7 @@ mod tests {
     #[test]
     fn empty_file_gives_the_defaults() {
         let c = Config::parse("", "config.toml").expect("empty config parses");
-        assert_eq!(c.http.listen, "0.0.0.0:8443".parse().unwrap());
+        assert_eq!(c.http.listen, "[::]:8443".parse().unwrap());
         assert_eq!(c.http.static_dir, PathBuf::from("public"));
         assert!(c.tls.cert.is_none());
     }

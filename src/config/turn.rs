@@ -1,7 +1,7 @@
 //! The `[turn]` section of the configuration: typed, with defaults that make a fresh start work,
 //! and validation messages that name the key.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
@@ -14,7 +14,7 @@ pub use signalbox_turn_proto::ports::PortRange;
 #[serde(deny_unknown_fields, default)]
 pub struct TurnConfig {
     pub enabled: bool,
-    /// UDP listener addresses (one address or a list).
+    /// UDP listener addresses (a string or a list); `[::]:PORT` serves both families.
     #[serde(deserialize_with = "addr_list")]
     pub listen: Vec<SocketAddr>,
     /// Realm of the long-term credentials; empty = `[server] public_host`.
@@ -32,6 +32,12 @@ pub struct TurnConfig {
     pub relay_ip: Option<IpAddr>,
     #[serde(deserialize_with = "optional_ip")]
     pub external_ip: Option<IpAddr>,
+    /// The IPv6 relay address when `relay_ip` is IPv4 (or empty); empty = found on the host.
+    #[serde(deserialize_with = "optional_ip")]
+    pub relay_ip_v6: Option<IpAddr>,
+    /// The public IPv6 address of `relay_ip_v6` behind a 1:1 NAT (rare); empty = the local one.
+    #[serde(deserialize_with = "optional_ip")]
+    pub external_ip_v6: Option<IpAddr>,
     #[serde(deserialize_with = "port_range")]
     pub relay_ports: PortRange,
     pub user_quota: u32,
@@ -56,10 +62,10 @@ pub struct TurnConfig {
     pub unauth_burst: u32,
     #[serde(deserialize_with = "duration")]
     pub nonce_lifetime: Duration,
-    /// TURN over TCP listener addresses; empty = off.
+    /// TURN over TCP listener addresses (a string or a list); empty = off.
     #[serde(deserialize_with = "addr_list")]
     pub listen_tcp: Vec<SocketAddr>,
-    /// TURN over TLS (`turns:`) listener addresses; empty = off.
+    /// TURN over TLS (`turns:`) listener addresses (a string or a list); empty = off.
     #[serde(deserialize_with = "addr_list")]
     pub listen_tls: Vec<SocketAddr>,
     /// Read a PROXY protocol header (v1 or v2) on `listen_tcp` and `listen_tls` from the
@@ -83,7 +89,7 @@ impl Default for TurnConfig {
     fn default() -> Self {
         Self {
             enabled: true,
-            listen: vec![SocketAddr::from(([0, 0, 0, 0], 3478))],
+            listen: vec![SocketAddr::from((Ipv6Addr::UNSPECIFIED, 3478))],
             realm: String::new(),
             secrets: Vec::new(),
             username_separator: ":".into(),
@@ -92,6 +98,8 @@ impl Default for TurnConfig {
             max_allocation_lifetime: Duration::from_secs(3600),
             relay_ip: None,
             external_ip: None,
+            relay_ip_v6: None,
+            external_ip_v6: None,
             relay_ports: PortRange {
                 first: 49152,
                 last: 65535,
@@ -108,8 +116,8 @@ impl Default for TurnConfig {
             unauth_rate: 50,
             unauth_burst: 200,
             nonce_lifetime: Duration::from_secs(600),
-            listen_tcp: vec![SocketAddr::from(([0, 0, 0, 0], 3478))],
-            listen_tls: vec![SocketAddr::from(([0, 0, 0, 0], 5349))],
+            listen_tcp: vec![SocketAddr::from((Ipv6Addr::UNSPECIFIED, 3478))],
+            listen_tls: vec![SocketAddr::from((Ipv6Addr::UNSPECIFIED, 5349))],
             one_port: true,
             proxy_protocol: false,
             stream_handshake_timeout: Duration::from_secs(10),
@@ -170,6 +178,21 @@ impl TurnConfig {
             if ip.is_unspecified() || ip.is_multicast() {
                 return Err(("turn.relay_ip", format!("`{ip}` cannot be a relay address")));
             }
+        }
+        for (key, ip) in [
+            ("turn.relay_ip_v6", self.relay_ip_v6),
+            ("turn.external_ip_v6", self.external_ip_v6),
+        ] {
+            let Some(ip) = ip else { continue };
+            if !ip.is_ipv6() || ip.is_unspecified() || ip.is_multicast() {
+                return Err((key, format!("`{ip}` is not a usable IPv6 address")));
+            }
+        }
+        if self.relay_ip.is_some_and(|ip| ip.is_ipv6()) && self.relay_ip_v6.is_some() {
+            return Err((
+                "turn.relay_ip_v6",
+                "relay_ip is already the IPv6 relay address; leave one of them empty".into(),
+            ));
         }
         if self.user_quota == 0 {
             return Err(("turn.user_quota", "must be at least 1".into()));
@@ -327,20 +350,26 @@ mod tests {
     }
 
     #[test]
+    fn relay_ip_v6_must_be_an_ipv6_address() {
+        let c = Config::parse("[turn]\nrelay_ip_v6 = \"192.0.2.1\"", "c.toml").expect("parses");
+        assert_eq!(c.turn.validate().map_err(|e| e.0), Err("turn.relay_ip_v6"));
+        let c = Config::parse(
+            "[turn]\nrelay_ip = \"2001:db8::1\"\nrelay_ip_v6 = \"2001:db8::2\"",
+            "c.toml",
+        )
+        .expect("parses");
+        assert_eq!(c.turn.validate().map_err(|e| e.0), Err("turn.relay_ip_v6"));
+    }
+
+    #[test]
     fn defaults_match_the_documented_values() {
         let c = Config::parse("", "c.toml").expect("parses");
         assert!(c.turn.enabled);
-        assert_eq!(c.turn.listen, vec!["0.0.0.0:3478".parse().expect("addr")]);
+        assert_eq!(c.turn.listen, vec!["[::]:3478".parse().expect("addr")]);
         assert_eq!(c.turn.relay_ports.to_string(), "49152-65535");
         assert_eq!(c.turn.user_quota, 12);
-        assert_eq!(
-            c.turn.listen_tcp,
-            vec!["0.0.0.0:3478".parse().expect("addr")]
-        );
-        assert_eq!(
-            c.turn.listen_tls,
-            vec!["0.0.0.0:5349".parse().expect("addr")]
-        );
+        assert_eq!(c.turn.listen_tcp, vec!["[::]:3478".parse().expect("addr")]);
+        assert_eq!(c.turn.listen_tls, vec!["[::]:5349".parse().expect("addr")]);
         assert!(c.turn.one_port);
         assert!(c.turn.validate().is_ok());
     }

@@ -23,11 +23,15 @@
 //! mailbox otherwise, which the sender locks once per receive batch (not per packet) and the
 //! owner swaps out once per wake-up.
 //!
-//! Known limits: a wildcard listener (`0.0.0.0:3478`) answers from the address the kernel
-//! picks, which is right on single-address hosts but not on multi-homed ones (that needs
-//! IP_PKTINFO; list the addresses in `[turn] listen` instead). A permission installed for one of
-//! our relayed addresses outlives that allocation; after it goes, packets to that port take the
-//! kernel path like any other peer.
+//! Listeners: `[::]:PORT` is two sockets per worker, `[::]` (IPv6 only) and `0.0.0.0` on the
+//! same port, so it serves both families as the HTTPS listener does while each socket keeps
+//! plain addresses of its own family. A wildcard listener reports each datagram's destination
+//! (packet info), and the core sees that address as the listener of the 5-tuple; its answers,
+//! and the data relayed to that client, leave from the address the client sent to, which is
+//! what a multi-homed host (a floating or additional address) needs.
+//!
+//! Known limit: a permission installed for one of our relayed addresses outlives that
+//! allocation; after it goes, packets to that port take the kernel path like any other peer.
 
 mod mailbox;
 pub mod streams;
@@ -203,12 +207,19 @@ pub struct Worker {
 }
 
 impl Worker {
-    /// The listener socket bound to `addr`.
-    fn listener_fd(&self, addr: SocketAddr) -> Option<RawFd> {
+    /// The listener socket that serves the local address `addr`, and the source address to
+    /// send from: none for a socket bound to `addr` itself, `addr`'s IP for a wildcard socket
+    /// of its family and port (`addr` is then where the client sent to, from the packet info).
+    fn listener_fd(&self, addr: SocketAddr) -> Option<(RawFd, Option<IpAddr>)> {
+        if let Some((_, s)) = self.listeners.iter().find(|(a, _)| *a == addr) {
+            return Some((s.as_raw_fd(), None));
+        }
         self.listeners
             .iter()
-            .find(|(a, _)| *a == addr)
-            .map(|(_, s)| s.as_raw_fd())
+            .find(|(a, _)| {
+                a.ip().is_unspecified() && a.port() == addr.port() && a.is_ipv4() == addr.is_ipv4()
+            })
+            .map(|(_, s)| (s.as_raw_fd(), Some(addr.ip())))
     }
 }
 
@@ -290,27 +301,49 @@ impl RelaySockets for RelaySet {
     }
 }
 
+/// The bound UDP listeners: one address per `[turn] listen` entry, and per worker its
+/// (address, socket) list.
+pub struct Listeners {
+    /// One per `[turn] listen` entry, with the port bound.
+    pub configured: Vec<SocketAddr>,
+    /// Every bound address, `0.0.0.0` twins of `[::]` entries included.
+    pub bound: Vec<SocketAddr>,
+    pub per_worker: Vec<Vec<(SocketAddr, UdpSocket)>>,
+}
+
 /// Binds `workers` sockets on each listen address (the first decides an ephemeral port, the
-/// others join it). Returns, per worker, its (address, socket) list.
-pub fn bind_listeners(
-    listen: &[SocketAddr],
-    workers: usize,
-) -> anyhow::Result<Vec<Vec<(SocketAddr, UdpSocket)>>> {
-    let mut per_worker: Vec<Vec<(SocketAddr, UdpSocket)>> =
-        (0..workers).map(|_| Vec::new()).collect();
+/// others join it). `[::]:PORT` binds `0.0.0.0` on the same port too.
+pub fn bind_listeners(listen: &[SocketAddr], workers: usize) -> anyhow::Result<Listeners> {
+    let mut out = Listeners {
+        configured: Vec::new(),
+        bound: Vec::new(),
+        per_worker: (0..workers).map(|_| Vec::new()).collect(),
+    };
     for addr in listen {
         let first = bind_udp(*addr, true)
             .with_context(|| format!("cannot listen on udp {addr} ([turn] listen)"))?;
         let bound = first.local_addr().context("listener has no address")?;
-        per_worker[0].push((bound, first));
-        for list in per_worker.iter_mut().skip(1) {
-            let s = bind_udp(bound, true).with_context(|| {
-                format!("cannot share udp {bound} among workers (SO_REUSEPORT)")
+        out.configured.push(bound);
+        let mut shared = vec![(bound, first)];
+        if bound.is_ipv6() && bound.ip().is_unspecified() {
+            let v4 = SocketAddr::from(([0, 0, 0, 0], bound.port()));
+            let s = bind_udp(v4, true).with_context(|| {
+                format!("cannot listen on udp {v4}, the IPv4 side of {addr} ([turn] listen)")
             })?;
-            list.push((bound, s));
+            shared.push((v4, s));
+        }
+        for (bound, first) in shared {
+            out.bound.push(bound);
+            out.per_worker[0].push((bound, first));
+            for list in out.per_worker.iter_mut().skip(1) {
+                let s = bind_udp(bound, true).with_context(|| {
+                    format!("cannot share udp {bound} among workers (SO_REUSEPORT)")
+                })?;
+                list.push((bound, s));
+            }
         }
     }
-    Ok(per_worker)
+    Ok(out)
 }
 
 /// Starts a worker thread running [`run`].
@@ -476,8 +509,8 @@ fn dispatch(w: &Worker, action: Action, input: Input<'_>, out: &mut Outgoing) {
             return;
         }
     };
-    let fd = match via {
-        Via::Relay(id) => w.relays.fd(id),
+    let sock = match via {
+        Via::Relay(id) => w.relays.fd(id).map(|fd| (fd, None)),
         Via::Listener(addr) => w.listener_fd(addr),
         Via::Stream(local) => {
             let bytes = match payload {
@@ -488,10 +521,10 @@ fn dispatch(w: &Worker, action: Action, input: Input<'_>, out: &mut Outgoing) {
             return;
         }
     };
-    let Some(fd) = fd else { return };
+    let Some((fd, from)) = sock else { return };
     match payload {
-        Payload::Input { start, end } => out.send.push(fd, to, input.source(start, end)),
-        Payload::Scratch => out.send.push_copy(fd, to, w.core.scratch()),
+        Payload::Input { start, end } => out.send.push(fd, from, to, input.source(start, end)),
+        Payload::Scratch => out.send.push_copy(fd, from, to, w.core.scratch()),
     }
 }
 
@@ -546,8 +579,13 @@ fn drain_socket(
             let action = match (relay, listener) {
                 (Some(id), _) => w.core.handle_peer(id, from, recv.slot_mut(i), len, now),
                 (None, Some(l)) => {
+                    // On a wildcard socket, the address the client sent to.
+                    let local = match recv.to[i] {
+                        Some(ip) if l.ip().is_unspecified() => SocketAddr::new(ip, l.port()),
+                        _ => l,
+                    };
                     w.core
-                        .handle_client(from, l, recv.slot_mut(i), len, now, &mut w.relays)
+                        .handle_client(from, local, recv.slot_mut(i), len, now, &mut w.relays)
                 }
                 _ => Action::Nothing,
             };

@@ -66,8 +66,9 @@ impl TurnServer {
             v4 = ?plan.v4, v6 = ?plan.v6, ports = %plan.ports, workers,
             "TURN relay addresses (local, advertised)"
         );
-        let per_worker = relay::bind_listeners(&turn.listen, workers)?;
-        let listeners: Vec<SocketAddr> = per_worker[0].iter().map(|(a, _)| *a).collect();
+        let bound = relay::bind_listeners(&turn.listen, workers)?;
+        let listeners = bound.configured;
+        let per_worker = bound.per_worker;
         let quotas = Arc::new(Quotas::new(turn.user_quota, turn.total_quota));
         quotas.set_address_limit(turn.max_allocations_per_ip);
         let limits = Limits {
@@ -86,7 +87,7 @@ impl TurnServer {
             allowed: turn.allowed_peer_ranges.clone(),
             denied: turn.denied_peer_ranges.clone(),
             allow_loopback: turn.allow_loopback_peers,
-            listeners: listeners.clone(),
+            listeners: bound.bound,
             own_addresses: own_addresses(turn),
         };
         info!(
@@ -216,7 +217,8 @@ impl TurnServer {
 
 /// Works out the relay addresses: `relay_ip`, else what `public_host` resolves to, else the
 /// first non-loopback interface, else loopback; plus one of the other family when the host
-/// has it.
+/// has it (`relay_ip_v6` names the IPv6 one). `external_ip` applies to its own family,
+/// `external_ip_v6` to IPv6.
 fn relay_plan(config: &Config, workers: usize) -> anyhow::Result<RelayPlan> {
     let turn = &config.turn;
     let primary = match turn.relay_ip {
@@ -234,7 +236,14 @@ fn relay_plan(config: &Config, workers: usize) -> anyhow::Result<RelayPlan> {
     if !local_ip_usable(primary) {
         anyhow::bail!("[turn] relay_ip: {primary} is not an address of this host");
     }
-    let other = if primary.is_loopback() {
+    if let Some(ip) = turn.relay_ip_v6 {
+        if !local_ip_usable(ip) {
+            anyhow::bail!("[turn] relay_ip_v6: {ip} is not an address of this host");
+        }
+    }
+    let other = if primary.is_ipv4() && turn.relay_ip_v6.is_some() {
+        turn.relay_ip_v6
+    } else if primary.is_loopback() {
         let lo: IpAddr = if primary.is_ipv4() {
             Ipv6Addr::LOCALHOST.into()
         } else {
@@ -246,10 +255,11 @@ fn relay_plan(config: &Config, workers: usize) -> anyhow::Result<RelayPlan> {
             .into_iter()
             .find(|ip| ip.is_ipv4() != primary.is_ipv4() && !ip.is_loopback() && !is_link_local(ip))
     };
-    let external = turn.external_ip;
     let pair = |local: IpAddr| {
-        let public = external
-            .filter(|e| e.is_ipv4() == local.is_ipv4())
+        let public = [turn.external_ip, turn.external_ip_v6]
+            .into_iter()
+            .flatten()
+            .find(|e| e.is_ipv4() == local.is_ipv4())
             .unwrap_or(local);
         (local, public)
     };
@@ -279,6 +289,8 @@ fn own_addresses(turn: &crate::config::TurnConfig) -> Vec<IpAddr> {
     let mut own = interfaces();
     own.extend(turn.relay_ip);
     own.extend(turn.external_ip);
+    own.extend(turn.relay_ip_v6);
+    own.extend(turn.external_ip_v6);
     own.sort_unstable();
     own.dedup();
     own

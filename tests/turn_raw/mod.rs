@@ -65,12 +65,19 @@ pub fn random_seed() -> [u8; 32] {
 
 impl TurnClient {
     pub fn new(server: SocketAddr, username: &str, password: &str) -> TurnClient {
-        TurnClient::bound("127.0.0.1:0", server, username, password)
+        let local = if server.is_ipv6() {
+            "[::1]:0"
+        } else {
+            "127.0.0.1:0"
+        };
+        TurnClient::bound(local, server, username, password)
     }
 
     /// A client on the local address `bind` (any of 127.0.0.0/8 is a different source).
     pub fn bound(bind: &str, server: SocketAddr, username: &str, password: &str) -> TurnClient {
         let sock = UdpSocket::bind(bind).expect("bind a client socket");
+        sock.set_read_timeout(Some(Duration::from_secs(3)))
+            .expect("read timeout");
         let credentials = Credentials::new(username, password).expect("a usable username");
         let config = Config::new(credentials, Transport::Udp, random_seed()).with_retransmission(
             ANSWER_WITHIN,

@@ -18,6 +18,16 @@ use super::request::{self, Request, TurnRequest};
 use super::*;
 use crate::auth::Authentication;
 
+/// RFC 8656 ADDRESS-ERROR-CODE for an IPv6 address not added to an allocation: family
+/// IPv6, class 4, number 40 (440 Address Family not Supported), then the reason phrase.
+const ADDRESS_ERROR_440_V6: [u8; 32] = *b"\x02\x00\x04\x28Address Family not Supported";
+
+/// The client's address as XOR-MAPPED-ADDRESS reports it: an IPv4 client of a dual-stack
+/// `[::]` stream listener arrives as `::ffff:a.b.c.d`, and its reflexive address is IPv4.
+fn reflexive(client: SocketAddr) -> SocketAddr {
+    SocketAddr::new(crate::policy::canonical(client.ip()), client.port())
+}
+
 /// The long-term key a request verified with, and its algorithm: what signs the answer.
 #[derive(Clone, Copy)]
 pub(super) struct Key {
@@ -275,7 +285,8 @@ impl Core {
         let tid = msg.transaction_id();
         match reply {
             Reply::Binding => {
-                if signalbox_stun::binding_response(msg, five.client, &mut self.scratch) > 0 {
+                let reflexive = reflexive(five.client);
+                if signalbox_stun::binding_response(msg, reflexive, &mut self.scratch) > 0 {
                     self.count().stun_bindings += 1;
                 }
             }
@@ -289,13 +300,17 @@ impl Core {
                 id,
                 relayed,
                 lifetime,
+                declined_v6,
             } => {
                 let mut w =
                     MessageWriter::new(&mut self.scratch, Method::ALLOCATE, Class::Success, tid);
                 w.xor_address(attr::XOR_RELAYED_ADDRESS, relayed)
                     .u32(attr::LIFETIME, lifetime)
-                    .xor_address(attr::XOR_MAPPED_ADDRESS, five.client)
-                    .attr(attr::SOFTWARE, signalbox_stun::SOFTWARE_NAME.as_bytes());
+                    .xor_address(attr::XOR_MAPPED_ADDRESS, reflexive(five.client));
+                if declined_v6 {
+                    w.attr(attr::ADDRESS_ERROR_CODE, &ADDRESS_ERROR_440_V6);
+                }
+                w.attr(attr::SOFTWARE, signalbox_stun::SOFTWARE_NAME.as_bytes());
                 seal(&mut w, key);
                 w.finish();
                 self.table.set_allocate_response(id, &self.scratch);

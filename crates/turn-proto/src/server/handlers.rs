@@ -8,7 +8,8 @@ use super::request::{self, Family};
 use super::*;
 
 impl Core {
-    /// RFC 8656 §7.2.
+    /// RFC 8656 §7.2. One relayed address per allocation, of the requested family (IPv4 when
+    /// absent); ADDITIONAL-ADDRESS-FAMILY gets the IPv4 one and ADDRESS-ERROR-CODE for IPv6.
     pub(super) fn allocate(
         &mut self,
         body: Result<request::Allocate, Refusal>,
@@ -58,6 +59,7 @@ impl Core {
             id,
             relayed: public,
             lifetime: lifetime as u32,
+            declined_v6: body.additional_v6,
         })
     }
 

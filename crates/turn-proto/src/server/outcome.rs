@@ -24,6 +24,9 @@ pub(super) enum Reply {
         id: AllocId,
         relayed: SocketAddr,
         lifetime: u32,
+        /// ADDITIONAL-ADDRESS-FAMILY asked for an IPv6 address too, which this server does not
+        /// add to an allocation: the success carries ADDRESS-ERROR-CODE 440 for IPv6.
+        declined_v6: bool,
     },
     /// RFC 8656 §7.3: the lifetime granted (0: deleted).
     Refreshed { lifetime: u32 },
@@ -68,6 +71,10 @@ pub(super) enum Loudness {
 pub(super) enum Malformed {
     MissingTransport,
     TokenWithPortOrFamily,
+    /// REQUESTED-ADDRESS-FAMILY together with ADDITIONAL-ADDRESS-FAMILY (RFC 8656 §7.2).
+    BothFamilies,
+    /// ADDITIONAL-ADDRESS-FAMILY other than IPv6, its only valid value in an Allocate (RFC 8656).
+    AdditionalNotIpv6,
     TooManyPeers,
     BadPeer,
     MissingPeer,
@@ -336,6 +343,10 @@ impl Malformed {
             Malformed::TokenWithPortOrFamily => {
                 "RESERVATION-TOKEN excludes EVEN-PORT and REQUESTED-ADDRESS-FAMILY"
             }
+            Malformed::BothFamilies => {
+                "REQUESTED-ADDRESS-FAMILY excludes ADDITIONAL-ADDRESS-FAMILY"
+            }
+            Malformed::AdditionalNotIpv6 => "ADDITIONAL-ADDRESS-FAMILY must be IPv6",
             Malformed::TooManyPeers => "Too many XOR-PEER-ADDRESS",
             Malformed::BadPeer => "Malformed XOR-PEER-ADDRESS",
             Malformed::MissingPeer => "XOR-PEER-ADDRESS is missing",

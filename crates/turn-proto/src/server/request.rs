@@ -34,6 +34,7 @@ const ALLOCATE_KNOWN: &[u16] = &[
     attr::EVEN_PORT,
     attr::RESERVATION_TOKEN,
     attr::REQUESTED_ADDRESS_FAMILY,
+    attr::ADDITIONAL_ADDRESS_FAMILY,
 ];
 const REFRESH_KNOWN: &[u16] = &[attr::LIFETIME, attr::REQUESTED_ADDRESS_FAMILY];
 const PERMISSION_KNOWN: &[u16] = &[attr::XOR_PEER_ADDRESS];
@@ -75,6 +76,8 @@ pub(super) struct Allocate {
     pub(super) family: Family,
     /// LIFETIME in seconds, if the client asked.
     pub(super) lifetime: Option<u32>,
+    /// ADDITIONAL-ADDRESS-FAMILY (IPv6): the client asked for both families in one allocation.
+    pub(super) additional_v6: bool,
 }
 
 /// RFC 8656 §18.9: the family of the relayed address.
@@ -180,6 +183,13 @@ fn allocate(msg: &MessageRef<'_>) -> Result<Allocate, Refusal> {
     {
         return Err(Refusal::PortReservation);
     }
+    let additional = msg.get(attr::ADDITIONAL_ADDRESS_FAMILY);
+    if family.is_some() && additional.is_some() {
+        return Err(Refusal::BadRequest(Malformed::BothFamilies));
+    }
+    if additional.is_some_and(|v| v.first() != Some(&attr::FAMILY_IPV6)) {
+        return Err(Refusal::BadRequest(Malformed::AdditionalNotIpv6));
+    }
     let family = match family.map(|v| v.first().copied()) {
         None | Some(Some(attr::FAMILY_IPV4)) => Family::V4,
         Some(Some(attr::FAMILY_IPV6)) => Family::V6,
@@ -189,6 +199,7 @@ fn allocate(msg: &MessageRef<'_>) -> Result<Allocate, Refusal> {
         even_port: even_port.is_some(),
         family,
         lifetime: msg.u32_attr(attr::LIFETIME).and_then(Result::ok),
+        additional_v6: additional.is_some(),
     })
 }
 

@@ -773,6 +773,7 @@ fn relay_to_relay_traffic_between_workers_is_forwarded_in_memory() {
     assert_eq!(buf, [0x43, 0x21, 0, 2, b'h', b'i']);
 }
 
+mod families;
 mod peers;
 mod streams;
 mod unauthenticated;
