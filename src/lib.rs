@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod reload;
 pub mod selftest;
 pub mod signaling;
+pub mod socketio;
 pub mod tls;
 pub mod turn;
 pub mod web;

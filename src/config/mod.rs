@@ -15,9 +15,11 @@ use serde::{Deserialize, Deserializer};
 
 mod acme;
 mod api;
+mod compat;
 mod turn;
 
 pub use acme::{eab_key, AcmeChallenge};
+pub use compat::CompatConfig;
 
 /// The whole configuration. `Default` is the documented default (`config.toml` at the root).
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -33,6 +35,7 @@ pub struct Config {
     pub access: AccessConfig,
     pub rooms: RoomsConfig,
     pub turn: TurnConfig,
+    pub compat: CompatConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -93,6 +96,8 @@ pub struct HttpConfig {
     /// An HTTP/2 connection with no request in progress for this long is closed.
     #[serde(deserialize_with = "duration")]
     pub http2_idle_timeout: Duration,
+    /// `Content-Security-Policy` of every response; empty = the built-in strict policy.
+    pub content_security_policy: String,
 }
 
 impl Default for HttpConfig {
@@ -110,6 +115,7 @@ impl Default for HttpConfig {
             http2_keep_alive_interval: Duration::from_secs(20),
             http2_keep_alive_timeout: Duration::from_secs(10),
             http2_idle_timeout: Duration::from_secs(10),
+            content_security_policy: String::new(),
         }
     }
 }
@@ -140,6 +146,12 @@ impl HttpConfig {
             if value < Duration::from_millis(100) {
                 return Err((key, "must be at least 100ms".into()));
             }
+        }
+        if axum::http::HeaderValue::from_str(&self.content_security_policy).is_err() {
+            return Err((
+                "http.content_security_policy",
+                "must be printable ASCII on one line (it is sent as a header)".into(),
+            ));
         }
         if self.keep_alive_timeout > self.header_read_timeout {
             return Err((
@@ -523,6 +535,9 @@ impl Config {
             return err(key, msg);
         }
         if let Err((key, msg)) = self.turn.validate() {
+            return err(key, msg);
+        }
+        if let Err((key, msg)) = self.compat.validate() {
             return err(key, msg);
         }
         Ok(())
