@@ -14,7 +14,8 @@
 //! `socketioxide` sees it; each socket holds a permit of its own [`ConnectionCaps`] sized by
 //! `[rooms] max_connections` and `max_connections_per_ip`; every event takes a token from the
 //! socket's [`RateLimiter`] (`[rooms] rate_per_second`, `rate_burst`) and is measured against
-//! `[rooms] max_message_bytes`. Engine.IO refuses any packet over twice that. A refused event
+//! `[rooms] max_message_bytes`. Engine.IO refuses a long-polling body over twice that (over
+//! WebSocket socketioxide 0.16 has no such limit to set). A refused event
 //! gets an `error` event `{code, message}`.
 //!
 //! TURN: on connect each socket gets an `iceServers` event with credentials of its own (user
