@@ -620,6 +620,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_content_security_policy_must_fit_in_a_header() {
+        let mut http = HttpConfig {
+            content_security_policy: "default-src 'self'; style-src 'unsafe-inline'".into(),
+            ..HttpConfig::default()
+        };
+        assert!(http.validate().is_ok());
+        http.content_security_policy = "default-src 'self';\nscript-src *".into();
+        assert_eq!(
+            http.validate().map_err(|e| e.0),
+            Err("http.content_security_policy")
+        );
+    }
+
+    #[test]
     fn empty_file_gives_the_defaults() {
         let c = Config::parse("", "config.toml").expect("empty config parses");
         assert_eq!(c.http.listen, "0.0.0.0:8443".parse().unwrap());

@@ -352,3 +352,21 @@ fn ice_servers(turn: &Turn, sid: Sid) -> Value {
 fn send_error(socket: &SocketRef, code: &str, message: &str) {
     let _ = socket.emit("error", &json!({ "code": code, "message": message }));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listed_origins_are_let_in_besides_the_servers_own() {
+        let origins = Origins {
+            own: OriginPolicy::new("call.example.org", "0.0.0.0:8443".parse().expect("addr")),
+            extra: vec!["https://app.example.org".into()],
+        };
+        assert!(origins.allows(Some("https://call.example.org:8443")));
+        assert!(origins.allows(Some("https://APP.example.org")));
+        assert!(origins.allows(None), "scripts and native apps send none");
+        assert!(!origins.allows(Some("https://evil.example.org")));
+        assert!(!origins.allows(Some("https://app.example.org:8443")));
+    }
+}
