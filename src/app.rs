@@ -178,8 +178,25 @@ async fn run(
         issuer.clone(),
         config.access.mode,
     ));
+    let socketio_turn = match (&issuer, &turn) {
+        (Some(issuer), Some(turn)) => {
+            let closer = turn.closer();
+            Some(crate::socketio::Turn {
+                issuer: issuer.clone(),
+                ttl,
+                close_user: Some(Arc::new(move |user: &credentials::UserPart| {
+                    closer(user.as_str())
+                })),
+            })
+        }
+        _ => None,
+    };
     let api = Arc::new(web::api::ApiState::new(&config.api, issuer));
-    let extra = web::api::routes(api).merge(web::ops::routes(ops));
+    let socketio = crate::socketio::router(&config, https_addr, socketio_turn);
+    let mut extra = web::api::routes(api).merge(web::ops::routes(ops));
+    if let Some(socketio) = socketio {
+        extra = extra.merge(socketio);
+    }
     let router = web::router_with(state.clone(), extra).merge(signaling.router());
 
     announce("https", https_addr);

@@ -5,7 +5,7 @@
 //! Addresses are counted by [`AddrKey`] (an IPv4 address, or an IPv6 /64), so one host with a
 //! /64 cannot fill a cap meant for one address. A connection over a cap is refused at once,
 //! before it costs anything more; the refusal is counted in
-//! `signalbox_connections_refused_total{cap}` and logged, at most [`LOG_PER_MINUTE`] lines a
+//! `signalbox_connections_refused_total{cap}` and logged, at most [`crate::ratelimit::LOG_PER_MINUTE`] lines a
 //! minute per listener, so a flood of connections is not also a flood of log lines.
 //!
 //! A trusted proxy (`[http] trusted_proxies`, [`crate::proxy`]) carries many clients on its
@@ -17,16 +17,14 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tracing::warn;
 
 use crate::metrics::METRICS;
 use crate::proxy::TrustedProxies;
+use crate::ratelimit::RefusalLog;
 use signalbox_turn_proto::policy::AddrKey;
-
-/// Refusal lines logged per listener and minute; the rest are summed up in the next line.
-pub const LOG_PER_MINUTE: u32 = 10;
 
 /// The listener a set of caps guards; names the metric label and the config keys in the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -231,36 +229,6 @@ fn uncount(s: &mut CapState, key: AddrKey) {
     }
 }
 
-/// The log budget of one listener's refusals: [`LOG_PER_MINUTE`] lines a minute.
-#[derive(Debug, Default)]
-pub(crate) struct RefusalLog {
-    window: Option<Instant>,
-    logged: u32,
-    unlogged: u64,
-}
-
-impl RefusalLog {
-    const WINDOW: Duration = Duration::from_secs(60);
-
-    /// `Some(refusals not logged since the last line)` when this refusal may be logged.
-    pub(crate) fn take(&mut self, now: Instant) -> Option<u64> {
-        let fresh = match self.window {
-            Some(start) => now.saturating_duration_since(start) >= Self::WINDOW,
-            None => true,
-        };
-        if fresh {
-            self.window = Some(now);
-            self.logged = 0;
-        }
-        if self.logged >= LOG_PER_MINUTE {
-            self.unlogged += 1;
-            return None;
-        }
-        self.logged += 1;
-        Some(std::mem::take(&mut self.unlogged))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -354,19 +322,5 @@ mod tests {
         assert_eq!(key("192.0.2.1").to_string(), "192.0.2.1");
         assert_eq!(key("2001:db8:1:2:aaaa::1").to_string(), "2001:db8:1:2::/64");
         assert_eq!(key("::ffff:192.0.2.1").to_string(), "192.0.2.1");
-    }
-
-    #[test]
-    fn refusals_are_logged_within_a_budget_and_the_rest_summed_up() {
-        let mut log = RefusalLog::default();
-        let t0 = Instant::now();
-        for _ in 0..LOG_PER_MINUTE {
-            assert_eq!(log.take(t0), Some(0));
-        }
-        for _ in 0..25 {
-            assert_eq!(log.take(t0 + Duration::from_secs(30)), None);
-        }
-        assert_eq!(log.take(t0 + Duration::from_secs(60)), Some(25));
-        assert_eq!(log.take(t0 + Duration::from_secs(61)), Some(0));
     }
 }

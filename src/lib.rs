@@ -19,6 +19,7 @@ pub mod ratelimit;
 pub mod reload;
 pub mod selftest;
 pub mod signaling;
+pub mod socketio;
 pub mod tls;
 pub mod turn;
 pub mod web;

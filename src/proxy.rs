@@ -25,8 +25,8 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
-use crate::caps::RefusalLog;
 use crate::metrics::{METRICS, PROXY_ACCEPTED, PROXY_INVALID, PROXY_TIMED_OUT, PROXY_UNTRUSTED};
+use crate::ratelimit::RefusalLog;
 use signalbox_turn_proto::policy::Cidr;
 
 /// The longest PROXY v1 header, CRLF included (the specification's own bound).

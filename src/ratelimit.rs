@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::hash::Hash;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// A rate: `per_minute` requests on average, up to `burst` at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,6 +109,39 @@ impl<K: Eq + Hash + Clone> Buckets<K> {
     }
 }
 
+/// Refusal lines logged per listener and minute; the rest are summed up in the next line.
+pub const LOG_PER_MINUTE: u32 = 10;
+
+/// The log budget of one listener's refusals: [`LOG_PER_MINUTE`] lines a minute.
+#[derive(Debug, Default)]
+pub struct RefusalLog {
+    window: Option<Instant>,
+    logged: u32,
+    unlogged: u64,
+}
+
+impl RefusalLog {
+    const WINDOW: Duration = Duration::from_secs(60);
+
+    /// `Some(refusals not logged since the last line)` when this refusal may be logged.
+    pub fn take(&mut self, now: Instant) -> Option<u64> {
+        let fresh = match self.window {
+            Some(start) => now.saturating_duration_since(start) >= Self::WINDOW,
+            None => true,
+        };
+        if fresh {
+            self.window = Some(now);
+            self.logged = 0;
+        }
+        if self.logged >= LOG_PER_MINUTE {
+            self.unlogged += 1;
+            return None;
+        }
+        self.logged += 1;
+        Some(std::mem::take(&mut self.unlogged))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -160,5 +193,19 @@ mod tests {
             let _ = b.take(&i, 0);
         }
         assert!(b.take(&0, 0).is_err());
+    }
+
+    #[test]
+    fn refusals_are_logged_within_a_budget_and_the_rest_summed_up() {
+        let mut log = RefusalLog::default();
+        let t0 = Instant::now();
+        for _ in 0..LOG_PER_MINUTE {
+            assert_eq!(log.take(t0), Some(0));
+        }
+        for _ in 0..25 {
+            assert_eq!(log.take(t0 + Duration::from_secs(30)), None);
+        }
+        assert_eq!(log.take(t0 + Duration::from_secs(60)), Some(25));
+        assert_eq!(log.take(t0 + Duration::from_secs(61)), Some(0));
     }
 }

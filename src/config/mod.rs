@@ -15,9 +15,11 @@ use serde::{Deserialize, Deserializer};
 
 mod acme;
 mod api;
+mod compat;
 mod turn;
 
 pub use acme::{eab_key, AcmeChallenge};
+pub use compat::CompatConfig;
 use signalbox_turn_proto::policy::Cidr;
 
 /// The whole configuration. `Default` is the documented default (`config.toml` at the root).
@@ -34,6 +36,7 @@ pub struct Config {
     pub access: AccessConfig,
     pub rooms: RoomsConfig,
     pub turn: TurnConfig,
+    pub compat: CompatConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -101,6 +104,8 @@ pub struct HttpConfig {
     /// the per-address connection caps.
     #[serde(deserialize_with = "turn::cidrs")]
     pub trusted_proxies: Vec<Cidr>,
+    /// `Content-Security-Policy` of every response; empty = the built-in strict policy.
+    pub content_security_policy: String,
 }
 
 impl Default for HttpConfig {
@@ -120,6 +125,7 @@ impl Default for HttpConfig {
             http2_idle_timeout: Duration::from_secs(10),
             proxy_protocol: false,
             trusted_proxies: Vec::new(),
+            content_security_policy: String::new(),
         }
     }
 }
@@ -157,6 +163,12 @@ impl HttpConfig {
                 "needs the proxies' addresses in http.trusted_proxies (a PROXY header from any \
                  other address is refused)"
                     .into(),
+            ));
+        }
+        if axum::http::HeaderValue::from_str(&self.content_security_policy).is_err() {
+            return Err((
+                "http.content_security_policy",
+                "must be printable ASCII on one line (it is sent as a header)".into(),
             ));
         }
         if self.keep_alive_timeout > self.header_read_timeout {
@@ -608,6 +620,9 @@ impl Config {
         if let Err((key, msg)) = self.turn.validate() {
             return err(key, msg);
         }
+        if let Err((key, msg)) = self.compat.validate() {
+            return err(key, msg);
+        }
         Ok(())
     }
 }
@@ -686,6 +701,20 @@ fn optional_addr<'de, D: Deserializer<'de>>(de: D) -> Result<Option<SocketAddr>,
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_content_security_policy_must_fit_in_a_header() {
+        let mut http = HttpConfig {
+            content_security_policy: "default-src 'self'; style-src 'unsafe-inline'".into(),
+            ..HttpConfig::default()
+        };
+        assert!(http.validate().is_ok());
+        http.content_security_policy = "default-src 'self';\nscript-src *".into();
+        assert_eq!(
+            http.validate().map_err(|e| e.0),
+            Err("http.content_security_policy")
+        );
+    }
 
     #[test]
     fn empty_file_gives_the_defaults() {

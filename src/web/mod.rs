@@ -60,7 +60,7 @@ impl AppState {
     }
 }
 
-/// Content-Security-Policy for the app: everything from this origin, media from the camera,
+/// Content-Security-Policy for the app (unless `[http] content_security_policy` replaces it): everything from this origin, media from the camera,
 /// no framing. `connect-src 'self'` covers `wss:` to the same host.
 const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
 img-src 'self' data: blob:; media-src 'self' blob: mediastream:; connect-src 'self'; \
@@ -273,10 +273,16 @@ async fn headers(State(state): State<Arc<AppState>>, req: Request, next: Next) -
     let is_get = matches!(*req.method(), Method::GET | Method::HEAD);
     let mut resp = next.run(req).await;
     let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(CSP),
-    );
+    let csp = {
+        let config = state.config.borrow();
+        let custom = &config.http.content_security_policy;
+        match custom.is_empty() {
+            true => HeaderValue::from_static(CSP),
+            // Validated as a header value when the configuration was loaded.
+            false => HeaderValue::from_str(custom).unwrap_or(HeaderValue::from_static(CSP)),
+        }
+    };
+    h.insert(header::CONTENT_SECURITY_POLICY, csp);
     h.insert("permissions-policy", HeaderValue::from_static(PERMISSIONS));
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,

@@ -69,10 +69,10 @@ function optionalSettings(bin) {
 
 /**
  * Starts `signalbox` with a temporary config (HTTPS on `listen`, by default an ephemeral
- * loopback port; `public_host` = `publicHost`; this repository's public/) plus `extraToml`, and
- * waits for its `signalbox: open` line.
+ * loopback port; `public_host` = `publicHost`; `staticDir`, by default this repository's public/;
+ * `httpToml`, more `[http]` keys) plus `extraToml`, and waits for its `signalbox: open` line.
  */
-export async function startServer(extraToml = '', { listen = '127.0.0.1:0', publicHost = '127.0.0.1' } = {}) {
+export async function startServer(extraToml = '', { listen = '127.0.0.1:0', publicHost = '127.0.0.1', staticDir = join(REPO, 'public'), httpToml = '' } = {}) {
   const bin = resolve(REPO, process.env.SIGNALBOX_BIN || 'target/debug/signalbox');
   const dir = mkdtempSync(join(tmpdir(), 'signalbox-browser-'));
   const config = [
@@ -82,8 +82,9 @@ export async function startServer(extraToml = '', { listen = '127.0.0.1:0', publ
     '',
     '[http]',
     `listen = ${JSON.stringify(listen)}`,
-    `static_dir = ${JSON.stringify(join(REPO, 'public'))}`,
+    `static_dir = ${JSON.stringify(staticDir)}`,
     'shutdown_grace = "1s"',
+    httpToml,
     '',
     '[log]',
     'level = "info"',

@@ -261,16 +261,17 @@ impl Task {
         })?;
         let now = unix_now();
         let until = self.renewal_due(now);
+        // The health check reads the status: clear it before the line that says so.
+        self.status.update(|s| {
+            s.failure = None;
+            s.failures = 0;
+        });
         info!(
             sha256 = %loaded.fingerprint,
             "ACME: certificate for {} in service (HTTPS, WebSocket, TURN over TLS); renewal {}",
             self.settings.domains.join(", "),
             date(until)
         );
-        self.status.update(|s| {
-            s.failure = None;
-            s.failures = 0;
-        });
         Ok(())
     }
 
