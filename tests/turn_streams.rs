@@ -351,7 +351,11 @@ fn a_connection_that_only_sends_bindings_is_closed_after_the_handshake_timeout()
         let mut c = connect(&server, addr, over, "lou");
         let (closed, answered) = poke_until_closed(&mut c, since, &binding_answered);
         let closed = closed.unwrap_or_else(|| panic!("{over:?} on {addr}: open after 5 s"));
-        assert!(answered >= 2, "{over:?}: the Bindings were answered");
+        assert!(
+            answered >= 2,
+            "{over:?} on {addr}: the Bindings were answered ({answered} before the close after \
+             {closed:?})"
+        );
         assert!(
             (Duration::from_millis(800)..Duration::from_secs(3)).contains(&closed),
             "{over:?} on {addr}: closed after {closed:?}"
