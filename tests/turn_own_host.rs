@@ -13,6 +13,7 @@
 //! Creating a namespace needs root (CAP_SYS_ADMIN and CAP_NET_ADMIN) and iproute2's `ip`.
 
 mod common;
+mod turn_raw;
 
 use std::fs::File;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
@@ -20,10 +21,10 @@ use std::os::fd::AsRawFd;
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use base64::Engine as _;
 use common::Server;
-use signalbox_stun::TransactionId;
-use signalbox_stun::{attr, channel_data, Class, MessageRef, MessageWriter, Method};
+use signalbox_stun::{Class, MessageWriter, Method, TransactionId};
+use signalbox_turn_proto::auth::rest_password;
+use turn_raw::{Relayed, TurnClient};
 
 const SECRET: &str = "own-host-secret";
 const REALM: &str = "own-host.test";
@@ -145,194 +146,30 @@ fn drain(sock: &UdpSocket) -> Vec<(Vec<u8>, SocketAddr)> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// A small TURN client over UDP (long-term credentials computed here from the definitions).
+// Clients: turn-proto's client over UDP sockets made inside the namespace.
 
-struct Client {
-    sock: UdpSocket,
-    server: SocketAddr,
-    username: String,
-    key: [u8; 16],
-    nonce: Vec<u8>,
-    tid: u32,
-    /// Datagrams that were not the answer waited for (Data indications, ChannelData).
-    other: Vec<Vec<u8>>,
+/// A TURN client of `user` on a socket in `ns`, with REST-API credentials.
+fn client(ns: &Netns, server: SocketAddr, user: &str) -> TurnClient {
+    let unix = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs();
+    let username = format!("{}:{user}", unix + 3600);
+    let password = rest_password(SECRET.as_bytes(), &username);
+    TurnClient::on_socket(ns.udp("0.0.0.0:0"), server, &username, &password)
 }
 
-/// What the peer `from` sent, as a Data indication or ChannelData carries it.
-#[derive(Debug, PartialEq)]
-enum Relayed {
-    Data { from: SocketAddr, data: Vec<u8> },
-    Channel { number: u16, data: Vec<u8> },
+/// A successful Allocate in the realm of the test; returns the relayed address.
+fn allocate(c: &mut TurnClient) -> SocketAddr {
+    let r = c.allocate();
+    assert!(r.is_success(), "Allocate succeeds: {:?}", r.code);
+    assert_eq!(c.realm(), Some(REALM));
+    r.relayed.expect("XOR-RELAYED-ADDRESS")
 }
 
-impl Client {
-    fn new(ns: &Netns, server: SocketAddr, user: &str) -> Client {
-        let unix = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .expect("clock after 1970")
-            .as_secs();
-        let username = format!("{}:{user}", unix + 3600);
-        let hmac =
-            ring::hmac::Key::new(ring::hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, SECRET.as_bytes());
-        let password = base64::engine::general_purpose::STANDARD
-            .encode(ring::hmac::sign(&hmac, username.as_bytes()).as_ref());
-        let key = {
-            use md5::{Digest, Md5};
-            Md5::digest(format!("{username}:{REALM}:{password}").as_bytes()).into()
-        };
-        let sock = ns.udp("0.0.0.0:0");
-        Client {
-            sock,
-            server,
-            username,
-            key,
-            nonce: Vec::new(),
-            tid: 0,
-            other: Vec::new(),
-        }
-    }
-
-    /// Sends a request (signed once a nonce is known, fetching one first) and returns the
-    /// answer's error code (`None` for success) and bytes.
-    fn call(
-        &mut self,
-        method: Method,
-        attrs: &dyn Fn(&mut MessageWriter<'_>),
-    ) -> (Option<u16>, Vec<u8>) {
-        if self.nonce.is_empty() {
-            let (code, bytes) = self.send_request(Method::ALLOCATE, false, &udp);
-            assert_eq!(code, Some(401), "an unauthenticated Allocate is challenged");
-            let msg = MessageRef::parse(&bytes).expect("401 parses");
-            self.nonce = msg.get(attr::NONCE).expect("NONCE").to_vec();
-        }
-        self.send_request(method, true, attrs)
-    }
-
-    fn send_request(
-        &mut self,
-        method: Method,
-        signed: bool,
-        attrs: &dyn Fn(&mut MessageWriter<'_>),
-    ) -> (Option<u16>, Vec<u8>) {
-        self.tid += 1;
-        let mut id = [0u8; 12];
-        id[..4].copy_from_slice(&self.tid.to_be_bytes());
-        let tid = TransactionId(id);
-        let mut buf = Vec::new();
-        let mut w = MessageWriter::new(&mut buf, method, Class::Request, tid);
-        attrs(&mut w);
-        if signed {
-            w.attr(attr::USERNAME, self.username.as_bytes())
-                .attr(attr::REALM, REALM.as_bytes())
-                .attr(attr::NONCE, &self.nonce)
-                .integrity(&self.key);
-        }
-        w.fingerprint();
-        w.finish();
-        self.sock.send_to(&buf, self.server).expect("send");
-        let deadline = Instant::now() + Duration::from_secs(3);
-        let mut rx = [0u8; 2048];
-        while Instant::now() < deadline {
-            let Ok((n, from)) = self.sock.recv_from(&mut rx) else {
-                continue;
-            };
-            let answer = MessageRef::parse(&rx[..n])
-                .ok()
-                .filter(|m| from == self.server && m.transaction_id() == tid);
-            match answer {
-                Some(m) => {
-                    return (
-                        m.error_code().and_then(Result::ok).map(|(c, _)| c),
-                        rx[..n].to_vec(),
-                    )
-                }
-                None => self.other.push(rx[..n].to_vec()),
-            }
-        }
-        panic!("no answer to {method:?} within 3 s");
-    }
-
-    fn allocate(&mut self) -> SocketAddr {
-        let (code, bytes) = self.call(Method::ALLOCATE, &udp);
-        assert_eq!(code, None, "Allocate succeeds");
-        MessageRef::parse(&bytes)
-            .expect("parses")
-            .xor_address(attr::XOR_RELAYED_ADDRESS)
-            .expect("XOR-RELAYED-ADDRESS")
-            .expect("valid")
-    }
-
-    fn permission(&mut self, peer: SocketAddr) -> Option<u16> {
-        self.call(Method::CREATE_PERMISSION, &|w| {
-            w.xor_address(attr::XOR_PEER_ADDRESS, peer);
-        })
-        .0
-    }
-
-    fn bind(&mut self, number: u16, peer: SocketAddr) -> Option<u16> {
-        self.call(Method::CHANNEL_BIND, &|w| {
-            w.u32(attr::CHANNEL_NUMBER, u32::from(number) << 16)
-                .xor_address(attr::XOR_PEER_ADDRESS, peer);
-        })
-        .0
-    }
-
-    fn delete(&mut self) {
-        let (code, _) = self.call(Method::REFRESH, &|w| {
-            w.u32(attr::LIFETIME, 0);
-        });
-        assert_eq!(code, None, "Refresh 0 deletes");
-    }
-
-    fn send(&self, peer: SocketAddr, data: &[u8]) {
-        let mut buf = Vec::new();
-        let mut w = MessageWriter::new(
-            &mut buf,
-            Method::SEND,
-            Class::Indication,
-            TransactionId([5; 12]),
-        );
-        w.xor_address(attr::XOR_PEER_ADDRESS, peer)
-            .attr(attr::DATA, data);
-        w.finish();
-        self.sock.send_to(&buf, self.server).expect("send");
-    }
-
-    fn channel_data(&self, number: u16, data: &[u8]) {
-        let mut header = [0u8; 4];
-        channel_data::write_header(&mut header, number, data.len() as u16);
-        let mut frame = header.to_vec();
-        frame.extend_from_slice(data);
-        self.sock.send_to(&frame, self.server).expect("send");
-    }
-
-    /// What peers sent this client, from datagrams already set aside and arriving now.
-    fn relayed(&mut self) -> Vec<Relayed> {
-        let mut all = std::mem::take(&mut self.other);
-        all.extend(drain(&self.sock).into_iter().map(|(d, _)| d));
-        all.iter()
-            .filter_map(|d| {
-                if let Some((number, data)) = channel_data::parse(d) {
-                    return Some(Relayed::Channel {
-                        number,
-                        data: data.to_vec(),
-                    });
-                }
-                let m = MessageRef::parse(d).ok()?;
-                if m.method() != Method::DATA || m.class() != Class::Indication {
-                    return None;
-                }
-                Some(Relayed::Data {
-                    from: m.xor_address(attr::XOR_PEER_ADDRESS)?.ok()?,
-                    data: m.get(attr::DATA)?.to_vec(),
-                })
-            })
-            .collect()
-    }
-}
-
-fn udp(w: &mut MessageWriter<'_>) {
-    w.attr(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0]);
+/// What peers sent `c`, until nothing more comes for 300 ms.
+fn relayed(c: &mut TurnClient) -> Vec<Relayed> {
+    c.relayed(Duration::from_millis(300))
 }
 
 fn mapped(addr: SocketAddr) -> SocketAddr {
@@ -374,10 +211,10 @@ fn no_path_through_the_relay_reaches_a_service_on_the_relay_address() {
         "the service is reachable directly"
     );
 
-    let mut alice = Client::new(&ns, listener, "alice");
-    let mut bob = Client::new(&ns, listener, "bob");
-    let alice_relay = alice.allocate();
-    let bob_relay = bob.allocate();
+    let mut alice = client(&ns, listener, "alice");
+    let mut bob = client(&ns, listener, "bob");
+    let alice_relay = allocate(&mut alice);
+    let bob_relay = allocate(&mut bob);
     assert_eq!(alice_relay.ip().to_string(), RELAY_IP);
     let idle_relay_port = relay(bob_relay.port() + 1);
 
@@ -391,9 +228,13 @@ fn no_path_through_the_relay_reaches_a_service_on_the_relay_address() {
         SocketAddr::from(([0, 0, 0, 0], port)),
     ];
     for (i, &peer) in own.iter().enumerate() {
-        assert_eq!(alice.permission(peer), Some(403), "CreatePermission {peer}");
         assert_eq!(
-            alice.bind(0x4100 + i as u16, peer),
+            alice.permission(peer).code,
+            Some(403),
+            "CreatePermission {peer}"
+        );
+        assert_eq!(
+            alice.channel_bind(0x4100 + i as u16, peer).code,
             Some(403),
             "ChannelBind {peer}"
         );
@@ -401,19 +242,19 @@ fn no_path_through_the_relay_reaches_a_service_on_the_relay_address() {
 
     // A permission for the relay IP through Bob's relayed address, then every way to reach
     // another port of it: Send indications and ChannelData.
-    assert_eq!(alice.permission(bob_relay), None);
-    assert_eq!(alice.bind(0x4000, bob_relay), None);
-    assert_eq!(bob.permission(alice_relay), None);
+    assert_eq!(alice.permission(bob_relay).code, None);
+    assert_eq!(alice.channel_bind(0x4000, bob_relay).code, None);
+    assert_eq!(bob.permission(alice_relay).code, None);
     for peer in [target, mapped(target), idle_relay_port] {
-        alice.send(peer, b"leak by Send");
+        alice.send_indication(peer, b"leak by Send");
     }
-    alice.send(listener, &binding_request());
+    alice.send_indication(listener, &binding_request());
 
     // The relayed exchange between the two allocations still works, both ways.
-    alice.send(bob_relay, b"hello bob");
+    alice.send_indication(bob_relay, b"hello bob");
     alice.channel_data(0x4000, b"over the channel");
-    bob.send(alice_relay, b"hello alice");
-    let to_bob = bob.relayed();
+    bob.send_indication(alice_relay, b"hello alice");
+    let to_bob = relayed(&mut bob);
     assert!(
         to_bob.contains(&Relayed::Data {
             from: alice_relay,
@@ -432,8 +273,8 @@ fn no_path_through_the_relay_reaches_a_service_on_the_relay_address() {
     // Loopback is exempt with allow_loopback_peers: the same service is reachable there, so
     // what it does not receive on the relay address was refused, not lost.
     let loopback = SocketAddr::from(([127, 0, 0, 1], port));
-    assert_eq!(alice.permission(loopback), None);
-    alice.send(loopback, b"over loopback");
+    assert_eq!(alice.permission(loopback).code, None);
+    alice.send_indication(loopback, b"over loopback");
 
     let received: Vec<Vec<u8>> = drain(&service).into_iter().map(|(d, _)| d).collect();
     assert_eq!(
@@ -441,7 +282,7 @@ fn no_path_through_the_relay_reaches_a_service_on_the_relay_address() {
         vec![b"over loopback".to_vec()],
         "only the loopback control arrives"
     );
-    let to_alice = alice.relayed();
+    let to_alice = relayed(&mut alice);
     assert_eq!(
         to_alice,
         vec![Relayed::Channel {
@@ -457,16 +298,16 @@ fn no_path_through_the_relay_reaches_a_service_on_the_relay_address() {
 fn a_relay_port_freed_and_taken_by_another_service_gets_nothing() {
     let ns = Netns::create("port");
     let (_server, listener) = start(&ns);
-    let mut alice = Client::new(&ns, listener, "alice");
-    let mut bob = Client::new(&ns, listener, "bob");
-    let alice_relay = alice.allocate();
-    let bob_relay = bob.allocate();
-    assert_eq!(alice.permission(bob_relay), None);
-    assert_eq!(alice.bind(0x4000, bob_relay), None);
-    assert_eq!(bob.permission(alice_relay), None);
+    let mut alice = client(&ns, listener, "alice");
+    let mut bob = client(&ns, listener, "bob");
+    let alice_relay = allocate(&mut alice);
+    let bob_relay = allocate(&mut bob);
+    assert_eq!(alice.permission(bob_relay).code, None);
+    assert_eq!(alice.channel_bind(0x4000, bob_relay).code, None);
+    assert_eq!(bob.permission(alice_relay).code, None);
     alice.channel_data(0x4000, b"while bob is there");
     assert_eq!(
-        bob.relayed(),
+        relayed(&mut bob),
         vec![Relayed::Data {
             from: alice_relay,
             data: b"while bob is there".to_vec()
@@ -474,7 +315,8 @@ fn a_relay_port_freed_and_taken_by_another_service_gets_nothing() {
     );
 
     // Bob's allocation goes and another service binds its port on the relay address.
-    bob.delete();
+    let r = bob.refresh(0);
+    assert!(r.is_success(), "Refresh 0 deletes: {:?}", r.code);
     let deadline = Instant::now() + Duration::from_secs(3);
     let squatter = loop {
         let bound = ns.run(|| UdpSocket::bind(bob_relay));
@@ -491,9 +333,12 @@ fn a_relay_port_freed_and_taken_by_another_service_gets_nothing() {
     probe.send_to(b"direct", bob_relay).expect("send");
 
     alice.channel_data(0x4000, b"leak by ChannelData");
-    alice.send(bob_relay, b"leak by Send");
+    alice.send_indication(bob_relay, b"leak by Send");
     // A request after the packets: the worker has handled them when it answers.
-    assert_eq!(alice.permission(SocketAddr::from(([8, 8, 8, 8], 53))), None);
+    assert_eq!(
+        alice.permission(SocketAddr::from(([8, 8, 8, 8], 53))).code,
+        None
+    );
 
     let received: Vec<Vec<u8>> = drain(&squatter).into_iter().map(|(d, _)| d).collect();
     assert_eq!(

@@ -1,9 +1,11 @@
 //! A blocking TURN client over UDP for the integration tests: turn-proto's sans-IO client
 //! (long-term authentication from a username/password pair, realm and nonce taken from the
 //! server's 401, a fresh nonce on 438) driven over a loopback socket, with Allocate, Refresh,
-//! CreatePermission, ChannelBind and Send. Each request is sent once and waits 3 s, so a test
-//! that counts what the server did is not disturbed by retransmissions. The `turn` crate and
-//! coturn's tools are the independent clients; this one provokes what they cannot.
+//! CreatePermission, ChannelBind, Send and ChannelData. Each request is sent once and waits
+//! 3 s, so a test that counts what the server did is not disturbed by retransmissions. What
+//! peers send through the relay while a request waits is kept for [`TurnClient::relayed`].
+//! The `turn` crate and coturn's tools are the independent clients; this one provokes what
+//! they cannot.
 #![allow(dead_code)]
 
 use std::collections::hash_map::RandomState;
@@ -13,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use signalbox_stun::Class;
 use signalbox_turn_proto::client::{
-    AddressFamily, AllocateOptions, ChannelNumber, Client, Config, Credentials, Event, Received,
-    RequestError, RequestId, Transport,
+    frame_channel_data, AddressFamily, AllocateOptions, ChannelNumber, Client, Config, Credentials,
+    Event, PeerData, Received, RequestError, RequestId, Transport,
 };
 
 /// How long a request waits for its answer.
@@ -25,6 +27,34 @@ pub struct TurnClient {
     server: SocketAddr,
     turn: Client,
     out: Vec<u8>,
+    /// Peer data that arrived while a request waited, oldest first.
+    received: Vec<Relayed>,
+}
+
+/// What reached the client from the relay outside a request/response exchange.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Relayed {
+    /// A Data indication from the peer `from`.
+    Data { from: SocketAddr, data: Vec<u8> },
+    /// ChannelData on the channel `number` (the padding, if any, removed).
+    Channel { number: u16, data: Vec<u8> },
+    /// A datagram the client could not use, or one from elsewhere than the server.
+    Unusable(String),
+}
+
+impl From<PeerData<'_>> for Relayed {
+    fn from(d: PeerData<'_>) -> Relayed {
+        match d.channel {
+            Some(channel) => Relayed::Channel {
+                number: channel.get(),
+                data: d.data.to_vec(),
+            },
+            None => Relayed::Data {
+                from: d.peer,
+                data: d.data.to_vec(),
+            },
+        }
+    }
 }
 
 /// A response: its class, error code if any, and the relayed address of an Allocate success.
@@ -78,6 +108,16 @@ impl TurnClient {
         let sock = UdpSocket::bind(bind).expect("bind a client socket");
         sock.set_read_timeout(Some(Duration::from_secs(3)))
             .expect("read timeout");
+        TurnClient::on_socket(sock, server, username, password)
+    }
+
+    /// A client on a socket made elsewhere (for example inside a network namespace).
+    pub fn on_socket(
+        sock: UdpSocket,
+        server: SocketAddr,
+        username: &str,
+        password: &str,
+    ) -> TurnClient {
         let credentials = Credentials::new(username, password).expect("a usable username");
         let config = Config::new(credentials, Transport::Udp, random_seed()).with_retransmission(
             ANSWER_WITHIN,
@@ -89,10 +129,11 @@ impl TurnClient {
             server,
             turn: Client::new(config),
             out: Vec::new(),
+            received: Vec::new(),
         }
     }
 
-    /// Runs `request` to its end; data from peers arriving meanwhile is not kept.
+    /// Runs `request` to its end; data from peers arriving meanwhile is kept.
     fn finish(&mut self, request: RequestId) -> Event {
         loop {
             let now = Instant::now();
@@ -115,7 +156,8 @@ impl TurnClient {
             let mut rx = [0u8; 2048];
             match self.sock.recv_from(&mut rx) {
                 Ok((n, from)) if from == self.server => match self.turn.handle_input(&rx[..n]) {
-                    Ok(Received::Response | Received::Data(_)) => {}
+                    Ok(Received::Response) => {}
+                    Ok(Received::Data(data)) => self.received.push(data.into()),
                     Err(e) => eprintln!("turn_raw: an unusable message from the server: {e}"),
                 },
                 Ok(_) => {}
@@ -198,6 +240,44 @@ impl TurnClient {
             .send_indication(peer, data, &mut self.out)
             .expect("data fits one message");
         self.sock.send_to(&self.out, self.server).expect("send");
+    }
+
+    /// The realm the server announced in its challenge; `None` before the first 401.
+    pub fn realm(&self) -> Option<&str> {
+        self.turn.realm()
+    }
+
+    /// ChannelData on `channel`, whether or not this client bound it.
+    pub fn channel_data(&mut self, channel: u16, data: &[u8]) {
+        let channel = ChannelNumber::new(channel).expect("a channel number");
+        frame_channel_data(channel, data, Transport::Udp, &mut self.out).expect("data fits");
+        self.sock.send_to(&self.out, self.server).expect("send");
+    }
+
+    /// What reached the client from the relay: what arrived while requests waited, then every
+    /// datagram until none comes for `quiet` (at most 5 s in all).
+    pub fn relayed(&mut self, quiet: Duration) -> Vec<Relayed> {
+        let mut got = std::mem::take(&mut self.received);
+        self.sock
+            .set_read_timeout(Some(quiet))
+            .expect("read timeout");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut rx = [0u8; 2048];
+        while Instant::now() < deadline {
+            let Ok((n, from)) = self.sock.recv_from(&mut rx) else {
+                break;
+            };
+            if from != self.server {
+                got.push(Relayed::Unusable(format!("a datagram from {from}")));
+                continue;
+            }
+            got.push(match self.turn.handle_input(&rx[..n]) {
+                Ok(Received::Data(data)) => data.into(),
+                Ok(Received::Response) => Relayed::Unusable("a late response".to_owned()),
+                Err(e) => Relayed::Unusable(e.to_string()),
+            });
+        }
+        got
     }
 
     /// The first Allocate a fresh client sends: unauthenticated, as from a stranger.
