@@ -150,7 +150,7 @@ export async function startServer(extraToml = '', { listen = '127.0.0.1:0', publ
 }
 
 /** Flags for headless Chromium on these machines (see BROWSER-TESTING.md). */
-function chromiumArgs({ blockCamera }) {
+function chromiumArgs({ blockCamera, resolverExcludes }) {
   return [
     '--no-sandbox',
     '--disable-gpu',
@@ -168,7 +168,8 @@ function chromiumArgs({ blockCamera }) {
     // Merged with Playwright's own list by chromium.sh (Chromium keeps only the last one).
     '--disable-features=WebRtcHideLocalIpsWithMdns',
     // Every name lookup fails except the loopback the test uses: nothing leaves the machine.
-    '--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE localhost, EXCLUDE localhost.',
+    // `MAP *` catches IP literals too, so a test on another address (::1) names it here.
+    `--host-resolver-rules=${['MAP * ~NOTFOUND', ...['127.0.0.1', 'localhost', 'localhost.', ...resolverExcludes].map((h) => `EXCLUDE ${h}`)].join(', ')}`,
   ].filter(Boolean);
 }
 
@@ -227,13 +228,14 @@ function peerConnectionRecorder({ forceRelay, onlyIceUrl, rewriteIceUrl }) {
 /**
  * Launches one Chromium process for one participant, with its own profile. `blockCamera`
  * models a person who refused camera access: only the microphone is allowed.
+ * `resolverExcludes` are more hosts (or IP literals) the host-resolver rules leave alone.
  */
-export async function launchParticipant(label, { forceRelay = false, onlyIceUrl = null, blockCamera = false, viewport = { width: 1280, height: 720 } } = {}) {
+export async function launchParticipant(label, { forceRelay = false, onlyIceUrl = null, blockCamera = false, resolverExcludes = [], viewport = { width: 1280, height: 720 } } = {}) {
   const profile = mkdtempSync(join(tmpdir(), `signalbox-chromium-${label}-`));
   const browser = await chromium.launchPersistentContext(profile, {
     executablePath: CHROMIUM_WRAPPER,
     headless: true,
-    args: chromiumArgs({ blockCamera }),
+    args: chromiumArgs({ blockCamera, resolverExcludes }),
     ignoreHTTPSErrors: true,
     viewport,
     timeout: 30000,
