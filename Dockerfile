@@ -9,6 +9,8 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY crates ./crates
+# The Socket.IO client build is compiled into the binary.
+COPY public/vendor ./public/vendor
 RUN cargo build --release --locked --bin signalbox
 
 FROM debian:bookworm-slim
