@@ -84,11 +84,26 @@ impl std::fmt::Debug for Target {
 
 /// Runs every check (blocking: call from a blocking thread).
 pub fn run(target: &Target) -> Vec<Check> {
-    let mut checks = Vec::new();
-    if let (Some(addr), Some(secrets)) = (target.turn_udp, &target.secrets) {
-        checks.push(turn_relay(addr, secrets, &target.realm, target.separator));
+    let mut checks = relay_checks(target);
+    checks.extend(state_checks(target));
+    checks
+}
+
+/// The checks that make real allocations (costly: the health endpoint reuses their result for a
+/// few seconds).
+pub fn relay_checks(target: &Target) -> Vec<Check> {
+    match (target.turn_udp, &target.secrets) {
+        (Some(addr), Some(secrets)) => {
+            vec![turn_relay(addr, secrets, &target.realm, target.separator)]
+        }
+        _ => Vec::new(),
     }
-    checks.extend(relay_addresses(target.relay_ip, target.external_ip));
+}
+
+/// The checks that only read the server's state (relay addresses, the certificate in service,
+/// ACME): cheap, so always current, even when the relay checks' result is reused.
+pub fn state_checks(target: &Target) -> Vec<Check> {
+    let mut checks = relay_addresses(target.relay_ip, target.external_ip);
     let now = unix_now();
     if let Some(der) = target.certs.as_ref().and_then(|c| c.leaf_der()) {
         let mut check = certificate(&der, now);

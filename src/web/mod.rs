@@ -192,22 +192,29 @@ async fn healthz(
     (status, Json(body)).into_response()
 }
 
-/// The self-test's checks, from a run that ended less than [`DEEP_CHECK_REUSE`] ago or from a
-/// new one. Callers wait for a run in progress rather than start another.
+/// The self-test's checks. The relay checks (real allocations) come from a run that ended less
+/// than [`DEEP_CHECK_REUSE`] ago or from a new one, and callers wait for a run in progress rather
+/// than start another; the checks that only read state (certificate, ACME) are always current,
+/// so a certificate swapped in a moment ago shows at once.
 async fn deep_checks(state: &AppState) -> Vec<crate::selftest::Check> {
-    let mut last = state.deep_check.lock().await;
-    if let Some((at, checks)) = &*last {
-        if at.elapsed() < DEEP_CHECK_REUSE {
-            return checks.clone();
-        }
-    }
-    let checks = match state.selftest.get().cloned() {
-        Some(t) => tokio::task::spawn_blocking(move || crate::selftest::run(&t))
-            .await
-            .unwrap_or_default(),
-        None => Vec::new(),
+    let Some(target) = state.selftest.get().cloned() else {
+        return Vec::new();
     };
-    *last = Some((Instant::now(), checks.clone()));
+    let mut checks = {
+        let mut last = state.deep_check.lock().await;
+        match &*last {
+            Some((at, checks)) if at.elapsed() < DEEP_CHECK_REUSE => checks.clone(),
+            _ => {
+                let t = target.clone();
+                let checks = tokio::task::spawn_blocking(move || crate::selftest::relay_checks(&t))
+                    .await
+                    .unwrap_or_default();
+                *last = Some((Instant::now(), checks.clone()));
+                checks
+            }
+        }
+    };
+    checks.extend(crate::selftest::state_checks(&target));
     checks
 }
 
