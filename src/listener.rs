@@ -109,17 +109,14 @@ impl Listener {
                 let _ = tcp.set_nodelay(true);
                 let local = tcp.local_addr().unwrap_or(peer);
                 let deadline = accepted + this.limits.tls_handshake_timeout;
-                let proxy = &this.limits.proxy;
-                let (peer, first, permit) = if proxy.enabled {
-                    let Some(arrival) = proxy.read(&mut tcp, peer, deadline).await else {
-                        return;
-                    };
-                    let Ok(permit) = permit.rekey(arrival.client.ip()) else {
-                        return;
-                    };
-                    (arrival.client, arrival.rest, permit)
-                } else {
-                    (peer, Vec::new(), permit)
+                // The PROXY header comes before TLS; the caps then count the client it names.
+                let Some((peer, first, permit)) = this
+                    .limits
+                    .proxy
+                    .arrive(&mut tcp, peer, deadline, permit)
+                    .await
+                else {
+                    return;
                 };
                 let tcp = Counted {
                     io: tcp,

@@ -25,6 +25,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
+use crate::caps::ConnPermit;
 use crate::metrics::{METRICS, PROXY_ACCEPTED, PROXY_INVALID, PROXY_TIMED_OUT, PROXY_UNTRUSTED};
 use crate::ratelimit::RefusalLog;
 use signalbox_turn_proto::policy::Cidr;
@@ -97,6 +98,25 @@ impl ProxyProtocol {
             listener,
             log: Arc::default(),
         }
+    }
+
+    /// What every listener does first with a connection from `peer`: where the PROXY protocol is
+    /// on, read the header and move the connection's place in the caps to the client it names.
+    /// Returns the client, the bytes to put back in front of the stream, and the permit; `None`
+    /// when the connection must be closed.
+    pub async fn arrive<S: AsyncRead + Unpin>(
+        &self,
+        io: &mut S,
+        peer: SocketAddr,
+        deadline: Instant,
+        permit: ConnPermit,
+    ) -> Option<(SocketAddr, Vec<u8>, ConnPermit)> {
+        if !self.enabled {
+            return Some((peer, Vec::new(), permit));
+        }
+        let arrival = self.read(io, peer, deadline).await?;
+        let permit = permit.rekey(arrival.client.ip()).ok()?;
+        Some((arrival.client, arrival.rest, permit))
     }
 
     /// Reads what must be read before anything else on a connection from `peer`: a PROXY

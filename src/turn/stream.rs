@@ -242,17 +242,13 @@ impl Streams {
                 let deadline = accepted + this.limits.handshake_timeout;
                 let listener = tcp.local_addr().ok().or(local).unwrap_or(peer);
                 // The PROXY header comes before TLS; the caps then count the client it names.
-                let proxy = &this.limits.proxy;
-                let (peer, first, permit) = if proxy.enabled {
-                    let Some(arrival) = proxy.read(&mut tcp, peer, deadline).await else {
-                        return;
-                    };
-                    let Ok(permit) = permit.rekey(arrival.client.ip()) else {
-                        return;
-                    };
-                    (arrival.client, arrival.rest, permit)
-                } else {
-                    (peer, Vec::new(), permit)
+                let Some((peer, first, permit)) = this
+                    .limits
+                    .proxy
+                    .arrive(&mut tcp, peer, deadline, permit)
+                    .await
+                else {
+                    return;
                 };
                 let tcp = Rewind::new(first, tcp);
                 let five = FiveTuple {

@@ -460,13 +460,9 @@ impl Core {
         end: usize,
         now: Millis,
     ) -> Action {
-        let relayed = self.config.relay.locate(peer);
-        if let Verdict::Denied(reason) = self.config.policy.check_packet(peer, relayed) {
-            if self.log.take(now) {
-                debug!(%peer, "packet to a peer dropped: {}", reason.describe());
-            }
+        let Some(relayed) = self.packet_allowed(peer, "to a peer", now) else {
             return Action::Nothing;
-        }
+        };
         if !self.table.spend(id, Direction::ToPeer, end - start, now) {
             return Action::Nothing;
         }
@@ -540,6 +536,24 @@ impl Core {
         }
     }
 
+    /// The peer policy on one packet (IP and port), with the relayed address it names if that
+    /// is one of ours; a refused packet is logged within the budget and goes nowhere.
+    fn packet_allowed(
+        &mut self,
+        peer: SocketAddr,
+        direction: &str,
+        now: Millis,
+    ) -> Option<Relayed> {
+        let relayed = self.config.relay.locate(peer);
+        if let Verdict::Denied(reason) = self.config.policy.check_packet(peer, relayed) {
+            if self.log.take(now) {
+                debug!(%peer, "packet {direction} dropped: {}", reason.describe());
+            }
+            return None;
+        }
+        Some(relayed)
+    }
+
     /// RFC 8656 §11.3 and §12.6: data from `peer` for allocation `id`'s client, as ChannelData
     /// (header written into the 4 bytes before `start`) or as a Data indication. The peer
     /// policy applies to the source as to a destination: nothing the relay may not send to is
@@ -557,11 +571,7 @@ impl Core {
         if start < channel_data::HEADER_LEN || !self.table.has_permission(id, peer.ip(), now) {
             return Action::Nothing;
         }
-        let relayed = self.config.relay.locate(peer);
-        if let Verdict::Denied(reason) = self.config.policy.check_packet(peer, relayed) {
-            if self.log.take(now) {
-                debug!(%peer, "packet from a peer dropped: {}", reason.describe());
-            }
+        if self.packet_allowed(peer, "from a peer", now).is_none() {
             return Action::Nothing;
         }
         if !self.table.spend(id, Direction::ToClient, end - start, now) {
