@@ -16,8 +16,12 @@ use turn_raw::TurnClient;
 const SECRET: &str = "ipv6-secret";
 
 fn start() -> Server {
+    start_with("")
+}
+
+fn start_with(extra_turn: &str) -> Server {
     Server::start(&common::base_config(&format!(
-        "[turn]\nlisten = \"[::]:0\"\nsecrets = [\"{SECRET}\"]\nrelay_ip = \"127.0.0.1\"\nworkers = 2\n"
+        "[turn]\nlisten = \"[::]:0\"\nsecrets = [\"{SECRET}\"]\nrelay_ip = \"127.0.0.1\"\nworkers = 2\n{extra_turn}"
     )))
 }
 
@@ -108,5 +112,27 @@ fn allocates_over_both_families_with_relayed_addresses_of_either() {
     assert_eq!(
         reply.relayed.expect("relayed").ip(),
         IpAddr::V6(Ipv6Addr::LOCALHOST)
+    );
+}
+
+#[test]
+fn with_allocation_family_keep_an_allocate_naming_no_family_gets_the_clients_family() {
+    let server = start_with("allocation_family = \"keep\"\n");
+    let (user, pass) = credentials("keep");
+    let mut v6 = TurnClient::new(over(&server, Ipv6Addr::LOCALHOST.into()), &user, &pass);
+    let reply = v6.allocate();
+    assert!(reply.is_success(), "IPv6 Allocate, no family: {reply:?}");
+    assert_eq!(
+        reply.relayed.expect("relayed").ip(),
+        IpAddr::V6(Ipv6Addr::LOCALHOST),
+        "an IPv6 client keeps its family"
+    );
+    let mut v4 = TurnClient::new(over(&server, Ipv4Addr::LOCALHOST.into()), &user, &pass);
+    let reply = v4.allocate();
+    assert!(reply.is_success(), "IPv4 Allocate, no family: {reply:?}");
+    assert_eq!(
+        reply.relayed.expect("relayed").ip(),
+        IpAddr::V4(Ipv4Addr::LOCALHOST),
+        "an IPv4 client keeps its family"
     );
 }

@@ -59,6 +59,7 @@ fn core() -> Core {
         worker: 0,
         draining: Default::default(),
         live_peers: Arc::new(auth::LivePeers::new(16)),
+        allocation_family: Default::default(),
     };
     let table = AllocationTable::new(
         Arc::new(Quotas::new(10, 10)),

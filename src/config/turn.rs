@@ -9,6 +9,7 @@ use serde::{Deserialize, Deserializer};
 use crate::config::duration;
 use signalbox_turn_proto::policy::Cidr;
 pub use signalbox_turn_proto::ports::PortRange;
+pub use signalbox_turn_proto::server::AllocationFamily;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -38,6 +39,9 @@ pub struct TurnConfig {
     /// The public IPv6 address of `relay_ip_v6` behind a 1:1 NAT (rare); empty = the local one.
     #[serde(deserialize_with = "optional_ip")]
     pub external_ip_v6: Option<IpAddr>,
+    /// The relayed family of an Allocate that names none: "ipv4" (RFC 8656) or "keep".
+    #[serde(deserialize_with = "allocation_family")]
+    pub allocation_family: AllocationFamily,
     #[serde(deserialize_with = "port_range")]
     pub relay_ports: PortRange,
     pub user_quota: u32,
@@ -100,6 +104,7 @@ impl Default for TurnConfig {
             external_ip: None,
             relay_ip_v6: None,
             external_ip_v6: None,
+            allocation_family: AllocationFamily::Ipv4,
             relay_ports: PortRange {
                 first: 49152,
                 last: 65535,
@@ -251,6 +256,16 @@ fn port_range<'de, D: Deserializer<'de>>(de: D) -> Result<PortRange, D::Error> {
     String::deserialize(de)?
         .parse()
         .map_err(serde::de::Error::custom)
+}
+
+fn allocation_family<'de, D: Deserializer<'de>>(de: D) -> Result<AllocationFamily, D::Error> {
+    match String::deserialize(de)?.trim() {
+        "ipv4" => Ok(AllocationFamily::Ipv4),
+        "keep" => Ok(AllocationFamily::Keep),
+        other => Err(serde::de::Error::custom(format!(
+            "`{other}` is not \"ipv4\" or \"keep\""
+        ))),
+    }
 }
 
 fn optional_ip<'de, D: Deserializer<'de>>(de: D) -> Result<Option<IpAddr>, D::Error> {

@@ -120,6 +120,7 @@ impl TurnServer {
                 worker: index,
                 draining: draining.clone(),
                 live_peers: live_peers.clone(),
+                allocation_family: turn.allocation_family,
             };
             let table = AllocationTable::new(quotas.clone(), limits.clone());
             let core = Core::new(

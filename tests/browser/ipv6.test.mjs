@@ -1,13 +1,12 @@
 // A relayed call over IPv6 loopback: the web app on https://[::1]:PORT, `public_host = "::1"`,
 // TURN over UDP on [::1] only, and every RTCPeerConnection in both browsers forced to
 // `iceTransportPolicy: 'relay'`. The call must decode video both ways through relayed candidates
-// that Chromium allocated from signalbox's TURN server over IPv6.
+// that Chromium allocated from signalbox's TURN server over IPv6, with IPv6 relayed addresses.
 //
-// The relayed addresses themselves are IPv4. Chromium (156 checked) sends its Allocate with
-// REQUESTED-TRANSPORT only, never REQUESTED-ADDRESS-FAMILY, and RFC 8656 §7.2 makes the relayed
-// address IPv4 when that attribute is absent, whatever family the client reached the server
-// over. So `relay_ip_v6 = "::1"` is configured but no Chromium allocation can use it; the test
-// pins that, and fails the day either side changes.
+// Chromium (156 checked) sends its Allocate with REQUESTED-TRANSPORT only, never
+// REQUESTED-ADDRESS-FAMILY, and RFC 8656 §7.2 makes the relayed address IPv4 when that attribute
+// is absent. `allocation_family = "keep"` gives such an Allocate the family the client reached
+// the server over, so the relayed addresses here are `::1`.
 
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -18,8 +17,8 @@ const TEST_TIMEOUT_MS = 90000;
 
 /**
  * TURN over UDP on IPv6 loopback and nothing else (no TCP, TLS or one-port TURN, so the only
- * way to a relay is `turn:[::1]:PORT?transport=udp`); IPv6 allocations relay from ::1, and
- * relaying between two loopback allocations is allowed.
+ * way to a relay is `turn:[::1]:PORT?transport=udp`); allocations keep the client's family, so
+ * they relay from ::1, and relaying between two loopback allocations is allowed.
  */
 const TURN_TOML = [
   '[turn]',
@@ -29,6 +28,7 @@ const TURN_TOML = [
   'one_port = false',
   'relay_ip = "127.0.0.1"',
   'relay_ip_v6 = "::1"',
+  'allocation_family = "keep"',
   'secrets = ["browser-ipv6-test-secret"]',
   'allow_loopback_peers = true',
 ].join('\n');
@@ -93,10 +93,10 @@ test('over IPv6 loopback with relay forced, both sides decode video through rela
     // Chromium reports no relatedAddress for a relayed candidate; where it does, it is the
     // address signalbox saw the allocation come from, which can only be IPv6 here.
     if (local.relatedAddress) assert.ok(isIPv6(local.relatedAddress), `${who}'s mapped address is IPv6: ${seen}`);
-    // No REQUESTED-ADDRESS-FAMILY from Chromium: the RFC 8656 §7.2 default, IPv4.
-    assert.equal(local.address, '127.0.0.1', `${who}'s relayed address is signalbox's IPv4 relay (Chromium asks for no family): ${seen}`);
+    // No REQUESTED-ADDRESS-FAMILY from Chromium: `allocation_family = "keep"` makes it IPv6.
+    assert.equal(local.address, '::1', `${who}'s relayed address is signalbox's IPv6 relay: ${seen}`);
     assert.equal(remote?.type, 'relay', `${who}'s remote candidate is the other side's relay: ${seen}`);
-    assert.equal(remote.address, '127.0.0.1', `${who}'s remote relayed address is the other IPv4 allocation: ${seen}`);
+    assert.equal(remote.address, '::1', `${who}'s remote relayed address is the other IPv6 allocation: ${seen}`);
     assert.deepEqual(p.errors, [], `${p.label} logged errors`);
   }
 });

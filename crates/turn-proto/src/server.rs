@@ -270,6 +270,20 @@ pub struct CoreConfig {
     pub draining: Arc<std::sync::atomic::AtomicBool>,
     /// The room peers whose credentials may still open allocations (shared with signaling).
     pub live_peers: Arc<auth::LivePeers>,
+    /// The relayed address family of an Allocate that does not name one.
+    pub allocation_family: AllocationFamily,
+}
+
+/// Which family an Allocate without REQUESTED-ADDRESS-FAMILY gets (browsers send none).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AllocationFamily {
+    /// IPv4, as RFC 8656 §7.2 says: every peer then has relayed addresses of one family, so
+    /// relayed candidates always pair.
+    #[default]
+    Ipv4,
+    /// The family the client reached the server over (coturn's `keep`): IPv6 clients get IPv6
+    /// relayed addresses, which pair only with peers that have IPv6 too.
+    Keep,
 }
 
 /// One worker's TURN server: the allocation table and the protocol around it. Owned by one

@@ -92,6 +92,7 @@ fn world_with_nonce_lifetime(nonce_lifetime_secs: u64) -> World {
         worker: 0,
         draining: Default::default(),
         live_peers: Arc::new(crate::auth::LivePeers::new(16)),
+        allocation_family: Default::default(),
     };
     let table = AllocationTable::new(
         Arc::new(Quotas::new(10, 100)),

@@ -8,8 +8,8 @@ use super::request::{self, Family};
 use super::*;
 
 impl Core {
-    /// RFC 8656 §7.2. One relayed address per allocation, of the requested family (IPv4 when
-    /// absent); ADDITIONAL-ADDRESS-FAMILY gets the IPv4 one and ADDRESS-ERROR-CODE for IPv6.
+    /// RFC 8656 §7.2. One relayed address per allocation, of the requested family (when absent,
+    /// IPv4 or, with [`AllocationFamily::Keep`], the family the client reached us over); ADDITIONAL-ADDRESS-FAMILY gets the IPv4 one and ADDRESS-ERROR-CODE for IPv6.
     pub(super) fn allocate(
         &mut self,
         body: Result<request::Allocate, Refusal>,
@@ -30,7 +30,14 @@ impl Core {
             return Err(Refusal::AllocationExists);
         }
         let body = body?;
-        let relay = match body.family {
+        let family = body.family.unwrap_or(match self.config.allocation_family {
+            AllocationFamily::Ipv4 => Family::V4,
+            AllocationFamily::Keep if crate::policy::canonical(five.client.ip()).is_ipv6() => {
+                Family::V6
+            }
+            AllocationFamily::Keep => Family::V4,
+        });
+        let relay = match family {
             Family::V4 => self.config.relay.v4,
             Family::V6 => self.config.relay.v6,
         };

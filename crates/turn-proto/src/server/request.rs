@@ -72,8 +72,8 @@ pub(super) enum TurnRequest {
 pub(super) struct Allocate {
     /// EVEN-PORT without the R bit: an even relay port.
     pub(super) even_port: bool,
-    /// REQUESTED-ADDRESS-FAMILY, IPv4 when absent.
-    pub(super) family: Family,
+    /// REQUESTED-ADDRESS-FAMILY; `None` when absent ([`CoreConfig::allocation_family`] decides).
+    pub(super) family: Option<Family>,
     /// LIFETIME in seconds, if the client asked.
     pub(super) lifetime: Option<u32>,
     /// ADDITIONAL-ADDRESS-FAMILY (IPv6): the client asked for both families in one allocation.
@@ -191,8 +191,9 @@ fn allocate(msg: &MessageRef<'_>) -> Result<Allocate, Refusal> {
         return Err(Refusal::BadRequest(Malformed::AdditionalNotIpv6));
     }
     let family = match family.map(|v| v.first().copied()) {
-        None | Some(Some(attr::FAMILY_IPV4)) => Family::V4,
-        Some(Some(attr::FAMILY_IPV6)) => Family::V6,
+        None => None,
+        Some(Some(attr::FAMILY_IPV4)) => Some(Family::V4),
+        Some(Some(attr::FAMILY_IPV6)) => Some(Family::V6),
         Some(_) => return Err(Refusal::FamilyNotSupported),
     };
     Ok(Allocate {

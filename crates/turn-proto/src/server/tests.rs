@@ -78,6 +78,7 @@ fn worker_harness(
         worker,
         draining: Default::default(),
         live_peers: Arc::new(auth::LivePeers::new(16)),
+        allocation_family: Default::default(),
     };
     let live_peers = config.live_peers.clone();
     let table = AllocationTable::new(

@@ -110,6 +110,7 @@ impl World {
                     worker,
                     draining: Default::default(),
                     live_peers: live_peers.clone(),
+                    allocation_family: Default::default(),
                 };
                 Core::new(
                     core_config,
