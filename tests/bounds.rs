@@ -7,7 +7,6 @@
 mod common;
 mod ws_client;
 
-use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -128,20 +127,6 @@ async fn http1_get(s: &mut TlsStream<TcpStream>, path: &str) -> String {
         assert!(n > 0, "closed before the whole response");
         got.extend_from_slice(&buf[..n]);
     }
-}
-
-async fn metrics(server: &Server) -> HashMap<String, f64> {
-    let text = reqwest::get(format!("http://{}/metrics", server.addr("metrics")))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics text");
-    text.lines()
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .filter_map(|l| l.rsplit_once(' '))
-        .map(|(series, value)| (series.to_owned(), value.parse().unwrap_or(f64::NAN)))
-        .collect()
 }
 
 #[tokio::test]
@@ -279,7 +264,7 @@ async fn a_tls_handshake_that_never_finishes_is_closed() {
         "a silent connection",
     )
     .await;
-    let m = metrics(&server).await;
+    let m = server.metrics();
     assert!(
         m["signalbox_tls_handshakes_total{result=\"timed_out\"}"] >= 1.0,
         "the timed-out handshake is counted"
@@ -322,7 +307,7 @@ async fn over_the_caps_is_refused_before_tls_while_another_address_still_gets_in
     // Five open in total: one more from 127.0.0.3 fits, then 127.0.0.4 meets the total cap.
     held.push(connect_from(v4(3), https).await);
     refused(v4(4)).await;
-    let m = metrics(&server).await;
+    let m = server.metrics();
     assert!(m["signalbox_connections_refused_total{cap=\"https_per_address\"}"] >= 21.0);
     assert!(m["signalbox_connections_refused_total{cap=\"https_total\"}"] >= 1.0);
     assert!(server.log_contains("HTTPS connection refused"));

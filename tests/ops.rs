@@ -3,8 +3,6 @@
 mod common;
 mod ws_client;
 
-use std::collections::HashMap;
-
 use serde_json::{json, Value};
 
 use common::{base_config, Server};
@@ -27,22 +25,6 @@ async fn stats(server: &Server, token: Option<&str>) -> (u16, Value) {
     (resp.status().as_u16(), resp.json().await.expect("json"))
 }
 
-async fn metrics(server: &Server) -> HashMap<String, f64> {
-    let text = reqwest::get(format!("http://{}/metrics", server.addr("metrics")))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
-    text.lines()
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(|l| {
-            let (series, value) = l.rsplit_once(' ').expect("`series value`");
-            (series.to_owned(), value.parse().expect("number"))
-        })
-        .collect()
-}
-
 #[tokio::test]
 async fn stats_need_the_admin_token() {
     let server = start("");
@@ -57,7 +39,7 @@ async fn stats_need_the_admin_token() {
 #[tokio::test]
 async fn stats_and_metrics_follow_a_room_session() {
     let server = start("");
-    let before = metrics(&server).await;
+    let before = server.metrics();
     let mut ann = Ws::connect(&server).await;
     let mut bob = Ws::connect(&server).await;
     ann.join_named("ops-room", "Ann").await;
@@ -85,7 +67,7 @@ async fn stats_and_metrics_follow_a_room_session() {
     assert_eq!(body["peers"], json!(2));
     assert_eq!(body["ws_connections"], json!(2));
 
-    let after = metrics(&server).await;
+    let after = server.metrics();
     let delta = |k: &str| after[k] - before.get(k).copied().unwrap_or(0.0);
     assert_eq!(after["signalbox_rooms_active"], 1.0);
     assert_eq!(after["signalbox_peers_active"], 2.0);
@@ -104,7 +86,7 @@ async fn stats_and_metrics_follow_a_room_session() {
     bob.send(json!({"type": "leave"})).await;
     bob.send(json!({"type": "ping"})).await;
     bob.recv_type("pong").await;
-    let end = metrics(&server).await;
+    let end = server.metrics();
     assert_eq!(end["signalbox_rooms_active"], 0.0);
     assert_eq!(end["signalbox_peers_active"], 0.0);
 }

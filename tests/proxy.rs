@@ -8,7 +8,6 @@
 mod common;
 mod ws_client;
 
-use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -97,20 +96,6 @@ async fn healthz_over(server: &Server, tcp: TcpStream) -> String {
         .to_owned()
 }
 
-async fn metrics(server: &Server) -> HashMap<String, f64> {
-    let text = reqwest::get(format!("http://{}/metrics", server.addr("metrics")))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics text");
-    text.lines()
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .filter_map(|l| l.rsplit_once(' '))
-        .map(|(series, value)| (series.to_owned(), value.parse().unwrap_or(f64::NAN)))
-        .collect()
-}
-
 fn start_proxied(http: &str, extra: &str) -> Server {
     Server::start(&common::config_with_http(
         &format!("proxy_protocol = true\ntrusted_proxies = [\"127.0.0.1\"]\n{http}"),
@@ -173,7 +158,7 @@ async fn proxy_headers_from_a_trusted_address_set_the_client_the_caps_and_the_lo
         assert_eq!(healthz_over(&server, tcp).await, "HTTP/1.1 200 OK");
     }
     wait_for_log(&server, "client=198.51.100.10:5000 proxy=127.0.0.1").await;
-    let m = metrics(&server).await;
+    let m = server.metrics();
     assert!(m["signalbox_proxy_headers_total{result=\"accepted\"}"] >= 5.0);
     assert!(m["signalbox_connections_refused_total{cap=\"https_per_address\"}"] >= 1.0);
     drop(held);
@@ -199,7 +184,7 @@ async fn a_proxy_header_from_an_untrusted_address_is_refused_and_direct_clients_
     // Without a header the same address is an ordinary client.
     let direct = connect_from(STRANGER, https).await;
     assert_eq!(healthz_over(&server, direct).await, "HTTP/1.1 200 OK");
-    let m = metrics(&server).await;
+    let m = server.metrics();
     assert!(m["signalbox_proxy_headers_total{result=\"untrusted\"}"] >= 2.0);
     assert_eq!(m["signalbox_proxy_headers_total{result=\"accepted\"}"], 0.0);
 }

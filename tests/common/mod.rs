@@ -63,6 +63,25 @@ pub fn config_with_http(http: &str, extra: &str) -> String {
 }
 
 impl Server {
+    /// Scrapes `/metrics` from the metrics listener: `series -> value` for every sample.
+    #[allow(dead_code)]
+    pub fn metrics(&self) -> HashMap<String, f64> {
+        use std::io::{Read, Write};
+        let mut tcp = std::net::TcpStream::connect(self.addr("metrics")).expect("metrics listener");
+        tcp.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .expect("request");
+        let mut text = String::new();
+        tcp.read_to_string(&mut text).expect("response");
+        let (_, body) = text.split_once("\r\n\r\n").expect("HTTP response");
+        body.lines()
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(|l| {
+                let (series, value) = l.rsplit_once(' ').expect("`series value` line");
+                (series.to_owned(), value.parse().expect("numeric value"))
+            })
+            .collect()
+    }
+
     /// Starts the binary with `config` (TOML text) and waits until it prints its `open` line.
     pub fn start(config: &str) -> Server {
         Self::start_with_args(config, &[])
