@@ -338,7 +338,7 @@ fn one_address_past_max_allocations_per_ip_gets_486_whatever_the_user_and_others
         Class::Success,
         "a deleted allocation frees its place"
     );
-    let m = scrape(&server);
+    let m = server.metrics();
     assert_eq!(
         m.get("signalbox_turn_quota_refusals_total{scope=\"address\"}"),
         Some(&1.0)
@@ -401,6 +401,59 @@ fn a_flood_of_unauthenticated_allocates_is_rate_limited() {
     );
 }
 
+/// STUN Binding requests from a source with no allocation share the unauthenticated-answer
+/// limiter: a reflection flood gets a bounded trickle of answers, and the refusals are counted.
+#[test]
+fn a_flood_of_binding_requests_gets_a_bounded_number_of_answers() {
+    let server = start("unauth_rate = 10\nunauth_burst = 20");
+    let addr = server.addr("turn-udp");
+    let limited_before = server.metrics()["signalbox_rate_limited_total{what=\"turn\"}"];
+    let sockets: Vec<UdpSocket> = (0..20)
+        .map(|_| {
+            let s = UdpSocket::bind("127.0.0.1:0").expect("bind");
+            s.set_nonblocking(true).expect("nonblocking");
+            s
+        })
+        .collect();
+    let started = Instant::now();
+    let mut sent = 0u32;
+    for round in 0..25u8 {
+        for (i, s) in sockets.iter().enumerate() {
+            let mut req = Vec::new();
+            let tid = signalbox_stun::TransactionId([round, i as u8, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7]);
+            signalbox_stun::MessageWriter::new(
+                &mut req,
+                signalbox_stun::Method::BINDING,
+                Class::Request,
+                tid,
+            )
+            .finish();
+            let _ = s.send_to(&req, addr);
+            sent += 1;
+        }
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let elapsed = started.elapsed().as_secs_f64();
+    let mut answers = 0;
+    let mut buf = [0u8; 1500];
+    for s in &sockets {
+        while s.recv_from(&mut buf).is_ok() {
+            answers += 1;
+        }
+    }
+    let allowed = 20.0 + 10.0 * elapsed + 2.0;
+    assert!(answers > 0, "the first Bindings are answered");
+    assert!(
+        (answers as f64) <= allowed,
+        "{answers} answers to {sent} Bindings in {elapsed:.2}s (limit {allowed:.0})"
+    );
+    let limited = server.metrics()["signalbox_rate_limited_total{what=\"turn\"}"] - limited_before;
+    assert!(
+        limited >= f64::from(sent) - allowed,
+        "{limited} refusals counted of {sent} Bindings"
+    );
+}
+
 #[test]
 fn an_ipv6_relay_is_given_when_requested_and_relays_to_an_ipv6_peer() {
     let server = start_loopback("");
@@ -425,41 +478,18 @@ fn an_ipv6_relay_is_given_when_requested_and_relays_to_an_ipv6_peer() {
     assert_eq!(from, relayed);
 }
 
-/// Scrapes `/metrics` and parses the exposition into `series -> value`.
-fn scrape(server: &Server) -> std::collections::HashMap<String, f64> {
-    use std::io::{Read, Write};
-    let mut tcp = std::net::TcpStream::connect(server.addr("metrics")).expect("metrics listener");
-    tcp.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .expect("request");
-    let mut text = String::new();
-    tcp.read_to_string(&mut text).expect("response");
-    let (_, body) = text.split_once("\r\n\r\n").expect("HTTP response");
-    let mut out = std::collections::HashMap::new();
-    for line in body
-        .lines()
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-    {
-        let (series, value) = line.rsplit_once(' ').expect("`series value` line");
-        out.insert(
-            series.to_owned(),
-            value.parse::<f64>().expect("numeric value"),
-        );
-    }
-    out
-}
-
 #[test]
 fn metrics_follow_a_relayed_exchange() {
     let server = start_loopback("");
     assert!(server.log_contains("self-test turn-relay: ok"));
-    let before = scrape(&server);
+    let before = server.metrics();
     let (sent, received, _, text) = uclient(
         &server,
         "metrics",
         &["-c", "-m", "4", "-n", "100", "-l", "120", "-z", "5"],
     );
     assert_eq!(received, sent, "{text}");
-    let after = scrape(&server);
+    let after = server.metrics();
     let delta = |series: &str| after[series] - before.get(series).copied().unwrap_or(0.0);
     // Each client message goes to the peer and its echo comes back.
     assert!(
@@ -485,10 +515,10 @@ fn metrics_follow_a_relayed_exchange() {
 fn metrics_count_forbidden_peers_and_allocations_that_come_and_go() {
     let server = start("");
     assert!(server.log_contains("self-test turn-relay: ok"));
-    let before = scrape(&server);
+    let before = server.metrics();
     let mut raw = raw(server.addr("turn-udp"), "gauges", 3600, SECRET);
     assert_eq!(raw.allocate().class, Class::Success);
-    let mid = scrape(&server);
+    let mid = server.metrics();
     assert_eq!(
         mid["signalbox_turn_allocations_active{transport=\"udp\"}"]
             - before["signalbox_turn_allocations_active{transport=\"udp\"}"],
@@ -500,7 +530,7 @@ fn metrics_count_forbidden_peers_and_allocations_that_come_and_go() {
     );
     let deleted = raw.refresh(0);
     assert_eq!(deleted.class, Class::Success);
-    let after = scrape(&server);
+    let after = server.metrics();
     assert_eq!(
         after["signalbox_turn_peer_refusals_total{reason=\"special_range\"}"]
             - before["signalbox_turn_peer_refusals_total{reason=\"special_range\"}"],
