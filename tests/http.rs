@@ -186,7 +186,18 @@ async fn the_self_signed_certificate_is_generated_once_and_reused() {
     );
     assert!(server.log_contains("generated a self-signed certificate"));
     let dir = server.into_dir();
+    // A reused key that others may read (copied in with the wrong mode) is set back to 0600.
+    let key_path = dir.path().join("certs/selfsigned-key.pem");
+    std::fs::set_permissions(
+        &key_path,
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )
+    .expect("chmod");
     let server = Server::start_in(dir, &common::base_config(""), &[]);
+    let key_mode = std::fs::metadata(&key_path)
+        .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777)
+        .expect("key metadata");
+    assert_eq!(key_mode, 0o600, "a reused key is made owner-only again");
     assert_eq!(
         std::fs::read(&cert_path).unwrap(),
         first,
