@@ -315,14 +315,6 @@ async fn x_forwarded_for_counts_for_the_api_rate_limit_only_from_a_trusted_proxy
     );
 }
 
-/// A free loopback TCP port (bound and released).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
 /// A proxy process, killed when dropped.
 struct Proxy(Child);
 
@@ -391,7 +383,7 @@ async fn served_through(server: &Server, front: SocketAddr) {
 async fn haproxy_with_send_proxy_v2_in_front_of_the_https_port() {
     require("/usr/sbin/haproxy");
     let server = start_proxied("", "");
-    let front = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let front = SocketAddr::from(([127, 0, 0, 1], common::named_port()));
     let config = server.dir.path().join("haproxy.cfg");
     std::fs::write(
         &config,
@@ -422,7 +414,7 @@ async fn nginx_stream_with_proxy_protocol_in_front_of_the_https_port() {
     require("/usr/sbin/nginx");
     require("/usr/lib/nginx/modules/ngx_stream_module.so");
     let server = start_proxied("", "");
-    let front = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let front = SocketAddr::from(([127, 0, 0, 1], common::named_port()));
     let dir = server.dir.path();
     let config = dir.join("nginx.conf");
     std::fs::write(

@@ -256,3 +256,37 @@ pub fn run_cli(dir: &Path, args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// A loopback port, free for both TCP and UDP right now, for a process that must be told its
+/// port before it starts (pebble's validation ports, `turnutils_peer`, a proxy's front).
+///
+/// A port from a bind to port 0 comes out of the kernel's ephemeral range, the same range every
+/// outbound connection and every other bind to port 0 on the machine draws from: between
+/// releasing it here and the process binding it, a parallel test can take it (seen as "Address
+/// already in use"). Ports below that range are never handed out by the kernel, so only another
+/// caller of this function could take one; a per-process counter keeps those apart, starting at
+/// an offset from the process id for test binaries that run side by side.
+pub fn named_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const LOW: u32 = 10_000;
+    let ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32_768);
+    assert!(
+        ephemeral > LOW + 1_000,
+        "the ephemeral port range starts at {ephemeral}: tests need ports {LOW}.. below it"
+    );
+    let span = ephemeral - LOW;
+    let start = std::process::id().wrapping_mul(7_919) % span;
+    for _ in 0..span {
+        let port = (LOW + (start + NEXT.fetch_add(1, Ordering::Relaxed)) % span) as u16;
+        let tcp = std::net::TcpListener::bind(("127.0.0.1", port));
+        let udp = std::net::UdpSocket::bind(("127.0.0.1", port));
+        if tcp.is_ok() && udp.is_ok() {
+            return port;
+        }
+    }
+    panic!("no loopback port free for TCP and UDP in {LOW}..{ephemeral}");
+}

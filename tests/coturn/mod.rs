@@ -1,7 +1,6 @@
 //! Debian coturn's tools as an independent TURN client and peer for interop tests.
 #![allow(dead_code)]
 
-use std::net::UdpSocket;
 use std::process::Command;
 use std::time::Duration;
 
@@ -18,14 +17,6 @@ pub fn tool(name: &str) -> Command {
         "`{name}` is not installed: these tests need Debian's coturn tools (apt-get install -y coturn)"
     );
     Command::new(name)
-}
-
-/// A free UDP port on loopback for `turnutils_peer` (which cannot report an ephemeral one).
-pub fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
 }
 
 /// A child process killed when dropped, also when the test fails.
@@ -51,7 +42,7 @@ pub struct Run {
 /// `port` with `flags` (`-t` for TCP, `-t -S` for TLS, …), relaying to a `turnutils_peer` on
 /// loopback. Bounded: the client is killed after 120 s.
 pub fn uclient(port: u16, secret: &str, user: &str, flags: &[&str]) -> Run {
-    let peer_port = free_udp_port();
+    let peer_port = crate::common::named_port();
     let _peer = Child(
         tool("turnutils_peer")
             .args(["-p", &peer_port.to_string(), "-L", "127.0.0.1"])

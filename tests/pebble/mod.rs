@@ -6,7 +6,7 @@
 //! issues end in its root, fetched from its management API ([`Pebble::issuing_root`]).
 #![allow(dead_code)]
 
-use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -21,24 +21,7 @@ pub struct Pebble {
     dns_management: u16,
 }
 
-/// A TCP port nothing listens on right now.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
-/// A port free for both TCP and UDP (DNS serves both).
-fn free_dns_port() -> u16 {
-    for _ in 0..50 {
-        let port = free_port();
-        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no port free for both TCP and UDP");
-}
+pub use crate::common::named_port as free_port;
 
 fn wait_listening(port: u16, what: &str, child: &mut Child) {
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -68,7 +51,7 @@ impl Pebble {
     pub fn start(tls_port: u16, http_port: u16) -> Pebble {
         let dir = tempfile::tempdir().expect("temp dir");
         write_https_certificate(&dir);
-        let dns_port = free_dns_port();
+        let dns_port = free_port();
         let dns_management = free_port();
         let mut dns = Command::new(binary("pebble-challtestsrv"))
             .args(["-defaultIPv4", "", "-defaultIPv6", ""])
