@@ -560,3 +560,21 @@ async fn allowed_origins_may_use_the_signaling_and_load_the_client_module() {
     let other = get("https://evil.example.org").await.expect("response");
     assert!(other.headers().get("access-control-allow-origin").is_none());
 }
+
+#[tokio::test]
+async fn a_connection_in_a_space_counts_as_joined_until_it_leaves_the_space() {
+    let server = Server::start(&common::base_config("[rooms]\njoin_timeout = \"1s\"\n"));
+    let mut idle = Ws::connect(&server).await;
+    let mut ws = Ws::connect(&server).await;
+    hello(&mut ws, "s", "Ann").await;
+    let close = idle.recv_close().await.expect("a close frame");
+    assert_eq!(u16::from(close.code), 1008, "no join, no hello: closed");
+    ws.barrier().await;
+    ws.send(json!({"type":"leave-space"})).await;
+    let close = ws.recv_close().await.expect("a close frame");
+    assert_eq!(
+        u16::from(close.code),
+        1008,
+        "nowhere after leave-space: closed"
+    );
+}
