@@ -178,12 +178,32 @@ async fn run(
             Some(close),
         ));
     }
-    let ops = Arc::new(web::ops::OpsState::new(
+    // A single node (no `redis_url`) never reaches the cluster code.
+    let cluster = if config.cluster.enabled() {
+        let identity = crate::cluster::Identity {
+            public: host_port(&config.server.public_host, https_addr.port()),
+            relays: turn
+                .as_ref()
+                .map(|t| t.relay_addresses.clone())
+                .unwrap_or_default(),
+            relay_ports: turn.as_ref().map(|t| t.relay_ports),
+        };
+        Some(crate::cluster::Cluster::start(
+            &config,
+            identity,
+            shutdown_rx.clone(),
+        )?)
+    } else {
+        None
+    };
+    let mut ops = web::ops::OpsState::new(
         state.clone(),
         signaling.handle(),
         issuer.clone(),
         config.access.mode,
-    ));
+    );
+    ops.cluster = cluster.clone();
+    let ops = Arc::new(ops);
     let socketio_turn = match (&issuer, &turn) {
         (Some(issuer), Some(turn)) => {
             let closer = turn.closer();
@@ -248,6 +268,7 @@ async fn run(
         external_ip: config.turn.external_ip,
         certs: Some(certs.clone()),
         acme,
+        cluster: cluster.clone(),
     };
     let _ = state.selftest.set(target.clone());
     tokio::task::spawn_blocking(move || log_self_test(&target));
@@ -264,6 +285,7 @@ async fn run(
         shutdown_tx,
         signaling.handle(),
         turn.as_ref().map(|t| t.drain_switch()),
+        cluster,
         config.server.drain_grace,
     ));
     println!(
@@ -400,6 +422,7 @@ async fn drain_then_stop(
     shutdown: watch::Sender<bool>,
     hub: signaling::HubHandle,
     turn: Option<Arc<std::sync::atomic::AtomicBool>>,
+    cluster: Option<Arc<crate::cluster::Cluster>>,
     grace: std::time::Duration,
 ) {
     use crate::metrics::METRICS;
@@ -407,6 +430,9 @@ async fn drain_then_stop(
     let _ = drain.send(true);
     if let Some(switch) = turn {
         switch.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+    if let Some(cluster) = cluster {
+        cluster.leave().await;
     }
     hub.drain(grace).await;
     info!("draining: no new joins or allocations; calls keep relaying for up to {grace:?}");

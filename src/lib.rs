@@ -6,6 +6,7 @@ pub mod access;
 pub mod app;
 pub mod caps;
 pub mod cli;
+pub mod cluster;
 pub mod commands;
 pub mod config;
 pub mod credentials;

@@ -9,7 +9,7 @@
 use signalbox_turn_proto::counters::{Counters, Label, Tally};
 use std::cell::Cell;
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 const SHARDS: usize = 8;
@@ -292,6 +292,14 @@ pub struct Metrics {
     pub connections_refused: CounterVec<6>,
     /// PROXY protocol headers (`crate::proxy`), by result.
     pub proxy_headers: CounterVec<4>,
+    // Cluster (`crate::cluster`): rendered only when `[cluster] redis_url` is set. Written by
+    // the one heartbeat task, so plain atomics rather than shards.
+    pub cluster_enabled: AtomicBool,
+    pub cluster_nodes_alive: AtomicI64,
+    pub cluster_redis_up: AtomicI64,
+    /// Round trip of the last heartbeat, in microseconds.
+    pub cluster_redis_latency_us: AtomicI64,
+    pub cluster_heartbeat_failures: Counter,
 }
 
 impl Default for Metrics {
@@ -365,6 +373,11 @@ impl Metrics {
                 "result",
                 ["accepted", "untrusted", "invalid", "timed_out"],
             ),
+            cluster_enabled: AtomicBool::new(false),
+            cluster_nodes_alive: AtomicI64::new(0),
+            cluster_redis_up: AtomicI64::new(0),
+            cluster_redis_latency_us: AtomicI64::new(0),
+            cluster_heartbeat_failures: Counter::new(),
         }
     }
 }
@@ -536,8 +549,40 @@ impl Metrics {
             "PROXY protocol headers on the HTTPS and TURN stream listeners, by result.",
             &self.proxy_headers,
         );
+        if self.cluster_enabled.load(Relaxed) {
+            self.render_cluster(&mut e);
+        }
         process(&mut e);
         e.0
+    }
+
+    fn render_cluster(&self, e: &mut Exposition) {
+        e.gauge(
+            "signalbox_cluster_nodes_alive",
+            "Nodes in the cluster registry at the last heartbeat, this one included.",
+            self.cluster_nodes_alive.load(Relaxed),
+        );
+        e.gauge(
+            "signalbox_cluster_redis_up",
+            "Whether the last heartbeat reached Redis (1) or not (0).",
+            self.cluster_redis_up.load(Relaxed),
+        );
+        e.head(
+            "signalbox_cluster_redis_latency_seconds",
+            "gauge",
+            "Round trip of the last heartbeat to Redis.",
+        );
+        let us = self.cluster_redis_latency_us.load(Relaxed);
+        let _ = writeln!(
+            e.0,
+            "signalbox_cluster_redis_latency_seconds {:.6}",
+            us as f64 / 1e6
+        );
+        e.counter(
+            "signalbox_cluster_heartbeat_failures_total",
+            "Heartbeats that did not reach Redis or got no answer in time.",
+            &self.cluster_heartbeat_failures,
+        );
     }
 }
 

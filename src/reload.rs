@@ -179,7 +179,7 @@ pub fn applied_at_restart(old: &Config, new: &Config) -> Vec<&'static str> {
         t.total_quota = 0;
         t.max_allocations_per_ip = 0;
     }
-    let sections: [(&'static str, bool); 8] = [
+    let sections: [(&'static str, bool); 9] = [
         // The listen addresses and static_dir are refused above; the rest (caps, timeouts,
         // shutdown_grace) is read when the listener starts.
         ("[http]", differs(&old.http, &new.http)),
@@ -188,6 +188,7 @@ pub fn applied_at_restart(old: &Config, new: &Config) -> Vec<&'static str> {
         ("[api]", differs(&old.api, &new.api)),
         ("[access]", differs(&old.access, &new.access)),
         ("[log]", differs(&old.log, &new.log)),
+        ("[cluster]", old.cluster != new.cluster),
         (
             "[turn] (other than secrets and quotas)",
             differs(&turn_old, &turn_new),

@@ -30,21 +30,21 @@ pub struct Check {
 }
 
 impl Check {
-    fn ok(name: &'static str, message: String) -> Self {
+    pub(crate) fn ok(name: &'static str, message: String) -> Self {
         Self {
             name,
             status: "ok",
             message,
         }
     }
-    fn warn(name: &'static str, message: String) -> Self {
+    pub(crate) fn warn(name: &'static str, message: String) -> Self {
         Self {
             name,
             status: "warn",
             message,
         }
     }
-    fn fail(name: &'static str, message: String) -> Self {
+    pub(crate) fn fail(name: &'static str, message: String) -> Self {
         Self {
             name,
             status: "fail",
@@ -68,6 +68,8 @@ pub struct Target {
     pub certs: Option<Arc<crate::tls::CertStore>>,
     /// The ACME task's state, with `[tls] acme`.
     pub acme: Option<Arc<crate::tls::acme::Status>>,
+    /// This node's membership of a cluster, with `[cluster] redis_url`.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 impl std::fmt::Debug for Target {
@@ -120,6 +122,9 @@ pub fn state_checks(target: &Target) -> Vec<Check> {
             Ok(message) => Check::ok("acme", message),
             Err(message) => Check::warn("acme", message),
         });
+    }
+    if let Some(cluster) = &target.cluster {
+        checks.push(cluster.check());
     }
     checks
 }

@@ -1,5 +1,6 @@
 // Live server status for the operator: rooms, peers and relay allocations from GET /api/stats
-// (Authorization: Bearer <[admin] token>). The token stays in this tab's sessionStorage.
+// (Authorization: Bearer <[admin] token>), and in a cluster every node alive. The token stays in
+// this tab's sessionStorage.
 
 const REFRESH_MS = 2000;
 let timer = null;
@@ -29,6 +30,24 @@ function render(stats) {
   }));
   document.getElementById('relay-totals').textContent =
     `${stats.permissions} permissions · ${stats.channels} channel bindings`;
+  renderCluster(stats.cluster);
+}
+
+function renderCluster(cluster) {
+  document.getElementById('cluster').hidden = !cluster;
+  if (!cluster) return;
+  const redis = cluster.redis;
+  document.getElementById('cluster-redis').textContent = redis.up
+    ? `This node: ${cluster.node} · Redis ${redis.url} up for ${redis.since_s} s, ${redis.latency_ms.toFixed(1)} ms`
+    : `This node: ${cluster.node} · Redis ${redis.url} UNREACHABLE for ${redis.since_s} s: ${redis.error || 'no answer'}`;
+  const nodes = document.querySelector('#nodes tbody');
+  nodes.replaceChildren(...cluster.nodes.map((n) => {
+    const tr = document.createElement('tr');
+    const relay = n.relays.map((r) => r.advertised).join(', ');
+    tr.append(cell(n.name), cell(n.public), cell(relay ? `${relay} ${n.relay_ports}` : 'off'),
+      cell(String(n.load.peers)), cell(String(n.load.ws_connections)), cell(String(n.load.allocations)));
+    return tr;
+  }));
 }
 
 async function refresh() {

@@ -16,11 +16,13 @@ use serde::{Deserialize, Deserializer};
 mod acme;
 mod api;
 mod calls;
+mod cluster;
 mod compat;
 mod turn;
 
 pub use acme::{eab_key, AcmeChallenge};
 pub use calls::CallsConfig;
+pub use cluster::{is_valid_node_name, redact, ClusterConfig};
 pub use compat::CompatConfig;
 use signalbox_turn_proto::policy::Cidr;
 
@@ -40,6 +42,7 @@ pub struct Config {
     pub calls: CallsConfig,
     pub turn: TurnConfig,
     pub compat: CompatConfig,
+    pub cluster: ClusterConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -640,6 +643,9 @@ impl Config {
             return err(key, msg);
         }
         if let Err((key, msg)) = self.compat.validate() {
+            return err(key, msg);
+        }
+        if let Err((key, msg)) = self.cluster.validate(self.turn.secrets.is_empty()) {
             return err(key, msg);
         }
         Ok(())

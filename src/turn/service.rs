@@ -11,7 +11,7 @@ use mio::{Poll, Token, Waker};
 use ring::rand::{SecureRandom, SystemRandom};
 use tracing::{info, warn};
 
-use crate::config::Config;
+use crate::config::{Config, PortRange};
 use crate::turn::relay::{self, Clock, RelaySet, Shared, Worker};
 use signalbox_turn_proto::allocation::{AllocationTable, Limits, Quotas};
 use signalbox_turn_proto::auth::{LivePeers, NonceKey, RateLimiter, Secrets};
@@ -27,6 +27,10 @@ pub struct TurnServer {
     pub realm: String,
     /// The room peers whose credentials open allocations; signaling keeps it current.
     pub live_peers: Arc<LivePeers>,
+    /// The relay addresses, (local, advertised), IPv4 first, and the relay port range: what
+    /// other nodes of a cluster learn from the registry.
+    pub relay_addresses: Vec<(IpAddr, IpAddr)>,
+    pub relay_ports: PortRange,
     shared: Arc<Shared>,
     draining: Arc<AtomicBool>,
     quotas: Arc<Quotas>,
@@ -157,6 +161,8 @@ impl TurnServer {
             secrets,
             realm,
             live_peers,
+            relay_addresses: plan.v4.into_iter().chain(plan.v6).collect(),
+            relay_ports: plan.ports,
             shared,
             draining,
             quotas,

@@ -1,10 +1,11 @@
 //! Endpoints for operators and for visitors checking their network.
 //!
 //! `GET /api/stats` (behind `[admin] token`) lists live rooms and peers from the signaling hub
-//! and the relay's allocation counts. `GET /api/diag` hands the `/diag` page one ICE server
-//! entry per way of reaching the server (STUN, TURN over UDP, TCP, TLS, TLS on the HTTPS
-//! port), each TURN entry with its own short-lived credential, so the page can tell which
-//! paths a visitor's network lets through.
+//! and the relay's allocation counts; in a cluster also Redis and every node alive (`cluster`,
+//! `null` on a single node). `GET /api/diag` hands the `/diag` page one ICE server entry per way
+//! of reaching the server (STUN, TURN over UDP, TCP, TLS, TLS on the HTTPS port), each TURN
+//! entry with its own short-lived credential, so the page can tell which paths a visitor's
+//! network lets through.
 //!
 //! Anyone who can open the page can call `/api/diag`, so it is bounded: each answer's
 //! credentials carry a user part of their own (`diag-` and 64 random bits), so one visitor
@@ -50,6 +51,8 @@ pub struct OpsState {
     pub issuer: Option<Arc<Issuer>>,
     /// `[access] mode` as the server started: joins follow it, and so does the check.
     access_mode: AccessMode,
+    /// This node's membership of a cluster, with `[cluster] redis_url`.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
     diag_budget: Mutex<Buckets<AddrKey>>,
     started: Instant,
 }
@@ -66,6 +69,7 @@ impl OpsState {
             hub,
             issuer,
             access_mode,
+            cluster: None,
             diag_budget: Mutex::new(Buckets::new(DIAG_RATE, DIAG_TRACKED)),
             started: Instant::now(),
         }
@@ -122,8 +126,10 @@ async fn stats(State(ops): State<Arc<OpsState>>, headers: HeaderMap) -> Response
             )
         })
         .collect();
+    let cluster = ops.cluster.as_ref().map(|c| c.stats());
     Json(json!({
         "uptime_s": ops.app.started.elapsed().as_secs(),
+        "cluster": cluster,
         "rooms": rooms,
         "peers": peers,
         "allocations": allocations,

@@ -1,0 +1,258 @@
+//! `[cluster]` against the real binary: Debian's `redis-server` started on a free loopback port
+//! for each test (no persistence) and stopped when the test ends, and two signalbox nodes.
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{base_config, named_port, run_cli, Server};
+use serde_json::Value;
+
+const ADMIN: &str = "admin-token-0123456789";
+
+/// A `redis-server` on `127.0.0.1:port` with no persistence; killed when dropped.
+struct Redis {
+    port: u16,
+    child: Option<Child>,
+}
+
+impl Redis {
+    fn start() -> Redis {
+        let mut redis = Redis {
+            port: named_port(),
+            child: None,
+        };
+        redis.run();
+        redis
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts the server on this port and waits until it answers PING.
+    fn run(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string()])
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server (Debian package redis-server; scripts/install-test-deps)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.pong() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn pong(&self) -> bool {
+        let Ok(mut tcp) = TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        let _ = tcp.set_read_timeout(Some(Duration::from_secs(1)));
+        let mut answer = [0u8; 7];
+        tcp.write_all(b"PING\r\n").is_ok()
+            && tcp.read_exact(&mut answer).is_ok()
+            && &answer == b"+PONG\r\n"
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn node_config(redis: &Redis, name: &str, node_timeout: &str) -> String {
+    base_config(&format!(
+        "[turn]\nlisten = [\"127.0.0.1:0\"]\nrelay_ip = \"127.0.0.1\"\nrelay_ports = \"40000-40999\"\n\
+         secrets = [\"shared-cluster-secret\"]\n\n[admin]\ntoken = \"{ADMIN}\"\n\n\
+         [cluster]\nredis_url = \"{}\"\nnode_name = \"{name}\"\nnode_timeout = \"{node_timeout}\"\n",
+        redis.url()
+    ))
+}
+
+fn metric(server: &Server, name: &str) -> Option<f64> {
+    server.metrics().get(name).copied()
+}
+
+/// Waits up to `limit` for `what` to hold; says how long it took.
+fn wait_for(limit: Duration, what: &str, mut done: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < limit, "not within {limit:?}: {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    start.elapsed()
+}
+
+async fn get_json(server: &Server, path: &str, token: Option<&str>) -> (u16, Value) {
+    let mut req = server.client().get(server.https_url(path));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let resp = req.send().await.expect("request");
+    let status = resp.status().as_u16();
+    (status, resp.json().await.expect("JSON body"))
+}
+
+fn cluster_check(body: &Value) -> Value {
+    body["checks"]
+        .as_array()
+        .expect("checks")
+        .iter()
+        .find(|c| c["name"] == "cluster")
+        .cloned()
+        .unwrap_or_else(|| panic!("no cluster check in {body}"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nodes_register_and_a_killed_node_is_gone_within_node_timeout() {
+    let redis = Redis::start();
+    let a = Server::start(&node_config(&redis, "node-a", "2s"));
+    let b = Server::start(&node_config(&redis, "node-b", "2s"));
+    for node in [&a, &b] {
+        wait_for(Duration::from_secs(5), "both nodes registered", || {
+            metric(node, "signalbox_cluster_nodes_alive") == Some(2.0)
+        });
+    }
+    assert_eq!(metric(&a, "signalbox_cluster_redis_up"), Some(1.0));
+    assert!(metric(&a, "signalbox_cluster_redis_latency_seconds").is_some_and(|s| s > 0.0));
+
+    let (status, stats) = get_json(&a, "/api/stats", Some(ADMIN)).await;
+    assert_eq!(status, 200);
+    let cluster = &stats["cluster"];
+    assert_eq!(cluster["node"], "node-a");
+    assert_eq!(cluster["redis"]["up"], true);
+    let nodes = cluster["nodes"].as_array().expect("nodes");
+    let names: Vec<&str> = nodes.iter().filter_map(|n| n["name"].as_str()).collect();
+    assert_eq!(names, ["node-a", "node-b"]);
+    let node_b = &nodes[1];
+    assert_eq!(node_b["relays"][0]["advertised"], "127.0.0.1");
+    assert_eq!(node_b["relay_ports"], "40000-40999");
+    assert_eq!(
+        node_b["public"],
+        format!("127.0.0.1:{}", b.addr("https").port())
+    );
+
+    drop(b); // SIGKILL: no goodbye, the entry has to expire.
+    let took = wait_for(
+        Duration::from_secs(4),
+        "node-b gone from node-a's view",
+        || metric(&a, "signalbox_cluster_nodes_alive") == Some(1.0),
+    );
+    eprintln!("a killed node left the registry after {took:?}");
+    let (_, stats) = get_json(&a, "/api/stats", Some(ADMIN)).await;
+    assert_eq!(stats["cluster"]["nodes"].as_array().map(Vec::len), Some(1));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_draining_node_leaves_the_registry_at_once() {
+    let redis = Redis::start();
+    // A node_timeout far longer than the wait below: only leaving explains a quick exit.
+    let a = Server::start(&node_config(&redis, "node-a", "30s"));
+    let b = Server::start(&node_config(&redis, "node-b", "30s"));
+    wait_for(Duration::from_secs(15), "both nodes registered", || {
+        metric(&a, "signalbox_cluster_nodes_alive") == Some(2.0)
+    });
+    b.signal(libc::SIGTERM);
+    assert!(
+        b.log_contains("cluster: left the registry"),
+        "{}",
+        b.stderr_text()
+    );
+    // node-a reads the registry every 10 s with this node_timeout.
+    wait_for(
+        Duration::from_secs(12),
+        "node-b gone after its drain",
+        || metric(&a, "signalbox_cluster_nodes_alive") == Some(1.0),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn losing_redis_makes_the_node_unhealthy_until_redis_is_back() {
+    let mut redis = Redis::start();
+    let a = Server::start(&node_config(&redis, "node-a", "1s"));
+    wait_for(Duration::from_secs(5), "registered", || {
+        metric(&a, "signalbox_cluster_nodes_alive") == Some(1.0)
+    });
+    let (status, health) = get_json(&a, "/healthz?deep=1", None).await;
+    assert_eq!(status, 200, "{health}");
+    assert_eq!(cluster_check(&health)["status"], "ok");
+
+    redis.stop();
+    wait_for(Duration::from_secs(5), "Redis seen as down", || {
+        metric(&a, "signalbox_cluster_redis_up") == Some(0.0)
+    });
+    let (status, health) = get_json(&a, "/healthz?deep=1", None).await;
+    assert_eq!(status, 503, "{health}");
+    let check = cluster_check(&health);
+    assert_eq!(check["status"], "fail");
+    assert!(
+        check["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("unreachable")),
+        "{check}"
+    );
+    // The HTTPS side goes on serving meanwhile.
+    assert_eq!(get_json(&a, "/healthz", None).await.0, 200);
+
+    redis.run(); // Empty again: the node registers anew on its own.
+    wait_for(Duration::from_secs(10), "Redis back", || {
+        metric(&a, "signalbox_cluster_redis_up") == Some(1.0)
+            && metric(&a, "signalbox_cluster_nodes_alive") == Some(1.0)
+    });
+    let (status, health) = get_json(&a, "/healthz?deep=1", None).await;
+    assert_eq!(status, 200, "{health}");
+    assert!(metric(&a, "signalbox_cluster_heartbeat_failures_total").is_some_and(|n| n >= 1.0));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_single_node_has_no_cluster_state_at_all() {
+    let a = Server::start(&base_config(&format!("[admin]\ntoken = \"{ADMIN}\"\n")));
+    assert!(
+        !a.metrics()
+            .keys()
+            .any(|k| k.starts_with("signalbox_cluster_")),
+        "cluster metrics on a single node"
+    );
+    let (_, stats) = get_json(&a, "/api/stats", Some(ADMIN)).await;
+    assert_eq!(stats["cluster"], Value::Null);
+    let (_, health) = get_json(&a, "/healthz?deep=1", None).await;
+    assert!(!health.to_string().contains("\"cluster\""), "{health}");
+    assert!(!a.stderr_text().contains("cluster"), "{}", a.stderr_text());
+}
+
+#[test]
+fn check_config_refuses_a_cluster_without_shared_turn_secrets() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(
+        dir.path().join("config.toml"),
+        "[cluster]\nredis_url = \"redis://127.0.0.1:6379\"\n",
+    )
+    .expect("write config");
+    let (code, _, stderr) = run_cli(dir.path(), &["check-config"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr:?}");
+    assert!(stderr.contains("cluster.redis_url"), "{stderr}");
+    assert!(stderr.contains("[turn] secrets"), "{stderr}");
+
+    std::fs::write(
+        dir.path().join("config.toml"),
+        "[turn]\nsecrets = [\"s\"]\n\n[cluster]\nredis_url = \"rediss://user:pw@127.0.0.1:6380/1\"\n",
+    )
+    .expect("write config");
+    let (code, _, stderr) = run_cli(dir.path(), &["check-config"]);
+    assert_eq!(code, 0, "{stderr}");
+}
