@@ -284,12 +284,16 @@ impl Hub {
         while let Some(output) = self.registry.poll_output() {
             match output {
                 Output::Send { conn, mut msg } => {
-                    if let ServerMessage::Joined(j) = &mut msg {
-                        j.ice_servers = (self.hooks.ice_servers)(&j.room, &j.id);
-                        self.tell(PeerEvent::Issued {
-                            room: j.room.clone(),
-                            peer: j.id.clone(),
-                        });
+                    // A Socket.IO socket has TURN credentials of its own, from its connect.
+                    match &mut msg {
+                        ServerMessage::Joined(j) if !j.room.is_socketio() => {
+                            j.ice_servers = (self.hooks.ice_servers)(&j.room, &j.id);
+                            self.tell(PeerEvent::Issued {
+                                room: j.room.clone(),
+                                peer: j.id.clone(),
+                            });
+                        }
+                        _ => {}
                     }
                     let Some(link) = self.links.get(&conn) else {
                         continue;
@@ -313,7 +317,9 @@ impl Hub {
     /// Reports peers removed for good to whoever listens (the credential service).
     fn drain_removed(&mut self) {
         while let Some((room, peer)) = self.registry.poll_removed() {
-            self.tell(PeerEvent::Removed { room, peer });
+            if !room.is_socketio() {
+                self.tell(PeerEvent::Removed { room, peer });
+            }
         }
     }
 
