@@ -2,6 +2,8 @@
 
 use serde::Deserialize;
 
+use super::AccessMode;
+
 /// `[compat]`: the Socket.IO endpoint (`docs/socketio.md`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -25,7 +27,17 @@ impl Default for CompatConfig {
 }
 
 impl CompatConfig {
-    pub(super) fn validate(&self) -> Result<(), (&'static str, String)> {
+    /// `access` is `[access] mode`: invitation-only rooms cannot be served to clients that
+    /// carry no invitation.
+    pub(super) fn validate(&self, access: AccessMode) -> Result<(), (&'static str, String)> {
+        if self.socketio && access == AccessMode::Token {
+            return Err((
+                "compat.socketio",
+                "cannot be on with [access] mode = \"token\": the Socket.IO vocabularies carry \
+                 no invitation, so their rooms and TURN credentials would be open to anyone"
+                    .into(),
+            ));
+        }
         if !(1..=10_000).contains(&self.max_userlist) {
             return Err(("compat.max_userlist", "must be 1 to 10000".into()));
         }
@@ -75,8 +87,35 @@ mod tests {
     #[test]
     fn the_userlist_cap_is_bounded() {
         let mut c = CompatConfig::default();
-        assert!(c.validate().is_ok());
+        assert!(c.validate(AccessMode::Open).is_ok());
         c.max_userlist = 0;
-        assert_eq!(c.validate().map_err(|e| e.0), Err("compat.max_userlist"));
+        assert_eq!(
+            c.validate(AccessMode::Open).map_err(|e| e.0),
+            Err("compat.max_userlist")
+        );
+    }
+
+    #[test]
+    fn socketio_is_refused_with_invitation_only_rooms() {
+        let c = CompatConfig {
+            socketio: true,
+            ..CompatConfig::default()
+        };
+        assert!(c.validate(AccessMode::Open).is_ok());
+        assert_eq!(
+            c.validate(AccessMode::Token).map_err(|e| e.0),
+            Err("compat.socketio")
+        );
+        let config = crate::config::Config::parse(
+            "[access]\nmode = \"token\"\n[compat]\nsocketio = true\n",
+            "c.toml",
+        )
+        .expect("parses");
+        let source = crate::config::Source {
+            name: "c.toml".into(),
+            base_dir: ".".into(),
+        };
+        let e = config.validate(&source).expect_err("refused");
+        assert_eq!(e.key.as_deref(), Some("compat.socketio"));
     }
 }

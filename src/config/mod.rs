@@ -620,7 +620,7 @@ impl Config {
         if let Err((key, msg)) = self.turn.validate() {
             return err(key, msg);
         }
-        if let Err((key, msg)) = self.compat.validate() {
+        if let Err((key, msg)) = self.compat.validate(self.access.mode) {
             return err(key, msg);
         }
         Ok(())
