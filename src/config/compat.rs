@@ -14,6 +14,9 @@ pub struct CompatConfig {
     pub socketio_origins: Vec<String>,
     /// Most socket ids in one `updateUserlist`.
     pub max_userlist: usize,
+    /// Socket.IO connects per minute from one client address (IPv4 address, IPv6 /64), and as
+    /// many at once.
+    pub connect_rate_per_ip: u32,
 }
 
 impl Default for CompatConfig {
@@ -22,6 +25,7 @@ impl Default for CompatConfig {
             socketio: false,
             socketio_origins: Vec::new(),
             max_userlist: 200,
+            connect_rate_per_ip: 120,
         }
     }
 }
@@ -40,6 +44,9 @@ impl CompatConfig {
         }
         if !(1..=10_000).contains(&self.max_userlist) {
             return Err(("compat.max_userlist", "must be 1 to 10000".into()));
+        }
+        if self.connect_rate_per_ip == 0 {
+            return Err(("compat.connect_rate_per_ip", "must be at least 1".into()));
         }
         for origin in &self.socketio_origins {
             if !is_origin(origin) {
@@ -117,5 +124,17 @@ mod tests {
         };
         let e = config.validate(&source).expect_err("refused");
         assert_eq!(e.key.as_deref(), Some("compat.socketio"));
+    }
+
+    #[test]
+    fn a_connect_rate_of_zero_is_refused() {
+        let c = CompatConfig {
+            connect_rate_per_ip: 0,
+            ..CompatConfig::default()
+        };
+        assert_eq!(
+            c.validate(AccessMode::Open).map_err(|e| e.0),
+            Err("compat.connect_rate_per_ip")
+        );
     }
 }
