@@ -163,7 +163,7 @@ pub fn endpoint(config: &Config, wiring: Wiring) -> Option<Endpoint> {
         .route("/socket.io/socket.io.js", get(client_js))
         .route_service("/socket.io/", layer_svc.clone())
         .layer(middleware::from_fn_with_state(
-            wsguard::Guard::new(layer_svc, hard_limit),
+            wsguard::Guard::new(layer_svc, hard_limit, rooms.ping_timeout),
             wsguard::bound_websocket,
         ))
         .layer(middleware::from_fn_with_state(guard, check_origin));

@@ -17,7 +17,9 @@
 //! client script) pass on unchanged; WebSockets over HTTP/2 (RFC 8441) do not exist here, as
 //! the HTTPS listener does not offer the extended CONNECT they need.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
@@ -38,7 +40,7 @@ const PIPE_BUFFER: usize = 16 * 1024;
 /// Bytes read at once in the pump.
 const READ_CHUNK: usize = 8 * 1024;
 /// How long a refused client may take to see the close frame and answer it.
-const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
+const LINGER: Duration = Duration::from_secs(2);
 /// RFC 6455 §7.4.1: "a message that is too big for it to process".
 const CLOSE_TOO_BIG: u16 = 1009;
 
@@ -47,13 +49,16 @@ const CLOSE_TOO_BIG: u16 = 1009;
 pub struct Guard {
     engine: SocketIoService<NotFoundService>,
     limit: u64,
+    /// How long a write to the client may take (`[rooms] ping_timeout`).
+    stall: Duration,
 }
 
 impl Guard {
-    pub fn new(engine: SocketIoService<NotFoundService>, limit: usize) -> Guard {
+    pub fn new(engine: SocketIoService<NotFoundService>, limit: usize, stall: Duration) -> Guard {
         Guard {
             engine,
             limit: u64::try_from(limit).unwrap_or(u64::MAX),
+            stall,
         }
     }
 }
@@ -113,11 +118,11 @@ impl Guard {
             return Ok(answer.map(Body::new));
         }
         let engine_side = hyper::upgrade::on(&mut answer);
-        let limit = self.limit;
+        let (limit, stall) = (self.limit, self.stall);
         tokio::spawn(async move {
             match tokio::try_join!(client, engine_side) {
                 Ok((client, engine)) => {
-                    pump(TokioIo::new(client), TokioIo::new(engine), limit).await
+                    pump(TokioIo::new(client), TokioIo::new(engine), limit, stall).await
                 }
                 Err(e) => debug!("Socket.IO WebSocket upgrade did not complete: {e}"),
             }
@@ -138,7 +143,8 @@ fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
 }
 
 /// Copies both ways until either side ends; a client frame over `limit` ends it with 1009.
-async fn pump<C, E>(client: C, engine: E, limit: u64)
+/// A write that cannot finish within `stall` (a client that stopped reading) ends it too.
+async fn pump<C, E>(client: C, engine: E, limit: u64, stall: Duration)
 where
     C: AsyncRead + AsyncWrite + Unpin,
     E: AsyncRead + AsyncWrite + Unpin,
@@ -158,16 +164,14 @@ where
                 };
                 if let Err(TooBig(len)) = from_client.feed(&up[..n]) {
                     debug!(len, limit, "Socket.IO WebSocket message over the limit; closing");
-                    let _ = engine_tx.shutdown().await;
-                    if from_engine.at_boundary() {
-                        let frame = close_frame(CLOSE_TOO_BIG, limit);
-                        if client_tx.write_all(&frame).await.is_ok() {
-                            linger(&mut client_rx, &mut from_client).await;
-                        }
+                    within(stall, engine_tx.shutdown()).await;
+                    let frame = close_frame(CLOSE_TOO_BIG, limit);
+                    if from_engine.at_boundary() && within(stall, client_tx.write_all(&frame)).await {
+                        linger(&mut client_rx, &mut from_client).await;
                     }
                     break;
                 }
-                if engine_tx.write_all(&up[..n]).await.is_err() {
+                if !within(stall, engine_tx.write_all(&up[..n])).await {
                     break;
                 }
             }
@@ -178,14 +182,20 @@ where
                 };
                 // Only to know where frames end; the server's own are never refused.
                 let _ = from_engine.feed(&down[..n]);
-                if client_tx.write_all(&down[..n]).await.is_err() {
+                if !within(stall, client_tx.write_all(&down[..n])).await {
+                    debug!("Socket.IO WebSocket client not reading; closing");
                     break;
                 }
             }
         }
     }
-    let _ = client_tx.shutdown().await;
-    let _ = engine_tx.shutdown().await;
+    within(stall, client_tx.shutdown()).await;
+    within(stall, engine_tx.shutdown()).await;
+}
+
+/// Whether `io` finished without error within `stall`.
+async fn within(stall: Duration, io: impl Future<Output = std::io::Result<()>>) -> bool {
+    matches!(tokio::time::timeout(stall, io).await, Ok(Ok(())))
 }
 
 /// After the close frame: reads and drops what the client still sends until its own close
