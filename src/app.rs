@@ -198,6 +198,7 @@ async fn run(
             https_addr,
             turn: socketio_turn,
             hub: signaling.handle(),
+            drain: drain_rx.clone(),
             shutdown: shutdown_rx.clone(),
         },
     );

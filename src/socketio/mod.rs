@@ -88,6 +88,8 @@ pub struct Wiring {
     pub turn: Option<Turn>,
     /// The signaling hub whose registry holds the rooms.
     pub hub: HubHandle,
+    /// Turns true when the server starts draining: connects are refused from then on.
+    pub drain: watch::Receiver<bool>,
     /// Turns true when the drain's grace ends: every socket is disconnected.
     pub shutdown: watch::Receiver<bool>,
 }
@@ -132,6 +134,7 @@ pub fn endpoint(config: &Config, wiring: Wiring) -> Option<Endpoint> {
     let compat = Arc::new(Compat {
         io: io.clone(),
         hub: wiring.hub,
+        drain: wiring.drain,
         shutdown: wiring.shutdown,
         sockets: Mutex::new(HashMap::new()),
         connects: Mutex::new((Buckets::new(rate, TRACKED_ADDRESSES), Instant::now())),
@@ -217,6 +220,7 @@ impl Origins {
 struct Compat {
     io: SocketIo,
     hub: HubHandle,
+    drain: watch::Receiver<bool>,
     shutdown: watch::Receiver<bool>,
     /// The connected sockets, for `updateUserlist`; what each holds until it disconnects.
     sockets: Mutex<HashMap<Sid, Held>>,
@@ -292,7 +296,8 @@ impl Compat {
     /// The connect middleware: the drain, the connect rate and the caps, before the socket
     /// joins the namespace. The permit waits in the socket's extensions for [`Self::connected`].
     fn admit_connect(&self, socket: &SocketRef) -> Result<(), ConnectError> {
-        if *self.shutdown.borrow() {
+        // A socket that connected now would miss the drain's `server-shutdown`.
+        if *self.drain.borrow() || *self.shutdown.borrow() {
             return Err(ConnectError::ShuttingDown);
         }
         let ip = client_ip(socket).ok_or(ConnectError::NoAddress)?;
