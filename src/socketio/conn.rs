@@ -155,11 +155,8 @@ impl SocketTask {
     /// One client event, after the rate and size checks.
     async fn on_event(&mut self, name: &'static str, data: Value) {
         METRICS.ws_messages.at(0).inc();
-        let result = match self.admit(&data) {
-            Ok(()) => match vocab::parse(name, data) {
-                Ok(event) => self.handle(event).await,
-                Err(e) => Err(e),
-            },
+        let result = match self.admit(&data).and_then(|()| vocab::parse(name, data)) {
+            Ok(event) => self.handle(event).await,
             Err(e) => Err(e),
         };
         if let Err(e) = result {
