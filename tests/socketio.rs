@@ -36,6 +36,8 @@ enum Connect {
 /// A Socket.IO client speaking Engine.IO v4 over a WebSocket, by hand.
 struct Sio {
     ws: Stream,
+    /// The server's log, for the message of a timeout.
+    log: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
 impl Sio {
@@ -62,11 +64,20 @@ impl Sio {
         .await
         .expect("upgrade in time")
         .expect("WebSocket connects");
-        let mut sio = Sio { ws };
-        let open = sio.packet().await.expect("the Engine.IO open packet");
+        let mut sio = Sio {
+            ws,
+            log: server.stderr.clone(),
+        };
+        let open = sio
+            .packet("the open packet")
+            .await
+            .expect("the Engine.IO open packet");
         assert!(open.starts_with("0{"), "{open}");
         sio.send("40").await;
-        let answer = sio.packet().await.expect("the Socket.IO connect answer");
+        let answer = sio
+            .packet("the connect answer")
+            .await
+            .expect("the Socket.IO connect answer");
         if let Some(ok) = answer.strip_prefix("40") {
             assert!(ok.contains("\"sid\""), "{answer}");
             Connect::Ok(Box::new(sio))
@@ -94,12 +105,17 @@ impl Sio {
     }
 
     /// The next Engine.IO packet's text, answering pings; `Err` with the close frame when the
-    /// connection closes instead.
-    async fn packet(&mut self) -> Result<String, Option<CloseFrame>> {
+    /// connection closes instead. `what` names the wait in a timeout's panic.
+    async fn packet(&mut self, what: &str) -> Result<String, Option<CloseFrame>> {
         loop {
-            let next = tokio::time::timeout(WAIT, self.ws.next())
-                .await
-                .expect("a packet in time");
+            let Ok(next) = tokio::time::timeout(WAIT, self.ws.next()).await else {
+                let log = self.log.lock().map(|l| l.clone()).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(30).collect();
+                panic!(
+                    "no packet within {WAIT:?} while waiting for {what}; the server's log ends:\n{}",
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                );
+            };
             match next {
                 Some(Ok(Message::Text(t))) if t.as_str() == "2" => self.send("3").await,
                 Some(Ok(Message::Text(t))) => return Ok(t.as_str().to_owned()),
@@ -113,7 +129,7 @@ impl Sio {
     /// The next event named `name` (others are skipped): its arguments.
     async fn event(&mut self, name: &str) -> Vec<Value> {
         loop {
-            let packet = self.packet().await.unwrap_or_else(|close| {
+            let packet = self.packet(name).await.unwrap_or_else(|close| {
                 panic!("closed ({close:?}) while waiting for `{name}`");
             });
             let Some(body) = packet.strip_prefix("42") else {
@@ -131,7 +147,10 @@ impl Sio {
     async fn join(&mut self, room: &str) -> String {
         self.emit("join", json!(room)).await;
         loop {
-            let packet = self.packet().await.expect("an answer to join");
+            let packet = self
+                .packet("an answer to join")
+                .await
+                .expect("an answer to join");
             let Some(body) = packet.strip_prefix("42") else {
                 continue;
             };
@@ -258,7 +277,7 @@ async fn an_oversized_websocket_message_closes_that_socket_with_1009_and_spares_
 
     a.emit("message", json!("x".repeat(1 << 20))).await;
     let close = loop {
-        match a.packet().await {
+        match a.packet("the close frame").await {
             Ok(_) => continue,
             Err(close) => break close,
         }
@@ -289,7 +308,7 @@ async fn on_sigterm_sockets_are_told_and_disconnected_when_the_drain_grace_ends(
     assert_eq!(a.join("other").await, "error shutting-down");
     // A Socket.IO disconnect packet, so the client does not reconnect at once.
     let disconnect = loop {
-        match a.packet().await {
+        match a.packet("the disconnect packet").await {
             Ok(p) if p == "41" => break Some(p),
             Ok(_) => continue,
             Err(_) => break None,
