@@ -316,5 +316,9 @@ async fn on_sigterm_sockets_are_told_and_disconnected_when_the_drain_grace_ends(
     };
     assert_eq!(disconnect.as_deref(), Some("41"));
     assert!(signalled.elapsed() >= Duration::from_millis(1500));
+    // A client closes its connection on that packet; the server waits for that (up to
+    // shutdown_grace), so the packet is not cut off by its exit.
+    assert_eq!(server.wait_exit(Duration::from_millis(500)), None);
+    let _ = a.ws.close(None).await;
     assert_eq!(server.wait_exit(WAIT), Some(0));
 }

@@ -98,18 +98,20 @@ pub struct Wiring {
 pub struct Endpoint {
     pub router: Router,
     compat: Arc<Compat>,
+    websockets: wsguard::Open,
 }
 
 impl Endpoint {
-    /// After shutdown was signalled: waits until every socket has been disconnected (its
-    /// disconnect packet handed to its transport), or until `limit`.
+    /// After shutdown was signalled: waits until every socket has been disconnected and every
+    /// WebSocket has ended (a client closes its WebSocket once it has the disconnect packet),
+    /// or until `limit`.
     pub async fn wait_closed(&self, limit: Duration) {
         let deadline = Instant::now() + limit;
-        while self.compat.caps.open() > 0 && Instant::now() < deadline {
+        while (self.compat.caps.open() > 0 || self.websockets.open() > 0)
+            && Instant::now() < deadline
+        {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        // The transports write what was handed to them in tasks of their own.
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -162,15 +164,21 @@ pub fn endpoint(config: &Config, wiring: Wiring) -> Option<Endpoint> {
             .with(move |socket: SocketRef| admit.admit_connect(&socket)),
     );
     let guard = compat.clone();
+    let ws_guard = wsguard::Guard::new(layer_svc.clone(), hard_limit, rooms.ping_timeout);
+    let websockets = ws_guard.open();
     let router = Router::new()
         .route("/socket.io/socket.io.js", get(client_js))
-        .route_service("/socket.io/", layer_svc.clone())
+        .route_service("/socket.io/", layer_svc)
         .layer(middleware::from_fn_with_state(
-            wsguard::Guard::new(layer_svc, hard_limit, rooms.ping_timeout),
+            ws_guard,
             wsguard::bound_websocket,
         ))
         .layer(middleware::from_fn_with_state(guard, check_origin));
-    Some(Endpoint { router, compat })
+    Some(Endpoint {
+        router,
+        compat,
+        websockets,
+    })
 }
 
 async fn client_js() -> Response {

@@ -19,6 +19,8 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -51,6 +53,29 @@ pub struct Guard {
     limit: u64,
     /// How long a write to the client may take (`[rooms] ping_timeout`).
     stall: Duration,
+    open: Open,
+}
+
+/// The WebSockets the guard serves right now.
+#[derive(Clone, Default)]
+pub struct Open(Arc<AtomicUsize>);
+
+impl Open {
+    pub fn open(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// Counts one WebSocket until the returned value is dropped.
+    fn hold(&self) -> impl Drop {
+        struct Held(Arc<AtomicUsize>);
+        impl Drop for Held {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        self.0.fetch_add(1, Ordering::Relaxed);
+        Held(self.0.clone())
+    }
 }
 
 impl Guard {
@@ -59,7 +84,13 @@ impl Guard {
             engine,
             limit: u64::try_from(limit).unwrap_or(u64::MAX),
             stall,
+            open: Open::default(),
         }
+    }
+
+    /// The count of WebSockets this guard serves.
+    pub fn open(&self) -> Open {
+        self.open.clone()
     }
 }
 
@@ -119,7 +150,9 @@ impl Guard {
         }
         let engine_side = hyper::upgrade::on(&mut answer);
         let (limit, stall) = (self.limit, self.stall);
+        let held = self.open.hold();
         tokio::spawn(async move {
+            let _held = held;
             match tokio::try_join!(client, engine_side) {
                 Ok((client, engine)) => {
                     pump(TokioIo::new(client), TokioIo::new(engine), limit, stall).await
