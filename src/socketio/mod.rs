@@ -309,15 +309,14 @@ impl Compat {
             return Err(ConnectError::ShuttingDown);
         }
         let ip = client_ip(socket).ok_or(ConnectError::NoAddress)?;
-        {
-            let mut connects = self.connects.lock().unwrap_or_else(|e| e.into_inner());
-            let (buckets, started) = &mut *connects;
+        let taken = {
+            let (buckets, started) = &mut *self.connects.lock().unwrap_or_else(|e| e.into_inner());
             let now_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-            if let Err(wait) = buckets.take(&AddrKey::of(ip), now_ms) {
-                METRICS.rate_limited.at(metrics::LIMITED_SOCKETIO).inc();
-                let per_minute = buckets.rate().per_minute;
-                return Err(ConnectError::RateLimited(per_minute, wait.as_secs().max(1)));
-            }
+            take_connect(buckets, ip, now_ms)
+        };
+        if let Err(e) = taken {
+            METRICS.rate_limited.at(metrics::LIMITED_SOCKETIO).inc();
+            return Err(e);
         }
         let permit = self.caps.acquire(ip).map_err(ConnectError::TooMany)?;
         socket
@@ -449,6 +448,17 @@ impl Compat {
     }
 }
 
+/// Takes a connect from the budget of `ip`'s address (an IPv4 address, or an IPv6 /64).
+fn take_connect(
+    buckets: &mut Buckets<AddrKey>,
+    ip: std::net::IpAddr,
+    now_ms: u64,
+) -> Result<(), ConnectError> {
+    buckets
+        .take(&AddrKey::of(ip), now_ms)
+        .map_err(|wait| ConnectError::RateLimited(buckets.rate().per_minute, wait.as_secs().max(1)))
+}
+
 /// The client's address, as the HTTPS listener resolved it (a trusted proxy's client).
 fn client_ip(socket: &SocketRef) -> Option<std::net::IpAddr> {
     socket
@@ -474,6 +484,35 @@ fn send_error(socket: &SocketRef, code: &str, message: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn connects_are_counted_per_ipv4_address_and_per_ipv6_slash_64() {
+        let rate = Rate {
+            per_minute: 2,
+            burst: 2,
+        };
+        let mut buckets = Buckets::new(rate, TRACKED_ADDRESSES);
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().expect("address");
+        assert_eq!(take_connect(&mut buckets, ip("2001:db8:1:2::1"), 0), Ok(()));
+        assert_eq!(
+            take_connect(&mut buckets, ip("2001:db8:1:2::ffff"), 0),
+            Ok(())
+        );
+        assert_eq!(
+            take_connect(&mut buckets, ip("2001:db8:1:2:abcd::9"), 0),
+            Err(ConnectError::RateLimited(2, 30))
+        );
+        assert_eq!(take_connect(&mut buckets, ip("2001:db8:1:3::1"), 0), Ok(()));
+        assert_eq!(take_connect(&mut buckets, ip("192.0.2.7"), 0), Ok(()));
+        assert_eq!(
+            take_connect(&mut buckets, ip("::ffff:192.0.2.7"), 0),
+            Ok(())
+        );
+        assert!(take_connect(&mut buckets, ip("192.0.2.7"), 0).is_err());
+        assert_eq!(take_connect(&mut buckets, ip("192.0.2.8"), 0), Ok(()));
+        // A token comes back every 30 s at 2 a minute.
+        assert_eq!(take_connect(&mut buckets, ip("192.0.2.7"), 30_000), Ok(()));
+    }
 
     #[test]
     fn listed_origins_are_let_in_besides_the_servers_own() {
