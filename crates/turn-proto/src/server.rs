@@ -38,9 +38,11 @@ use signalbox_stun::{attr, channel_data, Class, IntegrityAlgorithm, Method};
 use signalbox_stun::{MessageRef, MessageWriter, TransactionId};
 
 /// Highest channel number accepted. RFC 8656 §12 narrowed the range to 0x4000–0x4FFF, but
-/// RFC 5766 clients, coturn's among them, still pick numbers up to 0x7FFE; refusing them would
-/// break those clients, and nothing else on a TURN 5-tuple starts with 0x50–0x7F.
-pub const MAX_LEGACY_CHANNEL: u16 = 0x7FFE;
+/// RFC 5766 §11 allowed 0x4000–0x7FFF, and its clients still pick any of them (coturn 4.6's
+/// `turnutils_uclient` draws uniformly up to 0x7FFF inclusive); refusing them would break one
+/// channel bind in 16,384 of those clients, and nothing else on a TURN 5-tuple starts with
+/// 0x50–0x7F.
+pub const MAX_LEGACY_CHANNEL: u16 = 0x7FFF;
 
 /// Free bytes the IO layer leaves before each received datagram.
 pub const HEADROOM: usize = channel_data::HEADER_LEN;

@@ -112,7 +112,7 @@ pub(super) enum Refusal {
     UnknownAttributes(UnknownAttributes),
     /// A required attribute missing or malformed.
     BadRequest(Malformed),
-    /// A channel number outside 0x4000–0x7FFE.
+    /// A channel number outside 0x4000–0x7FFF.
     ChannelOutOfRange(u16),
     /// REQUESTED-TRANSPORT other than UDP.
     UnsupportedTransport,
@@ -302,7 +302,7 @@ impl fmt::Display for Refusal {
             }
             Refusal::BadRequest(m) => f.write_str(m.reason()),
             Refusal::ChannelOutOfRange(n) => {
-                write!(f, "channel number 0x{n:04x} is outside 0x4000-0x7FFE")
+                write!(f, "channel number 0x{n:04x} is outside 0x4000-0x7FFF")
             }
             Refusal::UnsupportedTransport => {
                 f.write_str("a transport other than UDP was requested")

@@ -584,6 +584,22 @@ fn channel_rebinding_rules_answer_400() {
 }
 
 #[test]
+fn the_whole_rfc_5766_channel_range_binds_and_nothing_past_it() {
+    let mut h = harness();
+    let (c, id, _) = h.allocated(ALICE, "alice");
+    // RFC 5766 §11 allowed 0x4000–0x7FFF; its clients (coturn 4.6) still pick 0x7FFF.
+    assert_eq!(
+        h.bind(ALICE, &c, 0x7fff, "8.8.8.8:5000").class,
+        Class::Success
+    );
+    let (action, bytes) = h.client(ALICE, &[0x7f, 0xff, 0, 2, b'h', b'i', 0, 0]);
+    assert!(matches!(action, Action::Send { via: Via::Relay(r), .. } if r == id));
+    assert_eq!(bytes, b"hi");
+    assert_eq!(h.bind(ALICE, &c, 0x8000, "8.8.8.8:5001").code, Some(400));
+    assert_eq!(h.bind(ALICE, &c, 0xffff, "8.8.8.8:5002").code, Some(400));
+}
+
+#[test]
 fn send_and_data_indications_relay_with_a_permission_only() {
     let mut h = harness();
     let (c, id, _) = h.allocated(ALICE, "alice");
