@@ -1,10 +1,9 @@
 // The signalbox web app: landing page at `/`, the call at `/r/{room}`.
 //
-// app.js wires the parts together: `LocalMedia` (camera, microphone, screen), `Signaling`
-// (the room over WebSocket) and one `PeerSession` per remote participant. The newcomer offers
-// to everyone listed in `joined`; the others answer when that offer arrives. App messages
-// (chat, mute state) go over each peer's data channel, or through signaling while that channel
-// is not open yet.
+// app.js wires the parts together: `LocalMedia` (camera, microphone, screen) and, from the
+// client module `/sdk/signalbox.js`, `Signaling` (the room over WebSocket) and `Room` (one peer
+// connection per remote participant, negotiated there). App messages (chat, mute state) go
+// over each peer's data channel, or through signaling while that channel is not open yet.
 //
 // Meetings: the room's host (the server says who) sees who knocks on a locked room and can
 // admit or decline them, lock the room, remove someone, ask people to mute and end the meeting
@@ -13,8 +12,7 @@
 
 import { randomRoomName, isValidRoom, parseRoomInput, roomFromPath, tokenFromHash } from './names.js';
 import { LocalMedia } from './media.js';
-import { Signaling, signalingUrl } from './signaling.js';
-import { PeerSession } from './peer.js';
+import { Signaling, Room, signalingUrl } from '../sdk/signalbox.js';
 import { summarize, describePath } from './stats.js';
 import { Meeting } from './meeting.js';
 import {
@@ -30,15 +28,6 @@ const SPEAKING_EVERY_MS = 250;
 /** Audio level (0–1, from the RTP header extension) above which a tile shows someone speaking. */
 const SPEAKING_LEVEL = 0.04;
 const MAX_CHAT_CHARS = 2000;
-
-/** This page load's identity in app messages; a reload is a new session. */
-const SESSION_ID = randomId();
-
-function randomId() {
-  const b = new Uint8Array(8);
-  crypto.getRandomValues(b);
-  return Array.from(b, (x) => x.toString(16).padStart(2, '0')).join('');
-}
 
 function roomLink(room) {
   const token = tokenFromHash(location.hash);
@@ -101,16 +90,17 @@ function landing() {
 // ---------------------------------------------------------------------------------------
 // The room: pre-join, call, and what happens when it ends
 
-class Room {
+class CallScreen {
   constructor(room) {
     this.room = room;
     this.token = tokenFromHash(location.hash);
     this.media = new LocalMedia();
     this.signaling = null;
+    /** The peer connections of the room (the client module's `Room`). */
+    this.peerRoom = null;
     this.myId = null;
     this.name = '';
-    this.iceServers = [];
-    /** Remote participants by id: {id, name, tile, session, micMuted, cameraOff, path}. */
+    /** Remote participants as shown, by id: {id, name, tile, micMuted, cameraOff, path, stats}. */
     this.peers = new Map();
     this.localTile = null;
     this.statsTimer = null;
@@ -235,12 +225,16 @@ class Room {
     this.enterCallScreen();
     this.signaling = new Signaling({ url: signalingUrl(), room: this.room, name: this.name, token: this.token });
     const s = this.signaling;
+    this.peerRoom = new Room({ signaling: s, localStream: this.media.stream });
+    const r = this.peerRoom;
+    r.addEventListener('joined', (e) => this.onJoined(e.detail));
+    r.addEventListener('peer-joined', (e) => this.onPeerJoined(e.detail));
+    r.addEventListener('peer-left', (e) => this.onPeerLeft(e.detail));
+    r.addEventListener('track', (e) => this.onTrack(e.detail));
+    r.addEventListener('connection', (e) => this.onConnection(e.detail));
+    r.addEventListener('channel-open', (e) => this.sendState(e.detail.id));
+    r.addEventListener('message', (e) => this.onAppMessage(e.detail.id, e.detail.data));
     s.addEventListener('state', (e) => this.onSignalingState(e.detail.state));
-    s.addEventListener('joined', (e) => this.onJoined(e.detail));
-    s.addEventListener('peer-joined', (e) => this.onPeerJoined(e.detail));
-    s.addEventListener('peer-left', (e) => this.onPeerLeft(e.detail));
-    s.addEventListener('signal', (e) => this.onSignal(e.detail));
-    s.addEventListener('ice-servers', (e) => this.onIceServers(e.detail));
     s.addEventListener('error', (e) => this.onServerError(e.detail));
     this.meeting.listen(s);
     s.addEventListener('server-shutdown', (e) => {
@@ -348,86 +342,48 @@ class Room {
     }
   }
 
+  /** `joined`, after the client module has set up (or kept) the peer connections. */
   onJoined(msg) {
-    this.iceServers = Array.isArray(msg.iceServers) ? msg.iceServers : [];
-    const listed = Array.isArray(msg.peers) ? msg.peers.filter((p) => p && typeof p.id === 'string') : [];
-    this.meeting.onJoined(msg, listed);
-    if (msg.resumed) {
-      // Same id: existing connections stay. Drop those who left meanwhile; newcomers will
-      // offer to us themselves.
-      const present = new Set(listed.map((p) => p.id));
-      for (const id of [...this.peers.keys()]) if (!present.has(id)) this.removePeer(id, { quiet: false });
-      for (const p of listed) if (!this.peers.has(p.id)) this.addPeer(p);
-      for (const entry of this.peers.values()) if (entry.session) entry.session.setIceServers(this.iceServers);
-    } else {
-      // A fresh membership: every old connection belongs to the previous id.
-      for (const id of [...this.peers.keys()]) this.removePeer(id, { quiet: true });
+    this.meeting.onJoined(msg, msg.peers);
+    if (!msg.resumed) {
       this.myId = msg.id;
-      for (const p of listed) {
-        this.addPeer(p);
-        this.ensureSession(p.id, true);
-      }
-      if (listed.length === 0) appendChatNote($('chat-log'), 'You joined. Share the link to invite others.');
+      if (msg.peers.length === 0) appendChatNote($('chat-log'), 'You joined. Share the link to invite others.');
     }
     this.broadcastState();
     this.renderPeople();
   }
 
-  onPeerJoined(msg) {
-    const p = msg.peer;
-    if (!p || typeof p.id !== 'string' || p.id === this.myId) return;
-    if (p.host === true) this.meeting.hostId = p.id;
-    const existing = this.peers.get(p.id);
-    if (existing && existing.session) {
-      // Came back under the same id after a reload: the old connection is dead.
-      this.removePeer(p.id, { quiet: true });
+  onPeerJoined({ id, name, host, reason }) {
+    if (host) this.meeting.hostId = id;
+    this.addPeer({ id, name });
+    if (reason === 'joined') {
+      toast(`${displayName(name)} joined`);
+      appendChatNote($('chat-log'), `${displayName(name)} joined`);
     }
-    this.addPeer(p);
-    toast(`${displayName(p.name)} joined`);
-    appendChatNote($('chat-log'), `${displayName(p.name)} joined`);
   }
 
-  onPeerLeft(msg) {
-    const entry = this.peers.get(msg.id);
+  onPeerLeft({ id, quiet }) {
+    const entry = this.peers.get(id);
     if (!entry) return;
-    toast(`${displayName(entry.name)} left`);
-    appendChatNote($('chat-log'), `${displayName(entry.name)} left`);
-    this.removePeer(msg.id, { quiet: true });
+    if (!quiet) {
+      toast(`${displayName(entry.name)} left`);
+      appendChatNote($('chat-log'), `${displayName(entry.name)} left`);
+    }
+    this.removePeer(id);
   }
 
-  onSignal(msg) {
-    const from = msg.from;
-    const data = msg.data;
-    if (typeof from !== 'string' || !data || typeof data !== 'object') return;
-    if (data.kind === 'description' || data.kind === 'candidate') {
-      this.onNegotiation(from, data);
-    } else {
-      this.onAppMessage(from, data);
-    }
+  onTrack({ id, stream }) {
+    const entry = this.peers.get(id);
+    if (!entry) return;
+    entry.tile.attach(stream);
+    this.refreshRemoteVideo(entry);
   }
 
-  onNegotiation(from, data) {
-    let entry = this.peers.get(from);
-    if (!entry) entry = this.addPeer({ id: from, name: '' });
-    if (entry.session && data.sid && entry.session.remoteSid && data.sid !== entry.session.remoteSid) {
-      // The other side reloaded and kept its id: start over with its new page.
-      entry.session.close();
-      entry.session = null;
-    }
-    if (!entry.session) {
-      // Only an offer can start a connection; stray answers or candidates from an old
-      // page are dropped.
-      if (data.kind !== 'description' || !data.description || data.description.type !== 'offer') return;
-      this.ensureSession(from, false);
-    }
-    if (!entry.session.remoteSid && data.sid) entry.session.remoteSid = data.sid;
-    entry.session.handleSignal(data);
-  }
-
-  onIceServers(msg) {
-    if (!Array.isArray(msg.iceServers)) return;
-    this.iceServers = msg.iceServers;
-    for (const entry of this.peers.values()) if (entry.session) entry.session.setIceServers(this.iceServers);
+  onConnection({ id, state }) {
+    const entry = this.peers.get(id);
+    if (!entry) return;
+    if (state === 'failed' || state === 'disconnected') entry.tile.setConnecting('reconnecting…');
+    else if (state === 'new' || state === 'connecting' || state === 'checking') entry.tile.setConnecting('connecting');
   }
 
   onServerError(msg) {
@@ -469,7 +425,7 @@ class Room {
       return entry;
     }
     const name = typeof p.name === 'string' ? p.name.slice(0, 64) : '';
-    entry = { id: p.id, name, tile: new Tile({ id: p.id, name, local: false }), session: null, micMuted: false, cameraOff: false, path: 'unknown' };
+    entry = { id: p.id, name, tile: new Tile({ id: p.id, name, local: false }), micMuted: false, cameraOff: false, path: 'unknown', stats: null };
     this.peers.set(p.id, entry);
     entry.tile.setConnecting('connecting');
     $('grid').append(entry.tile.node);
@@ -486,49 +442,24 @@ class Room {
     this.renderPeople();
   }
 
-  ensureSession(id, initiator) {
-    const entry = this.peers.get(id);
-    if (entry.session) return entry.session;
-    const session = new PeerSession({
-      id,
-      polite: this.myId < id,
-      iceServers: this.iceServers,
-      localStream: this.media.stream,
-      tracks: { audio: this.media.audioTrack, video: this.media.videoTrack },
-      initiator,
-      send: (data) => this.signaling.signal(id, { ...data, sid: SESSION_ID }),
-    });
-    entry.session = session;
-    entry.stats = null;
-    session.addEventListener('track', () => {
-      if (entry.session !== session) return;
-      entry.tile.attach(session.remoteStream);
-      this.refreshRemoteVideo(entry);
-    });
-    session.addEventListener('state', (e) => {
-      if (entry.session !== session) return;
-      const c = e.detail.connection;
-      if (c === 'failed' || c === 'disconnected') entry.tile.setConnecting('reconnecting…');
-      else if (c === 'new' || c === 'connecting' || c === 'checking') entry.tile.setConnecting('connecting');
-    });
-    session.addEventListener('channel-open', () => this.sendState(id));
-    session.addEventListener('message', (e) => this.onAppMessage(id, e.detail.data));
-    return session;
+  /** The peer connection to `id` (the client module's `PeerSession`), or null. */
+  sessionOf(id) {
+    const peer = this.peerRoom ? this.peerRoom.peers.get(id) : null;
+    return peer && peer.session && !peer.session.closed ? peer.session : null;
   }
 
-  removePeer(id, { quiet }) {
+  removePeer(id) {
     const entry = this.peers.get(id);
     if (!entry) return;
-    if (entry.session) entry.session.close();
     entry.tile.remove();
     this.peers.delete(id);
     this.updateWaiting();
     this.renderPeople();
-    if (!quiet) toast(`${displayName(entry.name)} left`);
   }
 
   refreshRemoteVideo(entry) {
-    const video = entry.session ? entry.session.remoteStream.getVideoTracks()[0] : null;
+    const session = this.sessionOf(entry.id);
+    const video = session ? session.remoteStream.getVideoTracks()[0] : null;
     entry.tile.setVideoVisible(Boolean(video && !video.muted && video.readyState === 'live' && !entry.cameraOff));
     entry.tile.setMicMuted(entry.micMuted);
   }
@@ -536,9 +467,7 @@ class Room {
   // --- app messages: chat and state ---
 
   sendApp(id, data) {
-    const entry = this.peers.get(id);
-    if (entry && entry.session && entry.session.sendOnChannel(data)) return;
-    if (this.signaling) this.signaling.signal(id, { ...data, sid: SESSION_ID });
+    if (this.peerRoom) this.peerRoom.send(id, data);
   }
 
   onAppMessage(from, data) {
@@ -566,8 +495,6 @@ class Room {
       entry.tile.setMirror(false);
       this.refreshRemoteVideo(entry);
       this.renderPeople();
-    } else if (data.kind === 'bye' && entry) {
-      this.removePeer(from, { quiet: false });
     }
   }
 
@@ -602,11 +529,7 @@ class Room {
   // --- local media in the call ---
 
   onLocalTrack({ kind, track }) {
-    for (const entry of this.peers.values()) {
-      if (entry.session) {
-        entry.session.setLocalTrack(kind, track).catch((err) => console.warn('track not replaced', err));
-      }
-    }
+    if (this.peerRoom) this.peerRoom.setLocalTrack(kind, track);
     this.refreshLocalTile();
     this.broadcastState();
   }
@@ -706,15 +629,15 @@ class Room {
 
   async pollStats() {
     for (const entry of this.peers.values()) {
-      const session = entry.session;
-      if (!session || session.closed) continue;
+      const session = this.sessionOf(entry.id);
+      if (!session) continue;
       let report;
       try {
         report = await session.getStats();
       } catch {
         continue;
       }
-      if (entry.session !== session) continue;
+      if (this.sessionOf(entry.id) !== session) continue;
       const { summary, sample } = summarize(report, entry.stats);
       entry.stats = sample;
       const state = session.pc.connectionState;
@@ -729,9 +652,9 @@ class Room {
   /** Rings the tile of whoever is talking; levels come with each RTP packet, no audio graph needed. */
   pollSpeaking() {
     for (const entry of this.peers.values()) {
-      const session = entry.session;
+      const session = this.sessionOf(entry.id);
       let speaking = false;
-      if (session && !session.closed && !entry.micMuted) {
+      if (session && !entry.micMuted) {
         const receiver = session.pc.getReceivers().find((r) => r.track && r.track.kind === 'audio');
         const sources = receiver ? receiver.getSynchronizationSources() : [];
         const recent = sources.find((src) => performance.timeOrigin + performance.now() - src.timestamp < 1000);
@@ -751,10 +674,9 @@ class Room {
     if (this.ended) return;
     this.ended = true;
     sessionStorage.removeItem(IN_CALL_KEY);
-    // Tell the others directly as well; the server's `peer-left` follows the `leave`.
-    for (const id of this.peers.keys()) this.sendApp(id, { kind: 'bye' });
-    if (this.signaling) this.signaling.leave();
-    for (const id of [...this.peers.keys()]) this.removePeer(id, { quiet: true });
+    // Tells the others directly as well (`bye`); the server's `peer-left` follows the `leave`.
+    if (this.peerRoom) this.peerRoom.leave();
+    for (const id of [...this.peers.keys()]) this.removePeer(id);
     clearInterval(this.statsTimer);
     clearInterval(this.speakingTimer);
     this.media.stopAll();
@@ -827,7 +749,7 @@ function boot() {
     $('notice-actions').replaceChildren(home);
     return;
   }
-  new Room(room).prejoin().catch((err) => {
+  new CallScreen(room).prejoin().catch((err) => {
     console.warn('could not start the room', err);
     toast('Something went wrong starting the call. Reload to try again.', { kind: 'error', ms: 10000 });
   });
