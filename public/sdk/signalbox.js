@@ -182,7 +182,7 @@ export class Signaling extends EventTarget {
     this.forgetRoom();
   }
 
-  /** Leaves for good: tells the server, closes, and stops reconnecting. */
+  /** Leaves the room for good (`leave`): tells the server, closes, and stops reconnecting. */
   leave() {
     if (this.ws && this.ws.readyState === WebSocket.OPEN) {
       try {
@@ -1069,10 +1069,20 @@ export class Space extends EventTarget {
     this.signaling.send({ type: 'block', id });
   }
 
-  /** Leaves the space: hangs up, and closes the connection for good. */
+  /** Unblocks a person blocked with {@link Space#block}. @param {string} id */
+  unblock(id) {
+    this.signaling.send({ type: 'unblock', id });
+  }
+
+  /** Leaves the space for good (`leave-space`), ending any call, and closes the connection. */
   leave() {
-    this.hangUp();
-    this.signaling.leave();
+    if (this.room) {
+      this.room.close();
+      this.room = null;
+    }
+    this.current = null;
+    this.signaling.send({ type: 'leave-space' });
+    this.signaling.stop();
   }
 
   // --- server messages ---
