@@ -7,6 +7,10 @@
 //! ignored), and `h: true` on a host invitation, whose holder becomes the room's host. Tokens are stateless: the server keeps no list, so an invite cannot be revoked one
 //! by one; replacing the key file revokes all of them.
 //!
+//! An invitation to a space (`signalbox invite --space S`, for `hello`) is the same token with
+//! `r` set to `space:S`. A `:` cannot occur in a room or space name, so a room invitation never
+//! admits to a space and a space invitation never to a room.
+//!
 //! The key lives in a file (`[access] key_file`, by default `access.key` next to the generated
 //! certificate) that is created once with 256 random bits and read on every start, so invites
 //! survive restarts and `signalbox invite` on the same machine signs with the same key as the
@@ -58,6 +62,14 @@ fn optional_path<'de, D: serde::Deserializer<'de>>(de: D) -> Result<Option<PathB
 pub const MAX_TOKEN_LEN: usize = 1024;
 
 const DOMAIN: &[u8] = b"signalbox-invite.";
+
+/// What `r` of a space invitation starts with.
+const SPACE_PREFIX: &str = "space:";
+
+/// The `r` of an invitation to `space`.
+pub fn space_target(space: &str) -> String {
+    format!("{SPACE_PREFIX}{space}")
+}
 
 /// The server's invite-signing key.
 pub struct AccessKey(hmac::Key);
@@ -193,6 +205,10 @@ pub enum TokenError {
     Expired,
     #[error("the invitation is for another room")]
     OtherRoom,
+    #[error("this space needs an invitation: say hello with a `token`")]
+    MissingForSpace,
+    #[error("the invitation is for another space (or for a room)")]
+    OtherSpace,
 }
 
 /// Signs `invite` into a token.
@@ -240,6 +256,25 @@ pub enum AccessPolicy {
 }
 
 impl AccessPolicy {
+    /// [`AccessPolicy::check_join`] for a `hello` of `space`: it needs a space invitation.
+    pub fn check_hello(
+        &self,
+        space: &str,
+        token: Option<&str>,
+        now: u64,
+    ) -> Result<Option<Invite>, TokenError> {
+        match self {
+            AccessPolicy::Open => Ok(None),
+            AccessPolicy::Token(key) => {
+                let token = token.ok_or(TokenError::MissingForSpace)?;
+                match verify(key, token, &space_target(space), now) {
+                    Err(TokenError::OtherRoom) => Err(TokenError::OtherSpace),
+                    other => other.map(Some),
+                }
+            }
+        }
+    }
+
     /// `Ok(Some(invite))` with what the token grants (a fixed display name, the host role),
     /// `Ok(None)` when no token is needed, `Err` when the join is refused.
     pub fn check_join(
@@ -374,6 +409,35 @@ mod tests {
                 .unwrap()
                 .host
         );
+    }
+
+    #[test]
+    fn space_and_room_invitations_do_not_admit_to_each_other() {
+        let policy = AccessPolicy::Token(key());
+        let space = sign(&key(), &invite(&space_target("team"), 10));
+        let room = sign(&key(), &invite("team", 10));
+        assert!(policy.check_hello("team", Some(&space), 1).is_ok());
+        assert_eq!(
+            policy.check_hello("team", Some(&room), 1),
+            Err(TokenError::OtherSpace)
+        );
+        assert_eq!(
+            policy.check_hello("other", Some(&space), 1),
+            Err(TokenError::OtherSpace)
+        );
+        assert_eq!(
+            policy.check_join("team", Some(&space), 1),
+            Err(TokenError::OtherRoom)
+        );
+        assert_eq!(
+            policy.check_hello("team", None, 1),
+            Err(TokenError::MissingForSpace)
+        );
+        assert_eq!(
+            policy.check_hello("team", Some(&space), 10),
+            Err(TokenError::Expired)
+        );
+        assert_eq!(AccessPolicy::Open.check_hello("team", None, 1), Ok(None));
     }
 
     #[test]

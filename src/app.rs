@@ -142,7 +142,7 @@ async fn run(
         }
         Arc::new(issuer)
     });
-    let admit = admit_fn(&config, &source)?;
+    let (admit, admit_space) = admit_fns(&config, &source)?;
     let ttl = config.turn.credential_ttl;
     let (events_tx, events_rx) = tokio::sync::mpsc::channel(credentials::service::EVENT_QUEUE);
     let hooks = signaling::Hooks {
@@ -151,10 +151,16 @@ async fn run(
             None => signaling::no_ice_servers(),
         },
         admit,
+        admit_space,
         events: issuer.is_some().then_some(events_tx),
+    };
+    let extras = signaling::Extras {
+        calls: config.calls.clone(),
+        allowed_origins: config.http.allowed_origins.clone(),
     };
     let signaling = Signaling::start_with_hooks(
         &config.rooms,
+        &extras,
         &config.server.public_host,
         https_addr,
         hooks,
@@ -294,11 +300,20 @@ async fn run(
     Ok(())
 }
 
-/// The join rule of `[access] mode`; in token mode the signing key is loaded (or created)
-/// now, so a bad key file stops the start with one line naming `access.key_file`.
-fn admit_fn(config: &Config, source: &Source) -> Result<signaling::AdmitFn, Failure> {
+/// The join rules of `[access] mode`, for rooms and for spaces; in token mode the signing key
+/// is loaded (or created) now, so a bad key file stops the start with one line naming
+/// `access.key_file`.
+fn admit_fns(
+    config: &Config,
+    source: &Source,
+) -> Result<(signaling::AdmitFn, signaling::AdmitSpaceFn), Failure> {
     let policy = match config.access.mode {
-        AccessMode::Open => return Ok(signaling::admit_everyone()),
+        AccessMode::Open => {
+            return Ok((
+                signaling::admit_everyone(),
+                signaling::admit_everyone_to_spaces(),
+            ))
+        }
         AccessMode::Token => {
             let path = config.access.key_path(&config.tls.generated_dir);
             let key = AccessKey::load_or_create(&path).map_err(|e| {
@@ -308,8 +323,10 @@ fn admit_fn(config: &Config, source: &Source) -> Result<signaling::AdmitFn, Fail
             AccessPolicy::Token(key)
         }
     };
-    Ok(Arc::new(
-        move |room: &signaling::RoomId, token: Option<&str>| {
+    let policy = Arc::new(policy);
+    let spaces = policy.clone();
+    let admit: signaling::AdmitFn =
+        Arc::new(move |room: &signaling::RoomId, token: Option<&str>| {
             let invite = policy
                 .check_join(room.as_str(), token, credentials::unix_now())
                 .map_err(|e| e.to_string())?;
@@ -319,8 +336,15 @@ fn admit_fn(config: &Config, source: &Source) -> Result<signaling::AdmitFn, Fail
                     host: i.host,
                 }),
             )
-        },
-    ))
+        });
+    let admit_space: signaling::AdmitSpaceFn =
+        Arc::new(move |space: &signaling::SpaceId, token: Option<&str>| {
+            let invite = spaces
+                .check_hello(space.as_str(), token, credentials::unix_now())
+                .map_err(|e| e.to_string())?;
+            Ok(invite.and_then(|i| i.name))
+        });
+    Ok((admit, admit_space))
 }
 
 /// One log line per start-up check, at a level that matches its outcome.

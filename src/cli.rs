@@ -60,8 +60,8 @@ pub enum Command {
     /// Ask the running server (found through `[server] pid_file`) to re-read its configuration.
     /// The file is checked first; an invalid one is not sent. The server log says what changed.
     Reload,
-    /// Print an invitation link to ROOM, signed with this server's key, for rooms that need
-    /// one (`[access] mode = "token"`).
+    /// Print an invitation link to ROOM (or, with --space, to the space of that name), signed
+    /// with this server's key, for rooms and spaces that need one (`[access] mode = "token"`).
     Invite(InviteArgs),
     /// Print a TURN username and password (REST-API scheme, signed with the first of
     /// `[turn] secrets`) and the TURN URIs, for command-line tools and tests.
@@ -70,8 +70,11 @@ pub enum Command {
 
 #[derive(Debug, Clone, Args)]
 pub struct InviteArgs {
-    /// The room: 1-64 letters, digits, `-`, `_` or `.`.
+    /// The room (or the space, with --space): 1-64 letters, digits, `-`, `_` or `.`.
     pub room: String,
+    /// Invite to the space ROOM names (its people list and direct calls) instead of a room.
+    #[arg(long, conflicts_with = "host")]
+    pub space: bool,
     /// How long the link admits people, e.g. 30m, 24h, 7d.
     #[arg(long, default_value = "24h", value_name = "DURATION")]
     pub ttl: String,

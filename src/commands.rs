@@ -15,11 +15,12 @@ use crate::web::host_port;
 use signalbox_turn_proto::auth::Secrets;
 
 /// `signalbox invite ROOM [--ttl 24h] [--name NAME] [--host]`: prints
-/// `https://HOST[:PORT]/r/ROOM#token=T`.
+/// `https://HOST[:PORT]/r/ROOM#token=T`; with `--space`, `https://HOST[:PORT]/s/SPACE#token=T`.
 pub fn invite(config: &Config, source: &Source, args: &InviteArgs) -> Result<(), Failure> {
+    let what = if args.space { "space" } else { "room" };
     if !crate::signaling::protocol::is_valid_room(&args.room) {
         return Err(Failure::Usage(format!(
-            "invite: `{}` is not a room name (1-64 letters, digits, `-`, `_` or `.`)",
+            "invite: `{}` is not a {what} name (1-64 letters, digits, `-`, `_` or `.`)",
             args.room
         )));
     }
@@ -39,18 +40,23 @@ pub fn invite(config: &Config, source: &Source, args: &InviteArgs) -> Result<(),
             e.to_string(),
         ))
     })?;
+    let target = match args.space {
+        true => access::space_target(&args.room),
+        false => args.room.clone(),
+    };
     let invite = Invite {
-        room: args.room.clone(),
+        room: target,
         expiry: unix_now().saturating_add(ttl.as_secs()),
         name: args.name.clone(),
         host: args.host,
     };
     let token = access::sign(&key, &invite);
     let host = host_port(&config.server.public_host, config.http.listen.port());
-    println!("https://{host}/r/{}#token={token}", args.room);
+    let path = if args.space { "s" } else { "r" };
+    println!("https://{host}/{path}/{}#token={token}", args.room);
     if config.access.mode == AccessMode::Open {
         eprintln!(
-            "signalbox: note: [access] mode is \"open\", so the room is open to anyone with \
+            "signalbox: note: [access] mode is \"open\", so the {what} is open to anyone with \
              its name; the token matters once mode = \"token\""
         );
     }

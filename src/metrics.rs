@@ -159,6 +159,16 @@ pub const RELAY_DIRECTIONS: [&str; 3] = ["client_to_peer", "peer_to_client", "in
 pub const LIMITED_TURN: usize = 0;
 pub const LIMITED_SIGNALING: usize = 1;
 pub const LIMITED_API: usize = 2;
+/// Label values of `calls`: what became of a direct call. `accepted` counts calls when they are
+/// accepted; `ended` counts the same calls again when they end.
+pub const CALL_OUTCOMES: [&str; 6] = [
+    "accepted",
+    "declined",
+    "busy",
+    "cancelled",
+    "missed",
+    "ended",
+];
 /// Indexes into `tls_handshakes`.
 pub const TLS_OK: usize = 0;
 pub const TLS_FAILED: usize = 1;
@@ -256,7 +266,11 @@ pub struct Metrics {
     pub peers_active: Gauge,
     pub ws_connections_active: Gauge,
     pub joins: Counter,
-    pub signaling_errors: CounterVec<15>,
+    pub signaling_errors: CounterVec<17>,
+    /// Direct calls by how they ended (the order of [`CALL_OUTCOMES`]).
+    pub calls: CounterVec<6>,
+    /// People in spaces (including those within the reconnect grace).
+    pub people_active: Gauge,
     pub ws_messages: CounterVec<2>,
     // TURN.
     pub allocations_active: GaugeVec<3>,
@@ -314,9 +328,13 @@ impl Metrics {
                     "declined",
                     "lobby-timeout",
                     "removed",
+                    "unknown-person",
+                    "not-ringing",
                     "other",
                 ],
             ),
+            calls: CounterVec::new("outcome", CALL_OUTCOMES),
+            people_active: Gauge::new(),
             ws_messages: CounterVec::new("direction", ["in", "out"]),
             allocations_active: GaugeVec::new("transport", TRANSPORTS),
             allocations_created: CounterVec::new("transport", TRANSPORTS),
@@ -422,6 +440,16 @@ impl Metrics {
             "signalbox_signaling_errors_total",
             "Signaling error messages sent, by code.",
             &self.signaling_errors,
+        );
+        e.gauge(
+            "signalbox_space_people_active",
+            "People in spaces (including those within the reconnect grace).",
+            self.people_active.get(),
+        );
+        e.counter_vec(
+            "signalbox_calls_total",
+            "Direct calls, by outcome (accepted calls count again as ended when they end).",
+            &self.calls,
         );
         e.counter_vec(
             "signalbox_ws_messages_total",

@@ -179,11 +179,12 @@ pub fn applied_at_restart(old: &Config, new: &Config) -> Vec<&'static str> {
         t.total_quota = 0;
         t.max_allocations_per_ip = 0;
     }
-    let sections: [(&'static str, bool); 7] = [
+    let sections: [(&'static str, bool); 8] = [
         // The listen addresses and static_dir are refused above; the rest (caps, timeouts,
         // shutdown_grace) is read when the listener starts.
         ("[http]", differs(&old.http, &new.http)),
         ("[rooms]", differs(&old.rooms, &new.rooms)),
+        ("[calls]", differs(&old.calls, &new.calls)),
         ("[api]", differs(&old.api, &new.api)),
         ("[access]", differs(&old.access, &new.access)),
         ("[log]", differs(&old.log, &new.log)),

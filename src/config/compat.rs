@@ -45,7 +45,7 @@ impl CompatConfig {
 }
 
 /// `SCHEME://HOST[:PORT]` as a browser sends it in `Origin`.
-fn is_origin(text: &str) -> bool {
+pub(super) fn is_origin(text: &str) -> bool {
     let Some(rest) = text
         .strip_prefix("https://")
         .or_else(|| text.strip_prefix("http://"))

@@ -15,10 +15,12 @@ use serde::{Deserialize, Deserializer};
 
 mod acme;
 mod api;
+mod calls;
 mod compat;
 mod turn;
 
 pub use acme::{eab_key, AcmeChallenge};
+pub use calls::CallsConfig;
 pub use compat::CompatConfig;
 use signalbox_turn_proto::policy::Cidr;
 
@@ -35,6 +37,7 @@ pub struct Config {
     pub api: ApiConfig,
     pub access: AccessConfig,
     pub rooms: RoomsConfig,
+    pub calls: CallsConfig,
     pub turn: TurnConfig,
     pub compat: CompatConfig,
 }
@@ -106,6 +109,9 @@ pub struct HttpConfig {
     pub trusted_proxies: Vec<Cidr>,
     /// `Content-Security-Policy` of every response; empty = the built-in strict policy.
     pub content_security_policy: String,
+    /// Origins besides the server's own whose pages may use `/ws` and load the client module
+    /// under `/sdk/` (`https://app.example.org`).
+    pub allowed_origins: Vec<String>,
 }
 
 impl Default for HttpConfig {
@@ -126,6 +132,7 @@ impl Default for HttpConfig {
             proxy_protocol: false,
             trusted_proxies: Vec::new(),
             content_security_policy: String::new(),
+            allowed_origins: Vec::new(),
         }
     }
 }
@@ -169,6 +176,15 @@ impl HttpConfig {
             return Err((
                 "http.content_security_policy",
                 "must be printable ASCII on one line (it is sent as a header)".into(),
+            ));
+        }
+        if let Some(origin) = self.allowed_origins.iter().find(|o| !compat::is_origin(o)) {
+            return Err((
+                "http.allowed_origins",
+                format!(
+                    "`{origin}` is not an origin: write `https://HOST` or `https://HOST:PORT` \
+                     (`http://` too), with no path"
+                ),
             ));
         }
         if self.keep_alive_timeout > self.header_read_timeout {
@@ -618,6 +634,9 @@ impl Config {
             return err(key, msg);
         }
         if let Err((key, msg)) = self.turn.validate() {
+            return err(key, msg);
+        }
+        if let Err((key, msg)) = self.calls.validate() {
             return err(key, msg);
         }
         if let Err((key, msg)) = self.compat.validate() {

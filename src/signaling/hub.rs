@@ -7,7 +7,13 @@
 //! stopped reading, so it is cut off (and its peer leaves at once). The fresh ids and resume
 //! tokens the pure core cannot make are drawn here from the OS random source.
 //!
-//! Joins are rate-limited per client address (`[rooms] join_rate_per_ip`) here too, in a
+//! The hub owns the [spaces and calls](super::spaces) core next to the registry and links the
+//! two: a join of a call's private room is admitted by the calls core, a `joined` in such a room
+//! and a peer removed from it are reported back to it, and the room outputs of the calls core
+//! (open a call's room, close it when the call ends) are carried out on the registry at once, so
+//! a `peer-left` always goes out before the `call-ended` that follows it.
+//!
+//! Joins (and `hello`s) are rate-limited per client address (`[rooms] join_rate_per_ip`) here too, in a
 //! fixed-size table of token buckets that only this task touches: every `join` costs a
 //! fresh set of TURN credentials, so one address must not be able to churn through them.
 
@@ -24,10 +30,14 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
 use super::outbox::{ConnEnd, Full, HubEnd, Kill};
-use super::protocol::{ClientMessage, ErrorCode, PeerId, ResumeToken, ServerMessage};
+use super::protocol::{
+    CallId, CallToken, ClientMessage, ErrorCode, PeerId, ResumeToken, RoomId, ServerMessage,
+    SpaceAction,
+};
 use super::rooms::{
     Admission, CloseReason, ConnId, FreshPeer, JoinRequest, Output, Registry, RegistryConfig,
 };
+use super::spaces::{self, CallCounts, FreshCall, FreshPerson, HelloRequest, Spaces, SpacesConfig};
 use super::{Hooks, PeerEvent};
 use crate::metrics;
 use crate::ratelimit::{Buckets, Rate};
@@ -120,7 +130,12 @@ impl HubHandle {
 
 /// Starts the hub task on the current runtime; each client address may join `join_rate_per_ip`
 /// times a minute on average, and as many at once.
-pub fn spawn(config: RegistryConfig, join_rate_per_ip: u32, hooks: Hooks) -> HubHandle {
+pub fn spawn(
+    config: RegistryConfig,
+    spaces: SpacesConfig,
+    join_rate_per_ip: u32,
+    hooks: Hooks,
+) -> HubHandle {
     let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
     let rate = Rate {
         per_minute: join_rate_per_ip,
@@ -128,12 +143,15 @@ pub fn spawn(config: RegistryConfig, join_rate_per_ip: u32, hooks: Hooks) -> Hub
     };
     let hub = Hub {
         registry: Registry::new(config),
+        spaces: Spaces::new(spaces),
         links: HashMap::new(),
         joins: Buckets::new(rate, TRACKED_ADDRESSES),
         started: Instant::now(),
         hooks,
         rng: SystemRandom::new(),
         published: (0, 0),
+        published_people: 0,
+        published_calls: CallCounts::default(),
         draining: false,
     };
     tokio::spawn(run(rx, hub));
@@ -145,6 +163,7 @@ pub fn spawn(config: RegistryConfig, join_rate_per_ip: u32, hooks: Hooks) -> Hub
 
 struct Hub {
     registry: Registry,
+    spaces: Spaces,
     links: HashMap<ConnId, Link>,
     /// Join budgets by client address (an IPv4 address or an IPv6 /64).
     joins: Buckets<AddrKey>,
@@ -154,6 +173,9 @@ struct Hub {
     rng: SystemRandom,
     /// Room and peer counts last added to the gauges.
     published: (i64, i64),
+    /// People count last added to its gauge, and call counts last added to the counters.
+    published_people: i64,
+    published_calls: CallCounts,
     /// Set by [`Command::Drain`]: joins are refused.
     draining: bool,
 }
@@ -181,12 +203,16 @@ async fn run(mut rx: mpsc::Receiver<Command>, mut hub: Hub) {
             }
             () = &mut timer, if armed.is_some() => {
                 armed = None;
-                hub.registry.handle_timeout(Instant::now());
+                let now = Instant::now();
+                hub.registry.handle_timeout(now);
+                hub.flush();
+                hub.spaces.handle_timeout(now);
             }
         }
         hub.flush();
         hub.publish_gauges();
-        let next = hub.registry.poll_timeout();
+        let next =
+            super::limits::earliest([hub.registry.poll_timeout(), hub.spaces.poll_timeout()]);
         if next != armed {
             armed = next;
             if let Some(at) = next {
@@ -211,47 +237,26 @@ impl Hub {
                     resume,
                     token,
                 } => {
-                    // A peer coming back within the grace was admitted already; its resume
-                    // token is the proof, so an invite that expired meanwhile does not cut
-                    // it off.
-                    if self.draining {
-                        if let Some(link) = self.links.get(&conn) {
-                            let _ = link.out.try_send(ServerMessage::error(
-                                ErrorCode::ShuttingDown,
-                                "the server is shutting down; reconnect later",
-                            ));
-                        }
-                        return;
+                    if self.entry_allowed(conn) {
+                        self.join(conn, room, name, resume, token);
                     }
-                    if !self.join_allowed(conn) {
-                        return;
-                    }
-                    let resuming = resume
-                        .as_ref()
-                        .is_some_and(|r| self.registry.is_resumable(&room, r));
-                    let admission = if resuming {
-                        Ok(Admission::default())
-                    } else {
-                        (self.hooks.admit)(&room, token.as_deref())
-                    };
-                    let req = JoinRequest {
-                        room,
-                        name,
-                        resume,
-                        invite: token,
-                        admission,
-                    };
-                    let fresh = self.fresh_peer();
-                    self.registry.join(conn, req, fresh, Instant::now());
                 }
                 ClientMessage::Signal { to, data } => self.registry.signal(conn, &to, data),
-                ClientMessage::Leave => self.registry.leave(conn),
+                // Outside any room, `leave` hangs up an accepted call not joined yet.
+                ClientMessage::Leave => {
+                    if self.registry.is_joined(conn) || !self.spaces.hang_up(conn) {
+                        self.registry.leave(conn);
+                    }
+                }
                 ClientMessage::Ping => self.registry.ping(conn),
                 ClientMessage::Host(action) => self.registry.host_action(conn, action),
+                ClientMessage::Space(action) => self.space_action(conn, action),
             },
             Command::Disconnect { conn, out } => {
                 self.links.remove(&conn);
-                self.registry.disconnect(conn, out.drain(), Instant::now());
+                let now = Instant::now();
+                self.registry.disconnect(conn, out.drain(), now);
+                self.spaces.disconnect(conn, now);
             }
             Command::PushIceServers { peer, ice_servers } => {
                 self.registry.push_ice_servers(&peer, ice_servers);
@@ -268,7 +273,130 @@ impl Hub {
         }
     }
 
-    /// Moves the room and peer gauges to the registry's counts (the hub is their one writer).
+    /// A `join`: of a call's private room (the calls core decides who may), or of any other.
+    fn join(
+        &mut self,
+        conn: ConnId,
+        room: RoomId,
+        name: Option<String>,
+        resume: Option<ResumeToken>,
+        token: Option<String>,
+    ) {
+        let now = Instant::now();
+        match self
+            .spaces
+            .admit_to_room(conn, &room, token.as_deref(), resume.as_ref())
+        {
+            Some(Err(why)) => self.reply(conn, ServerMessage::error(ErrorCode::Forbidden, why)),
+            Some(Ok(entry)) => {
+                let req = JoinRequest {
+                    room,
+                    name: Some(entry.name),
+                    resume: Some(entry.resume.clone()),
+                    invite: None,
+                    admission: Ok(Admission::default()),
+                };
+                let fresh = FreshPeer {
+                    id: entry.id,
+                    resume: entry.resume,
+                };
+                self.registry.join(conn, req, fresh, now);
+            }
+            None => {
+                // A peer coming back within the grace was admitted already; its resume
+                // token is the proof, so an invite that expired meanwhile does not cut it off.
+                let resuming = resume
+                    .as_ref()
+                    .is_some_and(|r| self.registry.is_resumable(&room, r));
+                let admission = if resuming {
+                    Ok(Admission::default())
+                } else {
+                    (self.hooks.admit)(&room, token.as_deref())
+                };
+                let req = JoinRequest {
+                    room,
+                    name,
+                    resume,
+                    invite: token,
+                    admission,
+                };
+                let fresh = self.fresh_peer();
+                self.registry.join(conn, req, fresh, now);
+            }
+        }
+    }
+
+    /// A message about spaces and calls, handed to the calls core with what it cannot make.
+    fn space_action(&mut self, conn: ConnId, action: SpaceAction) {
+        let now = Instant::now();
+        match action {
+            SpaceAction::Hello {
+                space,
+                name,
+                resume,
+                token,
+            } => {
+                if !self.entry_allowed(conn) {
+                    return;
+                }
+                // As for rooms: a resume needs no invitation.
+                let resuming = resume
+                    .as_ref()
+                    .is_some_and(|r| self.spaces.is_resumable(&space, r));
+                let admission = if resuming {
+                    Ok(None)
+                } else {
+                    (self.hooks.admit_space)(&space, token.as_deref())
+                };
+                let fresh = self.fresh_peer();
+                let req = HelloRequest {
+                    space,
+                    name,
+                    resume,
+                    admission,
+                };
+                let person = FreshPerson {
+                    id: fresh.id,
+                    resume: fresh.resume,
+                };
+                self.spaces.hello(conn, req, person, now);
+            }
+            SpaceAction::LeaveSpace => self.spaces.leave_space(conn),
+            SpaceAction::Call { to, audio_only } => {
+                let fresh = self.fresh_call();
+                self.spaces.call(conn, &to, audio_only, fresh, now);
+            }
+            SpaceAction::Accept(call) => self.spaces.accept(conn, &call, now),
+            SpaceAction::Decline(call) => self.spaces.decline(conn, &call),
+            SpaceAction::Cancel(call) => self.spaces.cancel(conn, &call),
+            SpaceAction::Block(id) => self.spaces.block(conn, &id),
+            SpaceAction::Unblock(id) => self.spaces.unblock(conn, &id),
+        }
+    }
+
+    /// Whether a `join` or `hello` from `conn` may go on: not while draining (`shutting-down`),
+    /// nor beyond the address's join rate (`rate-limited`).
+    fn entry_allowed(&mut self, conn: ConnId) -> bool {
+        if self.draining {
+            let msg = ServerMessage::error(
+                ErrorCode::ShuttingDown,
+                "the server is shutting down; reconnect later",
+            );
+            self.reply(conn, msg);
+            return false;
+        }
+        self.join_allowed(conn)
+    }
+
+    /// Sends `msg` to `conn` straight away (nothing is queued before it in the cores).
+    fn reply(&mut self, conn: ConnId, msg: ServerMessage) {
+        if let Some(link) = self.links.get(&conn) {
+            let _ = link.out.try_send(msg);
+        }
+    }
+
+    /// Moves the room, peer and people gauges and the call counters to the cores' counts (the
+    /// hub is their one writer).
     fn publish_gauges(&mut self) {
         let now = (
             self.registry.room_count() as i64,
@@ -277,10 +405,40 @@ impl Hub {
         METRICS.rooms_active.add(now.0 - self.published.0);
         METRICS.peers_active.add(now.1 - self.published.1);
         self.published = now;
+        let people = self.spaces.people_count() as i64;
+        METRICS.people_active.add(people - self.published_people);
+        self.published_people = people;
+        let calls = self.spaces.counts();
+        let before = self.published_calls.by_outcome;
+        for (i, (n, b)) in calls.by_outcome.iter().zip(before).enumerate() {
+            if *n > b {
+                METRICS.calls.at(i).add(n - b);
+            }
+        }
+        self.published_calls = calls;
     }
 
-    /// Hands every pending output to its connection.
+    /// Hands every pending output of both cores to its connection, and carries out the room
+    /// outputs of the calls core on the registry. The registry is flushed before each output
+    /// of the calls core, so what a room change causes goes out before what follows it.
     fn flush(&mut self) {
+        loop {
+            self.flush_registry();
+            let Some(output) = self.spaces.poll_output() else {
+                break;
+            };
+            match output {
+                spaces::Output::Send { conn, msg } => self.deliver(conn, msg),
+                spaces::Output::Close { conn } => self.kill(conn, Kill::Replaced),
+                spaces::Output::OpenRoom { room } => self.registry.open_room(room, Instant::now()),
+                spaces::Output::CloseRoom { room, departing } => {
+                    self.registry.close_room(&room, departing.as_ref())
+                }
+            }
+        }
+    }
+
+    fn flush_registry(&mut self) {
         while let Some(output) = self.registry.poll_output() {
             match output {
                 Output::Send { conn, mut msg } => {
@@ -290,16 +448,9 @@ impl Hub {
                             room: j.room.clone(),
                             peer: j.id.clone(),
                         });
+                        self.spaces.entered_room(&j.room, &j.id);
                     }
-                    let Some(link) = self.links.get(&conn) else {
-                        continue;
-                    };
-                    if let Err(Full) = link.out.try_send(msg) {
-                        debug!(conn = conn.0, "outbound queue full; cutting the client off");
-                        self.kill(conn, Kill::Overflow);
-                        self.links.remove(&conn);
-                        self.registry.evict(conn);
-                    }
+                    self.deliver(conn, msg);
                 }
                 Output::Close {
                     conn,
@@ -310,9 +461,26 @@ impl Hub {
         self.drain_removed();
     }
 
-    /// Reports peers removed for good to whoever listens (the credential service).
+    /// Queues `msg` for `conn`; a full outbox cuts the client off (it stopped reading), and
+    /// its peer and person leave at once.
+    fn deliver(&mut self, conn: ConnId, msg: ServerMessage) {
+        let Some(link) = self.links.get(&conn) else {
+            return;
+        };
+        if let Err(Full) = link.out.try_send(msg) {
+            debug!(conn = conn.0, "outbound queue full; cutting the client off");
+            self.kill(conn, Kill::Overflow);
+            self.links.remove(&conn);
+            self.registry.evict(conn);
+            self.spaces.evict(conn);
+        }
+    }
+
+    /// Reports peers removed for good to whoever listens (the credential service), and to the
+    /// calls core: a peer gone from a call's room ends the call.
     fn drain_removed(&mut self) {
         while let Some((room, peer)) = self.registry.poll_removed() {
+            self.spaces.left_room(&room, &peer);
             self.tell(PeerEvent::Removed { room, peer });
         }
     }
@@ -350,6 +518,23 @@ impl Hub {
     fn kill(&mut self, conn: ConnId, why: Kill) {
         if let Some(link) = self.links.get(&conn) {
             link.out.kill(why);
+        }
+    }
+
+    /// A new call's id, private room and two room tokens: 128 random bits each, URL-safe
+    /// base64 (the room is `call-` and its 22 characters, a valid room name).
+    fn fresh_call(&self) -> FreshCall {
+        let mut bytes = [0u8; 64];
+        self.rng
+            .fill(&mut bytes)
+            .expect("the OS random source works (a failure here means the system is broken)");
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let room = format!("call-{}", b64.encode(&bytes[16..32]));
+        FreshCall {
+            id: CallId::new(&b64.encode(&bytes[..16])),
+            room: RoomId::parse(&room).expect("`call-` and base64url is a valid room name"),
+            caller_token: CallToken::new(&b64.encode(&bytes[32..48])),
+            callee_token: CallToken::new(&b64.encode(&bytes[48..])),
         }
     }
 

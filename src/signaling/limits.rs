@@ -16,6 +16,8 @@ pub use crate::caps::{CapError, ConnPermit, ConnectionCaps};
 ///   `https://localhost:PORT`, `https://127.0.0.1:PORT`, `https://[::1]:PORT`, and the
 ///   listener's own IP when it is bound to a specific address.
 ///
+/// Further origins can be added with [`OriginPolicy::with_others`] (`[http] allowed_origins`).
+///
 /// A request without `Origin` is accepted: browsers always send one on WebSocket requests, so
 /// its absence means a native client, which cross-site hijacking cannot involve.
 #[derive(Debug, Clone)]
@@ -52,6 +54,16 @@ impl OriginPolicy {
         allowed.sort();
         allowed.dedup();
         OriginPolicy { allowed }
+    }
+
+    /// This policy, accepting `others` too (each `SCHEME://HOST[:PORT]`, validated with the
+    /// configuration).
+    pub fn with_others(mut self, others: &[String]) -> OriginPolicy {
+        self.allowed
+            .extend(others.iter().map(|o| o.trim().to_ascii_lowercase()));
+        self.allowed.sort();
+        self.allowed.dedup();
+        self
     }
 
     pub fn allows(&self, origin: Option<&str>) -> bool {
@@ -165,6 +177,16 @@ mod tests {
         let p = OriginPolicy::new("2001:db8::1", addr("[::]:443"));
         assert!(p.allows(Some("https://[2001:db8::1]:443")));
         assert!(p.allows(Some("https://[2001:db8::1]")));
+    }
+
+    #[test]
+    fn configured_origins_are_accepted_besides_the_servers_own() {
+        let others = ["https://App.example.com".to_owned()];
+        let p = OriginPolicy::new("call.example.org", addr("0.0.0.0:8443")).with_others(&others);
+        assert!(p.allows(Some("https://app.example.com")));
+        assert!(p.allows(Some("https://call.example.org:8443")));
+        assert!(!p.allows(Some("https://app.example.com:8443")));
+        assert!(!p.allows(Some("http://app.example.com")));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Room signaling over WebSocket (`wss://HOST:PORT/ws`): rooms, presence, and the addressed
-//! relay of SDP and ICE between the browsers of a call. The wire protocol is documented in
+//! relay of SDP and ICE between the browsers of a call; spaces (who is online) and direct
+//! calls that ring a person and meet in a private room. The wire protocol is documented in
 //! `docs/protocol.md`.
 //!
 //! Design, from the wire inwards:
@@ -16,7 +17,8 @@
 //!   work run in the connection tasks on every core (`signalbox-bench signaling` measures it).
 //! - [`rooms`] is the registry itself, a plain state machine with no I/O and no clock, tested
 //!   on its own (rooms, presence and resume; and the meeting rules: host, lobby, removal); [`protocol`] is the message format; [`limits`] holds the origin policy, the
-//!   rate limiter and the connection caps.
+//!   rate limiter and the connection caps. [`spaces`] is the second core the hub owns:
+//!   spaces, presence, ringing and the private rooms of accepted calls, in the same style.
 //!
 //! The `iceServers` of `joined` come from an [`IceServersFn`] given at start, so that the part
 //! of the server that issues TURN credentials can fill them without this module knowing how;
@@ -27,6 +29,7 @@ pub mod limits;
 pub mod outbox;
 pub mod protocol;
 pub mod rooms;
+pub mod spaces;
 pub mod ws;
 
 use std::net::SocketAddr;
@@ -43,8 +46,10 @@ use limits::{ConnectionCaps, OriginPolicy};
 pub use protocol::{PeerId, RoomId};
 pub use rooms::Admission;
 use rooms::RegistryConfig;
+use spaces::SpacesConfig;
 
-use crate::config::RoomsConfig;
+use crate::config::{CallsConfig, RoomsConfig};
+pub use protocol::SpaceId;
 
 /// Builds the `iceServers` list for a peer that just joined a room (called by the hub for
 /// every `joined`). Must be quick: it runs on the registry's task.
@@ -66,6 +71,17 @@ pub fn admit_everyone() -> AdmitFn {
     Arc::new(|_: &RoomId, _: Option<&str>| Ok(Admission::default()))
 }
 
+/// Decides whether a fresh `hello` of a space may proceed, given the `token` it carried:
+/// `Ok(name)` yes (with the display name the invitation fixes, if any), `Err(message)` no
+/// (`forbidden`). Must be quick: it runs on the hub's task.
+pub type AdmitSpaceFn =
+    Arc<dyn Fn(&SpaceId, Option<&str>) -> Result<Option<String>, String> + Send + Sync>;
+
+/// An [`AdmitSpaceFn`] that lets everyone in (`[access] mode = "open"`).
+pub fn admit_everyone_to_spaces() -> AdmitSpaceFn {
+    Arc::new(|_: &SpaceId, _: Option<&str>| Ok(None))
+}
+
 /// What happens to peers, for the part of the server that keeps per-peer state outside the
 /// registry (TURN credentials and allocations).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,6 +97,8 @@ pub enum PeerEvent {
 pub struct Hooks {
     pub ice_servers: IceServersFn,
     pub admit: AdmitFn,
+    /// The access rule of spaces (`hello`).
+    pub admit_space: AdmitSpaceFn,
     /// Where [`PeerEvent`]s go; `None` = nobody listens. Bounded: a full channel drops events
     /// (logged) rather than stall the hub.
     pub events: Option<tokio::sync::mpsc::Sender<PeerEvent>>,
@@ -92,6 +110,7 @@ impl Hooks {
         Hooks {
             ice_servers,
             admit: admit_everyone(),
+            admit_space: admit_everyone_to_spaces(),
             events: None,
         }
     }
@@ -101,6 +120,17 @@ impl Hooks {
 pub const AWAY_QUEUE_LEN: usize = 64;
 /// Most signal payload bytes kept for such a peer.
 pub const AWAY_QUEUE_BYTES: usize = 256 * 1024;
+/// Most people one person may block at once.
+pub const MAX_BLOCKS: usize = 1000;
+
+/// What signaling is configured with besides `[rooms]`.
+#[derive(Debug, Clone, Default)]
+pub struct Extras {
+    /// `[calls]`.
+    pub calls: CallsConfig,
+    /// `[http] allowed_origins`: other origins whose pages may use `/ws`.
+    pub allowed_origins: Vec<String>,
+}
 
 /// The running signaling service: its hub and what the `/ws` route needs.
 #[derive(Clone)]
@@ -119,12 +149,14 @@ impl Signaling {
         shutdown: watch::Receiver<bool>,
     ) -> Signaling {
         let hooks = Hooks::with_ice_servers(ice_servers);
-        Self::start_with_hooks(config, public_host, https_addr, hooks, shutdown)
+        let extras = Extras::default();
+        Self::start_with_hooks(config, &extras, public_host, https_addr, hooks, shutdown)
     }
 
     /// [`Signaling::start`] with every hook: `iceServers`, the access rule, peer events.
     pub fn start_with_hooks(
         config: &RoomsConfig,
+        extras: &Extras,
         public_host: &str,
         https_addr: SocketAddr,
         hooks: Hooks,
@@ -140,10 +172,19 @@ impl Signaling {
                 lobby_timeout: config.lobby_timeout,
                 lock_new_rooms: config.lock_new_rooms,
             },
+            SpacesConfig {
+                max_people: extras.calls.max_people_per_space,
+                reconnect_grace: config.reconnect_grace,
+                ring_timeout: extras.calls.ring_timeout,
+                ring_rate: extras.calls.ring_rate,
+                join_timeout: config.join_timeout,
+                max_blocks: MAX_BLOCKS,
+            },
             config.join_rate_per_ip,
             hooks,
         );
-        let origins = OriginPolicy::new(public_host, https_addr);
+        let origins =
+            OriginPolicy::new(public_host, https_addr).with_others(&extras.allowed_origins);
         info!(origins = ?origins.allowed(), "signaling on /ws");
         let settings = ws::Settings {
             rooms: config.clone(),

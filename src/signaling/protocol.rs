@@ -13,6 +13,9 @@ use std::sync::Arc;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::value::RawValue;
 
+pub mod spaces;
+pub use spaces::{CallAccepted, CallId, CallToken, People, PersonInfo, Ring, SpaceAction, SpaceId};
+
 /// Longest display name, in characters.
 pub const MAX_NAME_CHARS: usize = 64;
 
@@ -128,6 +131,8 @@ pub enum ClientMessage {
     Ping,
     /// One of the messages only a room's host may send.
     Host(HostAction),
+    /// A message about spaces and direct calls.
+    Space(SpaceAction),
 }
 
 /// What a room's host may do; anyone else sending one gets `not-host`.
@@ -257,6 +262,41 @@ pub enum ServerMessage {
     },
     /// The host ended the meeting: the room is gone.
     Ended,
+    /// The answer to `hello`: who else is in the space. Boxed, as `joined`.
+    People(Box<People>),
+    PersonJoined {
+        person: Box<PersonInfo>,
+    },
+    PersonLeft {
+        id: PeerId,
+    },
+    /// A person started or stopped ringing or being in a call.
+    PersonBusy {
+        id: PeerId,
+        busy: bool,
+    },
+    /// To the callee.
+    Ring(Box<Ring>),
+    /// To the caller: the call rings (or waits for its answer).
+    Ringing {
+        call: CallId,
+    },
+    CallAccepted(Box<CallAccepted>),
+    CallDeclined {
+        call: CallId,
+    },
+    CallBusy {
+        call: CallId,
+    },
+    CallCancelled {
+        call: CallId,
+    },
+    CallMissed {
+        call: CallId,
+    },
+    CallEnded {
+        call: CallId,
+    },
 }
 
 impl ServerMessage {
@@ -305,6 +345,10 @@ pub enum ErrorCode {
     LobbyTimeout,
     /// The host removed this peer; it may not come back while the room lasts.
     Removed,
+    /// `call` or `block` of an id that is not another person of the sender's space.
+    UnknownPerson,
+    /// `accept`, `decline` or `cancel` of a call that is not ringing for the sender.
+    NotRinging,
 }
 
 impl ErrorCode {
@@ -324,10 +368,12 @@ impl ErrorCode {
             ErrorCode::Declined => "declined",
             ErrorCode::LobbyTimeout => "lobby-timeout",
             ErrorCode::Removed => "removed",
+            ErrorCode::UnknownPerson => "unknown-person",
+            ErrorCode::NotRinging => "not-ringing",
         }
     }
 
-    pub const ALL: [ErrorCode; 13] = [
+    pub const ALL: [ErrorCode; 15] = [
         ErrorCode::BadRequest,
         ErrorCode::RoomFull,
         ErrorCode::NotJoined,
@@ -341,6 +387,8 @@ impl ErrorCode {
         ErrorCode::Declined,
         ErrorCode::LobbyTimeout,
         ErrorCode::Removed,
+        ErrorCode::UnknownPerson,
+        ErrorCode::NotRinging,
     ];
 }
 
@@ -370,6 +418,14 @@ pub enum ParseError {
     EmptyPeer { kind: &'static str },
     #[error("mute-request: `kind` must be \"audio\" or \"video\"")]
     BadMediaKind,
+    #[error("hello: `space` must be 1-64 characters of letters, digits, `-`, `_` and `.`")]
+    BadSpace,
+    #[error(
+        "hello: `name` must be 1-{MAX_NAME_CHARS} characters, not only spaces, without control characters"
+    )]
+    BadPersonName,
+    #[error("{kind}: a field must not be empty")]
+    EmptyField { kind: &'static str },
 }
 
 /// Every field any client message may carry; the `type` decides which are required.
@@ -387,6 +443,11 @@ struct Envelope {
     media_kind: Option<String>,
     #[serde(default, deserialize_with = "raw_including_null")]
     data: Option<Box<RawValue>>,
+    space: Option<String>,
+    call: Option<String>,
+    id: Option<String>,
+    #[serde(rename = "audioOnly")]
+    audio_only: Option<bool>,
 }
 
 /// `data` may be any JSON value, `null` included; only its absence is an error.
@@ -396,8 +457,16 @@ fn raw_including_null<'de, D: Deserializer<'de>>(de: D) -> Result<Option<Box<Raw
 
 /// Parses and validates one text frame from a client.
 pub fn parse_client(text: &str) -> Result<ClientMessage, ParseError> {
-    let env: Envelope = serde_json::from_str(text).map_err(|e| ParseError::Json(e.to_string()))?;
-    let kind = env.kind.ok_or(ParseError::MissingType)?;
+    let mut env: Envelope =
+        serde_json::from_str(text).map_err(|e| ParseError::Json(e.to_string()))?;
+    let kind = env.kind.take().ok_or(ParseError::MissingType)?;
+    // `decline` with a `call` answers a ring; with a `peer` it is the host's, below.
+    let host_decline = kind == "decline" && env.call.is_none() && env.peer.is_some();
+    if !host_decline {
+        if let Some(action) = spaces::parse(&kind, &mut env) {
+            return action.map(ClientMessage::Space);
+        }
+    }
     match kind.as_str() {
         "join" => {
             let room = env.room.ok_or(ParseError::MissingField {
@@ -693,7 +762,9 @@ mod tests {
                 "not-host",
                 "declined",
                 "lobby-timeout",
-                "removed"
+                "removed",
+                "unknown-person",
+                "not-ringing"
             ]
         );
     }

@@ -435,6 +435,42 @@ impl Registry {
         rooms
     }
 
+    /// Whether `conn` is a member of a room or waits in a lobby.
+    pub fn is_joined(&self, conn: ConnId) -> bool {
+        self.peers_by_conn.contains_key(&conn) || self.waiting_by_conn.contains_key(&conn)
+    }
+
+    /// Creates `room` empty and unlocked (whatever `lock_new_rooms` says), for the private room
+    /// of a direct call that its two people are about to join. An existing room is left alone.
+    pub fn open_room(&mut self, room: RoomId, now: Instant) {
+        self.rooms.entry(room).or_insert_with(|| Room {
+            members: Vec::new(),
+            host: None,
+            locked: false,
+            waiting: Vec::new(),
+            knocks: meeting::KnockBucket::new(now),
+            barred: Barred::default(),
+        });
+    }
+
+    /// Deletes `room` (a direct call's, when the call ended): `departing` leaves it first, so
+    /// the others get `peer-left`; everyone else is then removed for good without a message.
+    pub fn close_room(&mut self, room: &RoomId, departing: Option<&PeerId>) {
+        if let Some(id) =
+            departing.filter(|id| self.peers.get(*id).is_some_and(|p| &p.room == room))
+        {
+            self.remove_peer(id);
+        }
+        let Some(r) = self.rooms.get(room) else {
+            return;
+        };
+        let members = r.members.clone();
+        self.end_room(room);
+        for m in &members {
+            self.remove_peer(m);
+        }
+    }
+
     /// A join that is not a resume: a new room, the lobby of a locked one, or straight in.
     fn join_fresh(&mut self, room: RoomId, entrant: Entrant, host_invite: bool, now: Instant) {
         let locked = match self.rooms.get(&room) {

@@ -10,7 +10,8 @@
 //! connection (1003), and WebSocket pings take from the same rate budget as text messages, a
 //! ping beyond it closing the connection (1008) instead of drawing an error per frame.
 //!
-//! Timers, one `sleep` per connection: the join deadline (until `joined` went out), the next
+//! Timers, one `sleep` per connection: the join deadline (until `joined`, `waiting` or `people`
+//! went out: a connection in a room, a lobby or a space counts as joined), the next
 //! WebSocket ping, and the pong deadline (any inbound frame counts as the pong). A write that
 //! cannot finish within `ping_timeout` means the client stopped reading: it is dropped.
 
@@ -32,7 +33,7 @@ use tracing::debug;
 use super::hub::{Command, HubHandle};
 use super::limits::{earliest, CapError, ConnPermit, ConnectionCaps, OriginPolicy, RateLimiter};
 use super::outbox::{outbox, ConnEnd, Kill};
-use super::protocol::{parse_client, ClientMessage, ErrorCode, ServerMessage};
+use super::protocol::{parse_client, ClientMessage, ErrorCode, ServerMessage, SpaceAction};
 use super::rooms::ConnId;
 use crate::config::RoomsConfig;
 use crate::http::error_json;
@@ -155,8 +156,8 @@ struct Connection {
     settings: Arc<Settings>,
     peer: SocketAddr,
     rate: RateLimiter,
-    /// `joined` went out and no `leave` came since.
-    joined: bool,
+    /// The connection is in a room, or a lobby, or a space.
+    joined: Joined,
     join_deadline: Instant,
     next_ping: Instant,
     pong_deadline: Option<Instant>,
@@ -169,7 +170,7 @@ impl Connection {
         Connection {
             id: hub.next_conn(),
             rate: RateLimiter::new(r.rate_per_second, r.rate_burst, now),
-            joined: false,
+            joined: Joined::default(),
             join_deadline: now + r.join_timeout,
             next_ping: now + r.ping_interval,
             pong_deadline: None,
@@ -248,7 +249,7 @@ impl Connection {
     }
 
     fn next_deadline(&self) -> Instant {
-        let join = (!self.joined).then_some(self.join_deadline);
+        let join = (!self.joined.any()).then_some(self.join_deadline);
         earliest([join, Some(self.next_ping), self.pong_deadline]).unwrap_or(self.next_ping)
     }
 
@@ -313,9 +314,15 @@ impl Connection {
         }
         let msg = parse_client(text)
             .map_err(|e| ServerMessage::error(ErrorCode::BadRequest, e.to_string()))?;
-        if msg == ClientMessage::Leave {
-            // Leaving (or trying to) starts a new wait for a join.
-            self.joined = false;
+        let left = match &msg {
+            ClientMessage::Leave => Some(&mut self.joined.room),
+            ClientMessage::Space(SpaceAction::LeaveSpace) => Some(&mut self.joined.space),
+            _ => None,
+        };
+        if let Some(flag) = left {
+            // Leaving (or trying to) starts a new wait for a join, which counts once the
+            // connection is nowhere (a `call-ended` may take it out of its last room later).
+            *flag = false;
             self.join_deadline = now + self.settings.rooms.join_timeout;
         }
         Ok(Some(msg))
@@ -351,7 +358,7 @@ impl Connection {
     ) -> Option<End> {
         let now = Instant::now();
         let r = &self.settings.rooms;
-        if !self.joined && now >= self.join_deadline {
+        if !self.joined.any() && now >= self.join_deadline {
             return Some(End::JoinTimeout);
         }
         if self.pong_deadline.is_some_and(|d| now >= d) {
@@ -367,16 +374,34 @@ impl Connection {
     }
 }
 
+/// Where a connection is, as far as `join_timeout` is concerned.
+#[derive(Debug, Clone, Copy, Default)]
+struct Joined {
+    /// `joined` or `waiting` went out and no `leave` came since (nor `call-ended`, which takes
+    /// the connection out of its call's room).
+    room: bool,
+    /// `people` went out and no `leave-space` came since.
+    space: bool,
+}
+
+impl Joined {
+    fn any(&self) -> bool {
+        self.room || self.space
+    }
+}
+
 /// Serializes an outbound message, noting when the connection has joined.
-fn to_frame(msg: ServerMessage, joined: &mut bool) -> Message {
+fn to_frame(msg: ServerMessage, joined: &mut Joined) -> Message {
     METRICS.ws_messages.at(1).inc();
     match &msg {
         ServerMessage::Joined(_) => {
-            *joined = true;
+            joined.room = true;
             METRICS.joins.inc();
         }
         // A connection waiting in a lobby has joined as far as `join_timeout` is concerned.
-        ServerMessage::Waiting { .. } => *joined = true,
+        ServerMessage::Waiting { .. } => joined.room = true,
+        ServerMessage::People(_) => joined.space = true,
+        ServerMessage::CallEnded { .. } => joined.room = false,
         ServerMessage::Error { code, .. } => {
             let errors = &METRICS.signaling_errors;
             if let Some(c) = errors.by_name(code.as_str()) {

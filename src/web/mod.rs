@@ -97,6 +97,7 @@ pub fn router_with(state: Arc<AppState>, extra: Router) -> Router {
     Router::new()
         .route("/", get(index))
         .route("/r/{room}", get(room_page))
+        .route("/s/{space}", get(room_page))
         .route("/diag", get(diag_page))
         .route("/admin", get(admin_page))
         .route("/healthz", get(healthz))
@@ -278,8 +279,17 @@ pub fn metrics_response() -> Response {
 async fn headers(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     crate::metrics::METRICS.http_requests.inc();
     let is_get = matches!(*req.method(), Method::GET | Method::HEAD);
+    let sdk = req.uri().path().starts_with("/sdk/");
+    let cors = sdk.then(|| sdk_cors_origin(&state, &req)).flatten();
     let mut resp = next.run(req).await;
     let h = resp.headers_mut();
+    if sdk {
+        // The answer depends on `Origin`: a cache must not give one origin's to another.
+        h.append(header::VARY, HeaderValue::from_static("origin"));
+    }
+    if let Some(origin) = cors {
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+    }
     let csp = {
         let config = state.config.borrow();
         let custom = &config.http.content_security_policy;
@@ -315,6 +325,21 @@ async fn headers(State(state): State<Arc<AppState>>, req: Request, next: Next) -
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
     }
     resp
+}
+
+/// The `Origin` of a request for the client module (`/sdk/`) when it is one of
+/// `[http] allowed_origins`: pages of those origins may load it (a module script is fetched
+/// with CORS). Other origins get no CORS header, so their pages cannot load it.
+fn sdk_cors_origin(state: &AppState, req: &Request) -> Option<HeaderValue> {
+    let origin = req.headers().get(header::ORIGIN)?;
+    let text = origin.to_str().ok()?;
+    let config = state.config.borrow();
+    config
+        .http
+        .allowed_origins
+        .iter()
+        .any(|o| o.eq_ignore_ascii_case(text.trim()))
+        .then(|| origin.clone())
 }
 
 /// Pages, scripts and styles revalidate on every load (a deploy shows at once; an unchanged

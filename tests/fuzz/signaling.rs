@@ -4,7 +4,7 @@
 
 use signalbox::signaling::protocol::{
     parse_client, ClientMessage, HostAction, MuteTarget, ParseError, PeerId, ServerMessage,
-    MAX_NAME_CHARS,
+    SpaceAction, MAX_NAME_CHARS,
 };
 use signalbox_fuzz_harness::Features;
 
@@ -28,6 +28,14 @@ pub(crate) const DICTIONARY: &[&[u8]] = &[
     b"\"end\"",
     b"\"peer\"",
     b"\"kind\"",
+    b"\"hello\"",
+    b"\"space\"",
+    b"\"call\"",
+    b"\"accept\"",
+    b"\"cancel\"",
+    b"\"block\"",
+    b"\"audioOnly\"",
+    b"\"id\"",
     b"\"audio\"",
     b"\"all\"",
     b"null",
@@ -56,6 +64,7 @@ pub(crate) fn target(data: &[u8], features: &mut Features) -> Result<(), String>
         Ok(ClientMessage::Leave) => 3,
         Ok(ClientMessage::Ping) => 4,
         Ok(ClientMessage::Host(a)) => 5 + small_hash(&std::mem::discriminant(a)),
+        Ok(ClientMessage::Space(a)) => 1000 + small_hash(&std::mem::discriminant(a)),
         Err(e) => 2000 + small_hash(&std::mem::discriminant(e)),
     });
     // Syntax only: numbers of any size are JSON, though not every parser stores them.
@@ -125,7 +134,39 @@ pub(crate) fn target(data: &[u8], features: &mut Features) -> Result<(), String>
             }
             Ok(())
         }
+        Ok(ClientMessage::Space(action)) => space_action(&action),
     }
+}
+
+/// What a space or call message that parsed must be like.
+fn space_action(action: &SpaceAction) -> Result<(), String> {
+    let empty = match action {
+        SpaceAction::Hello {
+            space,
+            name,
+            resume,
+            ..
+        } => {
+            if !signalbox::signaling::protocol::is_valid_room(space.as_str()) {
+                return Err(format!("hello: space {:?} accepted", space.as_str()));
+            }
+            let n = name.chars().count();
+            if n == 0 || n > MAX_NAME_CHARS || name.trim().is_empty() {
+                return Err(format!("hello: name {name:?} accepted"));
+            }
+            resume.as_ref().is_some_and(|r| r.as_str().is_empty())
+        }
+        SpaceAction::Call { to, .. } => to.as_str().is_empty(),
+        SpaceAction::Accept(c) | SpaceAction::Decline(c) | SpaceAction::Cancel(c) => {
+            c.as_str().is_empty()
+        }
+        SpaceAction::Block(p) | SpaceAction::Unblock(p) => p.as_str().is_empty(),
+        SpaceAction::LeaveSpace => false,
+    };
+    if empty {
+        return Err(format!("{action:?}: an empty field accepted"));
+    }
+    Ok(())
 }
 
 /// The `data` of a relayed `signal`, as the text it carries.
