@@ -1,9 +1,9 @@
 // The signalbox web app: the landing page at `/`, a room's call at `/r/{room}` (call.js), and
-// a space's People view at `/?space={space}` (people.js), all served as the same index.html.
+// a space's People view at `/s/{space}` (people.js), all served as the same index.html.
 
-import { randomRoomName, isValidRoom, parseRoomInput, roomFromPath } from './names.js';
+import { randomRoomName, isValidRoom, parseRoomInput, roomFromPath, spaceFromPath } from './names.js';
 import { CallScreen, roomLink } from './call.js';
-import { PeopleView, spaceFromSearch, spaceLink } from './people.js';
+import { PeopleView, spaceLink } from './people.js';
 import { $, el, showScreen, toast, copyText } from './ui.js';
 
 // ---------------------------------------------------------------------------------------
@@ -58,7 +58,7 @@ function landing() {
   $('copy-space-link').addEventListener('click', () => copyText(spaceLink(space), 'Space link'));
   $('space-form').addEventListener('submit', (e) => {
     e.preventDefault();
-    location.assign(`/?space=${encodeURIComponent(space)}`);
+    location.assign(`/s/${encodeURIComponent(space)}`);
   });
   $('join-room').addEventListener('input', () => {
     $('join-error').textContent = '';
@@ -68,8 +68,8 @@ function landing() {
 
 function boot() {
   const path = location.pathname;
-  if ((path === '/' || path === '/index.html') && new URLSearchParams(location.search).has('space')) {
-    const space = spaceFromSearch(location.search);
+  if (path.startsWith('/s/')) {
+    const space = spaceFromPath(path);
     if (space) new PeopleView(space).start();
     else notFound('Not a space', 'A space name is 1 to 64 letters, digits, dashes, dots and underscores.');
     return;

@@ -1,4 +1,4 @@
-// The People view of a space, at `/?space={space}`: who is online, and direct calls.
+// The People view of a space, at `/s/{space}`: who is online, and direct calls.
 //
 // After "Go online" the page says `hello` to the space through the client module's `Space`
 // and lists everyone else there, live, with a busy badge for whoever rings or talks. Each
@@ -12,20 +12,14 @@
 import { Space } from '../sdk/signalbox.js';
 import { LocalMedia } from './media.js';
 import { CallScreen, NAME_KEY } from './call.js';
-import { isValidRoom, tokenFromHash } from './names.js';
-import { $, el, showScreen, showBanner, hideBanner, toast, copyText, initials, hueOf } from './ui.js';
-
-/** The space named by a page address's query (`?space=NAME`), or null. */
-export function spaceFromSearch(search) {
-  const space = new URLSearchParams(search || '').get('space');
-  return space !== null && isValidRoom(space) ? space : null;
-}
+import { tokenFromHash } from './names.js';
+import { $, el, showScreen, showBanner, hideBanner, copyText, initials, hueOf } from './ui.js';
 
 /** The link to a space's People view, with this page's access token. */
 export function spaceLink(space) {
   const token = tokenFromHash(location.hash);
   const hash = token ? `#token=${encodeURIComponent(token)}` : '';
-  return `${location.origin}/?space=${encodeURIComponent(space)}${hash}`;
+  return `${location.origin}/s/${encodeURIComponent(space)}${hash}`;
 }
 
 export class PeopleView {
@@ -247,7 +241,6 @@ export class PeopleView {
 
   onNoCall(detail, text) {
     this.backToList(text);
-    toast(text);
   }
 
   onEnded({ name, byUs }) {

@@ -116,6 +116,8 @@ export class Signaling extends EventTarget {
     this.stopped = false;
     this.joinPending = false;
     this.helloPending = false;
+    /** Space mode: the socket was replaced and the room is not joined again yet. */
+    this.roomAway = false;
     this.sentResume = false;
     this.held = [];
     this.lastHeard = 0;
@@ -149,7 +151,7 @@ export class Signaling extends EventTarget {
 
   /** Whether we are in a room right now, with an open socket. */
   isJoined() {
-    return this.state === 'connected' && this.id !== null && !this.joinPending && this.ws !== null && this.ws.readyState === WebSocket.OPEN;
+    return this.state === 'connected' && this.id !== null && !this.joinPending && !this.roomAway && this.ws !== null && this.ws.readyState === WebSocket.OPEN;
   }
 
   /**
@@ -168,17 +170,23 @@ export class Signaling extends EventTarget {
    * @param {string|null} token the room's invitation (`call-accepted` carries one)
    */
   joinRoom(room, token) {
+    if (this.room === room && this.id !== null) {
+      // The same room after a reconnect: resume our place in it.
+      this.roomToken = token;
+      this.sendJoin(true);
+      return;
+    }
     this.room = room;
     this.roomToken = token;
     this.id = null;
     this.resumeToken = null;
     this.held = [];
-    if (this.ws && this.ws.readyState === WebSocket.OPEN) this.sendJoin(false);
+    this.sendJoin(false);
   }
 
   /** Leaves the room but keeps the connection (space mode). */
   leaveRoom() {
-    if (this.room !== null && this.id !== null) this.send({ type: 'leave' });
+    if (this.room !== null) this.send({ type: 'leave' });
     this.forgetRoom();
   }
 
@@ -243,8 +251,13 @@ export class Signaling extends EventTarget {
     this.ws = ws;
     ws.onopen = () => {
       this.lastHeard = Date.now();
-      if (this.space !== null) this.sendHello(true);
-      else this.sendJoin(true);
+      if (this.space !== null) {
+        // The room comes back after `people`, when the server repeats `call-accepted`.
+        this.roomAway = this.room !== null;
+        this.sendHello(true);
+      } else {
+        this.sendJoin(true);
+      }
       clearInterval(this.pingTimer);
       this.pingTimer = setInterval(() => this.keepAlive(), PING_EVERY_MS);
     };
@@ -344,16 +357,12 @@ export class Signaling extends EventTarget {
     this.attempt = 0;
     this.setState('connected');
     this.emit('people', { ...msg, resumed });
-    if (resumed && this.room !== null && !this.joinPending && this.id === null) {
-      // Accepted while the socket was down: the join never went out.
-      this.sendJoin(false);
-    }
-    if (resumed) this.flushHeld();
   }
 
   onJoined(msg) {
     const resumed = this.id !== null && msg.id === this.id;
     this.joinPending = false;
+    this.roomAway = false;
     this.id = msg.id;
     if (typeof msg.resume === 'string') this.resumeToken = msg.resume;
     this.attempt = 0;
@@ -410,8 +419,12 @@ export class Signaling extends EventTarget {
 
   /** The room is over for us: in room mode that is the end of the connection. */
   endRoom() {
-    if (this.space !== null) this.forgetRoom();
-    else this.stop();
+    if (this.space === null) {
+      this.stop();
+      return;
+    }
+    this.forgetRoom();
+    this.emit('room-lost', {});
   }
 
   forgetRoom() {
@@ -420,6 +433,7 @@ export class Signaling extends EventTarget {
     this.id = null;
     this.resumeToken = null;
     this.joinPending = false;
+    this.roomAway = false;
     this.held = [];
   }
 
@@ -1088,6 +1102,10 @@ export class Space extends EventTarget {
   // --- server messages ---
 
   onPeople(msg) {
+    if (!msg.resumed && this.current && this.current.state !== 'active') {
+      // A new person after a reconnect: the old one's ring is over.
+      this.finish(this.current.outgoing ? 'call-cancelled' : 'call-missed', {});
+    }
     this.you = typeof msg.you === 'string' ? msg.you : null;
     this.people.clear();
     for (const p of Array.isArray(msg.people) ? msg.people : []) {
@@ -1146,10 +1164,16 @@ export class Space extends EventTarget {
   onAccepted(msg) {
     const c = this.current;
     if (!c || !this.isThisCall(msg.call) || typeof msg.room !== 'string') return;
+    const token = typeof msg.token === 'string' ? msg.token : null;
+    if (c.state === 'active' && this.room) {
+      // Repeated after our connection came back: resume the room; the connections stay.
+      this.signaling.joinRoom(msg.room, token);
+      return;
+    }
     const hangUpAtOnce = c.state === 'cancelling';
     c.id = msg.call;
     c.state = 'active';
-    this.signaling.joinRoom(msg.room, typeof msg.token === 'string' ? msg.token : null);
+    this.signaling.joinRoom(msg.room, token);
     this.room = new Room({ signaling: this.signaling, localStream: c.localStream || new MediaStream() });
     if (hangUpAtOnce) {
       // Accepted just as we cancelled: join, then hang up, so both sides end cleanly.
@@ -1174,7 +1198,8 @@ export class Space extends EventTarget {
 
   onError(msg) {
     const c = this.current;
-    if (c && c.outgoing && c.id === null && (msg.code === 'unknown-person' || msg.code === 'rate-limited' || msg.code === 'bad-request')) {
+    const refusals = ['unknown-person', 'rate-limited', 'bad-request', 'already-joined'];
+    if (c && c.outgoing && c.id === null && refusals.includes(msg.code)) {
       // The call never rang.
       this.current = null;
     }

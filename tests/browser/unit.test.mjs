@@ -3,9 +3,8 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { randomRoomName, isValidRoom, parseRoomInput, roomFromPath, tokenFromHash, ROOM_NAME_BITS } from '../../public/js/names.js';
+import { randomRoomName, isValidRoom, parseRoomInput, roomFromPath, spaceFromPath, tokenFromHash, ROOM_NAME_BITS } from '../../public/js/names.js';
 import { summarize, describePath, formatBitrate } from '../../public/js/stats.js';
-import { spaceFromSearch } from '../../public/js/people.js';
 import { signalingUrl } from '../../public/sdk/signalbox.js';
 
 test('random room names are readable and valid under the protocol rule', () => {
@@ -89,14 +88,14 @@ test('bitrate comes from the byte counters between two samples', () => {
   assert.equal(formatBitrate(null), '–');
 });
 
-test('a space comes from the page address\'s query and follows the room name rule', () => {
-  assert.equal(spaceFromSearch('?space=calm-otter-lantern-7k3mq-9xd4f'), 'calm-otter-lantern-7k3mq-9xd4f');
-  assert.equal(spaceFromSearch('?space=team.support_2&x=1'), 'team.support_2');
-  assert.equal(spaceFromSearch('?space='), null);
-  assert.equal(spaceFromSearch('?space=two%20words'), null);
-  assert.equal(spaceFromSearch(`?space=${'a'.repeat(65)}`), null);
-  assert.equal(spaceFromSearch('?room=x'), null);
-  assert.equal(spaceFromSearch(''), null);
+test('a space comes from a path /s/{space} and follows the room name rule', () => {
+  assert.equal(spaceFromPath('/s/calm-otter-lantern-7k3mq-9xd4f'), 'calm-otter-lantern-7k3mq-9xd4f');
+  assert.equal(spaceFromPath('/s/team.support_2/'), 'team.support_2');
+  assert.equal(spaceFromPath('/s/'), null);
+  assert.equal(spaceFromPath('/s/two%20words'), null);
+  assert.equal(spaceFromPath(`/s/${'a'.repeat(65)}`), null);
+  assert.equal(spaceFromPath('/r/calm-otter'), null);
+  assert.equal(roomFromPath('/s/calm-otter'), null);
 });
 
 test('the client module finds the signaling endpoint of a server by its origin', () => {
