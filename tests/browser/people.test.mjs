@@ -1,0 +1,269 @@
+// Direct calls in real browsers: a space's People view (`/s/SPACE`), ringing, accepting,
+// declining and missing calls, and the client module's example page (`/sdk/example.html`),
+// against the real binary; one headless Chromium per person, everything on loopback.
+
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { cleanupAll, expectVideoFlowing, launchFirefox, launchParticipant, mediaStats, roomName, sleep, startServer } from './harness.mjs';
+
+const TEST_TIMEOUT_MS = 120000;
+
+after(cleanupAll);
+
+/** Starts a server (with `extraToml`) and one browser per name; all stop after the test. */
+async function setup(t, names, extraToml = '', { viewport } = {}) {
+  const server = await startServer(extraToml);
+  t.after(() => server.stop());
+  const people = [];
+  for (const name of names) {
+    const p = await launchParticipant(name, viewport ? { viewport } : {});
+    t.after(() => p.stop());
+    people.push(p);
+  }
+  return { server, people };
+}
+
+/** Opens the space's People view, types `name` and goes online. */
+async function goOnline(page, url, name) {
+  await page.goto(url);
+  await page.getByLabel('Name shown to others').fill(name);
+  await page.getByRole('button', { name: 'Go online' }).click();
+  await page.locator('#space-dot[data-state="connected"]').waitFor({ state: 'attached' });
+}
+
+/** The row of the person called `name` in a page's People list. */
+function row(page, name) {
+  return page.locator('#space-people .person', { has: page.locator('.person-name', { hasText: name }) });
+}
+
+/**
+ * Waits until audio is being decoded, then proves it keeps flowing: the inbound audio's bytes
+ * and decoded samples both grow between two samples a second apart.
+ */
+async function expectAudioFlowing(page, { timeoutMs = 25000 } = {}) {
+  const sample = () =>
+    page.evaluate(async () => {
+      let bytes = 0;
+      let samples = 0;
+      for (const pc of window.__signalboxPeers) {
+        if (pc.connectionState === 'closed') continue;
+        (await pc.getStats()).forEach((s) => {
+          if (s.type === 'inbound-rtp' && s.kind === 'audio') {
+            bytes += s.bytesReceived || 0;
+            // Firefox counts decoded audio as the jitter buffer's output.
+            samples += s.totalSamplesReceived || s.jitterBufferEmittedCount || 0;
+          }
+        });
+      }
+      return { bytes, samples };
+    });
+  const deadline = Date.now() + timeoutMs;
+  let first = await sample();
+  while (first.samples === 0) {
+    if (Date.now() > deadline) throw new Error(`no audio decoded within ${timeoutMs} ms`);
+    await sleep(250);
+    first = await sample();
+  }
+  for (;;) {
+    await sleep(1000);
+    const second = await sample();
+    if (second.samples > first.samples && second.bytes > first.bytes) return second;
+    if (Date.now() > deadline) throw new Error(`audio stopped: ${JSON.stringify(first)} then ${JSON.stringify(second)}`);
+    first = second;
+  }
+}
+
+/** The kinds of the tracks a page sends on its open peer connections. */
+function sentKinds(page) {
+  return page.evaluate(() =>
+    window.__signalboxPeers
+      .filter((pc) => pc.connectionState !== 'closed')
+      .flatMap((pc) => pc.getSenders().filter((s) => s.track).map((s) => s.track.kind))
+      .sort(),
+  );
+}
+
+function assertNoConsoleErrors(...people) {
+  for (const p of people) assert.deepEqual(p.errors, [], `${p.label} logged errors`);
+}
+
+test('Alice sees Bob come online and calls him audio only; both hear each other, and hanging up returns both to the list', { timeout: TEST_TIMEOUT_MS }, async (t) => {
+  const { server, people: [alice, bob] } = await setup(t, ['alice', 'bob']);
+  const url = `${server.url}/s/${roomName('people')}`;
+
+  await goOnline(alice.page, url, 'Alice');
+  await alice.page.getByText('Nobody else is here yet').waitFor();
+  await goOnline(bob.page, url, 'Bob');
+  await row(alice.page, 'Bob').waitFor();
+  await row(bob.page, 'Alice').waitFor();
+  assert.equal(await alice.page.locator('#space-people .person').count(), 1, 'Alice sees only Bob, not herself');
+
+  await alice.page.getByRole('button', { name: 'Audio call Bob' }).click();
+  await alice.page.getByRole('heading', { name: 'Calling Bob…' }).waitFor();
+  const incoming = bob.page.getByRole('alertdialog', { name: 'Alice is calling' });
+  await incoming.waitFor();
+  await incoming.getByText('Audio call').waitFor();
+  // The screen takes the focus and rings; an audio call has no separate audio-only answer.
+  assert.equal(await bob.page.evaluate(() => document.activeElement.id), 'accept-call');
+  assert.equal(await bob.page.evaluate(() => document.body.dataset.tone), 'ring');
+  assert.equal(await bob.page.getByRole('button', { name: 'Accept the call from Alice with audio only' }).count(), 0);
+  // Both are busy for everyone else while it rings.
+  await row(bob.page, 'Alice').locator('.busy-badge').waitFor({ state: 'attached' });
+
+  await bob.page.getByRole('button', { name: 'Accept the audio call from Alice' }).click();
+  await Promise.all([alice.page.locator('#call').waitFor(), bob.page.locator('#call').waitFor()]);
+  assert.equal(await bob.page.evaluate(() => document.body.dataset.tone), undefined, 'the ringtone stopped');
+  await Promise.all([expectAudioFlowing(alice.page), expectAudioFlowing(bob.page)]);
+  assert.deepEqual(await sentKinds(alice.page), ['audio']);
+  assert.deepEqual(await sentKinds(bob.page), ['audio']);
+  assert.equal(await alice.page.locator('#call-room').textContent(), 'Call with Bob');
+
+  await alice.page.getByRole('button', { name: 'Leave call' }).click();
+  await alice.page.locator('#call-status', { hasText: 'You hung up the call with Bob.' }).waitFor();
+  await bob.page.locator('#call-status', { hasText: 'Alice hung up.' }).waitFor();
+  await alice.page.locator('#people').waitFor();
+  // Both are free again, and the call's connections are closed.
+  await row(bob.page, 'Alice').locator('.busy-badge').waitFor({ state: 'detached' });
+  await row(alice.page, 'Bob').locator('.busy-badge').waitFor({ state: 'detached' });
+  assert.equal((await mediaStats(alice.page)).peers, 0);
+  assert.equal((await mediaStats(bob.page)).peers, 0);
+
+  // A second call, which Bob declines: Alice is told.
+  await alice.page.getByRole('button', { name: 'Video call Bob' }).click();
+  await bob.page.getByRole('button', { name: 'Decline the call from Alice' }).click();
+  await alice.page.locator('#call-status', { hasText: 'Bob declined the call.' }).waitFor();
+  await bob.page.locator('#call-status', { hasText: 'You declined the call from Alice.' }).waitFor();
+  await alice.page.locator('#people').waitFor();
+  assertNoConsoleErrors(alice, bob);
+});
+
+test('a video call decodes video both ways', { timeout: TEST_TIMEOUT_MS }, async (t) => {
+  const { server, people: [alice, bob] } = await setup(t, ['alice', 'bob']);
+  const url = `${server.url}/s/${roomName('video')}`;
+  await goOnline(alice.page, url, 'Alice');
+  await goOnline(bob.page, url, 'Bob');
+
+  await alice.page.getByRole('button', { name: 'Video call Bob' }).click();
+  await bob.page.getByRole('alertdialog', { name: 'Alice is calling' }).getByText('Video call').waitFor();
+  await bob.page.getByRole('button', { name: 'Accept the video call from Alice' }).click();
+  const [a, b] = await Promise.all([expectVideoFlowing(alice.page), expectVideoFlowing(bob.page)]);
+  assert.equal(a.peers, 1);
+  assert.equal(b.peers, 1);
+  assert.deepEqual(await sentKinds(alice.page), ['audio', 'video']);
+  await alice.page.locator('#grid .tile:not(.local)', { hasText: 'Bob' }).waitFor();
+
+  await bob.page.getByRole('button', { name: 'Leave call' }).click();
+  await alice.page.locator('#call-status', { hasText: 'Bob hung up.' }).waitFor();
+  assertNoConsoleErrors(alice, bob);
+});
+
+test('a video call answered with audio only sends no video from the callee', { timeout: TEST_TIMEOUT_MS }, async (t) => {
+  const { server, people: [alice, bob] } = await setup(t, ['alice', 'bob']);
+  const url = `${server.url}/s/${roomName('answer-audio')}`;
+  await goOnline(alice.page, url, 'Alice');
+  await goOnline(bob.page, url, 'Bob');
+
+  await alice.page.getByRole('button', { name: 'Video call Bob' }).click();
+  await bob.page.getByRole('button', { name: 'Accept the call from Alice with audio only' }).click();
+  await expectVideoFlowing(bob.page);
+  await expectAudioFlowing(alice.page);
+  assert.deepEqual(await sentKinds(bob.page), ['audio']);
+  await alice.page.getByRole('button', { name: 'Leave call' }).click();
+  await bob.page.locator('#call-status', { hasText: 'Alice hung up.' }).waitFor();
+  assertNoConsoleErrors(alice, bob);
+});
+
+test('a call nobody answers shows as missed on both sides, on a phone-sized screen', { timeout: TEST_TIMEOUT_MS }, async (t) => {
+  const { server, people: [alice, bob] } = await setup(t, ['alice', 'bob'], '[calls]\nring_timeout = "2s"\n', { viewport: { width: 360, height: 740 } });
+  const url = `${server.url}/s/${roomName('missed')}`;
+  const overflow = (page) => page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  await goOnline(alice.page, url, 'Alice');
+  await goOnline(bob.page, url, 'Bob');
+  assert.equal(await overflow(alice.page), 0, 'the people list fits');
+
+  await alice.page.getByRole('button', { name: 'Video call Bob' }).click();
+  await alice.page.getByRole('button', { name: 'Cancel the call to Bob' }).waitFor();
+  await bob.page.getByRole('alertdialog', { name: 'Alice is calling' }).waitFor();
+  assert.equal(await overflow(bob.page), 0, 'the incoming call fits');
+  assert.equal(await overflow(alice.page), 0, 'the ringing screen fits');
+
+  await alice.page.locator('#call-status', { hasText: 'Bob did not answer.' }).waitFor({ timeout: 15000 });
+  await bob.page.locator('#call-status', { hasText: 'You missed a call from Alice.' }).waitFor();
+  assert.equal(await bob.page.getByRole('alertdialog').count(), 0, 'the incoming call is gone');
+  assert.equal(await bob.page.evaluate(() => document.body.dataset.tone), undefined, 'the ringtone stopped');
+  assertNoConsoleErrors(alice, bob);
+});
+
+test('the caller cancels while it rings, and two tabs of one person are two entries that ring apart', { timeout: TEST_TIMEOUT_MS }, async (t) => {
+  const { server, people: [alice, bob] } = await setup(t, ['alice', 'bob']);
+  const url = `${server.url}/s/${roomName('tabs')}`;
+  await goOnline(alice.page, url, 'Alice');
+  await goOnline(bob.page, url, 'Bob');
+  const bobTab2 = await bob.context.newPage();
+  await goOnline(bobTab2, url, 'Bob');
+  await alice.page.locator('#space-people .person', { hasText: 'Bob' }).nth(1).waitFor();
+  assert.equal(await alice.page.locator('#space-people .person', { hasText: 'Bob' }).count(), 2);
+
+  // Alice calls the first Bob (the first tab): only that tab rings.
+  await alice.page.getByRole('button', { name: 'Audio call Bob' }).first().click();
+  await bob.page.getByRole('alertdialog', { name: 'Alice is calling' }).waitFor();
+  await sleep(500);
+  assert.equal(await bobTab2.getByRole('alertdialog').count(), 0, 'the other tab does not ring');
+  await row(bobTab2, 'Bob').locator('.busy-badge').waitFor({ state: 'attached' });
+
+  await alice.page.getByRole('button', { name: 'Cancel the call to Bob' }).click();
+  await alice.page.locator('#call-status', { hasText: 'Call cancelled.' }).waitFor();
+  await bob.page.locator('#call-status', { hasText: 'You missed a call from Alice.' }).waitFor();
+
+  // Leaving the page in the second tab takes only its entry away.
+  await bobTab2.goto('about:blank');
+  await alice.page.waitForFunction(() => document.querySelectorAll('#space-people .person').length === 1);
+  assertNoConsoleErrors(alice, bob);
+});
+
+test('the client module\'s example page calls someone in the People view, and both decode video', { timeout: TEST_TIMEOUT_MS }, async (t) => {
+  const { server, people: [alice, bob] } = await setup(t, ['alice', 'bob']);
+  const space = roomName('sdk');
+  await goOnline(bob.page, `${server.url}/s/${space}`, 'Bob');
+  await alice.page.goto(`${server.url}/sdk/example.html?space=${space}&name=Alice`);
+  await row(bob.page, 'Alice').waitFor();
+
+  await alice.page.getByRole('button', { name: 'Call Bob' }).click();
+  await alice.page.locator('#status', { hasText: 'ringing' }).waitFor();
+  await bob.page.getByRole('button', { name: 'Accept the video call from Alice' }).click();
+  await alice.page.locator('#status', { hasText: 'in a call with Bob' }).waitFor();
+  await Promise.all([expectVideoFlowing(alice.page), expectVideoFlowing(bob.page)]);
+  await alice.page.waitForFunction(() => document.getElementById('remote').srcObject?.getVideoTracks().length === 1);
+
+  await alice.page.getByRole('button', { name: 'Hang up' }).click();
+  await alice.page.locator('#status', { hasText: 'call-ended' }).waitFor();
+  await bob.page.locator('#call-status', { hasText: 'Alice hung up.' }).waitFor();
+  assertNoConsoleErrors(alice, bob);
+});
+
+test('Firefox in the People view answers an audio call from Chromium, and both decode audio', { timeout: TEST_TIMEOUT_MS }, async (t) => {
+  const { server, people: [alice] } = await setup(t, ['alice']);
+  const fox = await launchFirefox('firefox');
+  t.after(() => fox.stop());
+  const url = `${server.url}/s/${roomName('firefox')}`;
+  await goOnline(alice.page, url, 'Alice');
+  await fox.page.goto(url);
+  await fox.page.waitForSelector('#people-name', { visible: true });
+  await fox.page.type('#people-name', 'Fox');
+  await fox.page.click('#go-online');
+  await row(alice.page, 'Fox').waitFor();
+
+  await alice.page.getByRole('button', { name: 'Audio call Fox' }).click();
+  await fox.page.waitForSelector('#incoming', { visible: true });
+  assert.equal(await fox.page.evaluate(() => document.activeElement.id), 'accept-call');
+  assert.equal(await fox.page.evaluate(() => document.body.dataset.tone), 'ring');
+  await fox.page.click('#accept-call');
+  await Promise.all([expectAudioFlowing(alice.page, { timeoutMs: 60000 }), expectAudioFlowing(fox.page, { timeoutMs: 60000 })]);
+
+  await fox.page.click('#btn-hangup');
+  await alice.page.locator('#call-status', { hasText: 'Fox hung up.' }).waitFor();
+  await fox.page.waitForSelector('#people', { visible: true });
+  assertNoConsoleErrors(alice);
+  // Firefox warns when a connection gets five or more STUN/TURN URLs; that is not an error.
+  assert.deepEqual(fox.errors.filter((e) => !e.includes('Using five or more STUN/TURN servers')), [], 'Firefox logged errors');
+});
