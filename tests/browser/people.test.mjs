@@ -87,8 +87,8 @@ function assertNoConsoleErrors(...people) {
   for (const p of people) assert.deepEqual(p.errors, [], `${p.label} logged errors`);
 }
 
-test('Alice sees Bob come online and calls him audio only; both hear each other, and hanging up returns both to the list', { timeout: TEST_TIMEOUT_MS }, async (t) => {
-  const { server, people: [alice, bob] } = await setup(t, ['alice', 'bob']);
+test('Alice sees Bob come online and calls him audio only; both hear each other, Carol gets busy, and hanging up returns both to the list', { timeout: TEST_TIMEOUT_MS }, async (t) => {
+  const { server, people: [alice, bob, carol] } = await setup(t, ['alice', 'bob', 'carol']);
   const url = `${server.url}/s/${roomName('people')}`;
 
   await goOnline(alice.page, url, 'Alice');
@@ -107,6 +107,15 @@ test('Alice sees Bob come online and calls him audio only; both hear each other,
   assert.equal(await bob.page.evaluate(() => document.activeElement.id), 'accept-call');
   assert.equal(await bob.page.evaluate(() => document.body.dataset.tone), 'ring');
   assert.equal(await bob.page.getByRole('button', { name: 'Accept the call from Alice with audio only' }).count(), 0);
+  for (const page of [alice.page, bob.page]) {
+    const unnamed = await page.evaluate(() =>
+      [...document.querySelectorAll('main button')]
+        .filter((b) => b.offsetParent !== null)
+        .filter((b) => !(b.getAttribute('aria-label') || b.textContent.trim()))
+        .map((b) => b.outerHTML.slice(0, 80)),
+    );
+    assert.deepEqual(unnamed, [], 'every visible button has an accessible name');
+  }
   // Both are busy for everyone else while it rings.
   await row(bob.page, 'Alice').locator('.busy-badge').waitFor({ state: 'attached' });
 
@@ -117,6 +126,14 @@ test('Alice sees Bob come online and calls him audio only; both hear each other,
   assert.deepEqual(await sentKinds(alice.page), ['audio']);
   assert.deepEqual(await sentKinds(bob.page), ['audio']);
   assert.equal(await alice.page.locator('#call-room').textContent(), 'Call with Bob');
+
+  // Carol sees both busy, and a call to Bob meanwhile is answered "busy".
+  await goOnline(carol.page, url, 'Carol');
+  await row(carol.page, 'Bob').locator('.busy-badge').waitFor();
+  await row(carol.page, 'Alice').locator('.busy-badge').waitFor();
+  await carol.page.getByRole('button', { name: 'Video call Bob' }).click();
+  await carol.page.locator('#call-status', { hasText: 'Bob is busy in another call.' }).waitFor();
+  assert.equal(await bob.page.locator('#call').isVisible(), true, 'Bob stays in his call');
 
   await alice.page.getByRole('button', { name: 'Leave call' }).click();
   await alice.page.locator('#call-status', { hasText: 'You hung up the call with Bob.' }).waitFor();
@@ -134,7 +151,7 @@ test('Alice sees Bob come online and calls him audio only; both hear each other,
   await alice.page.locator('#call-status', { hasText: 'Bob declined the call.' }).waitFor();
   await bob.page.locator('#call-status', { hasText: 'You declined the call from Alice.' }).waitFor();
   await alice.page.locator('#people').waitFor();
-  assertNoConsoleErrors(alice, bob);
+  assertNoConsoleErrors(alice, bob, carol);
 });
 
 test('a video call decodes video both ways', { timeout: TEST_TIMEOUT_MS }, async (t) => {
@@ -175,8 +192,15 @@ test('a video call answered with audio only sends no video from the callee', { t
 
 test('a call nobody answers shows as missed on both sides, on a phone-sized screen', { timeout: TEST_TIMEOUT_MS }, async (t) => {
   const { server, people: [alice, bob] } = await setup(t, ['alice', 'bob'], '[calls]\nring_timeout = "2s"\n', { viewport: { width: 360, height: 740 } });
-  const url = `${server.url}/s/${roomName('missed')}`;
   const overflow = (page) => page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  // The landing page offers a new space with a random name (as rooms: at least 64 bits).
+  await alice.page.goto(`${server.url}/`);
+  const link = await alice.page.locator('#space-link').textContent();
+  assert.match(link, new RegExp(`^${server.url}/s/[a-z]+-[a-z]+-[a-z]+-[0-9a-z]{5}-[0-9a-z]{5}$`));
+  assert.equal(await overflow(alice.page), 0, 'the landing page fits');
+  await alice.page.getByRole('button', { name: 'Open a new space' }).click();
+  await alice.page.waitForURL(link);
+  const url = link;
   await goOnline(alice.page, url, 'Alice');
   await goOnline(bob.page, url, 'Bob');
   assert.equal(await overflow(alice.page), 0, 'the people list fits');
@@ -267,3 +291,65 @@ test('Firefox in the People view answers an audio call from Chromium, and both d
   // Firefox warns when a connection gets five or more STUN/TURN URLs; that is not an error.
   assert.deepEqual(fox.errors.filter((e) => !e.includes('Using five or more STUN/TURN servers')), [], 'Firefox logged errors');
 });
+
+test('a blocked caller\'s next call never rings, and ends as unanswered for the caller', { timeout: TEST_TIMEOUT_MS }, async (t) => {
+  const { server, people: [alice, bob] } = await setup(t, ['alice', 'bob'], '[calls]\nring_timeout = "2s"\n');
+  const url = `${server.url}/s/${roomName('block')}`;
+  await goOnline(alice.page, url, 'Alice');
+  await goOnline(bob.page, url, 'Bob');
+
+  await alice.page.getByRole('button', { name: 'Audio call Bob' }).click();
+  await bob.page.getByRole('button', { name: 'Block Alice' }).click();
+  await bob.page.locator('#call-status', { hasText: 'You blocked Alice' }).waitFor();
+  await alice.page.locator('#call-status', { hasText: 'Bob declined the call.' }).waitFor();
+
+  await alice.page.getByRole('button', { name: 'Audio call Bob' }).click();
+  await alice.page.locator('#call-status', { hasText: 'Bob did not answer.' }).waitFor({ timeout: 15000 });
+  assert.equal(await bob.page.evaluate(() => document.body.dataset.screen), 'people', 'Bob never saw it ring');
+  assertNoConsoleErrors(alice, bob);
+});
+
+test('a dropped connection during a direct call resumes: nobody sees a departure and the call carries on', { timeout: TEST_TIMEOUT_MS }, async (t) => {
+  const { server, people: [alice, bob] } = await setup(t, ['alice', 'bob']);
+  const url = `${server.url}/s/${roomName('resume')}`;
+  await goOnline(alice.page, url, 'Alice');
+  await goOnline(bob.page, url, 'Bob');
+  await alice.page.getByRole('button', { name: 'Video call Bob' }).click();
+  await bob.page.getByRole('button', { name: 'Accept the video call from Alice' }).click();
+  await Promise.all([expectVideoFlowing(alice.page), expectVideoFlowing(bob.page)]);
+
+  // Cut Alice's WebSocket without a word; the module reconnects, resumes the space, then the room.
+  const framesSent = [];
+  alice.page.on('websocket', (ws) => ws.on('framesent', ({ payload }) => framesSent.push(String(payload))));
+  await alice.page.evaluate(() => window.__signalboxSockets[0].close());
+  await alice.page.waitForFunction(() => window.__signalboxSockets.length === 2 && window.__signalboxSockets[1].readyState === WebSocket.OPEN);
+  await alice.page.locator('#conn-dot[data-state="connected"]').waitFor({ state: 'attached' });
+  await alice.page.waitForFunction(() => document.body.dataset.screen === 'call');
+  assert.ok(framesSent.some((f) => f.includes('"type":"hello"') && f.includes('"resume"')), 'hello resumed the space');
+  await waitUntil(() => framesSent.some((f) => f.includes('"type":"join"') && f.includes('"resume"')), 'the room was joined again with its resume token');
+
+  // Same people, same connections, and an ICE restart over the new socket works.
+  assert.equal(await bob.page.locator('#grid .tile:not(.local)').count(), 1);
+  assert.equal(await alice.page.evaluate(() => window.__signalboxPeers.length), 1);
+  const remoteUfrag = (page) =>
+    page.evaluate(() => (/a=ice-ufrag:(\S+)/.exec(window.__signalboxPeers[0].currentRemoteDescription?.sdp || '') || [])[1]);
+  const before = await remoteUfrag(bob.page);
+  await alice.page.evaluate(() => window.__signalboxPeers[0].restartIce());
+  await bob.page.waitForFunction(
+    (old) => (/a=ice-ufrag:(\S+)/.exec(window.__signalboxPeers[0].currentRemoteDescription?.sdp || '') || [])[1] !== old,
+    before,
+  );
+  await Promise.all([expectVideoFlowing(alice.page), expectVideoFlowing(bob.page)]);
+  await row(bob.page, 'Alice').waitFor({ state: 'attached' });
+  assert.equal(await bob.page.getByText('Alice left').count(), 0, 'Bob was not told that Alice left');
+  assertNoConsoleErrors(alice, bob);
+});
+
+/** Polls `check` every 100 ms for up to 10 s. */
+async function waitUntil(check, what) {
+  const deadline = Date.now() + 10000;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`timed out: ${what}`);
+    await sleep(100);
+  }
+}
