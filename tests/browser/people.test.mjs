@@ -4,6 +4,7 @@
 
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { createServer } from 'node:http';
 import { cleanupAll, expectVideoFlowing, launchFirefox, launchParticipant, mediaStats, roomName, sleep, startServer } from './harness.mjs';
 
 const TEST_TIMEOUT_MS = 120000;
@@ -353,3 +354,54 @@ async function waitUntil(check, what) {
     await sleep(100);
   }
 }
+
+/**
+ * An HTTP server on a loopback port of its own (so another origin than signalbox's) serving one
+ * page that imports the client module from `sdkOrigin` and goes online in `space`.
+ */
+async function otherOriginSite(t) {
+  const site = createServer((req, res) => {
+    const url = new URL(req.url, 'http://127.0.0.1');
+    const sdk = url.searchParams.get('sdk');
+    const space = url.searchParams.get('space');
+    res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' });
+    res.end(`<!doctype html><title>another site</title><p id="status" role="status">loading</p>
+<script type="module">
+try {
+  const { Space, signalingUrl } = await import(${JSON.stringify('${sdk}/sdk/signalbox.js')});
+  const space = new Space({ space: ${JSON.stringify('${space}')}, name: 'Elsewhere', url: signalingUrl(${JSON.stringify('${sdk}')}) });
+  space.addEventListener('people', () => { document.getElementById('status').textContent = 'online with ' + [...space.people.values()].map((p) => p.name).join(', '); });
+  space.connect();
+} catch (err) {
+  document.getElementById('status').textContent = 'no module: ' + err.message;
+}
+</script>`.replace(/\$\{sdk\}/g, sdk).replace(/\$\{space\}/g, space));
+  });
+  await new Promise((ok) => site.listen(0, '127.0.0.1', ok));
+  t.after(() => new Promise((ok) => site.close(ok)));
+  return `http://127.0.0.1:${site.address().port}`;
+}
+
+test('a page of another site listed in [http] allowed_origins imports the module and goes online; an unlisted site cannot', { timeout: TEST_TIMEOUT_MS }, async (t) => {
+  const site = await otherOriginSite(t);
+  const server = await startServer('', { httpToml: `allowed_origins = [${JSON.stringify(site)}]` });
+  t.after(() => server.stop());
+  const [bob, visitor] = [await launchParticipant('bob'), await launchParticipant('visitor')];
+  t.after(() => bob.stop());
+  t.after(() => visitor.stop());
+  const space = roomName('origins');
+  await goOnline(bob.page, `${server.url}/s/${space}`, 'Bob');
+
+  await visitor.page.goto(`${site}/?sdk=${encodeURIComponent(server.url)}&space=${space}`);
+  await visitor.page.locator('#status', { hasText: 'online with Bob' }).waitFor();
+  await row(bob.page, 'Elsewhere').waitFor();
+
+  // The same page from an origin the server does not list: the browser refuses the module.
+  const other = await startServer('');
+  t.after(() => other.stop());
+  visitor.errors.length = 0;
+  await visitor.page.goto(`${site}/?sdk=${encodeURIComponent(other.url)}&space=${space}`);
+  await visitor.page.locator('#status', { hasText: 'no module' }).waitFor();
+  assert.ok(visitor.errors.some((e) => e.includes('CORS')), `the browser names CORS: ${visitor.errors.join(' | ')}`);
+  assertNoConsoleErrors(bob);
+});
