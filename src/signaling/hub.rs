@@ -13,9 +13,9 @@
 //! (open a call's room, close it when the call ends) are carried out on the registry at once, so
 //! a `peer-left` always goes out before the `call-ended` that follows it.
 //!
-//! Joins (and `hello`s) are rate-limited per client address (`[rooms] join_rate_per_ip`) here too, in a
-//! fixed-size table of token buckets that only this task touches: every `join` costs a
-//! fresh set of TURN credentials, so one address must not be able to churn through them.
+//! Joins (and `hello`s) are rate-limited per client address (`[rooms] join_rate_per_ip`) here
+//! too, in a fixed-size table of token buckets that only this task touches: every `join` costs
+//! a fresh set of TURN credentials, so one address must not be able to churn through them.
 
 use crate::metrics::METRICS;
 use std::collections::HashMap;

@@ -14,7 +14,8 @@
 //!   dropped less than `reconnect_grace` ago); an away person stays listed and keeps its call.
 //! - A `hello` with the resume token of a person of the same space gets that person back (same
 //!   id, no `person-left`/`person-joined`); an accepted call is announced again with
-//!   `call-accepted`, so the client joins (resumes) its room as after the first accept.
+//!   `call-accepted`, so the client joins (resumes) its room as after the first accept, and a
+//!   call that started ringing for it while it was away with `ring`.
 //! - `leave-space`, an eviction, or the grace running out removes the person for good: the
 //!   others get `person-left`.
 //!
@@ -24,7 +25,8 @@
 //!   answered `call-busy`; a `call` from a busy person is refused (`already-joined`).
 //! - A ring ends with `accept`, `decline`, the caller's `cancel`, `ring_timeout` (missed), or
 //!   either side's connection ending (cancelled when the caller went, missed when the callee
-//!   did): a ring does not wait for a resume.
+//!   did): a ring does not wait for a resume. A person who is away can be rung (it still looks
+//!   present); if it resumes before the ring ends, it gets the `ring` then.
 //! - An accepted call has a private room: only its two people may join it, each with its own
 //!   token, under its person id. Both must be in it within `join_timeout` of the accept. The
 //!   call ends when either side leaves the room (`leave`, also before joining it), leaves the
@@ -376,7 +378,7 @@ impl Spaces {
         self.send(conn, ServerMessage::People(Box::new(people)));
     }
 
-    /// `id` comes back on `conn`: `people` again, and its accepted call announced again.
+    /// `id` comes back on `conn`: `people` again, and its call announced again.
     fn resume(&mut self, conn: ConnId, id: PeerId) {
         let Some(person) = self.people.get_mut(&id) else {
             return;
@@ -396,7 +398,7 @@ impl Spaces {
             resume,
         };
         self.send(conn, ServerMessage::People(Box::new(people)));
-        self.announce_accepted(&id);
+        self.announce_call(&id);
     }
 
     /// Removes a person for good: its call ends, the others get `person-left`.

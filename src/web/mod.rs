@@ -37,6 +37,8 @@ pub struct AppState {
     deep_check: tokio::sync::Mutex<Option<(Instant, Vec<crate::selftest::Check>)>>,
     /// The live configuration (replaced on reload).
     pub config: tokio::sync::watch::Receiver<Arc<crate::config::Config>>,
+    /// `[http] allowed_origins` as at start (like the `/ws` origin check): who gets CORS on `/sdk/`.
+    sdk_origins: Vec<String>,
     not_found_html: String,
 }
 
@@ -48,8 +50,10 @@ impl AppState {
     ) -> Self {
         let not_found_html = std::fs::read_to_string(static_dir.join("404.html"))
             .unwrap_or_else(|_| "<!doctype html><title>Not found</title><h1>Not found</h1>".into());
+        let sdk_origins = config.borrow().http.allowed_origins.clone();
         Self {
             started: Instant::now(),
+            sdk_origins,
             static_dir,
             hsts,
             selftest: std::sync::OnceLock::new(),
@@ -333,10 +337,8 @@ async fn headers(State(state): State<Arc<AppState>>, req: Request, next: Next) -
 fn sdk_cors_origin(state: &AppState, req: &Request) -> Option<HeaderValue> {
     let origin = req.headers().get(header::ORIGIN)?;
     let text = origin.to_str().ok()?;
-    let config = state.config.borrow();
-    config
-        .http
-        .allowed_origins
+    state
+        .sdk_origins
         .iter()
         .any(|o| o.eq_ignore_ascii_case(text.trim()))
         .then(|| origin.clone())

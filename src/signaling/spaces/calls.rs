@@ -297,7 +297,33 @@ impl Spaces {
         }
     }
 
-    /// `call-accepted` to `id` if it has an accepted call (after the accept, and on resume).
+    /// On resume: `call-accepted` again for an accepted call, `ring` again for a call that
+    /// started ringing for `id` while it was away.
+    pub(super) fn announce_call(&mut self, id: &PeerId) {
+        let Some(call) = self.people.get(id).and_then(|p| p.call.clone()) else {
+            return;
+        };
+        let Some(c) = self.calls.get(&call) else {
+            return;
+        };
+        if matches!(c.state, CallState::Ringing { silent: false, .. }) && c.callee == *id {
+            let ring = Ring {
+                call,
+                from: c.caller.clone(),
+                name: self
+                    .people
+                    .get(&c.caller)
+                    .map(|p| p.name.clone())
+                    .unwrap_or_default(),
+                audio_only: c.audio_only,
+            };
+            self.send_to_person(id, ServerMessage::Ring(Box::new(ring)));
+            return;
+        }
+        self.announce_accepted(id);
+    }
+
+    /// `call-accepted` to `id` if it has an accepted call.
     pub(super) fn announce_accepted(&mut self, id: &PeerId) {
         let Some(call) = self.people.get(id).and_then(|p| p.call.clone()) else {
             return;

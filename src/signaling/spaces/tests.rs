@@ -762,3 +762,19 @@ fn with_no_grace_a_drop_is_a_leave() {
     b.s.disconnect(ConnId(2), now);
     assert_eq!(types(&b.drain(), 1), ["person-left"]);
 }
+
+#[test]
+fn a_ring_that_started_while_the_callee_was_away_reaches_it_on_resume() {
+    let mut b = Bench::new();
+    b.hello(1, "s");
+    b.hello(2, "s");
+    let now = b.now();
+    b.s.disconnect(ConnId(2), now);
+    let out = b.call(1, 2);
+    assert_eq!(types(&out, 1), ["ringing", "person-busy"]);
+    b.secs = 5;
+    let out = b.hello_req(12, "s", Some("r2"));
+    assert_eq!(types(&out, 12), ["people", "ring"]);
+    let out = b.accept(12, 1);
+    assert_eq!(types(&out, 1), ["call-accepted"]);
+}
