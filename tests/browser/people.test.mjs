@@ -5,7 +5,11 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer } from 'node:http';
-import { cleanupAll, expectVideoFlowing, launchFirefox, launchParticipant, mediaStats, roomName, sleep, startServer } from './harness.mjs';
+import { copyFileSync } from 'node:fs';
+import { join } from 'node:path';
+import {
+  REPO, cleanupAll, ensureArtifacts, expectVideoFlowing, launchFirefox, launchParticipant, mediaStats, roomName, sleep, startServer,
+} from './harness.mjs';
 
 const TEST_TIMEOUT_MS = 120000;
 
@@ -84,6 +88,13 @@ function sentKinds(page) {
   );
 }
 
+/** Saves a page's picture under artifacts/; with SIGNALBOX_UPDATE_SCREENSHOTS=1 also as docs/`docsName`. */
+async function screenshot(page, file, docsName) {
+  const path = join(ensureArtifacts(), file);
+  await page.screenshot({ path });
+  if (process.env.SIGNALBOX_UPDATE_SCREENSHOTS === '1') copyFileSync(path, join(REPO, 'docs', docsName));
+}
+
 function assertNoConsoleErrors(...people) {
   for (const p of people) assert.deepEqual(p.errors, [], `${p.label} logged errors`);
 }
@@ -117,6 +128,7 @@ test('Alice sees Bob come online and calls him audio only; both hear each other,
     );
     assert.deepEqual(unnamed, [], 'every visible button has an accessible name');
   }
+  await screenshot(bob.page, 'incoming.png', 'screenshot-incoming.png');
   // Both are busy for everyone else while it rings.
   await row(bob.page, 'Alice').locator('.busy-badge').waitFor({ state: 'attached' });
 
@@ -134,6 +146,7 @@ test('Alice sees Bob come online and calls him audio only; both hear each other,
   await row(carol.page, 'Alice').locator('.busy-badge').waitFor();
   await carol.page.getByRole('button', { name: 'Video call Bob' }).click();
   await carol.page.locator('#call-status', { hasText: 'Bob is busy in another call.' }).waitFor();
+  await screenshot(carol.page, 'people.png', 'screenshot-people.png');
   assert.equal(await bob.page.locator('#call').isVisible(), true, 'Bob stays in his call');
 
   await alice.page.getByRole('button', { name: 'Leave call' }).click();
