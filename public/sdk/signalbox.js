@@ -394,8 +394,9 @@ export class Signaling extends EventTarget {
         this.sendHello(false);
         return;
       }
-      this.emit('error', msg);
+      // Refused at the door: closed before anyone hears why, so listeners see the end state.
       this.stop();
+      this.emit('error', msg);
       return;
     }
     if (ENDING_CODES.has(msg.code)) {

@@ -5,8 +5,9 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer } from 'node:http';
+import { spawnSync } from 'node:child_process';
 import { copyFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import {
   REPO, cleanupAll, ensureArtifacts, expectVideoFlowing, launchFirefox, launchParticipant, mediaStats, roomName, sleep, startServer,
 } from './harness.mjs';
@@ -417,4 +418,36 @@ test('a page of another site listed in [http] allowed_origins imports the module
   await visitor.page.locator('#status', { hasText: 'no module' }).waitFor();
   assert.ok(visitor.errors.some((e) => e.includes('CORS')), `the browser names CORS: ${visitor.errors.join(' | ')}`);
   assertNoConsoleErrors(bob);
+});
+
+test('in token mode a space link from `signalbox invite --space` lets people in, a bare link does not, and their call connects', { timeout: TEST_TIMEOUT_MS }, async (t) => {
+  const { server, people: [alice, bob] } = await setup(t, ['alice', 'bob'], '[access]\nmode = "token"\nkey_file = "access.key"\n');
+  const space = roomName('token');
+  const invite = () => {
+    const bin = resolve(REPO, process.env.SIGNALBOX_BIN || 'target/debug/signalbox');
+    const r = spawnSync(bin, ['invite', '--config', join(server.dir, 'config.toml'), '--space', space], { cwd: server.dir, timeout: 10000 });
+    const link = String(r.stdout).trim();
+    assert.equal(r.status, 0, String(r.stderr));
+    assert.match(link, new RegExp(`/s/${space}#token=`));
+    return link.slice(link.indexOf('#'));
+  };
+
+  await bob.page.goto(`${server.url}/s/${space}`);
+  await bob.page.getByLabel('Name shown to others').fill('Bob');
+  await bob.page.getByRole('button', { name: 'Go online' }).click();
+  await bob.page.getByRole('heading', { name: 'You cannot enter this space' }).waitFor();
+
+  const bobLink = `${server.url}/s/${space}${invite()}`;
+  // Only the fragment differs from the page Bob is on, so a reload starts it afresh.
+  await bob.page.goto(bobLink);
+  await bob.page.reload();
+  await goOnline(bob.page, bobLink, 'Bob');
+  assert.equal(await bob.page.locator('#people-link').textContent(), bobLink, 'the copied link keeps the invitation');
+  await goOnline(alice.page, `${server.url}/s/${space}${invite()}`, 'Alice');
+  await row(alice.page, 'Bob').waitFor();
+
+  await alice.page.getByRole('button', { name: 'Audio call Bob' }).click();
+  await bob.page.getByRole('button', { name: 'Accept the audio call from Alice' }).click();
+  await Promise.all([expectAudioFlowing(alice.page), expectAudioFlowing(bob.page)]);
+  assertNoConsoleErrors(alice);
 });
