@@ -150,6 +150,7 @@ export class PeopleView {
     if (this.media !== media) return;
     if (!this.space.call(person.id, { audioOnly, localStream: media.stream })) {
       this.dropMedia();
+      this.say('Not connected to the server right now: try again in a moment.');
       return;
     }
     showScreen('outgoing');

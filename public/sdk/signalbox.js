@@ -1018,13 +1018,12 @@ export class Space extends EventTarget {
    * @param {object} [o]
    * @param {boolean} [o.audioOnly] ask for an audio-only call (the other side is told)
    * @param {MediaStream} [o.localStream] what to send once the call is accepted
-   * @returns {boolean} false when a call is already in progress
+   * @returns {boolean} false when a call is already in progress or the connection is down
    */
   call(to, { audioOnly = false, localStream = new MediaStream() } = {}) {
-    if (this.current) return false;
+    if (this.current || !this.signaling.send({ type: 'call', to, audioOnly })) return false;
     const person = this.people.get(to);
     this.current = { id: null, peer: to, name: person ? person.name : '', audioOnly, outgoing: true, state: 'calling', localStream };
-    this.signaling.send({ type: 'call', to, audioOnly });
     return true;
   }
 
