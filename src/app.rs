@@ -218,10 +218,19 @@ async fn run(
         _ => None,
     };
     let api = Arc::new(web::api::ApiState::new(&config.api, issuer));
-    let socketio = crate::socketio::router(&config, https_addr, socketio_turn);
+    let socketio = crate::socketio::endpoint(
+        &config,
+        crate::socketio::Wiring {
+            https_addr,
+            turn: socketio_turn,
+            hub: signaling.handle(),
+            drain: drain_rx.clone(),
+            shutdown: shutdown_rx.clone(),
+        },
+    );
     let mut extra = web::api::routes(api).merge(web::ops::routes(ops));
-    if let Some(socketio) = socketio {
-        extra = extra.merge(socketio);
+    if let Some(socketio) = &socketio {
+        extra = extra.merge(socketio.router.clone());
     }
     let router = web::router_with(state.clone(), extra).merge(signaling.router());
 
@@ -313,6 +322,9 @@ async fn run(
     }
     // Upgraded WebSockets are no longer hyper's; they close themselves (code 1001).
     signaling.wait_closed(config.http.shutdown_grace).await;
+    if let Some(socketio) = &socketio {
+        socketio.wait_closed(config.http.shutdown_grace).await;
+    }
     match turn.map(Arc::try_unwrap) {
         Some(Ok(turn)) => turn.stop(),
         Some(Err(_)) => warn!("TURN workers still in use at exit; they end with the process"),

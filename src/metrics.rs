@@ -159,6 +159,7 @@ pub const RELAY_DIRECTIONS: [&str; 3] = ["client_to_peer", "peer_to_client", "in
 pub const LIMITED_TURN: usize = 0;
 pub const LIMITED_SIGNALING: usize = 1;
 pub const LIMITED_API: usize = 2;
+pub const LIMITED_SOCKETIO: usize = 3;
 /// Label values of `calls`: what became of a direct call. `accepted` counts calls when they are
 /// accepted; `ended` counts the same calls again when they end.
 pub const CALL_OUTCOMES: [&str; 6] = [
@@ -285,7 +286,7 @@ pub struct Metrics {
     pub peer_refusals: CounterVec<4>,
     pub quota_refusals: CounterVec<3>,
     // Edges.
-    pub rate_limited: CounterVec<3>,
+    pub rate_limited: CounterVec<4>,
     pub tls_handshakes: CounterVec<3>,
     pub http_requests: Counter,
     /// Connections refused by a connection cap (`crate::caps`), by listener and cap.
@@ -355,7 +356,7 @@ impl Metrics {
             auth_failures: CounterVec::new("reason", AUTH_FAILURES),
             peer_refusals: CounterVec::new("reason", PEER_REFUSALS),
             quota_refusals: CounterVec::new("scope", QUOTA_SCOPES),
-            rate_limited: CounterVec::new("what", ["turn", "signaling", "api"]),
+            rate_limited: CounterVec::new("what", ["turn", "signaling", "api", "socketio"]),
             tls_handshakes: CounterVec::new("result", ["ok", "failed", "timed_out"]),
             connections_refused: CounterVec::new(
                 "cap",

@@ -17,15 +17,15 @@ export class Meeting {
     this.knocks = new Map();
   }
 
-  /** Follows the meeting's messages on `signaling`. */
-  listen(signaling) {
-    signaling.addEventListener('waiting', () => this.onWaiting());
-    signaling.addEventListener('knock', (e) => this.onKnock(e.detail));
-    signaling.addEventListener('knock-withdrawn', (e) => this.dropKnock(e.detail.peer));
-    signaling.addEventListener('host-changed', (e) => this.onHostChanged(e.detail));
-    signaling.addEventListener('room-locked', (e) => this.onRoomLocked(e.detail));
-    signaling.addEventListener('mute-request', (e) => this.onMuteRequest(e.detail));
-    signaling.addEventListener('ended', () => this.onEnded());
+  /** Follows the meeting's messages on `signaling` until `signal` aborts. */
+  listen(signaling, signal) {
+    signaling.addEventListener('waiting', () => this.onWaiting(), { signal });
+    signaling.addEventListener('knock', (e) => this.onKnock(e.detail), { signal });
+    signaling.addEventListener('knock-withdrawn', (e) => this.dropKnock(e.detail.peer), { signal });
+    signaling.addEventListener('host-changed', (e) => this.onHostChanged(e.detail), { signal });
+    signaling.addEventListener('room-locked', (e) => this.onRoomLocked(e.detail), { signal });
+    signaling.addEventListener('mute-request', (e) => this.onMuteRequest(e.detail), { signal });
+    signaling.addEventListener('ended', () => this.onEnded(), { signal });
   }
 
   /** `joined`: who hosts and whether the room is locked; a guest leaves the lobby screen. */
@@ -66,30 +66,31 @@ export class Meeting {
     $('lobby-cancel').focus();
   }
 
-  wireControls() {
-    $('lobby-cancel').addEventListener('click', () => {
+  wireControls(signal) {
+    const on = (id, type, handler) => $(id).addEventListener(type, handler, { signal });
+    on('lobby-cancel', 'click', () => {
       this.room.end({ title: 'You left the lobby', text: `You stopped waiting to join “${this.room.room}”.`, retry: 'Ask again' });
     });
-    $('btn-lock').addEventListener('click', () => this.room.signaling.host(this.locked ? 'unlock' : 'lock'));
-    $('btn-end-all').addEventListener('click', () => $('end-dialog').showModal());
-    $('end-dialog').addEventListener('close', () => {
+    on('btn-lock', 'click', () => this.room.signaling.host(this.locked ? 'unlock' : 'lock'));
+    on('btn-end-all', 'click', () => $('end-dialog').showModal());
+    on('end-dialog', 'close', () => {
       if ($('end-dialog').returnValue === 'end') this.room.signaling.host('end');
       else $('btn-end-all').focus();
     });
-    $('mute-all').addEventListener('click', () => {
+    on('mute-all', 'click', () => {
       this.room.signaling.host('mute-request', { peer: 'all', kind: 'audio' });
       toast('Asked everyone to mute');
     });
-    $('knock-admit').addEventListener('click', () => this.answerKnock(this.firstKnock(), true));
-    $('knock-decline').addEventListener('click', () => this.answerKnock(this.firstKnock(), false));
-    $('knock-more').addEventListener('click', () => {
+    on('knock-admit', 'click', () => this.answerKnock(this.firstKnock(), true));
+    on('knock-decline', 'click', () => this.answerKnock(this.firstKnock(), false));
+    on('knock-more', 'click', () => {
       if (this.room.panel !== 'people') this.room.togglePanel('people');
     });
   }
 
   /** Shows or hides what only the host may use, and the lock toggle's state. */
   refresh() {
-    for (const node of document.querySelectorAll('.host-only')) node.hidden = !this.isHost;
+    for (const node of document.querySelectorAll('.host-only')) node.hidden = !this.hostControls();
     const lock = $('btn-lock');
     lock.setAttribute('aria-pressed', String(this.locked));
     lock.title = this.locked ? 'Room locked: new people wait until you let them in' : 'Lock room: new people wait until you let them in';
@@ -150,7 +151,9 @@ export class Meeting {
     this.hostId = msg.peer;
     this.isHost = msg.peer === this.room.myId;
     if (!this.isHost) this.knocks.clear();
-    if (this.isHost && !wasHost) toast('You are now the host');
+    if (this.room.privateCall) {
+      // A direct call has no meeting to run: nothing to announce.
+    } else if (this.isHost && !wasHost) toast('You are now the host');
     else if (!this.isHost) {
       const entry = this.room.peers.get(msg.peer);
       toast(`${displayName(entry && entry.name)} is now the host`);
@@ -183,9 +186,14 @@ export class Meeting {
     this.room.end({ title: 'The meeting has ended', text, retry: 'Start it again' });
   }
 
+  /** Whether to show the host's controls: to the host of a meeting, never in a direct call. */
+  hostControls() {
+    return this.isHost && !this.room.privateCall;
+  }
+
   /** The host's buttons on one participant's row: Ask to mute, Remove; Admit, Decline for knocks. */
   personActions(p) {
-    if (!this.isHost || p.local) return [];
+    if (!this.hostControls() || p.local) return [];
     const name = displayName(p.name);
     const button = (text, label, onClick, kind = 'ghost') => {
       const b = el('button', { type: 'button', class: `btn ${kind} small`, 'aria-label': label }, text);

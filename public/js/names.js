@@ -72,7 +72,16 @@ export function parseRoomInput(text, base = globalThis.location ? globalThis.loc
 
 /** The room named by a path `/r/{room}`, or null. */
 export function roomFromPath(pathname) {
-  const m = /^\/r\/([^/]+)\/?$/.exec(pathname);
+  return nameFromPath(/^\/r\/([^/]+)\/?$/, pathname);
+}
+
+/** The space named by a path `/s/{space}` (a People view), or null. Same rule as rooms. */
+export function spaceFromPath(pathname) {
+  return nameFromPath(/^\/s\/([^/]+)\/?$/, pathname);
+}
+
+function nameFromPath(pattern, pathname) {
+  const m = pattern.exec(pathname);
   if (!m) return null;
   let room;
   try {

@@ -32,7 +32,7 @@ export function setIcon(button, name) {
   if (use) use.setAttribute('href', `#i-${name}`);
 }
 
-const SCREENS = ['landing', 'prejoin', 'lobby', 'call', 'notice'];
+const SCREENS = ['landing', 'prejoin', 'lobby', 'call', 'notice', 'people', 'incoming', 'outgoing'];
 
 export function showScreen(name) {
   for (const s of SCREENS) $(s).hidden = s !== name;

@@ -2,6 +2,8 @@
 
 use serde::Deserialize;
 
+use super::AccessMode;
+
 /// `[compat]`: the Socket.IO endpoint (`docs/socketio.md`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -12,6 +14,9 @@ pub struct CompatConfig {
     pub socketio_origins: Vec<String>,
     /// Most socket ids in one `updateUserlist`.
     pub max_userlist: usize,
+    /// Socket.IO connects per minute from one client address (IPv4 address, IPv6 /64), and as
+    /// many at once.
+    pub connect_rate_per_ip: u32,
 }
 
 impl Default for CompatConfig {
@@ -20,14 +25,28 @@ impl Default for CompatConfig {
             socketio: false,
             socketio_origins: Vec::new(),
             max_userlist: 200,
+            connect_rate_per_ip: 120,
         }
     }
 }
 
 impl CompatConfig {
-    pub(super) fn validate(&self) -> Result<(), (&'static str, String)> {
+    /// `access` is `[access] mode`: invitation-only rooms cannot be served to clients that
+    /// carry no invitation.
+    pub(super) fn validate(&self, access: AccessMode) -> Result<(), (&'static str, String)> {
+        if self.socketio && access == AccessMode::Token {
+            return Err((
+                "compat.socketio",
+                "cannot be on with [access] mode = \"token\": the Socket.IO vocabularies carry \
+                 no invitation, so their rooms and TURN credentials would be open to anyone"
+                    .into(),
+            ));
+        }
         if !(1..=10_000).contains(&self.max_userlist) {
             return Err(("compat.max_userlist", "must be 1 to 10000".into()));
+        }
+        if self.connect_rate_per_ip == 0 {
+            return Err(("compat.connect_rate_per_ip", "must be at least 1".into()));
         }
         for origin in &self.socketio_origins {
             if !is_origin(origin) {
@@ -75,8 +94,47 @@ mod tests {
     #[test]
     fn the_userlist_cap_is_bounded() {
         let mut c = CompatConfig::default();
-        assert!(c.validate().is_ok());
+        assert!(c.validate(AccessMode::Open).is_ok());
         c.max_userlist = 0;
-        assert_eq!(c.validate().map_err(|e| e.0), Err("compat.max_userlist"));
+        assert_eq!(
+            c.validate(AccessMode::Open).map_err(|e| e.0),
+            Err("compat.max_userlist")
+        );
+    }
+
+    #[test]
+    fn socketio_is_refused_with_invitation_only_rooms() {
+        let c = CompatConfig {
+            socketio: true,
+            ..CompatConfig::default()
+        };
+        assert!(c.validate(AccessMode::Open).is_ok());
+        assert_eq!(
+            c.validate(AccessMode::Token).map_err(|e| e.0),
+            Err("compat.socketio")
+        );
+        let config = crate::config::Config::parse(
+            "[access]\nmode = \"token\"\n[compat]\nsocketio = true\n",
+            "c.toml",
+        )
+        .expect("parses");
+        let source = crate::config::Source {
+            name: "c.toml".into(),
+            base_dir: ".".into(),
+        };
+        let e = config.validate(&source).expect_err("refused");
+        assert_eq!(e.key.as_deref(), Some("compat.socketio"));
+    }
+
+    #[test]
+    fn a_connect_rate_of_zero_is_refused() {
+        let c = CompatConfig {
+            connect_rate_per_ip: 0,
+            ..CompatConfig::default()
+        };
+        assert_eq!(
+            c.validate(AccessMode::Open).map_err(|e| e.0),
+            Err("compat.connect_rate_per_ip")
+        );
     }
 }

@@ -642,7 +642,7 @@ impl Config {
         if let Err((key, msg)) = self.calls.validate() {
             return err(key, msg);
         }
-        if let Err((key, msg)) = self.compat.validate() {
+        if let Err((key, msg)) = self.compat.validate(self.access.mode) {
             return err(key, msg);
         }
         if let Err((key, msg)) = self.cluster.validate(self.turn.secrets.is_empty()) {

@@ -443,11 +443,14 @@ impl Hub {
             match output {
                 Output::Send { conn, mut msg } => {
                     if let ServerMessage::Joined(j) = &mut msg {
-                        j.ice_servers = (self.hooks.ice_servers)(&j.room, &j.id);
-                        self.tell(PeerEvent::Issued {
-                            room: j.room.clone(),
-                            peer: j.id.clone(),
-                        });
+                        // A Socket.IO socket has TURN credentials of its own, from its connect.
+                        if !j.room.is_socketio() {
+                            j.ice_servers = (self.hooks.ice_servers)(&j.room, &j.id);
+                            self.tell(PeerEvent::Issued {
+                                room: j.room.clone(),
+                                peer: j.id.clone(),
+                            });
+                        }
                         self.spaces.entered_room(&j.room, &j.id);
                     }
                     self.deliver(conn, msg);
@@ -481,7 +484,9 @@ impl Hub {
     fn drain_removed(&mut self) {
         while let Some((room, peer)) = self.registry.poll_removed() {
             self.spaces.left_room(&room, &peer);
-            self.tell(PeerEvent::Removed { room, peer });
+            if !room.is_socketio() {
+                self.tell(PeerEvent::Removed { room, peer });
+            }
         }
     }
 

@@ -31,7 +31,21 @@ impl RoomId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The room `name` of the Socket.IO endpoint: `@` and the name, so that it can never be a
+    /// native room (whose names have no `@`). The caller validates `name`.
+    pub fn socketio(name: &str) -> RoomId {
+        RoomId(format!("{SOCKETIO_ROOM_PREFIX}{name}").into())
+    }
+
+    /// Whether this is a room of the Socket.IO endpoint ([`RoomId::socketio`]).
+    pub fn is_socketio(&self) -> bool {
+        self.0.starts_with(SOCKETIO_ROOM_PREFIX)
+    }
 }
+
+/// What sets the rooms of the Socket.IO endpoint apart: no native room name contains it.
+const SOCKETIO_ROOM_PREFIX: char = '@';
 
 /// A peer's id inside a room. The server makes them unguessable (128 random bits); the core
 /// only compares them.

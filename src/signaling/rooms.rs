@@ -39,6 +39,10 @@ use super::protocol::{
 };
 pub use meeting::{KNOCK_BURST, KNOCK_EVERY};
 
+/// Most members of a Socket.IO room ([`RoomId::socketio`]): one call between two browsers, as
+/// in the apps whose vocabularies that endpoint speaks.
+pub const SOCKETIO_ROOM_SIZE: usize = 2;
+
 /// A WebSocket connection, numbered by the shell. Never reused while the process runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConnId(pub u64);
@@ -479,7 +483,8 @@ impl Registry {
                 let fresh = Room {
                     members: Vec::new(),
                     host: None,
-                    locked: self.config.lock_new_rooms,
+                    // The Socket.IO vocabularies have no host to open a lobby.
+                    locked: self.config.lock_new_rooms && !room.is_socketio(),
                     waiting: Vec::new(),
                     knocks: meeting::KnockBucket::new(now),
                     barred: Barred::default(),
@@ -501,15 +506,12 @@ impl Registry {
     /// Makes `entrant` a member of the existing `room` (host when `as_host`, or when the room
     /// has none), with `joined` to it and `peer-joined` to the others.
     fn enter(&mut self, room: RoomId, entrant: Entrant, as_host: bool) -> bool {
+        let capacity = self.capacity(&room);
         let Some(r) = self.rooms.get_mut(&room) else {
             return false;
         };
-        if r.members.len() >= self.config.max_peers {
-            let message = format!(
-                "room `{}` is full ({} peers)",
-                room.as_str(),
-                self.config.max_peers
-            );
+        if r.members.len() >= capacity {
+            let message = format!("room `{}` is full ({capacity} peers)", room.as_str());
             self.error(entrant.conn, ErrorCode::RoomFull, message);
             return false;
         }
@@ -564,6 +566,16 @@ impl Registry {
             self.replay_knocks(&id);
         }
         true
+    }
+
+    /// Most members of `room`: `max_peers`, and at most [`SOCKETIO_ROOM_SIZE`] in a room of the
+    /// Socket.IO endpoint.
+    fn capacity(&self, room: &RoomId) -> usize {
+        if room.is_socketio() {
+            self.config.max_peers.min(SOCKETIO_ROOM_SIZE)
+        } else {
+            self.config.max_peers
+        }
     }
 
     fn resume(&mut self, conn: ConnId, id: PeerId) {
@@ -717,5 +729,7 @@ fn payload_len(msg: &ServerMessage) -> usize {
     }
 }
 
+#[cfg(test)]
+mod socketio_tests;
 #[cfg(test)]
 mod tests;

@@ -5,21 +5,18 @@
 //! 3. a user list with direct calls (`offer`, `answer`, `refuse`, `iceCandidate`,
 //!    `disconnectPeer`).
 //!
-//! Two differences from those servers, on purpose: a codelab `message` reaches only the other
-//! peer of the sender's room (the codelab broadcast it to everyone), and a `from` is always the
-//! sender's own socket id, whatever the payload says.
-
-use std::sync::Arc;
+//! Pure: an event's name and payload become an [`Event`] or an [`EventError`]; what goes from
+//! one socket of a room to the other travels through the room registry as a signal whose
+//! payload is a [`Relayed`] event. Two differences from those servers, on purpose: a codelab
+//! `message` reaches only the other peer of the sender's room (the codelab broadcast it to
+//! everyone), and a `from` is always the sender's own socket id, whatever the payload says.
 
 use serde_json::{json, Value};
-use socketioxide::extract::{SocketRef, TryData};
-use socketioxide::socket::Sid;
 
-use super::rooms::Joined;
-use super::{send_error, Compat, EventError};
+use super::EventError;
 
 /// Every event a client may send.
-const EVENTS: [&str; 14] = [
+pub(super) const EVENTS: [&str; 14] = [
     "create or join",
     "message",
     "ipaddr",
@@ -36,149 +33,148 @@ const EVENTS: [&str; 14] = [
     "disconnectPeer",
 ];
 
-/// Installs the handlers of every vocabulary on `socket`.
-pub(super) fn register(compat: &Arc<Compat>, socket: &SocketRef) {
-    for event in EVENTS {
-        let compat = compat.clone();
-        socket.on(event, move |s: SocketRef, TryData(data): TryData<Value>| {
-            // No argument at all (`socket.emit('bye')`) reads as null.
-            let data = data.unwrap_or(Value::Null);
-            if let Err(e) = compat
-                .admit(s.id, &data)
-                .and_then(|()| handle(&compat, &s, event, data))
-            {
-                send_error(&s, e.code(), &format!("{event}: {e}"));
-            }
-        });
+/// Events that go from a socket to the other one of its room.
+const RELAYED: [&str; 5] = [
+    "message",
+    "start_call",
+    "webrtc_offer",
+    "webrtc_answer",
+    "webrtc_ice_candidate",
+];
+
+/// Longest room name, in bytes.
+pub(super) const MAX_ROOM_LEN: usize = 128;
+
+/// Which vocabulary a socket joined its room with: it decides the answers it gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Vocab {
+    /// `create or join`: `created`, `joined` + `ready`, `full`; the one there gets `join` + `ready`.
+    Codelab,
+    /// `join`: `room_created`, `room_joined`, `full_room`.
+    RoomCall,
+}
+
+/// A client event, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum Event {
+    Join {
+        vocab: Vocab,
+        room: String,
+    },
+    /// `bye`: leave the room.
+    Leave,
+    IpAddr,
+    /// Sent on to the other socket of the sender's room; `room` is `None` for the codelab's
+    /// `message`, which names none.
+    ToRoom {
+        room: Option<String>,
+        relayed: Relayed,
+    },
+    /// Vocabulary 3: sent on to the socket `to`, with the sender added as `from`.
+    Direct {
+        to: String,
+        name: &'static str,
+        body: serde_json::Map<String, Value>,
+    },
+}
+
+/// An event as the other socket of a room receives it: its name and its one argument.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct Relayed {
+    pub event: &'static str,
+    pub data: Value,
+}
+
+impl Relayed {
+    /// The registry signal's payload.
+    pub fn to_json(&self) -> String {
+        json!({ "event": self.event, "data": self.data }).to_string()
+    }
+
+    /// A signal's payload back as an event; `None` for anything this module did not write.
+    pub fn from_json(text: &str) -> Option<Relayed> {
+        let value: Value = serde_json::from_str(text).ok()?;
+        let name = value.get("event")?.as_str()?;
+        let event = RELAYED.into_iter().find(|e| *e == name)?;
+        let data = value.get("data").cloned().unwrap_or(Value::Null);
+        Some(Relayed { event, data })
     }
 }
 
-fn handle(compat: &Compat, s: &SocketRef, event: &str, data: Value) -> Result<(), EventError> {
-    match event {
-        "create or join" => create_or_join(compat, s, &data),
-        "message" => {
-            let others = compat.lock().rooms.others(&s.id);
-            let others = others.ok_or(EventError::NotInRoom)?;
-            for to in others {
-                compat.emit_to(to, "message", &data);
-            }
-            Ok(())
-        }
-        "ipaddr" => {
-            let _ = s.emit("ipaddr", &compat.public_host);
-            Ok(())
-        }
-        "bye" => {
-            compat.lock().rooms.leave(&s.id);
-            Ok(())
-        }
-        "join" => join(compat, s, &data),
-        "start_call" => {
-            let room = string(&data, "start_call takes the room id")?;
-            to_room(compat, s.id, room, "start_call", &())
-        }
+/// Validates the event `event` with its first argument `data` (`null` when it had none).
+pub(super) fn parse(event: &str, data: Value) -> Result<Event, EventError> {
+    let relay = |event: &'static str, data: Value| Relayed { event, data };
+    Ok(match event {
+        "create or join" => Event::Join {
+            vocab: Vocab::Codelab,
+            room: room_name(&data, "create or join takes the room name")?,
+        },
+        "join" => Event::Join {
+            vocab: Vocab::RoomCall,
+            room: room_name(&data, "join takes the room id")?,
+        },
+        "bye" => Event::Leave,
+        "ipaddr" => Event::IpAddr,
+        "message" => Event::ToRoom {
+            room: None,
+            relayed: relay("message", data),
+        },
+        "start_call" => Event::ToRoom {
+            room: Some(string(&data, "start_call takes the room id")?.to_owned()),
+            relayed: relay("start_call", Value::Null),
+        },
         "webrtc_offer" | "webrtc_answer" => {
-            let room = field_str(&data, "roomId")?;
+            let room = field_str(&data, "roomId")?.to_owned();
             let sdp = data.get("sdp").cloned().unwrap_or(Value::Null);
-            to_room(compat, s.id, room, event, &sdp)
-        }
-        "webrtc_ice_candidate" => {
-            let room = field_str(&data, "roomId")?;
-            to_room(compat, s.id, room, event, &data)
-        }
-        _ => direct(compat, s.id, event, &data),
-    }
-}
-
-/// Vocabulary 1: `created`(room, id), or `join`(room) to the one there and `joined`(room, id)
-/// plus `ready` to both, or `full`(room).
-fn create_or_join(compat: &Compat, s: &SocketRef, data: &Value) -> Result<(), EventError> {
-    let room = string(data, "create or join takes the room name")?;
-    let joined = compat.lock().rooms.join(&s.id, room);
-    let sid = s.id.to_string();
-    match joined.map_err(|e| EventError::BadRequest(e.to_string()))? {
-        Joined::Created => {
-            let _ = s.emit("created", &(room, &sid));
-        }
-        Joined::Joined { others } => {
-            for &to in &others {
-                compat.emit_to(to, "join", &(room,));
-            }
-            let _ = s.emit("joined", &(room, &sid));
-            for to in others.into_iter().chain([s.id]) {
-                compat.emit_to(to, "ready", &());
-            }
-            crate::metrics::METRICS.joins.inc();
-        }
-        Joined::Full => {
-            let _ = s.emit("full", &(room,));
-        }
-    }
-    Ok(())
-}
-
-/// Vocabulary 2: `room_created`, `room_joined` or `full_room`, each with the room id.
-fn join(compat: &Compat, s: &SocketRef, data: &Value) -> Result<(), EventError> {
-    let room = string(data, "join takes the room id")?;
-    let joined = compat.lock().rooms.join(&s.id, room);
-    let answer = match joined.map_err(|e| EventError::BadRequest(e.to_string()))? {
-        Joined::Created => "room_created",
-        Joined::Joined { .. } => {
-            crate::metrics::METRICS.joins.inc();
-            "room_joined"
-        }
-        Joined::Full => "full_room",
-    };
-    let _ = s.emit(answer, &(room,));
-    Ok(())
-}
-
-/// Sends `event` to the others of `room`, if the sender is in it.
-fn to_room<T: serde::Serialize + ?Sized>(
-    compat: &Compat,
-    from: Sid,
-    room: &str,
-    event: &str,
-    data: &T,
-) -> Result<(), EventError> {
-    let others = compat.lock().rooms.others_in(&from, room);
-    for to in others.ok_or(EventError::NotInRoom)? {
-        compat.emit_to(to, event, data);
-    }
-    Ok(())
-}
-
-/// Vocabulary 3: an event addressed by socket id (`to`), sent on with the sender as `from`.
-fn direct(compat: &Compat, from: Sid, event: &str, data: &Value) -> Result<(), EventError> {
-    let to = field_str(data, "to")?;
-    let to: Sid = to.parse().map_err(|_| EventError::UnknownPeer)?;
-    let pick = |keys: &[&str]| {
-        let mut out = serde_json::Map::new();
-        for &k in keys {
-            if let Some(v) = data.get(k) {
-                out.insert(k.to_owned(), v.clone());
+            let event = if event == "webrtc_offer" {
+                "webrtc_offer"
+            } else {
+                "webrtc_answer"
+            };
+            Event::ToRoom {
+                room: Some(room),
+                relayed: relay(event, sdp),
             }
         }
-        out.insert("from".to_owned(), json!(from.to_string()));
-        Value::Object(out)
-    };
-    let (name, body) = match event {
-        "offer" => ("offer", pick(&["offerSDP", "offerType", "audioOnly"])),
-        "answer" => ("answer", pick(&["answerSDP", "answerType"])),
-        "refuse" => ("refuse", pick(&[])),
+        "webrtc_ice_candidate" => Event::ToRoom {
+            room: Some(field_str(&data, "roomId")?.to_owned()),
+            relayed: relay("webrtc_ice_candidate", data),
+        },
+        _ => direct(event, &data)?,
+    })
+}
+
+/// Vocabulary 3: the target and the fields sent on (all but `from`, which the caller adds).
+fn direct(event: &str, data: &Value) -> Result<Event, EventError> {
+    let to = field_str(data, "to")?.to_owned();
+    let (name, keys): (&'static str, &[&str]) = match event {
+        "offer" => ("offer", &["offerSDP", "offerType", "audioOnly"]),
+        "answer" => ("answer", &["answerSDP", "answerType"]),
+        "refuse" => ("refuse", &[]),
         "iceCandidate" => (
             "remoteIceCandidate",
-            pick(&["candidate", "sdpMid", "sdpMLineIndex", "to"]),
+            &["candidate", "sdpMid", "sdpMLineIndex", "to"],
         ),
-        _ => ("disconnectPeer", pick(&[])),
+        "disconnectPeer" => ("disconnectPeer", &[]),
+        other => return Err(EventError::BadRequest(format!("unknown event `{other}`"))),
     };
-    if to == from || !compat.lock().by_sid.contains_key(&to) {
-        return Err(EventError::UnknownPeer);
+    let mut body = serde_json::Map::new();
+    for &k in keys {
+        if let Some(v) = data.get(k) {
+            body.insert(k.to_owned(), v.clone());
+        }
     }
-    if compat.emit_to(to, name, &body) {
-        Ok(())
+    Ok(Event::Direct { to, name, body })
+}
+
+fn room_name(data: &Value, what: &str) -> Result<String, EventError> {
+    let room = string(data, what)?;
+    if (1..=MAX_ROOM_LEN).contains(&room.len()) && !room.chars().any(char::is_control) {
+        Ok(room.to_owned())
     } else {
-        Err(EventError::UnknownPeer)
+        Err(EventError::BadRequest(format!(
+            "a room name is a string of 1 to {MAX_ROOM_LEN} bytes without control characters"
+        )))
     }
 }
 
@@ -191,4 +187,64 @@ fn field_str<'a>(data: &'a Value, key: &str) -> Result<&'a str, EventError> {
     data.get(key)
         .and_then(Value::as_str)
         .ok_or_else(|| EventError::BadRequest(format!("expected an object with a string `{key}`")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn room_names_are_bounded_and_printable() {
+        for bad in [
+            json!(""),
+            json!("a\nb"),
+            json!("x".repeat(MAX_ROOM_LEN + 1)),
+            json!(7),
+        ] {
+            assert!(
+                matches!(parse("join", bad.clone()), Err(EventError::BadRequest(_))),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            parse("create or join", json!("Raum ä 1")),
+            Ok(Event::Join {
+                vocab: Vocab::Codelab,
+                room: "Raum ä 1".into()
+            })
+        );
+    }
+
+    #[test]
+    fn a_forged_from_is_not_sent_on() {
+        let Ok(Event::Direct { to, name, body }) = parse(
+            "offer",
+            json!({"to": "b", "from": "forged", "offerSDP": "o", "extra": 1}),
+        ) else {
+            panic!("an offer parses");
+        };
+        assert_eq!((to.as_str(), name), ("b", "offer"));
+        assert_eq!(Value::Object(body), json!({"offerSDP": "o"}));
+    }
+
+    #[test]
+    fn a_relayed_event_survives_the_registry_and_nothing_else_passes_for_one() {
+        let sent = Relayed {
+            event: "webrtc_offer",
+            data: json!({"type": "offer", "sdp": "v=0"}),
+        };
+        assert_eq!(Relayed::from_json(&sent.to_json()), Some(sent));
+        assert_eq!(Relayed::from_json(r#"{"event":"offer","data":1}"#), None);
+        assert_eq!(Relayed::from_json("[1]"), None);
+    }
+
+    #[test]
+    fn every_event_of_the_list_parses_or_names_what_is_missing() {
+        for event in EVENTS {
+            match parse(event, Value::Null) {
+                Ok(_) | Err(EventError::BadRequest(_)) => {}
+                Err(e) => panic!("{event}: {e}"),
+            }
+        }
+    }
 }

@@ -1,9 +1,11 @@
-// The app's pure modules, run directly in node: room names and the statistics summary.
+// The app's pure modules, run directly in node: room and space names, the statistics summary,
+// and the client module's address helper.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { randomRoomName, isValidRoom, parseRoomInput, roomFromPath, tokenFromHash, ROOM_NAME_BITS } from '../../public/js/names.js';
+import { randomRoomName, isValidRoom, parseRoomInput, roomFromPath, spaceFromPath, tokenFromHash, ROOM_NAME_BITS } from '../../public/js/names.js';
 import { summarize, describePath, formatBitrate } from '../../public/js/stats.js';
+import { signalingUrl } from '../../public/sdk/signalbox.js';
 
 test('random room names are readable and valid under the protocol rule', () => {
   const names = new Set();
@@ -84,4 +86,21 @@ test('bitrate comes from the byte counters between two samples', () => {
   assert.equal(describePath({ ...second.summary, inKbps: 1000 }), 'direct · 12 ms · 1.0 Mb/s');
   assert.equal(formatBitrate(640), '640 kb/s');
   assert.equal(formatBitrate(null), '–');
+});
+
+test('a space comes from a path /s/{space} and follows the room name rule', () => {
+  assert.equal(spaceFromPath('/s/calm-otter-lantern-7k3mq-9xd4f'), 'calm-otter-lantern-7k3mq-9xd4f');
+  assert.equal(spaceFromPath('/s/team.support_2/'), 'team.support_2');
+  assert.equal(spaceFromPath('/s/'), null);
+  assert.equal(spaceFromPath('/s/two%20words'), null);
+  assert.equal(spaceFromPath(`/s/${'a'.repeat(65)}`), null);
+  assert.equal(spaceFromPath('/r/calm-otter'), null);
+  assert.equal(roomFromPath('/s/calm-otter'), null);
+});
+
+test('the client module finds the signaling endpoint of a server by its origin', () => {
+  assert.equal(signalingUrl('https://calls.example.org'), 'wss://calls.example.org/ws');
+  assert.equal(signalingUrl('https://calls.example.org:8443/some/page'), 'wss://calls.example.org:8443/ws');
+  assert.equal(signalingUrl('https://[::1]:8443'), 'wss://[::1]:8443/ws');
+  assert.equal(signalingUrl('http://localhost:8080'), 'ws://localhost:8080/ws');
 });

@@ -1,12 +1,13 @@
 //! Stable fuzz targets for the server's parsers of untrusted input (see `fuzz/README.md`): the
 //! one-port demux classifier, the signaling message parser, invitation-token verification and
-//! the HTTP API's query parsing. Each replays `fuzz/corpus/<target>/`, then mutates for
+//! the HTTP API's query parsing, the Socket.IO WebSocket guard's frame follower. Each replays `fuzz/corpus/<target>/`, then mutates for
 //! `SIGNALBOX_FUZZ_SECONDS`. Nothing here starts the server.
 
 mod access_token;
 mod api_query;
 mod demux;
 mod signaling;
+mod socketio_frames;
 
 use signalbox_fuzz_harness::{check_seeds, Fuzz};
 
@@ -45,9 +46,17 @@ fn api_query() {
 }
 
 #[test]
+fn socketio_frames() {
+    Fuzz::new("socketio_frames", FUZZ_DIR, FAILURES)
+        .max_len(4096)
+        .run(socketio_frames::target);
+}
+
+#[test]
 fn the_committed_seeds_are_the_ones_built_here() {
     check_seeds(FUZZ_DIR, "demux_classify", &demux::seeds());
     check_seeds(FUZZ_DIR, "signaling_message", &signaling::seeds());
     check_seeds(FUZZ_DIR, "access_token", &access_token::seeds());
     check_seeds(FUZZ_DIR, "api_query", &api_query::seeds());
+    check_seeds(FUZZ_DIR, "socketio_frames", &socketio_frames::seeds());
 }

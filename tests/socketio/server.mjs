@@ -22,8 +22,13 @@ pid_file = ""
 listen = "127.0.0.1:0"
 static_dir = ${JSON.stringify(join(REPO, 'public'))}
 shutdown_grace = "1s"
+[metrics]
+# Off: the default port would collide between servers of one run.
+listen = ""
 [turn]
 listen = ["127.0.0.1:0"]
+listen_tcp = ["127.0.0.1:0"]
+listen_tls = ["127.0.0.1:0"]
 ${extraToml.includes('[compat]') ? '' : '[compat]\nsocketio = true'}
 ${extraToml}
 `;
@@ -55,5 +60,6 @@ ${extraToml}
       }
     });
   });
-  return { url: `https://${listeners.https}`, stop, stderr: () => stderr };
+  const signal = (name) => child.kill(name);
+  return { url: `https://${listeners.https}`, stop, signal, stderr: () => stderr };
 }

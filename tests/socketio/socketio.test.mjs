@@ -16,9 +16,9 @@ const opened = [];
 after(() => { for (const s of opened) s.close(); });
 
 /** A connected client of `version` (2 or 4) over `transports`. */
-async function connect(version, { transports = ['websocket'], extraHeaders } = {}) {
+async function connect(version, { transports = ['websocket'], extraHeaders, url = server.url } = {}) {
   const opts = { transports, rejectUnauthorized: false, reconnection: false, forceNew: true, extraHeaders };
-  const socket = version === 2 ? io2(server.url, opts) : io4(server.url, opts);
+  const socket = version === 2 ? io2(url, opts) : io4(url, opts);
   opened.push(socket);
   const inbox = [];
   const waiters = [];
@@ -94,6 +94,8 @@ for (const version of [2, 4]) {
     a.emit('ipaddr');
     assert.deepEqual(await a.next('ipaddr'), ['127.0.0.1']);
     b.emit('bye');
+    // `bye` has no answer, and two sockets' events are not ordered with each other.
+    await new Promise((res) => setTimeout(res, 200));
     c.emit('create or join', r);
     assert.deepEqual(await c.next('joined'), [r, c.id]);
     b.emit('message', 'got user media');
@@ -201,4 +203,32 @@ test('/socket.io/socket.io.js is the vendored 4.x client', async () => {
     }).on('error', reject);
   });
   assert.match(body, /Socket\.IO v4\./);
+});
+
+test('connects beyond [compat] connect_rate_per_ip are refused with a message naming the limit', async () => {
+  const limited = await startServer('[compat]\nsocketio = true\nconnect_rate_per_ip = 2');
+  try {
+    for (let i = 0; i < 2; i += 1) (await connect(4, { url: limited.url })).close();
+    for (const version of [4, 2]) {
+      const err = await connect(version, { url: limited.url }).then(() => null, (e) => e);
+      assert.ok(err, `client ${version}.x was let in`);
+      assert.match(String(err.message ?? err), /^rate-limited: more than 2 connects per minute/);
+    }
+  } finally {
+    await limited.stop();
+  }
+});
+
+test('on SIGTERM every socket gets server-shutdown, then a server disconnect when the grace ends', async () => {
+  const draining = await startServer();
+  try {
+    const sockets = [await connect(2, { url: draining.url }), await connect(4, { url: draining.url })];
+    const reasons = sockets.map((s) => new Promise((res) => s.once('disconnect', res)));
+    draining.signal('SIGTERM');
+    for (const s of sockets) assert.deepEqual(await s.next('server-shutdown'), [{ grace_s: 1 }]);
+    // A server disconnect: socket.io-client does not reconnect by itself after it.
+    for (const r of reasons) assert.equal(await r, 'io server disconnect');
+  } finally {
+    await draining.stop();
+  }
 });

@@ -9,6 +9,7 @@ import os
 import queue
 import re
 import shutil
+import signal
 import ssl
 import subprocess
 import sys
@@ -36,8 +37,12 @@ pid_file = ""
 listen = "127.0.0.1:0"
 static_dir = {json.dumps(os.path.join(REPO, "public"))}
 shutdown_grace = "1s"
+[metrics]
+listen = ""
 [turn]
 listen = ["127.0.0.1:0"]
+listen_tcp = ["127.0.0.1:0"]
+listen_tls = ["127.0.0.1:0"]
 [compat]
 socketio = true
 """)
@@ -244,13 +249,27 @@ def bad_payloads(url):
     a.close()
 
 
+def server_shutdown(url, proc):
+    """SIGTERM: the socket is told, then disconnected by the server when the drain grace ends."""
+    a = Client(url)
+    disconnected = threading.Event()
+    a._async.on("disconnect", lambda *args: disconnected.set())
+    proc.send_signal(signal.SIGTERM)
+    assert a.next("server-shutdown") == [{"grace_s": 1}]
+    assert disconnected.wait(5), "no disconnect when the drain grace ended"
+    a.close()
+
+
 def main():
     proc, url, tmp = start_server()
     passed = failed = 0
     try:
-        for case in (ice_servers_on_connect, codelab, room_calls, user_list, bad_payloads):
+        # The last case stops the server.
+        cases = (ice_servers_on_connect, codelab, room_calls, user_list, bad_payloads,
+                 server_shutdown)
+        for case in cases:
             try:
-                case(url)
+                case(url, proc) if case is server_shutdown else case(url)
                 passed += 1
                 print(f"ok {case.__name__}")
             except Exception as e:  # noqa: BLE001 - report every case
