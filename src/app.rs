@@ -166,6 +166,31 @@ async fn run(
         hooks,
         shutdown_rx.clone(),
     );
+    // A single node (no `redis_url`) never reaches the cluster code.
+    let cluster = if config.cluster.enabled() {
+        let identity = crate::cluster::Identity {
+            public: host_port(&config.server.public_host, https_addr.port()),
+            relays: turn
+                .as_ref()
+                .map(|t| t.relay_addresses.clone())
+                .unwrap_or_default(),
+            relay_ports: turn.as_ref().map(|t| t.relay_ports),
+            turn: turn.as_ref().map(|t| {
+                let closer = t.closer();
+                crate::cluster::turn::TurnHooks {
+                    live_peers: t.live_peers.clone(),
+                    close_user: Arc::new(move |user: &str| closer(user)),
+                }
+            }),
+        };
+        Some(crate::cluster::Cluster::start(
+            &config,
+            identity,
+            shutdown_rx.clone(),
+        )?)
+    } else {
+        None
+    };
     if let (Some(issuer), Some(turn)) = (&issuer, &turn) {
         let closer = turn.closer();
         let close: credentials::service::CloseUserFn =
@@ -176,26 +201,9 @@ async fn run(
             signaling.handle(),
             events_rx,
             Some(close),
+            cluster.as_ref().and_then(|c| c.notes()),
         ));
     }
-    // A single node (no `redis_url`) never reaches the cluster code.
-    let cluster = if config.cluster.enabled() {
-        let identity = crate::cluster::Identity {
-            public: host_port(&config.server.public_host, https_addr.port()),
-            relays: turn
-                .as_ref()
-                .map(|t| t.relay_addresses.clone())
-                .unwrap_or_default(),
-            relay_ports: turn.as_ref().map(|t| t.relay_ports),
-        };
-        Some(crate::cluster::Cluster::start(
-            &config,
-            identity,
-            shutdown_rx.clone(),
-        )?)
-    } else {
-        None
-    };
     let mut ops = web::ops::OpsState::new(
         state.clone(),
         signaling.handle(),

@@ -301,6 +301,10 @@ pub struct Metrics {
     /// Round trip of the last heartbeat, in microseconds.
     pub cluster_redis_latency_us: AtomicI64,
     pub cluster_heartbeat_failures: Counter,
+    /// Messages between nodes, by direction (`sent`, `received`).
+    pub cluster_notes: CounterVec<2>,
+    /// Messages between nodes dropped: queue full, Redis down, unreadable, or no room.
+    pub cluster_notes_dropped: Counter,
 }
 
 impl Default for Metrics {
@@ -379,6 +383,8 @@ impl Metrics {
             cluster_redis_up: AtomicI64::new(0),
             cluster_redis_latency_us: AtomicI64::new(0),
             cluster_heartbeat_failures: Counter::new(),
+            cluster_notes: CounterVec::new("direction", ["sent", "received"]),
+            cluster_notes_dropped: Counter::new(),
         }
     }
 }
@@ -583,6 +589,16 @@ impl Metrics {
             "signalbox_cluster_heartbeat_failures_total",
             "Heartbeats that did not reach Redis or got no answer in time.",
             &self.cluster_heartbeat_failures,
+        );
+        e.counter_vec(
+            "signalbox_cluster_messages_total",
+            "Messages between nodes through Redis, by direction.",
+            &self.cluster_notes,
+        );
+        e.counter(
+            "signalbox_cluster_messages_dropped_total",
+            "Messages between nodes dropped (queue full, Redis unreachable, unreadable, no room).",
+            &self.cluster_notes_dropped,
         );
     }
 }

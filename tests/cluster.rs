@@ -1,6 +1,8 @@
 //! `[cluster]` against the real binary: Debian's `redis-server` started on a free loopback port
 //! for each test (no persistence) and stopped when the test ends, and two signalbox nodes.
 mod common;
+mod turn_raw;
+mod ws_client;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -8,7 +10,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{base_config, named_port, run_cli, Server};
-use serde_json::Value;
+use serde_json::{json, Value};
+use turn_raw::TurnClient;
+use ws_client::Ws;
 
 const ADMIN: &str = "admin-token-0123456789";
 
@@ -77,7 +81,8 @@ impl Drop for Redis {
 fn node_config(redis: &Redis, name: &str, node_timeout: &str) -> String {
     base_config(&format!(
         "[turn]\nlisten = [\"127.0.0.1:0\"]\nrelay_ip = \"127.0.0.1\"\nrelay_ports = \"40000-40999\"\n\
-         secrets = [\"shared-cluster-secret\"]\n\n[admin]\ntoken = \"{ADMIN}\"\n\n\
+         secrets = [\"shared-cluster-secret\"]\n\n[rooms]\nreconnect_grace = \"1s\"\n\n\
+         [admin]\ntoken = \"{ADMIN}\"\n\n\
          [cluster]\nredis_url = \"{}\"\nnode_name = \"{name}\"\nnode_timeout = \"{node_timeout}\"\n",
         redis.url()
     ))
@@ -255,4 +260,81 @@ fn check_config_refuses_a_cluster_without_shared_turn_secrets() {
     .expect("write config");
     let (code, _, stderr) = run_cli(dir.path(), &["check-config"]);
     assert_eq!(code, 0, "{stderr}");
+}
+
+/// The TURN entry of a `joined` message's `iceServers`: (username, credential).
+fn turn_credentials(joined: &Value) -> (String, String) {
+    let entry = joined["iceServers"]
+        .as_array()
+        .expect("iceServers")
+        .iter()
+        .find(|e| e.get("username").is_some())
+        .unwrap_or_else(|| panic!("no TURN entry in {joined}"))
+        .clone();
+    (
+        entry["username"].as_str().expect("username").to_owned(),
+        entry["credential"].as_str().expect("credential").to_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_peers_credentials_work_on_every_node_until_it_leaves_then_on_none() {
+    let redis = Redis::start();
+    let a = Server::start(&node_config(&redis, "node-a", "2s"));
+    let b = Server::start(&node_config(&redis, "node-b", "2s"));
+    assert!(b.log_contains("cluster: listening for credential notes"));
+    let (turn_a, turn_b) = (a.addr("turn-udp"), b.addr("turn-udp"));
+
+    let mut alice = Ws::connect(&a).await;
+    let mut bob = Ws::connect(&a).await;
+    let (alice_user, alice_pass) = turn_credentials(&alice.join("r").await);
+    let (bob_user, bob_pass) = turn_credentials(&bob.join("r").await);
+    let allocate = |server, user: &str, pass: &str| {
+        let mut client = TurnClient::new(server, user, pass);
+        let reply = client.allocate();
+        (client, reply)
+    };
+    // Node B learns of alice through Redis only: its own signaling never saw her.
+    let start = Instant::now();
+    let mut on_b = loop {
+        let (client, reply) = allocate(turn_b, &alice_user, &alice_pass);
+        if reply.is_success() {
+            break client;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(3),
+            "node-b still refuses alice's credentials: {reply:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(on_b.refresh(600).is_success());
+    assert!(allocate(turn_a, &alice_user, &alice_pass).1.is_success());
+
+    alice.send(json!({"type": "leave"})).await;
+    bob.recv_type("peer-left").await;
+    wait_for(
+        Duration::from_secs(3),
+        "alice's allocation on node-b closed",
+        || on_b.refresh(600).code == Some(437),
+    );
+    for (node, turn) in [("node-a", turn_a), ("node-b", turn_b)] {
+        assert_eq!(
+            allocate(turn, &alice_user, &alice_pass).1.code,
+            Some(401),
+            "alice's credentials still open allocations on {node}"
+        );
+    }
+    assert!(
+        allocate(turn_b, &bob_user, &bob_pass).1.is_success(),
+        "bob is still live, on every node"
+    );
+    assert!(metric(
+        &b,
+        "signalbox_cluster_messages_total{direction=\"received\"}"
+    )
+    .is_some_and(|n| n >= 3.0));
+    assert!(
+        metric(&a, "signalbox_cluster_messages_total{direction=\"sent\"}")
+            .is_some_and(|n| n >= 3.0)
+    );
 }

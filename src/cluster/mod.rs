@@ -16,6 +16,7 @@
 //! until one succeeds again, with no restart.
 
 pub mod registry;
+pub mod turn;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -49,6 +50,8 @@ pub struct Cluster {
     status: Mutex<Status>,
     /// Set once the node has left the registry (drain): no heartbeat puts it back.
     left: AtomicBool,
+    /// Credential notes to the other nodes, with a TURN server.
+    notes: Option<turn::Publisher>,
 }
 
 /// What the last heartbeats found.
@@ -70,6 +73,8 @@ pub struct Identity {
     pub public: String,
     pub relays: Vec<(std::net::IpAddr, std::net::IpAddr)>,
     pub relay_ports: Option<crate::config::PortRange>,
+    /// The TURN server's live room peers, shared with the other nodes; `None` without TURN.
+    pub turn: Option<turn::TurnHooks>,
 }
 
 impl Cluster {
@@ -90,11 +95,21 @@ impl Cluster {
             .set_min_delay(BACKOFF_MIN)
             .set_max_delay(BACKOFF_MAX)
             .set_number_of_retries(3);
-        let redis = ConnectionManager::new_lazy_with_config(client, manager)
+        let redis = ConnectionManager::new_lazy_with_config(client.clone(), manager)
             .context("cannot set up the Redis connection ([cluster] redis_url)")?;
+        let instance = instance_id();
+        let notes = identity.turn.map(|hooks| {
+            turn::start(
+                client,
+                redis.clone(),
+                instance.clone(),
+                hooks,
+                shutdown.clone(),
+            )
+        });
         let own = NodeInfo {
             name: cluster.node_name(),
-            instance: instance_id(),
+            instance,
             version: env!("CARGO_PKG_VERSION").into(),
             public: identity.public,
             relays: identity
@@ -123,6 +138,7 @@ impl Cluster {
                 latency: None,
             }),
             left: AtomicBool::new(false),
+            notes,
         });
         METRICS.cluster_enabled.store(true, Ordering::Relaxed);
         info!(
@@ -136,6 +152,11 @@ impl Cluster {
     /// This node's name.
     pub fn node_name(&self) -> &str {
         &self.own.name
+    }
+
+    /// Where credential notes go, with a TURN server.
+    pub fn notes(&self) -> Option<turn::Publisher> {
+        self.notes.clone()
     }
 
     /// Takes this node out of the registry at once (the drain): the other nodes stop counting

@@ -1,7 +1,9 @@
 //! The task that keeps joined peers' TURN credentials fresh, and revokes the credentials and
 //! ends the allocations of peers that are gone. A thin shell: the decisions are [`RenewalSchedule`]'s; this task only feeds
 //! it the signaling hub's [`PeerEvent`]s and the clock, sends what falls due through the hub,
-//! and passes removals to the TURN server.
+//! and passes removals to the TURN server. In a cluster it also tells the other nodes what it
+//! issued and revoked ([`crate::cluster::turn`]), so the credentials work on every node while
+//! the peer is live and on none once it is gone.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,6 +13,7 @@ use tracing::debug;
 
 use super::renewal::RenewalSchedule;
 use super::{unix_now, Issuer, UserPart};
+use crate::cluster::turn::{Note, Publisher};
 use crate::signaling::{HubHandle, IceServersFn, PeerEvent, PeerId, RoomId};
 
 /// Closes every TURN allocation whose username has this user part (`ROOM<sep>PEER`).
@@ -33,12 +36,14 @@ pub async fn run(
     hub: HubHandle,
     mut events: mpsc::Receiver<PeerEvent>,
     close_user: Option<CloseUserFn>,
+    cluster: Option<Publisher>,
 ) {
     let mut service = Service {
         schedule: RenewalSchedule::new(ttl),
         issuer,
         ttl,
         close_user,
+        cluster,
     };
     let far = Duration::from_secs(86_400 * 365);
     loop {
@@ -66,17 +71,27 @@ struct Service {
     issuer: Arc<Issuer>,
     ttl: Duration,
     close_user: Option<CloseUserFn>,
+    /// The other nodes of a cluster.
+    cluster: Option<Publisher>,
 }
 
 impl Service {
     fn on_event(&mut self, event: PeerEvent) {
         match event {
-            PeerEvent::Issued { room, peer } => self.schedule.issued((room, peer), Instant::now()),
+            PeerEvent::Issued { room, peer } => {
+                self.share_issued(&room, &peer);
+                self.schedule.issued((room, peer), Instant::now());
+            }
             PeerEvent::Removed { room, peer } => {
                 self.schedule.forget(&(room.clone(), peer.clone()));
                 let separator = self.issuer.minter.separator();
                 let user = UserPart::for_peer(room.as_str(), peer.as_str(), separator);
                 self.issuer.forget_peer(&user);
+                if let Some(cluster) = &self.cluster {
+                    cluster.publish(Note::Revoked {
+                        user: user.as_str().to_owned(),
+                    });
+                }
                 if let Some(close) = &self.close_user {
                     debug!(
                         user = user.as_str(),
@@ -100,8 +115,22 @@ impl Service {
             if !hub.push_ice_servers(peer.clone(), list).await {
                 return false;
             }
+            self.share_issued(&room, &peer);
             self.schedule.issued((room, peer), now);
         }
         true
+    }
+
+    /// Tells the other nodes that `peer` holds credentials valid for `ttl` from now (as minted:
+    /// the expiry is at least the credentials' own, which authentication checks anyway).
+    fn share_issued(&self, room: &RoomId, peer: &PeerId) {
+        if let Some(cluster) = &self.cluster {
+            let user =
+                UserPart::for_peer(room.as_str(), peer.as_str(), self.issuer.minter.separator());
+            cluster.publish(Note::Issued {
+                user: user.as_str().to_owned(),
+                expiry: unix_now().saturating_add(self.ttl.as_secs().max(1)),
+            });
+        }
     }
 }
