@@ -175,6 +175,7 @@ async fn run(
                 .map(|t| t.relay_addresses.clone())
                 .unwrap_or_default(),
             relay_ports: turn.as_ref().map(|t| t.relay_ports),
+            peer_relays: turn.as_ref().map(|t| t.cluster_relays.clone()),
             turn: turn.as_ref().map(|t| {
                 let closer = t.closer();
                 crate::cluster::turn::TurnHooks {

@@ -5,13 +5,13 @@ mod turn_raw;
 mod ws_client;
 
 use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{base_config, named_port, run_cli, Server};
 use serde_json::{json, Value};
-use turn_raw::TurnClient;
+use turn_raw::{Relayed, TurnClient};
 use ws_client::Ws;
 
 const ADMIN: &str = "admin-token-0123456789";
@@ -79,8 +79,17 @@ impl Drop for Redis {
 }
 
 fn node_config(redis: &Redis, name: &str, node_timeout: &str) -> String {
+    node_config_with_relay_ports(redis, name, node_timeout, "40000-40999")
+}
+
+fn node_config_with_relay_ports(
+    redis: &Redis,
+    name: &str,
+    node_timeout: &str,
+    relay_ports: &str,
+) -> String {
     base_config(&format!(
-        "[turn]\nlisten = [\"127.0.0.1:0\"]\nrelay_ip = \"127.0.0.1\"\nrelay_ports = \"40000-40999\"\n\
+        "[turn]\nlisten = [\"127.0.0.1:0\"]\nrelay_ip = \"127.0.0.1\"\nrelay_ports = \"{relay_ports}\"\n\
          secrets = [\"shared-cluster-secret\"]\n\n[rooms]\nreconnect_grace = \"1s\"\n\n\
          [admin]\ntoken = \"{ADMIN}\"\n\n\
          [cluster]\nredis_url = \"{}\"\nnode_name = \"{name}\"\nnode_timeout = \"{node_timeout}\"\n",
@@ -337,4 +346,96 @@ async fn a_peers_credentials_work_on_every_node_until_it_leaves_then_on_none() {
         metric(&a, "signalbox_cluster_messages_total{direction=\"sent\"}")
             .is_some_and(|n| n >= 3.0)
     );
+}
+
+/// REST credentials (`EXPIRY:USER`) with the nodes' shared secret, computed here independently.
+fn rest_credentials(user: &str) -> (String, String) {
+    use base64::Engine as _;
+    let expiry = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs()
+        + 600;
+    let username = format!("{expiry}:{user}");
+    let key = ring::hmac::Key::new(
+        ring::hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY,
+        b"shared-cluster-secret",
+    );
+    let mac = ring::hmac::sign(&key, username.as_bytes());
+    (
+        username,
+        base64::engine::general_purpose::STANDARD.encode(mac.as_ref()),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn relays_of_two_nodes_reach_each_other_on_their_ranges_and_nowhere_else_on_the_host() {
+    let redis = Redis::start();
+    // Both on loopback, which the peer policy refuses (this host, and a special range). The
+    // ranges lie below the kernel's ephemeral ports, where the listeners on port 0 land.
+    let a = Server::start(&node_config_with_relay_ports(
+        &redis,
+        "node-a",
+        "2s",
+        "20000-20999",
+    ));
+    let b = Server::start(&node_config_with_relay_ports(
+        &redis,
+        "node-b",
+        "2s",
+        "21000-21999",
+    ));
+    let (user, pass) = rest_credentials("relay-test");
+    let mut on_a = TurnClient::new(a.addr("turn-udp"), &user, &pass);
+    let mut on_b = TurnClient::new(b.addr("turn-udp"), &user, &pass);
+    let relayed_a = on_a.allocate().relayed.expect("relayed address on node-a");
+    let relayed_b = on_b.allocate().relayed.expect("relayed address on node-b");
+    assert_eq!(relayed_b.port() / 1000, 21, "{relayed_b}");
+
+    // Until node-a has read node-b's entry, node-b's relay is just this host.
+    for node in [&a, &b] {
+        wait_for(Duration::from_secs(5), "both nodes registered", || {
+            metric(node, "signalbox_cluster_nodes_alive") == Some(2.0)
+        });
+    }
+    assert!(
+        on_a.permission(relayed_b).is_success(),
+        "node-b's relay from node-a"
+    );
+    assert!(
+        on_b.permission(relayed_a).is_success(),
+        "node-a's relay from node-b"
+    );
+    on_a.send_indication(relayed_b, b"across the cluster");
+    let got = on_b.relayed(Duration::from_millis(500));
+    assert!(
+        got.iter().any(|r| matches!(r, Relayed::Data { from, data }
+            if *from == relayed_a && data.as_slice() == b"across the cluster")),
+        "{got:?}"
+    );
+
+    // Everything else on this host stays refused: node-b's other ports, a port just past its
+    // range, and node-a's own relay range where no allocation lives.
+    for peer in [
+        b.addr("turn-udp"),
+        b.addr("https"),
+        SocketAddr::new(relayed_b.ip(), 22_000),
+        SocketAddr::new(
+            relayed_a.ip(),
+            if relayed_a.port() == 20_000 {
+                20_001
+            } else {
+                20_000
+            },
+        ),
+    ] {
+        assert_eq!(on_a.permission(peer).code, Some(403), "{peer} from node-a");
+    }
+
+    // node-b gone: its range is this host again.
+    drop(b);
+    wait_for(Duration::from_secs(4), "node-b gone", || {
+        metric(&a, "signalbox_cluster_nodes_alive") == Some(1.0)
+    });
+    assert_eq!(on_a.permission(relayed_b).code, Some(403));
 }

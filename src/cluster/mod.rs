@@ -52,6 +52,8 @@ pub struct Cluster {
     left: AtomicBool,
     /// Credential notes to the other nodes, with a TURN server.
     notes: Option<turn::Publisher>,
+    /// The TURN peer policy's list of other nodes' relays, with a TURN server.
+    peer_relays: Option<Arc<signalbox_turn_proto::policy::ClusterRelays>>,
 }
 
 /// What the last heartbeats found.
@@ -75,6 +77,8 @@ pub struct Identity {
     pub relay_ports: Option<crate::config::PortRange>,
     /// The TURN server's live room peers, shared with the other nodes; `None` without TURN.
     pub turn: Option<turn::TurnHooks>,
+    /// Where the other nodes' relays go for the TURN peer policy; `None` without TURN.
+    pub peer_relays: Option<Arc<signalbox_turn_proto::policy::ClusterRelays>>,
 }
 
 impl Cluster {
@@ -139,6 +143,7 @@ impl Cluster {
             }),
             left: AtomicBool::new(false),
             notes,
+            peer_relays: identity.peer_relays,
         });
         METRICS.cluster_enabled.store(true, Ordering::Relaxed);
         info!(
@@ -289,6 +294,9 @@ impl Cluster {
                         node = %self.own.name, other_instance = %other,
                         "cluster: another running process used this node's name; each node needs its own [cluster] node_name"
                     );
+                }
+                if let Some(relays) = &self.peer_relays {
+                    relays.set(registry::other_relays(&view, &self.own.instance));
                 }
                 if view.unreadable > 0 {
                     warn!(

@@ -13,6 +13,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::config::PortRange;
+
 /// The set of the names of registered nodes.
 pub const NODES_KEY: &str = "signalbox:nodes";
 /// Prefix of each node's own key (`signalbox:node:NAME`).
@@ -119,6 +121,25 @@ pub fn read_heartbeat(own: &NodeInfo, previous: Option<&str>, entries: &[String]
     }
 }
 
+/// The relay addresses (local and advertised) of every node but the process `own_instance`,
+/// each with its node's relay port range: the peers the TURN policy lets through (rule 2a).
+/// A node whose range does not parse offers none.
+pub fn other_relays(view: &View, own_instance: &str) -> Vec<(IpAddr, PortRange)> {
+    let mut list = Vec::new();
+    for node in view.nodes.iter().filter(|n| n.instance != own_instance) {
+        let Ok(ports) = node.relay_ports.parse::<PortRange>() else {
+            continue;
+        };
+        for relay in &node.relays {
+            list.push((relay.local, ports));
+            list.push((relay.advertised, ports));
+        }
+    }
+    list.sort_by_key(|(ip, r)| (*ip, r.first, r.last));
+    list.dedup();
+    list
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -167,6 +188,24 @@ mod tests {
         assert_eq!(view.name_taken_by.as_deref(), Some("theirs"));
         let view = read_heartbeat(&own, Some(&json(&own)), &[json(&own)]);
         assert_eq!(view.name_taken_by, None);
+    }
+
+    #[test]
+    fn the_policy_gets_every_other_nodes_relays_with_their_ranges_but_not_ours() {
+        let own = node("a", "1");
+        let mut other = node("b", "2");
+        other.relay_ports = "41000-41999".into();
+        let mut broken = node("c", "3");
+        broken.relay_ports = "soon".into();
+        let view = read_heartbeat(&own, None, &[json(&own), json(&other), json(&broken)]);
+        let range: PortRange = "41000-41999".parse().expect("range");
+        assert_eq!(
+            other_relays(&view, "1"),
+            [
+                ("10.0.0.1".parse().expect("ip"), range),
+                ("203.0.113.1".parse().expect("ip"), range)
+            ]
+        );
     }
 
     #[test]

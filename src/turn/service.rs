@@ -15,7 +15,7 @@ use crate::config::{Config, PortRange};
 use crate::turn::relay::{self, Clock, RelaySet, Shared, Worker};
 use signalbox_turn_proto::allocation::{AllocationTable, Limits, Quotas};
 use signalbox_turn_proto::auth::{LivePeers, NonceKey, RateLimiter, Secrets};
-use signalbox_turn_proto::policy::PeerPolicy;
+use signalbox_turn_proto::policy::{ClusterPeers, ClusterRelays, PeerPolicy};
 use signalbox_turn_proto::server::{Core, CoreConfig, RelayPlan};
 
 /// A running TURN server.
@@ -31,6 +31,9 @@ pub struct TurnServer {
     /// other nodes of a cluster learn from the registry.
     pub relay_addresses: Vec<(IpAddr, IpAddr)>,
     pub relay_ports: PortRange,
+    /// The other nodes' relay addresses and port ranges that the peer policy lets through;
+    /// written by the cluster task (`[cluster]`), unused on a single node.
+    pub cluster_relays: Arc<ClusterRelays>,
     shared: Arc<Shared>,
     draining: Arc<AtomicBool>,
     quotas: Arc<Quotas>,
@@ -87,12 +90,18 @@ impl TurnServer {
         let live_peers = Arc::new(LivePeers::new(
             config.rooms.max_connections.saturating_mul(2),
         ));
+        // Other nodes' relays (rule 2a of the peer policy), kept current by the cluster task.
+        let cluster_relays = Arc::new(ClusterRelays::default());
         let policy = PeerPolicy {
             allowed: turn.allowed_peer_ranges.clone(),
             denied: turn.denied_peer_ranges.clone(),
             allow_loopback: turn.allow_loopback_peers,
             listeners: bound.bound,
             own_addresses: own_addresses(turn),
+            cluster: match config.cluster.enabled() {
+                true => ClusterPeers::new(cluster_relays.clone()),
+                false => ClusterPeers::default(),
+            },
         };
         info!(
             own = ?policy.own_addresses,
@@ -163,6 +172,7 @@ impl TurnServer {
             live_peers,
             relay_addresses: plan.v4.into_iter().chain(plan.v6).collect(),
             relay_ports: plan.ports,
+            cluster_relays,
             shared,
             draining,
             quotas,

@@ -14,6 +14,12 @@
 //!    → allowed: that traffic never leaves the process;
 //! 2. one of our listener addresses (IP and port; a wildcard listener's port on any IP, as this
 //!    host may be that IP behind a NAT) → denied;
+//!
+//!    Rule 2a, in a cluster: another node's relay address with a port in that node's relay
+//!    port range ([`ClusterPeers`]) → allowed, unless the IP is in `denied_peer_ranges`:
+//!    relay-to-relay between nodes works even over private addresses or on one host, while
+//!    every other port of those addresses goes through the rules below;
+//!
 //! 3. this host ([`PeerPolicy::own_addresses`]: every interface address, `relay_ip`,
 //!    `external_ip`; plus all of loopback and the unspecified address) → denied, even inside
 //!    `allowed_peer_ranges`; `allow_loopback_peers` lifts this for loopback addresses only;
@@ -37,6 +43,14 @@
 //! together with rule 1 from the relay plan (two to four comparisons and one atomic load). A
 //! test checks that both functions agree for every permitted IP.
 //!
+//! Rule 2a depends on the port and changes while the server runs (nodes come and go), so the
+//! per-packet check has to apply it too: a packet to or from an IP that is, or was, another
+//! node's relay address is allowed on that node's current port range, and otherwise judged by
+//! the whole of [`PeerPolicy::check`] (a scan of the lists, paid only for those few IPs). A
+//! node that leaves the cluster stays listed without ports ("was") until no permission it could
+//! have opened is left (twice the permission lifetime), so a permission granted under rule 2a
+//! never opens the other ports of a private address.
+//!
 //! # 6to4, Teredo, NAT64
 //! Their prefixes are refused outright (not only when the IPv4 address they embed is
 //! special-purpose): a packet sent into a translator reaches whatever IPv4 address the
@@ -49,6 +63,10 @@
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::ports::PortRange;
 
 pub use crate::counters::PeerRefusal;
 
@@ -177,6 +195,79 @@ pub struct PeerPolicy {
     /// The core adds its relay addresses itself; loopback and the unspecified address count
     /// whether listed or not.
     pub own_addresses: Vec<IpAddr>,
+    /// The other nodes' relays, in a cluster (rule 2a); empty on a single node.
+    pub cluster: ClusterPeers,
+}
+
+/// The relays of the other nodes of a cluster as one worker's policy sees them (rule 2a), kept
+/// current from a shared [`ClusterRelays`] by [`PeerPolicy::sync_cluster`].
+#[derive(Clone, Debug, Default)]
+pub struct ClusterPeers {
+    /// Where the server publishes the current list; `None` on a single node.
+    pub source: Option<Arc<ClusterRelays>>,
+    generation: u64,
+    relays: Vec<ClusterRelay>,
+}
+
+impl ClusterPeers {
+    /// Rule 2a fed from `source`, which the server keeps current.
+    pub fn new(source: Arc<ClusterRelays>) -> ClusterPeers {
+        ClusterPeers {
+            source: Some(source),
+            generation: 0,
+            relays: Vec::new(),
+        }
+    }
+}
+
+/// One relay IP of another node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct ClusterRelay {
+    ip: IpAddr,
+    /// Its node's relay port range; `None` once no node has it (judged by the other rules).
+    ports: Option<PortRange>,
+    /// When (core clock, ms) it stopped being a relay, for forgetting it.
+    gone_at: Option<u64>,
+}
+
+/// How long an IP that stopped being another node's relay stays listed: twice the permission
+/// lifetime (RFC 8656 §9), after which no permission granted under rule 2a can be alive.
+pub const CLUSTER_RELAY_MEMORY_MS: u64 =
+    2 * crate::allocation::PERMISSION_LIFETIME.as_millis() as u64;
+
+/// The other nodes' relay addresses and port ranges, written by the server from the cluster
+/// registry and read by every worker; a worker takes a copy only when the generation moved,
+/// so the per-packet cost is one atomic load.
+#[derive(Debug, Default)]
+pub struct ClusterRelays {
+    generation: AtomicU64,
+    list: Mutex<Vec<(IpAddr, PortRange)>>,
+}
+
+impl ClusterRelays {
+    /// Replaces the list (IPv4-mapped addresses are taken as IPv4); a list equal to the current
+    /// one changes nothing.
+    pub fn set(&self, mut list: Vec<(IpAddr, PortRange)>) {
+        for (ip, _) in &mut list {
+            *ip = canonical(*ip);
+        }
+        list.sort_by_key(|(ip, r)| (*ip, r.first, r.last));
+        list.dedup();
+        let mut current = self.list.lock().unwrap_or_else(|p| p.into_inner());
+        if *current != list {
+            *current = list;
+            self.generation.fetch_add(1, Ordering::Release);
+        }
+    }
+
+    fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    fn snapshot(&self) -> (u64, Vec<(IpAddr, PortRange)>) {
+        let list = self.list.lock().unwrap_or_else(|p| p.into_inner());
+        (self.generation(), list.clone())
+    }
 }
 
 /// The outcome of [`PeerPolicy::check`], with the reason for the counters and the log.
@@ -223,6 +314,9 @@ impl PeerPolicy {
             return verdict;
         }
         let ip = canonical(peer.ip());
+        if self.cluster_relay(peer) == Some(true) && !self.denied.iter().any(|c| c.contains(ip)) {
+            return Verdict::Allowed;
+        }
         if self.is_own(ip) && !self.loopback_lifted(ip) {
             return Verdict::Denied(PeerRefusal::OwnListener);
         }
@@ -245,10 +339,63 @@ impl PeerPolicy {
         if let Some(verdict) = self.port_rules(peer, live) {
             return verdict;
         }
+        // The permission's IP passed rule 2a or rules 3-8: only the whole check says which
+        // applies to this port now (in range, it stops at rule 2a after the deny list).
+        if self.cluster_relay(peer).is_some() {
+            return self.check(peer, false);
+        }
         if relayed == Relayed::NotLive && !self.loopback_lifted(canonical(peer.ip())) {
             return Verdict::Denied(PeerRefusal::OwnListener);
         }
         Verdict::Allowed
+    }
+
+    /// Takes the current list of other nodes' relays if it changed, at `now_ms` on the core's
+    /// clock: IPs no longer listed stay, without ports, for [`CLUSTER_RELAY_MEMORY_MS`].
+    pub fn sync_cluster(&mut self, now_ms: u64) {
+        let Some(source) = &self.cluster.source else {
+            return;
+        };
+        if source.generation() == self.cluster.generation {
+            return;
+        }
+        let (generation, list) = source.snapshot();
+        let mut relays: Vec<ClusterRelay> = list
+            .iter()
+            .map(|&(ip, ports)| ClusterRelay {
+                ip,
+                ports: Some(ports),
+                gone_at: None,
+            })
+            .collect();
+        for old in &self.cluster.relays {
+            let listed = relays.iter().any(|r| r.ip == old.ip);
+            let gone_at = old.gone_at.unwrap_or(now_ms);
+            if !listed && now_ms.saturating_sub(gone_at) < CLUSTER_RELAY_MEMORY_MS {
+                relays.push(ClusterRelay {
+                    ip: old.ip,
+                    ports: None,
+                    gone_at: Some(gone_at),
+                });
+            }
+        }
+        self.cluster.relays = relays;
+        self.cluster.generation = generation;
+    }
+
+    /// Rule 2a: `None` when `peer`'s IP is not (and was not lately) another node's relay;
+    /// otherwise whether its port is in that node's current relay range.
+    fn cluster_relay(&self, peer: SocketAddr) -> Option<bool> {
+        if self.cluster.relays.is_empty() {
+            return None;
+        }
+        let ip = canonical(peer.ip());
+        let mut found = None;
+        for r in self.cluster.relays.iter().filter(|r| r.ip == ip) {
+            let in_range = r.ports.is_some_and(|p| p.contains(peer.port()));
+            found = Some(found.unwrap_or(false) || in_range);
+        }
+        found
     }
 
     /// Rules 1 and 2, the ones that depend on the port.

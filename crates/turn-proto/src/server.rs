@@ -392,6 +392,7 @@ impl Core {
         now: Millis,
         sockets: &mut impl RelaySockets,
     ) -> Action {
+        self.config.policy.sync_cluster(now.0);
         let Some(data) = buf.get(HEADROOM..HEADROOM + len) else {
             return Action::Nothing;
         };
@@ -560,6 +561,7 @@ impl Core {
         direction: &str,
         now: Millis,
     ) -> Option<Relayed> {
+        self.config.policy.sync_cluster(now.0);
         let relayed = self.config.relay.locate(peer);
         if let Verdict::Denied(reason) = self.config.policy.check_packet(peer, relayed) {
             if self.log.take(now) {

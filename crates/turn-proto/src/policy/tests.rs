@@ -331,6 +331,118 @@ fn per_packet_only_a_live_relayed_address_opens_a_relay_ip() {
     );
 }
 
+/// `host_policy` in a cluster whose other nodes have these relays, synced at `now_ms`.
+fn clustered(relays: &[(&str, &str)]) -> (PeerPolicy, std::sync::Arc<ClusterRelays>) {
+    let source = std::sync::Arc::new(ClusterRelays::default());
+    let mut p = host_policy();
+    p.cluster = ClusterPeers::new(source.clone());
+    set_relays(&mut p, &source, relays, 0);
+    (p, source)
+}
+
+fn set_relays(p: &mut PeerPolicy, source: &ClusterRelays, relays: &[(&str, &str)], now_ms: u64) {
+    source.set(
+        relays
+            .iter()
+            .map(|(ip, ports)| (ip.parse().expect("ip"), ports.parse().expect("range")))
+            .collect(),
+    );
+    p.sync_cluster(now_ms);
+}
+
+#[test]
+fn another_nodes_relay_range_is_a_peer_even_on_a_private_address_and_nothing_else_is() {
+    let (p, _) = clustered(&[("10.0.0.7", "49152-49999")]);
+    assert_eq!(p.check(addr("10.0.0.7:49152"), false), Verdict::Allowed);
+    assert_eq!(p.check(addr("10.0.0.7:49999"), false), Verdict::Allowed);
+    assert_eq!(
+        p.check(addr("10.0.0.7:22"), false),
+        Verdict::Denied(PeerRefusal::SpecialRange)
+    );
+    assert_eq!(
+        p.check(addr("10.0.0.8:49152"), false),
+        Verdict::Denied(PeerRefusal::SpecialRange)
+    );
+    assert_eq!(
+        p.check_packet(addr("10.0.0.7:49500"), Relayed::Elsewhere),
+        Verdict::Allowed
+    );
+    assert_eq!(
+        p.check_packet(addr("10.0.0.7:6379"), Relayed::Elsewhere),
+        Verdict::Denied(PeerRefusal::SpecialRange),
+        "a permission for the relay's IP opens no other port"
+    );
+    assert_eq!(
+        p.check(addr("10.0.0.7:3478"), false),
+        Verdict::Denied(PeerRefusal::OwnListener),
+        "our listener ports stay refused on every address"
+    );
+}
+
+#[test]
+fn a_node_on_this_host_is_a_peer_on_its_own_range_only() {
+    let (p, _) = clustered(&[("10.0.0.5", "41000-41999")]);
+    assert_eq!(p.check(addr("10.0.0.5:41000"), false), Verdict::Allowed);
+    assert_eq!(
+        p.check_packet(addr("10.0.0.5:41000"), Relayed::NotLive),
+        Verdict::Allowed
+    );
+    assert_eq!(
+        p.check(addr("10.0.0.5:40000"), false),
+        Verdict::Denied(PeerRefusal::OwnListener)
+    );
+    assert_eq!(
+        p.check_packet(addr("10.0.0.5:40000"), Relayed::NotLive),
+        Verdict::Denied(PeerRefusal::OwnListener)
+    );
+}
+
+#[test]
+fn denied_ranges_win_over_another_nodes_relay() {
+    let (mut p, _) = clustered(&[("10.0.0.7", "49152-49999")]);
+    p.denied = vec!["10.0.0.0/24".parse().expect("cidr")];
+    assert_eq!(
+        p.check(addr("10.0.0.7:49152"), false),
+        Verdict::Denied(PeerRefusal::DeniedRange)
+    );
+}
+
+#[test]
+fn a_node_that_left_opens_nothing_and_is_forgotten_once_its_permissions_are() {
+    let (mut p, source) = clustered(&[("10.0.0.7", "49152-49999")]);
+    set_relays(&mut p, &source, &[], 1_000);
+    assert_eq!(
+        p.check(addr("10.0.0.7:49152"), false),
+        Verdict::Denied(PeerRefusal::SpecialRange)
+    );
+    assert_eq!(
+        p.check_packet(addr("10.0.0.7:49152"), Relayed::Elsewhere),
+        Verdict::Denied(PeerRefusal::SpecialRange),
+        "a permission granted while it was a node relays nothing now"
+    );
+    set_relays(
+        &mut p,
+        &source,
+        &[("10.0.0.9", "1-2")],
+        1_000 + CLUSTER_RELAY_MEMORY_MS,
+    );
+    assert_eq!(
+        p.check_packet(addr("10.0.0.7:49152"), Relayed::Elsewhere),
+        Verdict::Allowed,
+        "forgotten: per packet the IP is back to what its permission passed"
+    );
+}
+
+#[test]
+fn a_single_node_has_no_cluster_rule() {
+    let mut p = host_policy();
+    p.sync_cluster(0);
+    assert_eq!(
+        p.check(addr("10.0.0.7:49152"), false),
+        Verdict::Denied(PeerRefusal::SpecialRange)
+    );
+}
+
 mod agreement {
     //! `check_packet` is `check` for every address whose IP could hold a permission.
     use super::*;
@@ -391,8 +503,24 @@ mod agreement {
 
     fn ports() -> Vec<u16> {
         vec![
-            53, 3478, 5349, 50_000, 50_001, LIVE_PORT, 50_099, 50_100, 65_535,
+            53, 3478, 5349, 50_000, 50_001, LIVE_PORT, 50_099, 50_100, 60_000, 60_050, 65_535,
         ]
+    }
+
+    /// Other nodes' relays: private, public, on this host's addresses, loopback.
+    fn cluster_relays() -> impl Strategy<Value = Vec<(&'static str, &'static str)>> {
+        prop::sample::subsequence(
+            vec![
+                ("10.0.0.6", "60000-60099"),
+                ("192.168.1.1", "50000-50001"),
+                ("93.184.216.34", "50100-50199"),
+                ("10.0.0.5", "60000-60099"),
+                ("127.0.0.1", "53-53"),
+                ("8.8.8.8", "60000-60099"),
+                ("fd00::1", "50000-50099"),
+            ],
+            0..4,
+        )
     }
 
     fn policies() -> impl Strategy<Value = PeerPolicy> {
@@ -423,15 +551,29 @@ mod agreement {
     }
 
     proptest! {
+        /// Also while other nodes come and go: for every IP that could hold a permission,
+        /// granted before the change or after it.
         #[test]
-        fn check_packet_agrees_with_check_on_every_permitted_ip(policy in policies()) {
+        fn check_packet_agrees_with_check_on_every_permitted_ip(
+            mut policy in policies(),
+            before in cluster_relays(),
+            after in cluster_relays(),
+        ) {
             let plan = plan();
-            for ip in ips() {
-                let permitted = ports().into_iter().any(|port| {
+            let permitted = |policy: &PeerPolicy, ip: IpAddr| {
+                ports().into_iter().any(|port| {
                     let peer = SocketAddr::new(ip, port);
                     policy.check(peer, plan.ours(peer).is_some()) == Verdict::Allowed
-                });
-                if !permitted {
+                })
+            };
+            let source = Arc::new(ClusterRelays::default());
+            policy.cluster = ClusterPeers::new(source.clone());
+            set_relays(&mut policy, &source, &before, 0);
+            let permitted_before: Vec<IpAddr> =
+                ips().into_iter().filter(|ip| permitted(&policy, *ip)).collect();
+            set_relays(&mut policy, &source, &after, 1_000);
+            for ip in ips() {
+                if !permitted_before.contains(&ip) && !permitted(&policy, ip) {
                     continue;
                 }
                 for port in ports() {
