@@ -153,9 +153,24 @@ async fn an_accepted_call_meets_in_a_private_room_that_refuses_everyone_else() {
     let joined_b = b.recv_type("joined").await;
     assert_eq!(
         joined_b["peers"],
-        json!([{"id": ida, "name": "Ann", "host": true}])
+        json!([{"id": ida, "name": "Ann"}]),
+        "a call's room has no host"
+    );
+    assert_eq!(
+        (&joined_a["host"], &joined_b["host"]),
+        (&json!(false), &json!(false))
     );
     a.recv_type("peer-joined").await;
+    // Neither side can lock the room, remove the other or end it for both.
+    for msg in [
+        json!({"type":"lock"}),
+        json!({"type":"remove","peer":idb}),
+        json!({"type":"end"}),
+    ] {
+        a.send(msg).await;
+        let e = a.expect_error("not-host").await;
+        assert_eq!(e["message"], "a direct call's room has no host");
+    }
 
     // A third joiner is refused even now, and signaling works between the two.
     c.send(json!({"type":"join","room":room,"token":acc_b["token"]}))
