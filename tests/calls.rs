@@ -153,9 +153,24 @@ async fn an_accepted_call_meets_in_a_private_room_that_refuses_everyone_else() {
     let joined_b = b.recv_type("joined").await;
     assert_eq!(
         joined_b["peers"],
-        json!([{"id": ida, "name": "Ann", "host": true}])
+        json!([{"id": ida, "name": "Ann"}]),
+        "a call's room has no host"
+    );
+    assert_eq!(
+        (&joined_a["host"], &joined_b["host"]),
+        (&json!(false), &json!(false))
     );
     a.recv_type("peer-joined").await;
+    // Neither side can lock the room, remove the other or end it for both.
+    for msg in [
+        json!({"type":"lock"}),
+        json!({"type":"remove","peer":idb}),
+        json!({"type":"end"}),
+    ] {
+        a.send(msg).await;
+        let e = a.expect_error("not-host").await;
+        assert_eq!(e["message"], "a direct call's room has no host");
+    }
 
     // A third joiner is refused even now, and signaling works between the two.
     c.send(json!({"type":"join","room":room,"token":acc_b["token"]}))
@@ -353,8 +368,10 @@ async fn a_call_survives_a_dropped_connection_that_resumes_within_the_grace() {
     a.recv_type("peer-joined").await;
     let resume = joined_b["resume"].clone();
 
-    // Bo's network drops; Ann's signal meanwhile is kept for him.
+    // Bo's network drops; Ann's signal meanwhile is kept for him (once the server has seen
+    // the drop: Ann, Bo and Cy were three connections).
     b.drop_without_close();
+    server.wait_for_metric("signalbox_ws_connections_active", 2.0);
     a.send(json!({"type":"signal","to":idb,"data":{"candidate":"x"}}))
         .await;
     let mut b = Ws::connect(&server).await;
@@ -362,6 +379,7 @@ async fn a_call_survives_a_dropped_connection_that_resumes_within_the_grace() {
         .await;
     let people = b.recv_type("people").await;
     assert_eq!(people["you"], idb);
+    assert_eq!(people["call"], call, "people names the call that goes on");
     let again = b.recv_type("call-accepted").await;
     assert_eq!((&again["call"], &again["room"]), (&json!(call), &room));
     b.send(json!({"type":"join","room":room,"token":again["token"]}))
@@ -379,6 +397,48 @@ async fn a_call_survives_a_dropped_connection_that_resumes_within_the_grace() {
     c.barrier().await;
     b.send(json!({"type":"signal","to":ida,"data":1})).await;
     assert_eq!(a.recv_type("signal").await["from"], idb);
+}
+
+#[tokio::test]
+async fn a_call_that_ended_while_one_side_was_away_is_told_when_it_resumes() {
+    let server = server();
+    let [(mut a, ida), (mut b, idb), _cy] = three(&server, "team").await;
+    let call = ring(&mut a, &mut b, &idb, &ida).await;
+    b.send(json!({"type":"accept","call":call})).await;
+    let acc_a = a.recv_type("call-accepted").await;
+    let acc_b = b.recv_type("call-accepted").await;
+    let room = acc_a["room"].clone();
+    a.send(json!({"type":"join","room":room,"token":acc_a["token"]}))
+        .await;
+    a.recv_type("joined").await;
+    b.send(json!({"type":"join","room":room,"token":acc_b["token"]}))
+        .await;
+    let resume = b.recv_type("joined").await["resume"].clone();
+    a.recv_type("peer-joined").await;
+
+    // Bo's network drops and Ann hangs up before he is back.
+    b.drop_without_close();
+    server.wait_for_metric("signalbox_ws_connections_active", 2.0);
+    a.send(json!({"type":"leave"})).await;
+    assert_eq!(a.recv_type("call-ended").await["call"], call);
+    let mut b = Ws::connect(&server).await;
+    b.send(json!({"type":"hello","space":"team","name":"Bo","resume":resume}))
+        .await;
+    let people = b.recv_type("people").await;
+    assert_eq!(people["you"], idb);
+    assert_eq!(people["call"], Value::Null, "people says Bo is in no call");
+    assert_eq!(
+        b.recv().await,
+        json!({"type":"call-ended","call":call}),
+        "the end of the call comes right after people"
+    );
+    // Told once: nothing else follows.
+    b.barrier().await;
+    // Bo is free to take a new call (once Ann has read the busy changes of the last one).
+    a.send(json!({"type":"ping"})).await;
+    while a.recv().await["type"] != "pong" {}
+    let again = ring(&mut a, &mut b, &idb, &ida).await;
+    assert_ne!(again, call);
 }
 
 #[tokio::test]

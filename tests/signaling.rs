@@ -365,6 +365,8 @@ async fn a_resume_within_the_grace_keeps_the_id_and_delivers_queued_signals() {
     let jb = b.join_named("res", "Bo").await;
     a.recv_type("peer-joined").await;
     b.drop_without_close();
+    // The signals below are kept for Bo only once the server has seen his connection go.
+    server.wait_for_metric("signalbox_ws_connections_active", 1.0);
 
     for n in 0..3 {
         a.send(json!({"type":"signal","to": id(&jb),"data": {"n": n}}))

@@ -946,9 +946,6 @@ export class Room extends EventTarget {
 // ---------------------------------------------------------------------------------------
 // Space: people and direct calls
 
-/** How long after a resumed `people` an accepted call must be announced again to go on. */
-const REANNOUNCE_WAIT_MS = 5000;
-
 /**
  * A space: everyone connected to it sees who else is online and can call them directly.
  *
@@ -989,7 +986,6 @@ export class Space extends EventTarget {
     this.current = null;
     /** The private room of the active call. @type {Room|null} */
     this.room = null;
-    this.reannounceTimer = null;
     const s = this.signaling;
     const on = (type, handler) => s.addEventListener(type, (e) => handler.call(this, e.detail));
     on('state', (d) => this.emit('state', d));
@@ -1110,14 +1106,14 @@ export class Space extends EventTarget {
     if (c && (c.state === 'calling' || c.state === 'ringing')) {
       // Back after a dropped connection: a ring does not wait for a resume, it is over.
       this.finish(c.outgoing ? 'call-cancelled' : 'call-missed', {});
-    } else if (c && msg.resumed) {
-      // An accepted call is announced again (`call-accepted`) right after `people`; a call
-      // that ended meanwhile is not, and nothing else will say so.
-      clearTimeout(this.reannounceTimer);
-      this.reannounceTimer = setTimeout(() => {
-        if (this.current === c) this.finish('call-ended', { byUs: false });
-      }, REANNOUNCE_WAIT_MS);
+    } else if (c && msg.resumed && c.id !== null && msg.call !== c.id) {
+      // `people` names the accepted call that goes on; ours is not it, so it ended while we
+      // were away (its `call-ended` may follow, or may have gone to the dropped socket).
+      if (this.room) this.room.close();
+      this.room = null;
+      this.finish('call-ended', { byUs: false });
     }
+    // When the call goes on, `call-accepted` follows and the room is joined again.
     this.you = typeof msg.you === 'string' ? msg.you : null;
     this.people.clear();
     for (const p of Array.isArray(msg.people) ? msg.people : []) {
@@ -1176,7 +1172,6 @@ export class Space extends EventTarget {
   onAccepted(msg) {
     const c = this.current;
     if (!c || !this.isThisCall(msg.call) || typeof msg.room !== 'string') return;
-    clearTimeout(this.reannounceTimer);
     const token = typeof msg.token === 'string' ? msg.token : null;
     if (c.state === 'active' && this.room) {
       // Repeated after our connection came back: resume the room; the connections stay.
@@ -1230,7 +1225,6 @@ export class Space extends EventTarget {
   finish(type, extra) {
     const c = this.current;
     if (!c) return;
-    clearTimeout(this.reannounceTimer);
     this.current = null;
     if (this.room) {
       this.room.close();

@@ -209,6 +209,9 @@ async fn run(mut rx: mpsc::Receiver<Command>, mut hub: Hub) {
                 hub.spaces.handle_timeout(now);
             }
         }
+        // Counters first, so a client that has a message never scrapes a count older than
+        // it; and again after the flush, which carries out room changes of the calls core.
+        hub.publish_gauges();
         hub.flush();
         hub.publish_gauges();
         let next =

@@ -321,6 +321,18 @@ impl ServerMessage {
         }
     }
 
+    /// Whether this tells how a call ended (`call-declined`, `call-cancelled`, `call-missed`,
+    /// `call-ended`).
+    pub fn ends_a_call(&self) -> bool {
+        matches!(
+            self,
+            ServerMessage::CallDeclined { .. }
+                | ServerMessage::CallCancelled { .. }
+                | ServerMessage::CallMissed { .. }
+                | ServerMessage::CallEnded { .. }
+        )
+    }
+
     /// The JSON text of this message.
     pub fn to_json(&self) -> String {
         // Serializing these types cannot fail: all map keys are strings and every value is

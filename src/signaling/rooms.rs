@@ -159,8 +159,10 @@ struct Entrant {
 #[derive(Debug)]
 struct Room {
     members: Vec<PeerId>,
-    /// `None` only between the room's creation and its first member.
+    /// `None` between the room's creation and its first member, and always in a hostless room.
     host: Option<PeerId>,
+    /// A direct call's private room: two people, neither of whom can lock, remove or end.
+    hostless: bool,
     locked: bool,
     /// Peers in the lobby, in arrival order (at most `max_waiting`).
     waiting: Vec<PeerId>,
@@ -450,6 +452,7 @@ impl Registry {
         self.rooms.entry(room).or_insert_with(|| Room {
             members: Vec::new(),
             host: None,
+            hostless: true,
             locked: false,
             waiting: Vec::new(),
             knocks: meeting::KnockBucket::new(now),
@@ -483,6 +486,7 @@ impl Registry {
                 let fresh = Room {
                     members: Vec::new(),
                     host: None,
+                    hostless: false,
                     // The Socket.IO vocabularies have no host to open a lobby.
                     locked: self.config.lock_new_rooms && !room.is_socketio(),
                     waiting: Vec::new(),
@@ -516,7 +520,7 @@ impl Registry {
             return false;
         }
         let id = entrant.id;
-        let takes_over = as_host || r.host.is_none();
+        let takes_over = !r.hostless && (as_host || r.host.is_none());
         let had_host = r.host.is_some();
         if takes_over {
             r.host = Some(id.clone());

@@ -158,6 +158,9 @@ struct Person {
     call: Option<CallId>,
     rings: RingBucket,
     blocked: HashSet<PeerId>,
+    /// How its last call ended, if that happened while it was away: told when it resumes, so
+    /// a client never has to guess whether the call it left behind is still on.
+    ended_while_away: Option<ServerMessage>,
 }
 
 /// People in arrival order; a space is bounded by `max_people`.
@@ -257,16 +260,19 @@ impl Spaces {
         let Some(id) = self.people_by_conn.remove(&conn) else {
             return;
         };
-        self.end_ringing(&id);
         if self.config.reconnect_grace.is_zero() {
+            self.end_ringing(&id);
             self.remove_person(&id);
             return;
         }
         let deadline = now + self.config.reconnect_grace;
         if let Some(p) = self.people.get_mut(&id) {
             p.presence = Presence::Away { deadline };
-            self.timers.push(Reverse((deadline, Timer::Away(id))));
+            self.timers
+                .push(Reverse((deadline, Timer::Away(id.clone()))));
         }
+        // Away first, so how the ring ends is kept for the resume, not sent to a closed socket.
+        self.end_ringing(&id);
     }
 
     /// The server cut `conn` off (it stopped reading): its person leaves at once.
@@ -367,6 +373,7 @@ impl Spaces {
                 call: None,
                 rings: RingBucket::new(self.config.ring_rate, now),
                 blocked: HashSet::new(),
+                ended_while_away: None,
             },
         );
         let people = People {
@@ -374,6 +381,7 @@ impl Spaces {
             you: id,
             people: others,
             resume: fresh.resume,
+            call: None,
         };
         self.send(conn, ServerMessage::People(Box::new(people)));
     }
@@ -385,6 +393,7 @@ impl Spaces {
         };
         let previous = std::mem::replace(&mut person.presence, Presence::Connected(conn));
         let (space, resume) = (person.space.clone(), person.resume.clone());
+        let ended = person.ended_while_away.take();
         self.people_by_conn.insert(conn, id.clone());
         if let Presence::Connected(old) = previous {
             self.people_by_conn.remove(&old);
@@ -396,8 +405,12 @@ impl Spaces {
             space,
             you: id.clone(),
             resume,
+            call: self.accepted_call_of(&id),
         };
         self.send(conn, ServerMessage::People(Box::new(people)));
+        if let Some(ended) = ended {
+            self.send(conn, ended);
+        }
         self.announce_call(&id);
     }
 
@@ -474,10 +487,16 @@ impl Spaces {
     }
 
     /// Space events go to connected people only: one that comes back gets `people` instead.
+    /// Sends to a connected person; of what an away person misses, only how a call of its
+    /// ended is kept (the last such message), for its resume.
     fn send_to_person(&mut self, to: &PeerId, msg: ServerMessage) {
-        if let Some(Presence::Connected(conn)) = self.people.get(to).map(|p| &p.presence) {
-            let conn = *conn;
-            self.send(conn, msg);
+        let Some(person) = self.people.get_mut(to) else {
+            return;
+        };
+        match person.presence {
+            Presence::Connected(conn) => self.send(conn, msg),
+            Presence::Away { .. } if msg.ends_a_call() => person.ended_while_away = Some(msg),
+            Presence::Away { .. } => {}
         }
     }
 

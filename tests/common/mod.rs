@@ -82,6 +82,25 @@ impl Server {
             .collect()
     }
 
+    /// Waits (up to 5 s) until `series` in `/metrics` reads `value`. After a client drops its
+    /// connection, `signalbox_ws_connections_active` going down says the server has seen it
+    /// go and told the signaling hub; until then, messages to that peer go to the dead
+    /// connection rather than being kept for its resume.
+    pub fn wait_for_metric(&self, series: &str, value: f64) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let now = self.metrics().get(series).copied();
+            if now == Some(value) {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{series} is {now:?}, not {value}, after 5 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Starts the binary with `config` (TOML text) and waits until it prints its `open` line.
     pub fn start(config: &str) -> Server {
         Self::start_with_args(config, &[])

@@ -119,6 +119,9 @@ pub struct People {
     /// Everyone else in the space, in the order they arrived.
     pub people: Vec<PersonInfo>,
     pub resume: ResumeToken,
+    /// The accepted call this person is in (`null` for none): after a resume, the state a
+    /// client checks its call against, whatever messages its dropped connection missed.
+    pub call: Option<CallId>,
 }
 
 /// To the callee: someone calls.
@@ -377,9 +380,11 @@ mod tests {
                         busy: true,
                     }],
                     resume: ResumeToken::new("tok"),
+                    call: None,
                 })),
                 json!({"type":"people","space":"s","you":"me",
-                       "people":[{"id":"p1","name":"Bo","busy":true}],"resume":"tok"}),
+                       "people":[{"id":"p1","name":"Bo","busy":true}],"resume":"tok",
+                       "call":null}),
             ),
             (
                 ServerMessage::PersonJoined {

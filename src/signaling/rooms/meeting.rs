@@ -209,6 +209,10 @@ impl Registry {
             return None;
         };
         let room = self.peers.get(&id).map(|p| p.room.clone())?;
+        if self.rooms.get(&room).is_some_and(|r| r.hostless) {
+            self.error(conn, ErrorCode::NotHost, "a direct call's room has no host");
+            return None;
+        }
         if self.rooms.get(&room).and_then(|r| r.host.as_ref()) != Some(&id) {
             self.error(conn, ErrorCode::NotHost, "only the room's host can do that");
             return None;

@@ -323,6 +323,13 @@ impl Spaces {
         self.announce_accepted(id);
     }
 
+    /// The accepted call `id` is in, if any.
+    pub(super) fn accepted_call_of(&self, id: &PeerId) -> Option<CallId> {
+        let call = self.people.get(id)?.call.clone()?;
+        let accepted = matches!(self.calls.get(&call)?.state, CallState::Accepted { .. });
+        accepted.then_some(call)
+    }
+
     /// `call-accepted` to `id` if it has an accepted call.
     pub(super) fn announce_accepted(&mut self, id: &PeerId) {
         let Some(call) = self.people.get(id).and_then(|p| p.call.clone()) else {

@@ -176,6 +176,7 @@ fn hello_lists_the_others_and_announces_the_newcomer() {
             busy: false,
         }],
         resume: ResumeToken::new("r2"),
+        call: None,
     };
     assert_eq!(sent(&out, 2), [ServerMessage::People(Box::new(people))]);
     let joined = PersonInfo {
@@ -677,6 +678,7 @@ fn a_resume_during_a_call_keeps_everything_and_announces_the_call_again() {
         panic!("no people");
     };
     assert_eq!((p.you.clone(), p.resume.as_str()), (pid(2), "r2"));
+    assert_eq!(p.call, Some(cid(1)), "people names the call that goes on");
     assert!(types(&out, 1).is_empty() && types(&out, 3).is_empty());
     assert!(b.at(60).is_empty(), "the old grace deadline is void");
     assert!(b.busy(2));
@@ -684,6 +686,46 @@ fn a_resume_during_a_call_keeps_everything_and_announces_the_call_again() {
         .s
         .admit_to_room(ConnId(12), &call_room(1), Some("b1"), None)
         .is_some_and(|r| r.is_ok()));
+}
+
+#[test]
+fn a_call_that_ended_while_away_is_told_on_resume_and_only_once() {
+    let mut b = Bench::new();
+    b.accepted_call();
+    b.s.entered_room(&call_room(1), &pid(1));
+    b.s.entered_room(&call_room(1), &pid(2));
+    let now = b.now();
+    b.s.disconnect(ConnId(2), now);
+    b.drain();
+    assert!(b.s.hang_up(ConnId(1)));
+    b.drain();
+    b.secs = 5;
+    let out = b.hello_req(12, "s", Some("r2"));
+    assert_eq!(types(&out, 12), ["people", "call-ended"]);
+    let ServerMessage::People(p) = &sent(&out, 12)[0] else {
+        panic!("no people");
+    };
+    assert_eq!(p.call, None);
+    assert!(!b.busy(2));
+    // A second resume has nothing left to tell.
+    let now = b.now();
+    b.s.disconnect(ConnId(12), now);
+    b.drain();
+    let out = b.hello_req(22, "s", Some("r2"));
+    assert_eq!(types(&out, 22), ["people"]);
+}
+
+#[test]
+fn a_ring_that_ended_with_the_dropped_callee_is_told_on_resume() {
+    let mut b = Bench::new();
+    b.hello(1, "s");
+    b.hello(2, "s");
+    b.call(1, 2);
+    let now = b.now();
+    b.s.disconnect(ConnId(2), now);
+    assert_eq!(types(&b.drain(), 1)[0], "call-missed");
+    let out = b.hello_req(12, "s", Some("r2"));
+    assert_eq!(types(&out, 12), ["people", "call-missed"]);
 }
 
 #[test]
