@@ -19,13 +19,20 @@ const ADMIN: &str = "admin-token-0123456789";
 /// A `redis-server` on `127.0.0.1:port` with no persistence; killed when dropped.
 struct Redis {
     port: u16,
+    /// More `redis-server` arguments (a password).
+    extra: Vec<String>,
     child: Option<Child>,
 }
 
 impl Redis {
     fn start() -> Redis {
+        Self::start_with(&[])
+    }
+
+    fn start_with(extra: &[&str]) -> Redis {
         let mut redis = Redis {
             port: named_port(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
             child: None,
         };
         redis.run();
@@ -41,19 +48,21 @@ impl Redis {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string()])
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server (Debian package redis-server; scripts/install-test-deps)");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !self.pong() {
+        while !self.answers() {
             assert!(Instant::now() < deadline, "redis-server did not start");
             std::thread::sleep(Duration::from_millis(20));
         }
     }
 
-    fn pong(&self) -> bool {
+    /// Whether the server answers PING (`+PONG`, or `-NOAUTH` with a password).
+    fn answers(&self) -> bool {
         let Ok(mut tcp) = TcpStream::connect(("127.0.0.1", self.port)) else {
             return false;
         };
@@ -61,7 +70,7 @@ impl Redis {
         let mut answer = [0u8; 7];
         tcp.write_all(b"PING\r\n").is_ok()
             && tcp.read_exact(&mut answer).is_ok()
-            && &answer == b"+PONG\r\n"
+            && (&answer == b"+PONG\r\n" || answer.starts_with(b"-NOAUTH"))
     }
 
     fn stop(&mut self) {
@@ -438,4 +447,145 @@ async fn relays_of_two_nodes_reach_each_other_on_their_ranges_and_nowhere_else_o
         metric(&a, "signalbox_cluster_nodes_alive") == Some(1.0)
     });
     assert_eq!(on_a.permission(relayed_b).code, Some(403));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_redis_password_comes_through_the_url_and_a_wrong_one_is_reported() {
+    let redis = Redis::start_with(&["--requirepass", "s3cret-pw"]);
+    let config = |url: &str| node_config(&redis, "node-a", "1s").replace(&redis.url(), url);
+    let port = redis.port;
+    let a = Server::start(&config(&format!("redis://:s3cret-pw@127.0.0.1:{port}")));
+    wait_for(
+        Duration::from_secs(5),
+        "registered with the password",
+        || metric(&a, "signalbox_cluster_nodes_alive") == Some(1.0),
+    );
+    assert!(
+        !a.stderr_text().contains("s3cret-pw"),
+        "the password is logged"
+    );
+
+    let b = Server::start(&config(&format!("redis://:wrong-pw@127.0.0.1:{port}")));
+    wait_for(Duration::from_secs(5), "refused for the password", || {
+        metric(&b, "signalbox_cluster_redis_up") == Some(0.0)
+            && metric(&b, "signalbox_cluster_heartbeat_failures_total").is_some_and(|n| n >= 1.0)
+    });
+    let (status, health) = get_json(&b, "/healthz?deep=1", None).await;
+    assert_eq!(status, 503, "{health}");
+    let message = cluster_check(&health)["message"].to_string();
+    assert!(message.contains("redis://:***@127.0.0.1"), "{message}");
+    assert!(!message.contains("wrong-pw"), "{message}");
+    assert!(
+        !b.stderr_text().contains("wrong-pw"),
+        "the password is logged"
+    );
+    assert_eq!(metric(&a, "signalbox_cluster_nodes_alive"), Some(1.0));
+}
+
+/// Starts the binary with `SSL_CERT_FILE` naming the roots it trusts (the system's roots are
+/// what `rediss://` checks the server against); waits for its `open` line.
+struct TrustingNode {
+    child: Child,
+    metrics: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl TrustingNode {
+    fn start(config: &str, roots: &std::path::Path) -> TrustingNode {
+        use std::io::BufRead;
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("config.toml"), config).expect("write config");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_signalbox"))
+            .arg("--config")
+            .arg(dir.path().join("config.toml"))
+            .current_dir(dir.path())
+            .env_remove("RUST_LOG")
+            .env("SSL_CERT_FILE", roots)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start signalbox");
+        let out = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+        let mut metrics = None;
+        for line in out.lines().map_while(Result::ok) {
+            if let Some(addr) = line.strip_prefix("signalbox: metrics listening on ") {
+                metrics = addr.trim().parse().ok();
+            }
+            if line.starts_with("signalbox: open ") {
+                break;
+            }
+        }
+        TrustingNode {
+            child,
+            metrics: metrics.expect("a metrics listener"),
+            _dir: dir,
+        }
+    }
+
+    fn metric(&self, name: &str) -> Option<f64> {
+        let mut tcp = TcpStream::connect(self.metrics).expect("metrics listener");
+        tcp.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .expect("request");
+        let mut text = String::new();
+        tcp.read_to_string(&mut text).expect("response");
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+    }
+}
+
+impl Drop for TrustingNode {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn tls_to_redis_comes_through_a_rediss_url() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let key = rcgen::KeyPair::generate().expect("key");
+    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".into()])
+        .expect("params")
+        .self_signed(&key)
+        .expect("certificate");
+    let (cert_file, key_file) = (dir.path().join("redis.pem"), dir.path().join("redis.key"));
+    std::fs::write(&cert_file, cert.pem()).expect("write certificate");
+    std::fs::write(&key_file, key.serialize_pem()).expect("write key");
+    let tls_port = named_port();
+    let path = |p: &std::path::Path| p.to_str().expect("utf-8 path").to_owned();
+    let redis = Redis::start_with(&[
+        "--tls-port",
+        &tls_port.to_string(),
+        "--tls-cert-file",
+        &path(&cert_file),
+        "--tls-key-file",
+        &path(&key_file),
+        "--tls-ca-cert-file",
+        &path(&cert_file),
+        "--tls-auth-clients",
+        "no",
+    ]);
+    let config = node_config(&redis, "node-tls", "1s")
+        .replace(&redis.url(), &format!("rediss://127.0.0.1:{tls_port}"));
+    let node = TrustingNode::start(&config, &cert_file);
+    wait_for(Duration::from_secs(5), "registered over TLS", || {
+        node.metric("signalbox_cluster_nodes_alive") == Some(1.0)
+    });
+
+    // The same server is not trusted with another certificate as the only root.
+    let other_key = rcgen::KeyPair::generate().expect("key");
+    let other = rcgen::CertificateParams::new(vec!["127.0.0.1".into()])
+        .expect("params")
+        .self_signed(&other_key)
+        .expect("certificate");
+    let other_roots = dir.path().join("other.pem");
+    std::fs::write(&other_roots, other.pem()).expect("write roots");
+    let untrusting = TrustingNode::start(&config.replace("node-tls", "node-other"), &other_roots);
+    wait_for(Duration::from_secs(5), "refused without trust", || {
+        untrusting
+            .metric("signalbox_cluster_heartbeat_failures_total")
+            .is_some_and(|n| n >= 1.0)
+    });
+    assert_eq!(untrusting.metric("signalbox_cluster_redis_up"), Some(0.0));
+    assert_eq!(node.metric("signalbox_cluster_nodes_alive"), Some(1.0));
 }
