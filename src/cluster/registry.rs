@@ -41,8 +41,11 @@ return {previous, alive}
 /// unless another process has taken its name since.
 pub const LEAVE_SCRIPT: &str = r#"
 local entry = redis.call('GET', KEYS[2])
-if entry and cjson.decode(entry)['instance'] ~= ARGV[2] then
-  return 0
+if entry then
+  local ok, node = pcall(cjson.decode, entry)
+  if ok and type(node) == 'table' and node['instance'] ~= ARGV[2] then
+    return 0
+  end
 end
 redis.call('DEL', KEYS[2])
 redis.call('SREM', KEYS[1], ARGV[1])
