@@ -263,15 +263,10 @@ impl AccessPolicy {
         token: Option<&str>,
         now: u64,
     ) -> Result<Option<Invite>, TokenError> {
-        match self {
-            AccessPolicy::Open => Ok(None),
-            AccessPolicy::Token(key) => {
-                let token = token.ok_or(TokenError::MissingForSpace)?;
-                match verify(key, token, &space_target(space), now) {
-                    Err(TokenError::OtherRoom) => Err(TokenError::OtherSpace),
-                    other => other.map(Some),
-                }
-            }
+        match self.check_join(&space_target(space), token, now) {
+            Err(TokenError::Missing) => Err(TokenError::MissingForSpace),
+            Err(TokenError::OtherRoom) => Err(TokenError::OtherSpace),
+            other => other,
         }
     }
 

@@ -76,6 +76,24 @@ async fn ring(caller: &mut Ws, callee: &mut Ws, callee_id: &str, caller_id: &str
     ringing["call"].as_str().expect("call id").to_owned()
 }
 
+/// Ann (`a`) rings Bo (`b`), he accepts, and both join the call's room: the call id, the room
+/// and Bo's resume token.
+async fn in_call(a: &mut Ws, b: &mut Ws, ida: &str, idb: &str) -> (String, Value, Value) {
+    let call = ring(a, b, idb, ida).await;
+    b.send(json!({"type":"accept","call":call})).await;
+    let acc_a = a.recv_type("call-accepted").await;
+    let acc_b = b.recv_type("call-accepted").await;
+    let room = acc_a["room"].clone();
+    a.send(json!({"type":"join","room":room,"token":acc_a["token"]}))
+        .await;
+    a.recv_type("joined").await;
+    b.send(json!({"type":"join","room":room,"token":acc_b["token"]}))
+        .await;
+    let resume = b.recv_type("joined").await["resume"].clone();
+    a.recv_type("peer-joined").await;
+    (call, room, resume)
+}
+
 #[tokio::test]
 async fn people_see_each_other_come_and_go() {
     let server = server();
@@ -354,19 +372,7 @@ async fn the_callee_dropping_misses_the_call_and_the_caller_dropping_cancels_it(
 async fn a_call_survives_a_dropped_connection_that_resumes_within_the_grace() {
     let server = server();
     let [(mut a, ida), (mut b, idb), (mut c, _)] = three(&server, "team").await;
-    let call = ring(&mut a, &mut b, &idb, &ida).await;
-    b.send(json!({"type":"accept","call":call})).await;
-    let acc_a = a.recv_type("call-accepted").await;
-    let acc_b = b.recv_type("call-accepted").await;
-    let room = acc_a["room"].clone();
-    a.send(json!({"type":"join","room":room,"token":acc_a["token"]}))
-        .await;
-    a.recv_type("joined").await;
-    b.send(json!({"type":"join","room":room,"token":acc_b["token"]}))
-        .await;
-    let joined_b = b.recv_type("joined").await;
-    a.recv_type("peer-joined").await;
-    let resume = joined_b["resume"].clone();
+    let (call, room, resume) = in_call(&mut a, &mut b, &ida, &idb).await;
 
     // Bo's network drops; Ann's signal meanwhile is kept for him (once the server has seen
     // the drop: Ann, Bo and Cy were three connections).
@@ -403,18 +409,7 @@ async fn a_call_survives_a_dropped_connection_that_resumes_within_the_grace() {
 async fn a_call_that_ended_while_one_side_was_away_is_told_when_it_resumes() {
     let server = server();
     let [(mut a, ida), (mut b, idb), _cy] = three(&server, "team").await;
-    let call = ring(&mut a, &mut b, &idb, &ida).await;
-    b.send(json!({"type":"accept","call":call})).await;
-    let acc_a = a.recv_type("call-accepted").await;
-    let acc_b = b.recv_type("call-accepted").await;
-    let room = acc_a["room"].clone();
-    a.send(json!({"type":"join","room":room,"token":acc_a["token"]}))
-        .await;
-    a.recv_type("joined").await;
-    b.send(json!({"type":"join","room":room,"token":acc_b["token"]}))
-        .await;
-    let resume = b.recv_type("joined").await["resume"].clone();
-    a.recv_type("peer-joined").await;
+    let (call, _, resume) = in_call(&mut a, &mut b, &ida, &idb).await;
 
     // Bo's network drops and Ann hangs up before he is back.
     b.drop_without_close();
