@@ -1065,6 +1065,9 @@ export class Space extends EventTarget {
       this.room.leave();
       this.room = null;
       this.finish('call-ended', { byUs: true });
+    } else if (c.state === 'accepting') {
+      // Accepted, not yet confirmed: hang up as soon as `call-accepted` arrives.
+      c.state = 'cancelling';
     } else if (c.outgoing) {
       this.cancel();
     } else if (c.state === 'ringing') {
@@ -1184,7 +1187,8 @@ export class Space extends EventTarget {
     this.signaling.joinRoom(msg.room, token);
     this.room = new Room({ signaling: this.signaling, localStream: c.localStream || new MediaStream() });
     if (hangUpAtOnce) {
-      // Accepted just as we cancelled: join, then hang up, so both sides end cleanly.
+      // Accepted just as we cancelled or hung up: join, then hang up, so both sides end
+      // cleanly.
       this.room.addEventListener('joined', () => this.hangUp(), { once: true });
       return;
     }
