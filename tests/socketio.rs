@@ -13,10 +13,9 @@ use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::Connector;
 
 use common::{base_config, Server};
-use ws_client::{tls_config, Stream, WAIT};
+use ws_client::{Stream, WAIT};
 
 const ADMIN: &str = "admin-token-0123456789";
 
@@ -48,22 +47,7 @@ impl Sio {
             server.addr("https")
         );
         let req = url.into_client_request().expect("request");
-        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
-        socket
-            .bind(std::net::SocketAddr::new(from, 0))
-            .expect("bind the client address");
-        let tcp = tokio::time::timeout(WAIT, socket.connect(server.addr("https")))
-            .await
-            .expect("connect in time")
-            .expect("TCP connects");
-        let connector = Connector::Rustls(tls_config(server));
-        let (ws, _) = tokio::time::timeout(
-            WAIT,
-            tokio_tungstenite::client_async_tls_with_config(req, tcp, None, Some(connector)),
-        )
-        .await
-        .expect("upgrade in time")
-        .expect("WebSocket connects");
+        let ws = ws_client::upgrade_from(server, from, req).await;
         let mut sio = Sio {
             ws,
             log: server.stderr.clone(),

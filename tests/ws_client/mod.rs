@@ -73,6 +73,18 @@ pub async fn connect_from(server: &Server, from: std::net::IpAddr) -> Ws {
         "origin",
         HeaderValue::from_str(&own_origin(server)).expect("origin header"),
     );
+    Ws {
+        stream: upgrade_from(server, from, req).await,
+    }
+}
+
+/// Sends the WebSocket upgrade `req` to the server's HTTPS port over TLS from the local address
+/// `from`, and returns the upgraded stream.
+pub async fn upgrade_from(
+    server: &Server,
+    from: std::net::IpAddr,
+    req: tokio_tungstenite::tungstenite::handshake::client::Request,
+) -> Stream {
     let socket = tokio::net::TcpSocket::new_v4().expect("socket");
     socket
         .bind(std::net::SocketAddr::new(from, 0))
@@ -89,7 +101,7 @@ pub async fn connect_from(server: &Server, from: std::net::IpAddr) -> Ws {
     .await
     .expect("upgrade in time")
     .expect("WebSocket connects");
-    Ws { stream }
+    stream
 }
 
 impl Ws {
