@@ -392,7 +392,6 @@ impl Core {
         now: Millis,
         sockets: &mut impl RelaySockets,
     ) -> Action {
-        self.config.policy.sync_cluster(now.0);
         let Some(data) = buf.get(HEADROOM..HEADROOM + len) else {
             return Action::Nothing;
         };
@@ -561,6 +560,8 @@ impl Core {
         direction: &str,
         now: Millis,
     ) -> Option<Relayed> {
+        // The cluster's relays are taken where the policy is consulted: here for data, in
+        // `create_permission` and `channel_bind` for requests (UDP and stream clients alike).
         self.config.policy.sync_cluster(now.0);
         let relayed = self.config.relay.locate(peer);
         if let Verdict::Denied(reason) = self.config.policy.check_packet(peer, relayed) {

@@ -123,6 +123,7 @@ impl Core {
         peers: &[SocketAddr],
         now: Millis,
     ) -> Outcome {
+        self.config.policy.sync_cluster(now.0);
         for &peer in peers {
             self.check_peer(id, peer)?;
         }
@@ -143,6 +144,7 @@ impl Core {
         body: request::ChannelBind,
         now: Millis,
     ) -> Outcome {
+        self.config.policy.sync_cluster(now.0);
         self.check_peer(id, body.peer)?;
         self.table.bind_channel(id, body.number, body.peer, now)?;
         Ok(Reply::Done)
