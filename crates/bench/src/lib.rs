@@ -10,6 +10,7 @@
 //! which holds on a noisy shared machine where throughput alone would not.
 
 pub mod client;
+pub mod cluster;
 pub mod forward;
 pub mod load;
 pub mod memory;
@@ -142,6 +143,28 @@ pub fn sibling_server() -> anyhow::Result<PathBuf> {
     Ok(server)
 }
 
+/// Spawns `command` so that the kernel kills it when the thread that spawned it ends: a
+/// benchmark stopped with Ctrl-C or killed leaves no server behind. Call it from the thread
+/// that outlives the child (the main thread).
+pub fn spawn_tied(command: &mut Command) -> std::io::Result<Child> {
+    use std::os::unix::process::CommandExt as _;
+    let parent = std::process::id() as libc::pid_t;
+    // SAFETY: prctl and getppid are async-signal-safe and touch no memory of the parent.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The parent may have died before prctl: then nobody would send the signal.
+            if libc::getppid() != parent {
+                return Err(std::io::Error::other("the benchmark exited"));
+            }
+            Ok(())
+        })
+    };
+    command.spawn()
+}
+
 /// A running server in a temporary directory; killed and cleaned up on drop.
 pub struct ServerProcess {
     child: Child,
@@ -169,15 +192,16 @@ impl ServerProcess {
              [metrics]\nlisten = \"\"\n\n{extra}\n"
         );
         std::fs::write(dir.join("config.toml"), config).context("write config")?;
-        let mut child = Command::new(binary)
-            .arg("--config")
-            .arg(dir.join("config.toml"))
-            .current_dir(&dir)
-            .env_remove("RUST_LOG")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .with_context(|| format!("cannot start {}", binary.display()))?;
+        let mut child = spawn_tied(
+            Command::new(binary)
+                .arg("--config")
+                .arg(dir.join("config.toml"))
+                .current_dir(&dir)
+                .env_remove("RUST_LOG")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit()),
+        )
+        .with_context(|| format!("cannot start {}", binary.display()))?;
         let out = child.stdout.take().context("server stdout")?;
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {

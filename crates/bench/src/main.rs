@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 
 use signalbox_bench::report::{self, Report};
 use signalbox_bench::workloads::{self, LimitArgs, MemoryArgs, StunArgs, TurnArgs};
-use signalbox_bench::{forward, net, signaling, Common};
+use signalbox_bench::{cluster, forward, net, signaling, Common};
 
 /// Reproducible figures for signalbox, against coturn and against the machine's ceiling.
 /// All traffic stays on loopback; every workload is bounded in count and time.
@@ -19,7 +19,8 @@ use signalbox_bench::{forward, net, signaling, Common};
 struct Cli {
     #[command(flatten)]
     common: Common,
-    /// The server executable for `signaling`; default: `signalbox` next to this program.
+    /// The server executable for `signaling` and `cluster`; default: `signalbox` next to this
+    /// program.
     #[arg(long, global = true, value_name = "PATH")]
     server: Option<PathBuf>,
     /// Where `signaling` writes its JSON report; default: `bench-signaling.json`.
@@ -42,6 +43,9 @@ enum Workload {
     Limit(LimitArgs),
     /// Idle RSS, RSS growth under an Allocate flood, RSS per live allocation.
     Memory(MemoryArgs),
+    /// Two or three nodes sharing a redis-server: cross-node signal latency and loss, join
+    /// rate across nodes, server CPU per signal, each next to both peers on one node.
+    Cluster(cluster::Args),
     /// Every workload above with the documented defaults.
     All,
     /// The reference forwarder process itself (started by `limit`).
@@ -94,6 +98,16 @@ fn main() -> ExitCode {
         Workload::Stun(a) => workloads::stun(a, common, &mut report),
         Workload::Limit(a) => workloads::limit(a, common, &mut report),
         Workload::Memory(a) => workloads::memory(a, common, &mut report),
+        Workload::Cluster(a) => {
+            let r = cluster::run(a, cli.server.as_deref(), common, &mut report);
+            if let Some(missing @ cluster::RedisError::NotInstalled(_)) =
+                r.as_ref().err().and_then(|e| e.downcast_ref())
+            {
+                eprintln!("signalbox-bench: {missing}");
+                return ExitCode::from(2);
+            }
+            r
+        }
         Workload::All => workloads::all(common, &mut report),
     };
     finish(result, report, common)

@@ -53,7 +53,7 @@ pub struct Args {
     pub connect_concurrency: usize,
 }
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+pub(crate) type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// Limits for one phase; beyond them the run fails instead of hanging.
 const PHASE_LIMIT: Duration = Duration::from_secs(300);
@@ -297,7 +297,7 @@ fn num_cpus() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
-fn load_average() -> Option<f64> {
+pub(crate) fn load_average() -> Option<f64> {
     std::fs::read_to_string("/proc/loadavg")
         .ok()?
         .split_whitespace()
@@ -329,7 +329,7 @@ async fn wait_for(
     Ok(())
 }
 
-fn tls_config(cert: &Path) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+pub(crate) fn tls_config(cert: &Path) -> anyhow::Result<Arc<rustls::ClientConfig>> {
     let cert = CertificateDer::from_pem_file(cert).context("server certificate")?;
     let mut roots = rustls::RootCertStore::empty();
     roots.add(cert).context("certificate as trust root")?;
@@ -482,7 +482,7 @@ async fn reading_while<F: std::future::Future>(ws: &mut Ws, until: F) -> anyhow:
     }
 }
 
-async fn next_text(ws: &mut Ws) -> anyhow::Result<String> {
+pub(crate) async fn next_text(ws: &mut Ws) -> anyhow::Result<String> {
     loop {
         let msg = tokio::time::timeout(PHASE_LIMIT, ws.next())
             .await
@@ -497,7 +497,7 @@ async fn next_text(ws: &mut Ws) -> anyhow::Result<String> {
 }
 
 /// The send time in a relayed signal, found without parsing the whole message.
-fn sent_at(text: &str) -> Option<u64> {
+pub(crate) fn sent_at(text: &str) -> Option<u64> {
     let rest = &text[text.find("\"t\":")? + 4..];
     let end = rest.find(|c: char| !c.is_ascii_digit())?;
     rest[..end].parse().ok()
