@@ -375,6 +375,8 @@ pub enum ErrorCode {
     UnknownPerson,
     /// `accept`, `decline` or `cancel` of a call that is not ringing for the sender.
     NotRinging,
+    /// `join` or `hello` while this node cannot reach the cluster's Redis.
+    Unavailable,
 }
 
 impl ErrorCode {
@@ -396,10 +398,11 @@ impl ErrorCode {
             ErrorCode::Removed => "removed",
             ErrorCode::UnknownPerson => "unknown-person",
             ErrorCode::NotRinging => "not-ringing",
+            ErrorCode::Unavailable => "unavailable",
         }
     }
 
-    pub const ALL: [ErrorCode; 15] = [
+    pub const ALL: [ErrorCode; 16] = [
         ErrorCode::BadRequest,
         ErrorCode::RoomFull,
         ErrorCode::NotJoined,
@@ -415,6 +418,7 @@ impl ErrorCode {
         ErrorCode::Removed,
         ErrorCode::UnknownPerson,
         ErrorCode::NotRinging,
+        ErrorCode::Unavailable,
     ];
 }
 

@@ -191,7 +191,8 @@ fn error_codes_have_their_documented_names() {
             "lobby-timeout",
             "removed",
             "unknown-person",
-            "not-ringing"
+            "not-ringing",
+            "unavailable"
         ]
     );
 }
