@@ -148,6 +148,14 @@ fn server_messages_serialize_as_documented() {
                "iceServers":[],"resume":"tok","host":false,"locked":true})
     );
     assert_eq!(ServerMessage::Pong.to_json(), r#"{"type":"pong"}"#);
+    let shutdown = ServerMessage::ServerShutdown {
+        grace_s: 30,
+        reconnect: false,
+    };
+    assert_eq!(
+        shutdown.to_json(),
+        r#"{"type":"server-shutdown","grace_s":30,"reconnect":false}"#
+    );
     assert_eq!(
         ServerMessage::PeerLeft {
             id: PeerId::new("a")
