@@ -1,8 +1,9 @@
-//! Peers lost with their node. In a cluster a room lives on one node, its home, while each
-//! member's connection may be held by another node; when that node dies, nobody can tell its
-//! peers' connections from dead ones for a grace, and nobody holds what was queued for them.
+//! Peers lost with their node. In a cluster a room lives on one node, its home, while a
+//! member's connection may be held by another node. When that node dies, its connections end
+//! with whatever was queued on them and none of them reports its end; the home is told
+//! instead, once per connection, through [`Registry::lose`].
 //!
-//! So a lost peer is not made *away* (as after a dropped connection) but removed at once: the
+//! A lost peer is not made *away* (as after a dropped connection) but removed at once: the
 //! others get `peer-left` (and `host-changed`), its place is freed, [`Registry::poll_removed`]
 //! reports it so that its TURN credentials are revoked, and signals for it are dropped. Only
 //! its resume token outlives it, for `reconnect_grace`: a `join` of the same room with it comes
