@@ -448,6 +448,8 @@ async fn drain_then_stop(
     grace: std::time::Duration,
 ) {
     use crate::metrics::METRICS;
+    // A cluster (`redis_url` set) has other nodes up: clients should move to one at once.
+    let reconnect = cluster.is_some();
     stop.await;
     let _ = drain.send(true);
     if let Some(switch) = turn {
@@ -456,7 +458,7 @@ async fn drain_then_stop(
     if let Some(cluster) = cluster {
         cluster.leave().await;
     }
-    hub.drain(grace).await;
+    hub.drain(grace, reconnect).await;
     info!("draining: no new joins or allocations; calls keep relaying for up to {grace:?}");
     let deadline = tokio::time::Instant::now() + grace;
     loop {

@@ -76,8 +76,9 @@ pub enum Command {
         peer: PeerId,
         ice_servers: serde_json::Value,
     },
-    /// The server drains: tell every connection, refuse joins from now on.
-    Drain { grace_s: u64 },
+    /// The server drains: tell every connection, refuse joins from now on. `reconnect`: other
+    /// nodes of the cluster are up, so clients should reconnect at once.
+    Drain { grace_s: u64, reconnect: bool },
     /// Report every room and its peers.
     Snapshot {
         reply: oneshot::Sender<Vec<super::rooms::RoomSnapshot>>,
@@ -110,10 +111,12 @@ impl HubHandle {
     }
 
     /// A connection id never used before.
-    /// Starts draining: every connection gets `server-shutdown`, joins get `shutting-down`.
-    pub async fn drain(&self, grace: std::time::Duration) -> bool {
+    /// Starts draining: every connection gets `server-shutdown` (with `reconnect`), joins get
+    /// `shutting-down`.
+    pub async fn drain(&self, grace: std::time::Duration, reconnect: bool) -> bool {
         self.send(Command::Drain {
             grace_s: grace.as_secs(),
+            reconnect,
         })
         .await
     }
@@ -327,11 +330,11 @@ impl Hub {
                     self.push_ice_servers_remote(&peer, ice_servers);
                 }
             }
-            Command::Drain { grace_s } => {
+            Command::Drain { grace_s, reconnect } => {
                 self.draining = true;
                 for link in self.links.values() {
                     if let Out::Local(out) = &link.out {
-                        let _ = out.try_send(ServerMessage::ServerShutdown { grace_s });
+                        let _ = out.try_send(ServerMessage::ServerShutdown { grace_s, reconnect });
                     }
                 }
             }

@@ -204,7 +204,10 @@ mod tests {
     use std::time::Duration;
 
     fn msg(n: u64) -> ServerMessage {
-        ServerMessage::ServerShutdown { grace_s: n }
+        ServerMessage::ServerShutdown {
+            grace_s: n,
+            reconnect: false,
+        }
     }
 
     #[test]

@@ -243,9 +243,11 @@ pub enum ServerMessage {
         message: String,
     },
     /// The server is going down: calls keep their relays for `grace_s` seconds, new joins are
-    /// refused; clients should reconnect (with back-off) to come back when it is up again.
+    /// refused. With `reconnect` (a node of a cluster, whose other nodes are up) clients should
+    /// reconnect and resume at once; without, with back-off until it is up again.
     ServerShutdown {
         grace_s: u64,
+        reconnect: bool,
     },
     /// The room is locked: this connection waits in the lobby under `id` until the host answers.
     Waiting {

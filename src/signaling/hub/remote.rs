@@ -430,7 +430,7 @@ impl Hub {
         held.sort();
         for conn in held {
             self.links.remove(&conn);
-            self.registry.evict(conn); // LOSE-PLACEHOLDER
+            self.registry.lose(conn, now);
             self.spaces.disconnect(conn, now);
         }
         let homed_there: Vec<ConnId> = self
