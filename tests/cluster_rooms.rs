@@ -3,6 +3,7 @@
 //! whichever node the test picks, as a balancer or DNS round robin would send them.
 mod common;
 mod redis_server;
+mod turn_raw;
 mod ws_client;
 
 use std::time::{Duration, Instant};
@@ -10,6 +11,7 @@ use std::time::{Duration, Instant};
 use common::{base_config, Server};
 use redis_server::Redis;
 use serde_json::{json, Value};
+use turn_raw::TurnClient;
 use ws_client::Ws;
 
 /// A node named `name` of the cluster on `redis`, with `rooms` as its `[rooms]` settings.
@@ -289,4 +291,112 @@ async fn a_direct_call_between_people_on_two_nodes() {
     assert_eq!(ann.recv_type("peer-left").await["id"], joined_bo["id"]);
     assert_eq!(ann.recv_type("call-ended").await["call"], call);
     assert_eq!(bo.recv_type("call-ended").await["call"], call);
+}
+
+/// The TURN username and password in `joined`.
+fn turn_credentials(joined: &Value) -> (String, String) {
+    let entry = joined["iceServers"]
+        .as_array()
+        .expect("iceServers")
+        .iter()
+        .find(|e| e.get("username").is_some())
+        .unwrap_or_else(|| panic!("no TURN entry in {joined}"))
+        .clone();
+    (
+        entry["username"].as_str().expect("username").to_owned(),
+        entry["credential"].as_str().expect("credential").to_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn credentials_of_a_peer_held_by_another_node_are_revoked_everywhere_when_it_leaves() {
+    let redis = Redis::start();
+    let (a, b) = two_nodes(&redis, "");
+    let (turn_a, turn_b) = (a.addr("turn-udp"), b.addr("turn-udp"));
+    let mut ann = Ws::connect(&a).await;
+    ann.join("creds").await;
+    // Bo's room lives on node-a; his credentials come from node-b, which holds him.
+    let mut bo = Ws::connect(&b).await;
+    let (user, pass) = turn_credentials(&bo.join("creds").await);
+    ann.recv_type("peer-joined").await;
+    let allocate = |server, user: &str, pass: &str| {
+        let mut client = TurnClient::new(server, user, pass);
+        let reply = client.allocate();
+        (client, reply)
+    };
+    let (mut on_b, reply) = allocate(turn_b, &user, &pass);
+    assert!(reply.is_success(), "{reply:?}");
+    let start = Instant::now();
+    let mut on_a = loop {
+        let (client, reply) = allocate(turn_a, &user, &pass);
+        if reply.is_success() {
+            break client;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(3),
+            "node-a still refuses Bo's credentials: {reply:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+
+    bo.send(json!({"type":"leave"})).await;
+    ann.recv_type("peer-left").await;
+    for (node, client) in [("node-a", &mut on_a), ("node-b", &mut on_b)] {
+        wait_for(
+            Duration::from_secs(3),
+            &format!("Bo's allocation on {node} closed"),
+            || client.refresh(600).code == Some(437),
+        );
+    }
+    for (node, turn) in [("node-a", turn_a), ("node-b", turn_b)] {
+        assert_eq!(
+            allocate(turn, &user, &pass).1.code,
+            Some(401),
+            "Bo's credentials still open allocations on {node}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_draining_nodes_rooms_move_and_the_other_nodes_clients_are_told_at_once() {
+    let redis = Redis::start();
+    let (a, b) = two_nodes(&redis, "");
+    let mut ann = Ws::connect(&a).await;
+    ann.join("moving").await;
+    let mut bo = Ws::connect(&b).await;
+    bo.join("moving").await;
+    ann.recv_type("peer-joined").await;
+    a.signal(libc::SIGTERM);
+    let shutdown = ann.recv_type("server-shutdown").await;
+    assert_eq!(shutdown["reconnect"], true, "{shutdown}");
+    let close = bo.recv_close().await.expect("a close frame");
+    assert_eq!(u16::from(close.code), 1012, "{close:?}");
+    // Node-a left the registry: the room starts again on node-b.
+    let mut bo = Ws::connect(&b).await;
+    assert_eq!(bo.join("moving").await["peers"], json!([]));
+    b.wait_for_metric("signalbox_rooms_active", 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_peer_whose_end_was_lost_with_redis_is_let_go_once_redis_is_back() {
+    let mut redis = Redis::start();
+    let (a, b) = two_nodes(&redis, "reconnect_grace = \"1s\"");
+    let mut ann = Ws::connect(&a).await;
+    ann.join("ghost").await;
+    let mut bo = Ws::connect(&b).await;
+    let bo_id = id(&bo.join("ghost").await);
+    ann.recv_type("peer-joined").await;
+
+    redis.stop();
+    wait_for(Duration::from_secs(10), "Redis seen down", || {
+        b.metrics().get("signalbox_cluster_redis_up") == Some(&0.0)
+    });
+    // Node-b cannot tell node-a that Bo's connection ended.
+    drop(bo);
+    b.wait_for_metric("signalbox_ws_connections_active", 0.0);
+    redis.run();
+    let left = tokio::time::timeout(Duration::from_secs(25), ann.recv_type("peer-left"))
+        .await
+        .expect("peer-left once node-b says whom it holds");
+    assert_eq!(left["id"], bo_id.as_str());
 }

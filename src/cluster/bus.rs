@@ -115,6 +115,12 @@ pub enum Body {
     Replaced { conn: u64 },
     /// Home → owner: this peer, whose credentials the owner handed out, is gone for good.
     Removed { room: String, peer: String },
+    /// Owner → home, now and then: every connection of the owner whose room or space lives on
+    /// the home. The home lets go of the owner's others (their `gone` was lost with Redis).
+    Held { conns: Vec<u64> },
+    /// Home → owner: this node drains, so the room or space moves: close the connection, and
+    /// its client joins again on a node that stays.
+    Moving { conn: u64 },
 }
 
 /// What reaches the hub from the cluster.

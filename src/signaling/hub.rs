@@ -110,7 +110,6 @@ impl HubHandle {
             .await
     }
 
-    /// A connection id never used before.
     /// Starts draining: every connection gets `server-shutdown` (with `reconnect`), joins get
     /// `shutting-down`.
     pub async fn drain(&self, grace: std::time::Duration, reconnect: bool) -> bool {
@@ -130,6 +129,7 @@ impl HubHandle {
         rx.await.ok()
     }
 
+    /// A connection id never used before.
     pub fn next_conn(&self) -> ConnId {
         ConnId(self.next_conn.fetch_add(1, Ordering::Relaxed))
     }
@@ -248,6 +248,8 @@ async fn run(
     let timer = tokio::time::sleep_until(super::limits::far_future(Instant::now()).into());
     tokio::pin!(timer);
     let mut armed: Option<Instant> = None;
+    let mut held = tokio::time::interval(remote::HELD_EVERY);
+    held.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             n = rx.recv_many(&mut batch, BATCH) => {
@@ -261,6 +263,7 @@ async fn run(
             Some(msg) = async { inbound.as_mut()?.recv().await }, if inbound.is_some() => {
                 hub.inbound(msg);
             }
+            _ = held.tick(), if inbound.is_some() => hub.send_held(),
             () = &mut timer, if armed.is_some() => {
                 armed = None;
                 let now = Instant::now();
@@ -332,6 +335,7 @@ impl Hub {
             }
             Command::Drain { grace_s, reconnect } => {
                 self.draining = true;
+                self.move_away();
                 for link in self.links.values() {
                     if let Out::Local(out) = &link.out {
                         let _ = out.try_send(ServerMessage::ServerShutdown { grace_s, reconnect });

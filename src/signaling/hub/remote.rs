@@ -57,7 +57,13 @@ pub(super) struct Remote {
     owned_peers: HashMap<PeerId, (RoomId, ConnId, Arc<str>)>,
     /// Instances found gone: what they still send is ignored.
     lost: HashSet<Arc<str>>,
+    /// The nodes this one has forwarded to: each hears now and then which connections it holds
+    /// for them ([`Body::Held`]).
+    homes: HashSet<Arc<str>>,
 }
+
+/// How often a node tells the nodes it forwards to which connections it holds for them.
+pub(super) const HELD_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Remote {
     pub fn new(bus: Bus) -> Remote {
@@ -67,6 +73,7 @@ impl Remote {
             homed_peers: HashMap::new(),
             owned_peers: HashMap::new(),
             lost: HashSet::new(),
+            homes: HashSet::new(),
         }
     }
 
@@ -182,8 +189,11 @@ impl Hub {
             ClientMessage::Leave | ClientMessage::Ping => room_home.or(space_home),
             ClientMessage::Signal { .. } | ClientMessage::Host(_) => room_home,
         };
-        match (target, &self.cluster) {
+        match (target, &mut self.cluster) {
             (Some(node), Some(cluster)) => {
+                if !cluster.homes.contains(&node) {
+                    cluster.homes.insert(node.clone());
+                }
                 let body = Body::Up {
                     conn: conn.0,
                     msg: route.raw.into(),
@@ -200,6 +210,9 @@ impl Hub {
             Inbound::Message(wire) => self.wire(wire),
             Inbound::NodesLost(nodes) => {
                 for node in nodes {
+                    if let Some(cluster) = &mut self.cluster {
+                        cluster.homes.remove(&node.0);
+                    }
                     self.node_lost(node);
                 }
             }
@@ -283,6 +296,31 @@ impl Hub {
                 let conn = ConnId(conn);
                 if self.is_homed_on(conn, &node) {
                     self.kill(conn, Kill::Replaced);
+                }
+            }
+            Body::Held { conns } => {
+                let held: HashSet<u64> = conns.into_iter().collect();
+                let mut gone = Vec::new();
+                cluster.conns.retain(|(i, c), local| {
+                    let keep = *i != inst || held.contains(c);
+                    if !keep {
+                        gone.push(*local);
+                    }
+                    keep
+                });
+                let now = Instant::now();
+                gone.sort();
+                for local in gone {
+                    debug!(node = %node, conn = local.0, "cluster: a connection's end was missed; letting it go");
+                    self.links.remove(&local);
+                    self.registry.disconnect(local, Vec::new(), now);
+                    self.spaces.disconnect(local, now);
+                }
+            }
+            Body::Moving { conn } => {
+                let conn = ConnId(conn);
+                if self.is_homed_on(conn, &node) {
+                    self.kill(conn, Kill::HomeLost);
                 }
             }
             Body::Removed { room, peer } => {
@@ -450,6 +488,39 @@ impl Hub {
         }
         for (peer, room) in orphans {
             self.tell(PeerEvent::Removed { room, peer });
+        }
+    }
+
+    /// Tells each node forwarded to which connections this node holds for it.
+    pub(super) fn send_held(&mut self) {
+        let Some(cluster) = &self.cluster else {
+            return;
+        };
+        for home in &cluster.homes {
+            let conns = self
+                .links
+                .iter()
+                .filter(|(_, l)| {
+                    matches!(l.out, Out::Local(_))
+                        && (l.room_home.as_ref() == Some(home)
+                            || l.space_home.as_ref() == Some(home))
+                })
+                .map(|(c, _)| c.0)
+                .collect();
+            cluster.bus.send(home, Body::Held { conns });
+        }
+    }
+
+    /// The drain: the clients of other nodes in rooms and spaces here are told to join again,
+    /// where the rooms will live from now on.
+    pub(super) fn move_away(&self) {
+        let Some(cluster) = &self.cluster else {
+            return;
+        };
+        for link in self.links.values() {
+            if let Out::Remote(rc) = &link.out {
+                cluster.bus.send(&rc.node, Body::Moving { conn: rc.conn });
+            }
         }
     }
 
