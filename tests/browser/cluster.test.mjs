@@ -221,7 +221,7 @@ test('two pages on two nodes see each other and decode video relayed from one no
   const aliceJoined = (await received(alice, 'joined')).msg;
   const bobJoined = (await received(bob, 'joined')).msg;
   assert.deepEqual(bobJoined.peers.map((p) => p.id), [aliceJoined.id], `Bob, on n2, finds Alice of n1 in the room: ${JSON.stringify(bobJoined.peers)}`);
-  await received(alice, 'peer-joined', { where: (m) => m.id === bobJoined.id });
+  await received(alice, 'peer-joined', { where: (m) => m.peer?.id === bobJoined.id });
   await remoteTiles(alice.page).filter({ hasText: 'Bob' }).waitFor();
   await remoteTiles(bob.page).filter({ hasText: 'Alice' }).waitFor();
 
@@ -252,7 +252,7 @@ test('two pages on two nodes see each other and decode video relayed from one no
 test('when the node of one page is killed, the other page sees that peer leave within node_timeout', { timeout: TEST_TIMEOUT_MS }, async (t) => {
   const { nodes: [, n2], people: [alice, bob] } = await callAcrossNodes(t);
   const bobId = (await received(bob, 'joined')).msg.id;
-  await received(alice, 'peer-joined', { where: (m) => m.id === bobId });
+  await received(alice, 'peer-joined', { where: (m) => m.peer?.id === bobId });
   await remoteTiles(alice.page).filter({ hasText: 'Bob' }).waitFor();
   await expectVideoFlowing(alice.page, { timeoutMs: 40000 });
 
