@@ -29,6 +29,9 @@ pub enum Kill {
     Overflow,
     /// Its peer was resumed on another connection.
     Replaced,
+    /// Its room or space lived on a node of the cluster that is gone: the client should
+    /// reconnect and join again.
+    HomeLost,
 }
 
 /// The queue already holds `capacity` messages; the one given was dropped.

@@ -409,6 +409,11 @@ impl Registry {
             .is_some_and(|p| &p.room == room)
     }
 
+    /// Whether `room` exists (it has members, or peers waiting in its lobby).
+    pub fn has_room(&self, room: &RoomId) -> bool {
+        self.rooms.contains_key(room)
+    }
+
     pub fn room_count(&self) -> usize {
         self.rooms.len()
     }
