@@ -154,18 +154,6 @@ async fn run(
         admit_space,
         events: issuer.is_some().then_some(events_tx),
     };
-    let extras = signaling::Extras {
-        calls: config.calls.clone(),
-        allowed_origins: config.http.allowed_origins.clone(),
-    };
-    let signaling = Signaling::start_with_hooks(
-        &config.rooms,
-        &extras,
-        &config.server.public_host,
-        https_addr,
-        hooks,
-        shutdown_rx.clone(),
-    );
     // A single node (no `redis_url`) never reaches the cluster code.
     let cluster = if config.cluster.enabled() {
         let identity = crate::cluster::Identity {
@@ -192,6 +180,19 @@ async fn run(
     } else {
         None
     };
+    let extras = signaling::Extras {
+        calls: config.calls.clone(),
+        allowed_origins: config.http.allowed_origins.clone(),
+        cluster: cluster.clone(),
+    };
+    let signaling = Signaling::start_with_hooks(
+        &config.rooms,
+        &extras,
+        &config.server.public_host,
+        https_addr,
+        hooks,
+        shutdown_rx.clone(),
+    );
     if let (Some(issuer), Some(turn)) = (&issuer, &turn) {
         let closer = turn.closer();
         let close: credentials::service::CloseUserFn =
@@ -447,6 +448,8 @@ async fn drain_then_stop(
     grace: std::time::Duration,
 ) {
     use crate::metrics::METRICS;
+    // A cluster (`redis_url` set) has other nodes up: clients should move to one at once.
+    let reconnect = cluster.is_some();
     stop.await;
     let _ = drain.send(true);
     if let Some(switch) = turn {
@@ -455,7 +458,7 @@ async fn drain_then_stop(
     if let Some(cluster) = cluster {
         cluster.leave().await;
     }
-    hub.drain(grace).await;
+    hub.drain(grace, reconnect).await;
     info!("draining: no new joins or allocations; calls keep relaying for up to {grace:?}");
     let deadline = tokio::time::Instant::now() + grace;
     loop {

@@ -267,7 +267,7 @@ pub struct Metrics {
     pub peers_active: Gauge,
     pub ws_connections_active: Gauge,
     pub joins: Counter,
-    pub signaling_errors: CounterVec<17>,
+    pub signaling_errors: CounterVec<18>,
     /// Direct calls by how they ended (the order of [`CALL_OUTCOMES`]).
     pub calls: CounterVec<6>,
     /// People in spaces (including those within the reconnect grace).
@@ -343,6 +343,7 @@ impl Metrics {
                     "removed",
                     "unknown-person",
                     "not-ringing",
+                    "unavailable",
                     "other",
                 ],
             ),

@@ -1,6 +1,7 @@
 //! `[cluster]` against the real binary: Debian's `redis-server` started on a free loopback port
 //! for each test (no persistence) and stopped when the test ends, and two signalbox nodes.
 mod common;
+mod redis_server;
 mod turn_raw;
 mod ws_client;
 
@@ -10,82 +11,12 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{base_config, named_port, run_cli, Server};
+use redis_server::Redis;
 use serde_json::{json, Value};
 use turn_raw::{Relayed, TurnClient};
 use ws_client::Ws;
 
 const ADMIN: &str = "admin-token-0123456789";
-
-/// A `redis-server` on `127.0.0.1:port` with no persistence; killed when dropped.
-struct Redis {
-    port: u16,
-    /// More `redis-server` arguments (a password).
-    extra: Vec<String>,
-    child: Option<Child>,
-}
-
-impl Redis {
-    fn start() -> Redis {
-        Self::start_with(&[])
-    }
-
-    fn start_with(extra: &[&str]) -> Redis {
-        let mut redis = Redis {
-            port: named_port(),
-            extra: extra.iter().map(|s| s.to_string()).collect(),
-            child: None,
-        };
-        redis.run();
-        redis
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    /// Starts the server on this port and waits until it answers PING.
-    fn run(&mut self) {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string()])
-            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .args(&self.extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server (Debian package redis-server; scripts/install-test-deps)");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !self.answers() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Whether the server answers PING (`+PONG`, or `-NOAUTH` with a password).
-    fn answers(&self) -> bool {
-        let Ok(mut tcp) = TcpStream::connect(("127.0.0.1", self.port)) else {
-            return false;
-        };
-        let _ = tcp.set_read_timeout(Some(Duration::from_secs(1)));
-        let mut answer = [0u8; 7];
-        tcp.write_all(b"PING\r\n").is_ok()
-            && tcp.read_exact(&mut answer).is_ok()
-            && (&answer == b"+PONG\r\n" || answer.starts_with(b"-NOAUTH"))
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
 
 fn node_config(redis: &Redis, name: &str, node_timeout: &str) -> String {
     node_config_with_relay_ports(redis, name, node_timeout, "40000-40999")

@@ -287,7 +287,10 @@ async fn on_sigterm_sockets_are_told_and_disconnected_when_the_drain_grace_ends(
     let signalled = Instant::now();
     server.signal(libc::SIGTERM);
     // base_config's drain_grace.
-    assert_eq!(a.event("server-shutdown").await, [json!({"grace_s": 2})]);
+    assert_eq!(
+        a.event("server-shutdown").await,
+        [json!({"grace_s": 2, "reconnect": false})]
+    );
     // Joins are refused while draining.
     assert_eq!(a.join("other").await, "error shutting-down");
     // A Socket.IO disconnect packet, so the client does not reconnect at once.

@@ -231,6 +231,8 @@ export class CallScreen {
     this.on(s, 'error', (e) => this.onServerError(e.detail));
     this.meeting.listen(s, this.listening.signal);
     this.on(s, 'server-shutdown', (e) => {
+      // Another node of the cluster takes over at once: the module reconnects by itself.
+      if (e.detail.reconnect === true) return;
       // Calls keep running over their current connections for the grace; signaling comes
       // back through the usual reconnect once the server is up again.
       const secs = Number(e.detail.grace_s) || 0;

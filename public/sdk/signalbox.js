@@ -36,9 +36,14 @@ const FATAL_CODES = new Set(['room-full', 'forbidden', 'unauthorized', 'declined
 const ENDING_CODES = new Set(['removed']);
 /** How long to wait before knocking again after the room's knock limit said no. */
 const KNOCK_RETRY_MS = 2000;
+/**
+ * After `server-shutdown` with `reconnect` (another node of a cluster is up), the reconnect
+ * waits a random delay up to this long, so that a node's clients do not all arrive at once.
+ */
+const MOVE_SPREAD_MS = 1000;
 /** Server messages passed on as events of the same name, as they are. */
 const FORWARDED = new Set([
-  'peer-joined', 'peer-left', 'signal', 'ice-servers', 'server-shutdown', 'knock', 'knock-withdrawn',
+  'peer-joined', 'peer-left', 'signal', 'ice-servers', 'knock', 'knock-withdrawn',
   'host-changed', 'room-locked', 'mute-request',
   'person-joined', 'person-left', 'person-busy', 'ring', 'ringing', 'call-accepted', 'call-declined',
   'call-busy', 'call-cancelled', 'call-missed', 'call-ended',
@@ -66,6 +71,8 @@ export function signalingUrl(server = globalThis.location ? globalThis.location.
  * queued. Signals sent while the socket is down are held (bounded) and flushed after a resumed
  * join; after a fresh join they are stale and dropped, because their peers were told we left.
  * In a locked room the server answers `join` with `waiting` until the host admits us.
+ * A `server-shutdown` with `reconnect: true` (a node of a cluster drains while others are up)
+ * makes it reconnect and resume within a second instead of waiting for the server to close.
  *
  * In a **space** (`space` given): the connection opens with `hello` and gets the people list;
  * it may then join one room at a time ({@link Signaling#joinRoom}, what {@link Space} does for
@@ -338,6 +345,10 @@ export class Signaling extends EventTarget {
         else this.stop();
         this.emit('ended', msg);
         break;
+      case 'server-shutdown':
+        this.emit('server-shutdown', msg);
+        if (msg.reconnect === true) this.moveSoon();
+        break;
       default:
         if (FORWARDED.has(msg.type)) this.emit(msg.type, msg);
         else console.warn(`signaling: ignoring unknown message type ${msg.type}`);
@@ -436,6 +447,25 @@ export class Signaling extends EventTarget {
     this.joinPending = false;
     this.roomAway = false;
     this.held = [];
+  }
+
+  /** Reconnects and resumes after a random delay of up to {@link MOVE_SPREAD_MS}. */
+  moveSoon() {
+    clearTimeout(this.retryTimer);
+    this.retryTimer = setTimeout(() => this.move(), Math.random() * MOVE_SPREAD_MS);
+  }
+
+  /** Leaves a draining node's socket (keeping our place, as a drop does) for a new one. */
+  move() {
+    if (this.stopped) return;
+    const ws = this.ws;
+    if (ws) {
+      this.ws = null;
+      ws.onclose = null;
+      clearInterval(this.pingTimer);
+      ws.close(1000, 'moving');
+    }
+    this.open();
   }
 
   scheduleReconnect() {

@@ -15,6 +15,7 @@
 //! backoff; each heartbeat that fails marks Redis as down (the node reports itself unhealthy)
 //! until one succeeds again, with no restart.
 
+pub mod bus;
 pub mod registry;
 pub mod turn;
 
@@ -25,12 +26,12 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use serde_json::json;
-use tokio::sync::watch;
-use tracing::{info, warn};
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, info, warn};
 
 use crate::config::{redact, Config};
 use crate::metrics::METRICS;
-use registry::{Load, NodeInfo, RelayAddress, View};
+use registry::{Departures, Load, NodeInfo, RelayAddress, View};
 
 /// Longest wait for a TCP (and TLS) connection to Redis.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -54,7 +55,15 @@ pub struct Cluster {
     notes: Option<turn::Publisher>,
     /// The TURN peer policy's list of other nodes' relays, with a TURN server.
     peer_relays: Option<Arc<signalbox_turn_proto::policy::ClusterRelays>>,
+    locate: redis::Script,
+    /// The signaling hub's end of the bus between nodes, until the hub takes it.
+    hub_link: Mutex<Option<bus::HubLink>>,
+    /// Where the nodes found gone are reported to the hub.
+    departures_tx: mpsc::Sender<bus::Inbound>,
 }
+
+/// Longest wait for Redis to name a room's home before the join is refused (`unavailable`).
+const LOCATE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What the last heartbeats found.
 #[derive(Debug, Clone)]
@@ -67,6 +76,7 @@ struct Status {
     /// The registry as the last successful heartbeat saw it.
     view: View,
     latency: Option<Duration>,
+    departures: Departures,
 }
 
 /// What a node knows about itself when it joins.
@@ -102,6 +112,14 @@ impl Cluster {
         let redis = ConnectionManager::new_lazy_with_config(client.clone(), manager)
             .context("cannot set up the Redis connection ([cluster] redis_url)")?;
         let instance = instance_id();
+        let name = cluster.node_name();
+        let (hub_link, departures_tx) = bus::start(
+            client.clone(),
+            redis.clone(),
+            name.as_str().into(),
+            instance.as_str().into(),
+            shutdown.clone(),
+        );
         let notes = identity.turn.map(|hooks| {
             turn::start(
                 client,
@@ -112,7 +130,7 @@ impl Cluster {
             )
         });
         let own = NodeInfo {
-            name: cluster.node_name(),
+            name,
             instance,
             version: env!("CARGO_PKG_VERSION").into(),
             public: identity.public,
@@ -140,10 +158,14 @@ impl Cluster {
                 last_error: None,
                 view: View::default(),
                 latency: None,
+                departures: Departures::default(),
             }),
             left: AtomicBool::new(false),
             notes,
             peer_relays: identity.peer_relays,
+            locate: redis::Script::new(bus::LOCATE_SCRIPT),
+            hub_link: Mutex::new(Some(hub_link)),
+            departures_tx,
         });
         METRICS.cluster_enabled.store(true, Ordering::Relaxed);
         info!(
@@ -157,6 +179,36 @@ impl Cluster {
     /// This node's name.
     pub fn node_name(&self) -> &str {
         &self.own.name
+    }
+
+    /// The signaling hub's end of the bus between nodes; `None` once taken.
+    pub fn take_hub_link(&self) -> Option<bus::HubLink> {
+        self.hub_link
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+    }
+
+    /// The node where `what` lives, claimed for this one if it has no live home. Fails while
+    /// Redis is unreachable (the last heartbeat failed) or does not answer within
+    /// [`LOCATE_TIMEOUT`]: the message says which, for the `unavailable` error.
+    pub async fn locate(&self, what: bus::Homed<'_>) -> Result<Arc<str>, String> {
+        if self.lock().redis_up == Some(false) {
+            return Err("this node cannot reach the cluster's Redis; try again shortly".into());
+        }
+        let mut redis = self.redis.clone();
+        let mut call = self.locate.prepare_invoke();
+        call.key(bus::home_key(what))
+            .arg(&self.own.name)
+            .arg(registry::NODE_KEY_PREFIX);
+        match tokio::time::timeout(LOCATE_TIMEOUT, call.invoke_async::<String>(&mut redis)).await {
+            Ok(Ok(home)) => Ok(home.into()),
+            Ok(Err(e)) => {
+                debug!("cluster: cannot locate {what:?}: {e}");
+                Err("the cluster's Redis did not answer; try again shortly".into())
+            }
+            Err(_) => Err("the cluster's Redis did not answer in time; try again shortly".into()),
+        }
     }
 
     /// Where credential notes go, with a TURN server.
@@ -284,6 +336,24 @@ impl Cluster {
         let mut s = self.lock();
         match outcome {
             Ok(view) => {
+                if s.redis_up == Some(false) {
+                    s.departures.forgive();
+                }
+                let gone = s.departures.update(&view, &self.own.instance);
+                if !gone.is_empty() {
+                    info!(nodes = ?gone, "cluster: nodes gone");
+                    let gone = gone
+                        .into_iter()
+                        .map(|(n, i)| (n.into(), i.into()))
+                        .collect();
+                    if self
+                        .departures_tx
+                        .try_send(bus::Inbound::NodesLost(gone))
+                        .is_err()
+                    {
+                        warn!("cluster: the signaling hub is not keeping up; a node departure was not passed on");
+                    }
+                }
                 if s.redis_up != Some(true) {
                     info!(node = %self.own.name, nodes = view.nodes.len(), "cluster: Redis at {} reached", self.redis_url);
                     s.redis_up = Some(true);

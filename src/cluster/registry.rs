@@ -143,6 +143,57 @@ pub fn other_relays(view: &View, own_instance: &str) -> Vec<(IpAddr, PortRange)>
     list
 }
 
+/// Which nodes have gone, from one heartbeat's view to the next, for the signaling of rooms that
+/// live on them or of connections they held. A node gone from one view may only have missed a
+/// beat (a Redis that restarted empty is filled again by the nodes' next heartbeats), so it
+/// counts as gone once it is missing from two views in a row; a name that comes back with
+/// another instance id is a restarted process, gone at once.
+#[derive(Debug, Clone, Default)]
+pub struct Departures {
+    /// Every other node seen, by name, with its instance id.
+    known: std::collections::HashMap<String, String>,
+    /// Known nodes missing from the last view.
+    missing: std::collections::HashSet<String>,
+}
+
+impl Departures {
+    /// Takes a successful heartbeat's view; returns the `(name, instance)` of nodes gone.
+    pub fn update(&mut self, view: &View, own_instance: &str) -> Vec<(String, String)> {
+        let now: std::collections::HashMap<&str, &str> = view
+            .nodes
+            .iter()
+            .filter(|n| n.instance != own_instance)
+            .map(|n| (n.name.as_str(), n.instance.as_str()))
+            .collect();
+        let mut gone = Vec::new();
+        let mut missing = std::collections::HashSet::new();
+        for (name, instance) in &self.known {
+            match now.get(name.as_str()) {
+                Some(i) if i == instance => {}
+                Some(_) => gone.push((name.clone(), instance.clone())),
+                None if self.missing.contains(name) => gone.push((name.clone(), instance.clone())),
+                None => {
+                    missing.insert(name.clone());
+                }
+            }
+        }
+        for (name, _) in &gone {
+            self.known.remove(name);
+        }
+        for (name, instance) in now {
+            self.known.insert(name.to_owned(), instance.to_owned());
+        }
+        self.missing = missing;
+        gone.sort();
+        gone
+    }
+
+    /// After Redis was unreachable: what was missing before may have beaten meanwhile.
+    pub fn forgive(&mut self) {
+        self.missing.clear();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -217,5 +268,52 @@ mod tests {
         let interval = heartbeat_interval(timeout);
         assert!(interval * 3 <= timeout);
         assert!(interval * 4 > timeout);
+    }
+
+    fn view(nodes: &[(&str, &str)]) -> View {
+        View {
+            nodes: nodes.iter().map(|(n, i)| node(n, i)).collect(),
+            ..View::default()
+        }
+    }
+
+    #[test]
+    fn a_node_is_gone_once_it_is_missing_from_two_views_in_a_row() {
+        let mut d = Departures::default();
+        assert!(d.update(&view(&[("a", "1"), ("b", "2")]), "1").is_empty());
+        assert!(d.update(&view(&[("a", "1")]), "1").is_empty());
+        // Back in time: a missed beat, not a departure.
+        assert!(d.update(&view(&[("a", "1"), ("b", "2")]), "1").is_empty());
+        assert!(d.update(&view(&[("a", "1")]), "1").is_empty());
+        assert_eq!(
+            d.update(&view(&[("a", "1")]), "1"),
+            vec![("b".to_owned(), "2".to_owned())]
+        );
+        // Reported once.
+        assert!(d.update(&view(&[("a", "1")]), "1").is_empty());
+    }
+
+    #[test]
+    fn a_restarted_node_is_gone_at_once_and_its_new_instance_known() {
+        let mut d = Departures::default();
+        d.update(&view(&[("a", "1"), ("b", "2")]), "1");
+        assert_eq!(
+            d.update(&view(&[("a", "1"), ("b", "3")]), "1"),
+            vec![("b".to_owned(), "2".to_owned())]
+        );
+        d.update(&view(&[("a", "1")]), "1");
+        assert_eq!(
+            d.update(&view(&[("a", "1")]), "1"),
+            vec![("b".to_owned(), "3".to_owned())]
+        );
+    }
+
+    #[test]
+    fn after_an_outage_a_missing_node_gets_another_beat() {
+        let mut d = Departures::default();
+        d.update(&view(&[("a", "1"), ("b", "2")]), "1");
+        d.update(&view(&[("a", "1")]), "1");
+        d.forgive();
+        assert!(d.update(&view(&[("a", "1")]), "1").is_empty());
     }
 }

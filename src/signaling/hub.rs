@@ -39,6 +39,8 @@ use super::rooms::{
 };
 use super::spaces::{self, CallCounts, FreshCall, FreshPerson, HelloRequest, Spaces, SpacesConfig};
 use super::{Hooks, PeerEvent};
+
+mod remote;
 use crate::metrics;
 use crate::ratelimit::{Buckets, Rate};
 use signalbox_turn_proto::policy::AddrKey;
@@ -61,6 +63,12 @@ pub enum Command {
     },
     /// A valid client message.
     Client { conn: ConnId, msg: ClientMessage },
+    /// A valid client message on a node of a cluster, with what routing it needs.
+    Routed {
+        conn: ConnId,
+        msg: ClientMessage,
+        route: Box<Route>,
+    },
     /// The connection ended; its outbox comes back so that unsent signals are not lost.
     Disconnect { conn: ConnId, out: ConnEnd },
     /// Send `{"type":"ice-servers"}` to a connected peer.
@@ -68,12 +76,23 @@ pub enum Command {
         peer: PeerId,
         ice_servers: serde_json::Value,
     },
-    /// The server drains: tell every connection, refuse joins from now on.
-    Drain { grace_s: u64 },
+    /// The server drains: tell every connection, refuse joins from now on. `reconnect`: other
+    /// nodes of the cluster are up, so clients should reconnect at once.
+    Drain { grace_s: u64, reconnect: bool },
     /// Report every room and its peers.
     Snapshot {
         reply: oneshot::Sender<Vec<super::rooms::RoomSnapshot>>,
     },
+}
+
+/// What a client message carries on a node of a cluster.
+#[derive(Debug)]
+pub struct Route {
+    /// The message as the client sent it, for a room or space that lives on another node.
+    pub raw: Box<str>,
+    /// For `join` and `hello`: the node where the room or space lives, or why Redis could not
+    /// tell (the answer is `unavailable`).
+    pub home: Option<Result<Arc<str>, String>>,
 }
 
 /// A cheap, cloneable way to talk to the hub.
@@ -91,11 +110,12 @@ impl HubHandle {
             .await
     }
 
-    /// A connection id never used before.
-    /// Starts draining: every connection gets `server-shutdown`, joins get `shutting-down`.
-    pub async fn drain(&self, grace: std::time::Duration) -> bool {
+    /// Starts draining: every connection gets `server-shutdown` (with `reconnect`), joins get
+    /// `shutting-down`.
+    pub async fn drain(&self, grace: std::time::Duration, reconnect: bool) -> bool {
         self.send(Command::Drain {
             grace_s: grace.as_secs(),
+            reconnect,
         })
         .await
     }
@@ -109,6 +129,7 @@ impl HubHandle {
         rx.await.ok()
     }
 
+    /// A connection id never used before.
     pub fn next_conn(&self) -> ConnId {
         ConnId(self.next_conn.fetch_add(1, Ordering::Relaxed))
     }
@@ -135,13 +156,15 @@ pub fn spawn(
     spaces: SpacesConfig,
     join_rate_per_ip: u32,
     hooks: Hooks,
+    cluster: Option<crate::cluster::bus::HubLink>,
 ) -> HubHandle {
     let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
+    let next_conn = Arc::new(AtomicU64::new(1));
     let rate = Rate {
         per_minute: join_rate_per_ip,
         burst: join_rate_per_ip,
     };
-    let hub = Hub {
+    let mut hub = Hub {
         registry: Registry::new(config),
         spaces: Spaces::new(spaces),
         links: HashMap::new(),
@@ -153,12 +176,15 @@ pub fn spawn(
         published_people: 0,
         published_calls: CallCounts::default(),
         draining: false,
+        cluster: None,
+        next_conn: next_conn.clone(),
     };
-    tokio::spawn(run(rx, hub));
-    HubHandle {
-        tx,
-        next_conn: Arc::new(AtomicU64::new(1)),
-    }
+    let inbound = cluster.map(|link| {
+        hub.cluster = Some(remote::Remote::new(link.bus));
+        link.inbound
+    });
+    tokio::spawn(run(rx, inbound, hub));
+    HubHandle { tx, next_conn }
 }
 
 struct Hub {
@@ -178,19 +204,52 @@ struct Hub {
     published_calls: CallCounts,
     /// Set by [`Command::Drain`]: joins are refused.
     draining: bool,
+    /// On a node of a cluster: rooms and spaces that live on other nodes.
+    cluster: Option<remote::Remote>,
+    /// The connection numbers, shared with [`HubHandle::next_conn`]: other nodes' connections
+    /// get theirs from here too.
+    next_conn: Arc<AtomicU64>,
 }
 
-/// What the hub keeps per connection: its outbox, and whom joins from it count against.
+/// What the hub keeps per connection: where its messages go, whom joins from it count against,
+/// and (on a node of a cluster) where its room and space live when that is another node.
 struct Link {
-    out: HubEnd,
-    address: AddrKey,
+    out: Out,
+    /// `None` for a connection of another node, whose own node counts its joins.
+    address: Option<AddrKey>,
+    room_home: Option<Arc<str>>,
+    space_home: Option<Arc<str>>,
 }
 
-async fn run(mut rx: mpsc::Receiver<Command>, mut hub: Hub) {
+/// Where a connection's messages go.
+enum Out {
+    Local(HubEnd),
+    /// A connection held by another node, whose room or space lives here.
+    Remote(remote::RemoteConn),
+}
+
+impl Link {
+    fn local(out: HubEnd, from: IpAddr) -> Link {
+        Link {
+            out: Out::Local(out),
+            address: Some(AddrKey::of(from)),
+            room_home: None,
+            space_home: None,
+        }
+    }
+}
+
+async fn run(
+    mut rx: mpsc::Receiver<Command>,
+    mut inbound: Option<mpsc::Receiver<crate::cluster::bus::Inbound>>,
+    mut hub: Hub,
+) {
     let mut batch = Vec::with_capacity(BATCH);
     let timer = tokio::time::sleep_until(super::limits::far_future(Instant::now()).into());
     tokio::pin!(timer);
     let mut armed: Option<Instant> = None;
+    let mut held = tokio::time::interval(remote::HELD_EVERY);
+    held.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             n = rx.recv_many(&mut batch, BATCH) => {
@@ -201,6 +260,10 @@ async fn run(mut rx: mpsc::Receiver<Command>, mut hub: Hub) {
                     hub.apply(cmd);
                 }
             }
+            Some(msg) = async { inbound.as_mut()?.recv().await }, if inbound.is_some() => {
+                hub.inbound(msg);
+            }
+            _ = held.tick(), if inbound.is_some() => hub.send_held(),
             () = &mut timer, if armed.is_some() => {
                 armed = None;
                 let now = Instant::now();
@@ -230,9 +293,9 @@ impl Hub {
     fn apply(&mut self, cmd: Command) {
         match cmd {
             Command::Connect { conn, out, from } => {
-                let address = AddrKey::of(from);
-                self.links.insert(conn, Link { out, address });
+                self.links.insert(conn, Link::local(out, from));
             }
+            Command::Routed { conn, msg, route } => self.routed(conn, msg, *route),
             Command::Client { conn, msg } => match msg {
                 ClientMessage::Join {
                     room,
@@ -256,18 +319,27 @@ impl Hub {
                 ClientMessage::Space(action) => self.space_action(conn, action),
             },
             Command::Disconnect { conn, out } => {
-                self.links.remove(&conn);
+                let link = self.links.remove(&conn);
+                let mut undelivered = out.drain();
+                if let Some(link) = link {
+                    self.left_homes(conn, &link, &mut undelivered);
+                }
                 let now = Instant::now();
-                self.registry.disconnect(conn, out.drain(), now);
+                self.registry.disconnect(conn, undelivered, now);
                 self.spaces.disconnect(conn, now);
             }
             Command::PushIceServers { peer, ice_servers } => {
-                self.registry.push_ice_servers(&peer, ice_servers);
+                if !self.registry.push_ice_servers(&peer, ice_servers.clone()) {
+                    self.push_ice_servers_remote(&peer, ice_servers);
+                }
             }
-            Command::Drain { grace_s } => {
+            Command::Drain { grace_s, reconnect } => {
                 self.draining = true;
+                self.move_away();
                 for link in self.links.values() {
-                    let _ = link.out.try_send(ServerMessage::ServerShutdown { grace_s });
+                    if let Out::Local(out) = &link.out {
+                        let _ = out.try_send(ServerMessage::ServerShutdown { grace_s, reconnect });
+                    }
                 }
             }
             Command::Snapshot { reply } => {
@@ -393,8 +465,22 @@ impl Hub {
 
     /// Sends `msg` to `conn` straight away (nothing is queued before it in the cores).
     fn reply(&mut self, conn: ConnId, msg: ServerMessage) {
-        if let Some(link) = self.links.get(&conn) {
-            let _ = link.out.try_send(msg);
+        let _ = self.send_out(conn, msg);
+    }
+
+    /// Puts `msg` in `conn`'s outbox, or sends it to the node that holds `conn`. `Err` when
+    /// the outbox is full; an unknown connection takes nothing.
+    fn send_out(&mut self, conn: ConnId, msg: ServerMessage) -> Result<(), Full> {
+        match self.links.get(&conn).map(|l| &l.out) {
+            Some(Out::Local(out)) => out.try_send(msg),
+            Some(Out::Remote(rc)) => {
+                let rc = rc.clone();
+                if let Some(cluster) = &mut self.cluster {
+                    cluster.down(&rc, &msg);
+                }
+                Ok(())
+            }
+            None => Ok(()),
         }
     }
 
@@ -433,7 +519,15 @@ impl Hub {
             match output {
                 spaces::Output::Send { conn, msg } => self.deliver(conn, msg),
                 spaces::Output::Close { conn } => self.kill(conn, Kill::Replaced),
-                spaces::Output::OpenRoom { room } => self.registry.open_room(room, Instant::now()),
+                spaces::Output::OpenRoom { room } => {
+                    // The call's two people join it from whichever node holds them.
+                    if let Some(cluster) = &self.cluster {
+                        cluster
+                            .bus
+                            .claim(crate::cluster::bus::Homed::Room(room.as_str()));
+                    }
+                    self.registry.open_room(room, Instant::now())
+                }
                 spaces::Output::CloseRoom { room, departing } => {
                     self.registry.close_room(&room, departing.as_ref())
                 }
@@ -446,8 +540,14 @@ impl Hub {
             match output {
                 Output::Send { conn, mut msg } => {
                     if let ServerMessage::Joined(j) = &mut msg {
-                        // A Socket.IO socket has TURN credentials of its own, from its connect.
-                        if !j.room.is_socketio() {
+                        // A Socket.IO socket has TURN credentials of its own, from its connect;
+                        // another node's connection gets them from that node.
+                        let remote = self.remote_owner(conn);
+                        if let Some(owner) = remote {
+                            if let Some(cluster) = &mut self.cluster {
+                                cluster.homed_peer(&j.id, owner);
+                            }
+                        } else if !j.room.is_socketio() {
                             j.ice_servers = (self.hooks.ice_servers)(&j.room, &j.id);
                             self.tell(PeerEvent::Issued {
                                 room: j.room.clone(),
@@ -470,13 +570,12 @@ impl Hub {
     /// Queues `msg` for `conn`; a full outbox cuts the client off (it stopped reading), and
     /// its peer and person leave at once.
     fn deliver(&mut self, conn: ConnId, msg: ServerMessage) {
-        let Some(link) = self.links.get(&conn) else {
-            return;
-        };
-        if let Err(Full) = link.out.try_send(msg) {
+        if let Err(Full) = self.send_out(conn, msg) {
             debug!(conn = conn.0, "outbound queue full; cutting the client off");
             self.kill(conn, Kill::Overflow);
-            self.links.remove(&conn);
+            if let Some(link) = self.links.remove(&conn) {
+                self.evicted_from_homes(conn, &link);
+            }
             self.registry.evict(conn);
             self.spaces.evict(conn);
         }
@@ -487,6 +586,16 @@ impl Hub {
     fn drain_removed(&mut self) {
         while let Some((room, peer)) = self.registry.poll_removed() {
             self.spaces.left_room(&room, &peer);
+            if let Some(cluster) = &mut self.cluster {
+                if !self.registry.has_room(&room) {
+                    cluster
+                        .bus
+                        .release(crate::cluster::bus::Homed::Room(room.as_str()));
+                }
+                if cluster.removed_remote_peer(&room, &peer) {
+                    continue;
+                }
+            }
             if !room.is_socketio() {
                 self.tell(PeerEvent::Removed { room, peer });
             }
@@ -504,28 +613,38 @@ impl Hub {
     /// Takes a join from the budget of `conn`'s address; when it is spent, answers
     /// `rate-limited` (the connection stays usable) and returns false.
     fn join_allowed(&mut self, conn: ConnId) -> bool {
-        let Some(link) = self.links.get(&conn) else {
-            return false;
+        let Some(address) = self.links.get(&conn).and_then(|l| l.address) else {
+            // Another node's connection: that node counted the join.
+            return self.links.contains_key(&conn);
         };
         let now_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        let Err(wait) = self.joins.take(&link.address, now_ms) else {
+        let Err(wait) = self.joins.take(&address, now_ms) else {
             return true;
         };
         METRICS.rate_limited.at(metrics::LIMITED_SIGNALING).inc();
-        let _ = link.out.try_send(ServerMessage::error(
-            ErrorCode::RateLimited,
-            format!(
-                "more than {} joins per minute from your address; join again in {} s",
-                self.joins.rate().per_minute,
-                wait.as_secs().max(1)
+        self.reply(
+            conn,
+            ServerMessage::error(
+                ErrorCode::RateLimited,
+                format!(
+                    "more than {} joins per minute from your address; join again in {} s",
+                    self.joins.rate().per_minute,
+                    wait.as_secs().max(1)
+                ),
             ),
-        ));
+        );
         false
     }
 
     fn kill(&mut self, conn: ConnId, why: Kill) {
-        if let Some(link) = self.links.get(&conn) {
-            link.out.kill(why);
+        match self.links.get(&conn).map(|l| &l.out) {
+            Some(Out::Local(out)) => out.kill(why),
+            Some(Out::Remote(rc)) => {
+                if let Some(cluster) = &self.cluster {
+                    cluster.replaced(rc);
+                }
+            }
+            None => {}
         }
     }
 

@@ -124,12 +124,14 @@ pub const AWAY_QUEUE_BYTES: usize = 256 * 1024;
 pub const MAX_BLOCKS: usize = 1000;
 
 /// What signaling is configured with besides `[rooms]`.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct Extras {
     /// `[calls]`.
     pub calls: CallsConfig,
     /// `[http] allowed_origins`: other origins whose pages may use `/ws`.
     pub allowed_origins: Vec<String>,
+    /// On a node of a cluster: the cluster, whose rooms and spaces may live on other nodes.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 /// The running signaling service: its hub and what the `/ws` route needs.
@@ -182,6 +184,7 @@ impl Signaling {
             },
             config.join_rate_per_ip,
             hooks,
+            extras.cluster.as_ref().and_then(|c| c.take_hub_link()),
         );
         let origins =
             OriginPolicy::new(public_host, https_addr).with_others(&extras.allowed_origins);
@@ -195,6 +198,7 @@ impl Signaling {
                 config.max_connections_per_ip,
             ),
             shutdown,
+            cluster: extras.cluster.clone(),
         };
         Signaling {
             state: ws::WsState {

@@ -29,6 +29,9 @@ pub enum Kill {
     Overflow,
     /// Its peer was resumed on another connection.
     Replaced,
+    /// Its room or space lived on a node of the cluster that is gone: the client should
+    /// reconnect and join again.
+    HomeLost,
 }
 
 /// The queue already holds `capacity` messages; the one given was dropped.
@@ -201,7 +204,10 @@ mod tests {
     use std::time::Duration;
 
     fn msg(n: u64) -> ServerMessage {
-        ServerMessage::ServerShutdown { grace_s: n }
+        ServerMessage::ServerShutdown {
+            grace_s: n,
+            reconnect: false,
+        }
     }
 
     #[test]

@@ -243,9 +243,11 @@ pub enum ServerMessage {
         message: String,
     },
     /// The server is going down: calls keep their relays for `grace_s` seconds, new joins are
-    /// refused; clients should reconnect (with back-off) to come back when it is up again.
+    /// refused. With `reconnect` (a node of a cluster, whose other nodes are up) clients should
+    /// reconnect and resume at once; without, with back-off until it is up again.
     ServerShutdown {
         grace_s: u64,
+        reconnect: bool,
     },
     /// The room is locked: this connection waits in the lobby under `id` until the host answers.
     Waiting {
@@ -311,6 +313,20 @@ pub enum ServerMessage {
     CallEnded {
         call: CallId,
     },
+    /// A message another node of a cluster made for this connection (its room or space lives
+    /// there), already in its wire form.
+    #[serde(skip)]
+    Relayed(Box<Relayed>),
+}
+
+/// A message made by another node, relayed as the JSON text that node wrote.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Relayed {
+    /// Its `type`, which the connection needs to follow its state (`joined`, `people`, …).
+    pub kind: String,
+    /// Its `code`, when it is an `error`.
+    pub code: Option<String>,
+    pub text: String,
 }
 
 impl ServerMessage {
@@ -335,6 +351,9 @@ impl ServerMessage {
 
     /// The JSON text of this message.
     pub fn to_json(&self) -> String {
+        if let ServerMessage::Relayed(r) = self {
+            return r.text.clone();
+        }
         // Serializing these types cannot fail: all map keys are strings and every value is
         // plain data or an already valid `RawValue`.
         serde_json::to_string(self).expect("server messages always serialize")
@@ -375,6 +394,8 @@ pub enum ErrorCode {
     UnknownPerson,
     /// `accept`, `decline` or `cancel` of a call that is not ringing for the sender.
     NotRinging,
+    /// `join` or `hello` while this node cannot reach the cluster's Redis.
+    Unavailable,
 }
 
 impl ErrorCode {
@@ -396,10 +417,11 @@ impl ErrorCode {
             ErrorCode::Removed => "removed",
             ErrorCode::UnknownPerson => "unknown-person",
             ErrorCode::NotRinging => "not-ringing",
+            ErrorCode::Unavailable => "unavailable",
         }
     }
 
-    pub const ALL: [ErrorCode; 15] = [
+    pub const ALL: [ErrorCode; 16] = [
         ErrorCode::BadRequest,
         ErrorCode::RoomFull,
         ErrorCode::NotJoined,
@@ -415,6 +437,7 @@ impl ErrorCode {
         ErrorCode::Removed,
         ErrorCode::UnknownPerson,
         ErrorCode::NotRinging,
+        ErrorCode::Unavailable,
     ];
 }
 

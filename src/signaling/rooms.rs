@@ -17,6 +17,10 @@
 //!   and the new one takes over.
 //! - `leave`, an eviction by the server, or the grace running out removes the peer: the others
 //!   get `peer-left`, the token becomes useless, and an empty room disappears.
+//! - A peer whose connection was held by a node that died ([`Registry::lose`]) is removed at
+//!   once as well, but its token stays good for `reconnect_grace`: a `join` of its room with it
+//!   comes back under the same id and name as a fresh member (`peer-joined` to the others,
+//!   past the lobby, within `max_peers`), making the room again if it ended; see [`lost`].
 //!
 //! Meeting rules (host, lobby, removal; the host's actions live in [`meeting`]):
 //! - A room has one host: the first peer of an empty room, or whoever joins with a host
@@ -28,6 +32,7 @@
 //!   and its invitation get `removed`.
 //! - A room ends with its last member (or the host's `end`); peers still waiting get `ended`.
 
+mod lost;
 mod meeting;
 
 use std::cmp::Reverse;
@@ -205,6 +210,11 @@ pub struct Registry {
     waiting_by_conn: HashMap<ConnId, PeerId>,
     /// Lobby deadlines; entries for peers no longer waiting are skipped when they expire.
     lobby_deadlines: BinaryHeap<Reverse<(Instant, PeerId)>>,
+    /// Peers lost with their node whose token may still bring them back.
+    lost: HashMap<PeerId, lost::Lost>,
+    lost_by_resume: HashMap<ResumeToken, PeerId>,
+    /// Lost tokens' deadlines; entries for peers that came back or were lost again are skipped.
+    lost_deadlines: BinaryHeap<Reverse<(Instant, PeerId)>>,
     outputs: VecDeque<Output>,
     /// Peers removed for good (left, evicted, or away past the grace), for the parts of the
     /// server that hold per-peer state elsewhere (TURN allocations made with its credentials).
@@ -224,12 +234,16 @@ impl Registry {
             waiting: HashMap::new(),
             waiting_by_conn: HashMap::new(),
             lobby_deadlines: BinaryHeap::new(),
+            lost: HashMap::new(),
+            lost_by_resume: HashMap::new(),
+            lost_deadlines: BinaryHeap::new(),
             outputs: VecDeque::new(),
             removed: VecDeque::new(),
         }
     }
 
-    /// `{"type":"join"}` on `conn`. `fresh` is used unless `resume` names a peer of the room.
+    /// `{"type":"join"}` on `conn`. `fresh` is used unless `resume` names a peer of the room
+    /// (one still there or away, or one lost with its node).
     /// The `joined` output carries an empty `iceServers`; the shell fills it in.
     pub fn join(&mut self, conn: ConnId, req: JoinRequest, fresh: FreshPeer, now: Instant) {
         if self.peers_by_conn.contains_key(&conn) || self.waiting_by_conn.contains_key(&conn) {
@@ -252,6 +266,10 @@ impl Registry {
             .filter(|id| self.peers.get(id).is_some_and(|p| p.room == req.room));
         if let Some(id) = resumable {
             self.resume(conn, id);
+            return;
+        }
+        if let Some(id) = req.resume.as_ref().and_then(|t| self.lost_in(&req.room, t)) {
+            self.return_lost(conn, id, now);
             return;
         }
         let admission = match req.admission {
@@ -364,10 +382,11 @@ impl Registry {
         }
     }
 
-    /// Removes away peers whose grace ended at or before `now`, and turns away peers that
-    /// waited in a lobby for `lobby_timeout`.
+    /// Removes away peers whose grace ended at or before `now`, forgets the tokens of lost
+    /// peers whose grace ended, and turns away peers that waited in a lobby for `lobby_timeout`.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.expire_lobby(now);
+        self.expire_lost(now);
         while let Some(Reverse((deadline, _))) = self.away_deadlines.peek() {
             if *deadline > now {
                 break;
@@ -388,7 +407,10 @@ impl Registry {
     pub fn poll_timeout(&self) -> Option<Instant> {
         let away = self.away_deadlines.peek().map(|Reverse((d, _))| *d);
         let lobby = self.lobby_deadlines.peek().map(|Reverse((d, _))| *d);
-        away.into_iter().chain(lobby).min()
+        away.into_iter()
+            .chain(lobby)
+            .chain(self.next_lost_deadline())
+            .min()
     }
 
     pub fn poll_output(&mut self) -> Option<Output> {
@@ -401,12 +423,18 @@ impl Registry {
         self.removed.pop_front()
     }
 
-    /// Whether a `join` of `room` with `resume` would get an existing peer back.
+    /// Whether a `join` of `room` with `resume` would get an existing or a lost peer back.
     pub fn is_resumable(&self, room: &RoomId, resume: &ResumeToken) -> bool {
         self.peers_by_resume
             .get(resume)
             .and_then(|id| self.peers.get(id))
             .is_some_and(|p| &p.room == room)
+            || self.lost_in(room, resume).is_some()
+    }
+
+    /// Whether `room` exists (it has members, or peers waiting in its lobby).
+    pub fn has_room(&self, room: &RoomId) -> bool {
+        self.rooms.contains_key(room)
     }
 
     pub fn room_count(&self) -> usize {
@@ -461,8 +489,10 @@ impl Registry {
     }
 
     /// Deletes `room` (a direct call's, when the call ended): `departing` leaves it first, so
-    /// the others get `peer-left`; everyone else is then removed for good without a message.
+    /// the others get `peer-left`; everyone else is then removed for good without a message,
+    /// and peers lost from it cannot come back.
     pub fn close_room(&mut self, room: &RoomId, departing: Option<&PeerId>) {
+        self.forget_lost_of(room);
         if let Some(id) =
             departing.filter(|id| self.peers.get(*id).is_some_and(|p| &p.room == room))
         {
@@ -483,17 +513,7 @@ impl Registry {
         let locked = match self.rooms.get(&room) {
             Some(r) => r.locked,
             None => {
-                let fresh = Room {
-                    members: Vec::new(),
-                    host: None,
-                    hostless: false,
-                    // The Socket.IO vocabularies have no host to open a lobby.
-                    locked: self.config.lock_new_rooms && !room.is_socketio(),
-                    waiting: Vec::new(),
-                    knocks: meeting::KnockBucket::new(now),
-                    barred: Barred::default(),
-                };
-                self.rooms.insert(room.clone(), fresh);
+                self.create_room(room.clone(), now);
                 false
             }
         };
@@ -505,6 +525,21 @@ impl Registry {
             // Only with a `max_peers` of 0: a room nobody could enter is not kept.
             self.rooms.remove(&room);
         }
+    }
+
+    /// Creates `room` empty, without a host yet; locked if new rooms are.
+    fn create_room(&mut self, room: RoomId, now: Instant) {
+        let fresh = Room {
+            members: Vec::new(),
+            host: None,
+            hostless: false,
+            // The Socket.IO vocabularies have no host to open a lobby.
+            locked: self.config.lock_new_rooms && !room.is_socketio(),
+            waiting: Vec::new(),
+            knocks: meeting::KnockBucket::new(now),
+            barred: Barred::default(),
+        };
+        self.rooms.insert(room, fresh);
     }
 
     /// Makes `entrant` a member of the existing `room` (host when `as_host`, or when the room

@@ -48,6 +48,8 @@ pub mod close_code {
     pub const POLICY: u16 = 1008;
     pub const TOO_BIG: u16 = 1009;
     pub const INTERNAL: u16 = 1011;
+    /// The node holding this connection's room went away: reconnect and join again.
+    pub const SERVICE_RESTART: u16 = 1012;
     /// The peer was resumed on another connection.
     pub const REPLACED: u16 = 4000;
 }
@@ -69,6 +71,8 @@ pub struct Settings {
     pub origins: OriginPolicy,
     pub caps: Arc<ConnectionCaps>,
     pub shutdown: watch::Receiver<bool>,
+    /// On a node of a cluster: where rooms and spaces live.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 #[derive(Clone)]
@@ -146,6 +150,8 @@ enum End {
     Protocol,
     InvalidUtf8,
     Replaced,
+    /// The node where its room or space lived is gone.
+    HomeLost,
     Shutdown,
     HubGone,
 }
@@ -270,8 +276,11 @@ impl Connection {
         let reply = match msg {
             Message::Text(text) => match self.on_text(&text) {
                 Ok(Some(msg)) => {
-                    return (!self.hub.send(Command::Client { conn: self.id, msg }).await)
-                        .then_some(End::HubGone)
+                    let cmd = match &self.settings.cluster {
+                        None => Command::Client { conn: self.id, msg },
+                        Some(cluster) => routed(cluster, self.id, msg, text.as_str()).await,
+                    };
+                    return (!self.hub.send(cmd).await).then_some(End::HubGone);
                 }
                 Ok(None) => return None,
                 Err(reply) => reply,
@@ -390,6 +399,34 @@ impl Joined {
     }
 }
 
+/// A client message on a node of a cluster: with its text, and for `join` and `hello` the
+/// node where the room or space lives (asked of Redis, which this connection waits for, so
+/// that its next messages follow in order).
+async fn routed(
+    cluster: &crate::cluster::Cluster,
+    conn: ConnId,
+    msg: ClientMessage,
+    text: &str,
+) -> Command {
+    use crate::cluster::bus::Homed;
+    let home = match &msg {
+        ClientMessage::Join { room, .. } => Some(cluster.locate(Homed::Room(room.as_str())).await),
+        ClientMessage::Space(SpaceAction::Hello { space, .. }) => {
+            Some(cluster.locate(Homed::Space(space.as_str())).await)
+        }
+        _ => None,
+    };
+    let route = super::hub::Route {
+        raw: text.into(),
+        home,
+    };
+    Command::Routed {
+        conn,
+        msg,
+        route: Box::new(route),
+    }
+}
+
 /// Serializes an outbound message, noting when the connection has joined.
 fn to_frame(msg: ServerMessage, joined: &mut Joined) -> Message {
     METRICS.ws_messages.at(1).inc();
@@ -408,6 +445,22 @@ fn to_frame(msg: ServerMessage, joined: &mut Joined) -> Message {
                 c.inc();
             }
         }
+        ServerMessage::Relayed(r) => match r.kind.as_str() {
+            "joined" => {
+                joined.room = true;
+                METRICS.joins.inc();
+            }
+            "waiting" => joined.room = true,
+            "people" => joined.space = true,
+            "call-ended" => joined.room = false,
+            "error" => {
+                let errors = &METRICS.signaling_errors;
+                if let Some(c) = r.code.as_deref().and_then(|code| errors.by_name(code)) {
+                    c.inc();
+                }
+            }
+            _ => {}
+        },
         _ => {}
     }
     Message::Text(Utf8Bytes::from(msg.to_json()))
@@ -435,6 +488,7 @@ fn killed(why: Option<Kill>) -> End {
     match why {
         Some(Kill::Overflow) => End::NotReading,
         Some(Kill::Replaced) => End::Replaced,
+        Some(Kill::HomeLost) => End::HomeLost,
         None => End::HubGone,
     }
 }
@@ -476,6 +530,10 @@ async fn close(socket: &mut WebSocket, end: End, max_message_bytes: usize) {
         ),
         End::PingFlood => frame(POLICY, "pings beyond the message rate".into()),
         End::Replaced => frame(REPLACED, "resumed on another connection".into()),
+        End::HomeLost => frame(
+            SERVICE_RESTART,
+            "the node of your room went away; reconnect".into(),
+        ),
         End::HubGone => frame(INTERNAL, "signaling stopped".into()),
         // The client's close is answered by the WebSocket layer; flushing sends the answer.
         End::ClientClosed => None,

@@ -278,8 +278,9 @@ impl SocketTask {
                 None => debug!(sid = %self.socket.id, "a signal that is no Socket.IO event"),
             },
             ServerMessage::Error { code, message } => self.refused(code, &message),
-            ServerMessage::ServerShutdown { grace_s } => {
-                self.emit(SHUTDOWN_EVENT, &json!({ "grace_s": grace_s }));
+            ServerMessage::ServerShutdown { grace_s, reconnect } => {
+                let event = json!({ "grace_s": grace_s, "reconnect": reconnect });
+                self.emit(SHUTDOWN_EVENT, &event);
             }
             // Meeting messages (host, lobby, TURN renewal through the room) do not occur in
             // rooms of this endpoint, and `pong` answers a ping no socket sends.

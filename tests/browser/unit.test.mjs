@@ -1,11 +1,11 @@
 // The app's pure modules, run directly in node: room and space names, the statistics summary,
-// and the client module's address helper.
+// the client module's address helper, and its reaction to a draining server (on a fake socket).
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomRoomName, isValidRoom, parseRoomInput, roomFromPath, spaceFromPath, tokenFromHash, ROOM_NAME_BITS } from '../../public/js/names.js';
 import { summarize, describePath, formatBitrate } from '../../public/js/stats.js';
-import { signalingUrl } from '../../public/sdk/signalbox.js';
+import { signalingUrl, Signaling } from '../../public/sdk/signalbox.js';
 
 test('random room names are readable and valid under the protocol rule', () => {
   const names = new Set();
@@ -103,4 +103,76 @@ test('the client module finds the signaling endpoint of a server by its origin',
   assert.equal(signalingUrl('https://calls.example.org:8443/some/page'), 'wss://calls.example.org:8443/ws');
   assert.equal(signalingUrl('https://[::1]:8443'), 'wss://[::1]:8443/ws');
   assert.equal(signalingUrl('http://localhost:8080'), 'ws://localhost:8080/ws');
+});
+
+/** A WebSocket the test drives by hand: it records what the client sends and closes. */
+class FakeSocket {
+  static OPEN = 1;
+  static made = [];
+  constructor(url) {
+    this.url = url;
+    this.readyState = 0;
+    this.sent = [];
+    this.closedWith = null;
+    FakeSocket.made.push(this);
+  }
+  send(text) {
+    this.sent.push(JSON.parse(text));
+  }
+  close(code) {
+    this.closedWith = code;
+    this.readyState = 3;
+  }
+  accept() {
+    this.readyState = FakeSocket.OPEN;
+    this.onopen();
+  }
+  receive(msg) {
+    this.onmessage({ data: JSON.stringify(msg) });
+  }
+}
+
+/** A `Signaling` in room `r` on a fake socket, joined as `p1` with resume token `tok`. */
+function joinedOnFake(t) {
+  t.mock.timers.enable({ apis: ['setTimeout', 'setInterval'] });
+  FakeSocket.made = [];
+  const saved = globalThis.WebSocket;
+  globalThis.WebSocket = FakeSocket;
+  t.after(() => {
+    globalThis.WebSocket = saved;
+  });
+  const s = new Signaling({ url: 'wss://calls.example.org/ws', room: 'r' });
+  const shutdowns = [];
+  s.addEventListener('server-shutdown', (e) => shutdowns.push(e.detail));
+  s.connect();
+  const ws = FakeSocket.made[0];
+  ws.accept();
+  ws.receive({ type: 'joined', room: 'r', id: 'p1', peers: [], iceServers: [], resume: 'tok', host: true, locked: false });
+  t.after(() => s.stop());
+  return { s, ws, shutdowns };
+}
+
+test('a server-shutdown with reconnect moves to a new socket within a second and resumes', (t) => {
+  t.mock.method(Math, 'random', () => 0.999);
+  const { s, ws, shutdowns } = joinedOnFake(t);
+  ws.receive({ type: 'server-shutdown', grace_s: 30, reconnect: true });
+  assert.deepEqual(shutdowns, [{ type: 'server-shutdown', grace_s: 30, reconnect: true }]);
+  t.mock.timers.tick(998);
+  assert.equal(FakeSocket.made.length, 1, 'not before the random delay');
+  t.mock.timers.tick(1);
+  assert.equal(ws.closedWith, 1000);
+  assert.equal(FakeSocket.made.length, 2);
+  const moved = FakeSocket.made[1];
+  moved.accept();
+  assert.deepEqual(moved.sent, [{ type: 'join', room: 'r', name: '', resume: 'tok' }]);
+  assert.equal(s.state, 'reconnecting');
+});
+
+test('a server-shutdown without reconnect leaves the socket to the server', (t) => {
+  const { ws, shutdowns } = joinedOnFake(t);
+  ws.receive({ type: 'server-shutdown', grace_s: 30, reconnect: false });
+  assert.equal(shutdowns.length, 1);
+  t.mock.timers.tick(20000);
+  assert.equal(FakeSocket.made.length, 1);
+  assert.equal(ws.closedWith, null);
 });

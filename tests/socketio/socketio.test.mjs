@@ -225,7 +225,7 @@ test('on SIGTERM every socket gets server-shutdown, then a server disconnect whe
     const sockets = [await connect(2, { url: draining.url }), await connect(4, { url: draining.url })];
     const reasons = sockets.map((s) => new Promise((res) => s.once('disconnect', res)));
     draining.signal('SIGTERM');
-    for (const s of sockets) assert.deepEqual(await s.next('server-shutdown'), [{ grace_s: 1 }]);
+    for (const s of sockets) assert.deepEqual(await s.next('server-shutdown'), [{ grace_s: 1, reconnect: false }]);
     // A server disconnect: socket.io-client does not reconnect by itself after it.
     for (const r of reasons) assert.equal(await r, 'io server disconnect');
   } finally {

@@ -255,7 +255,7 @@ def server_shutdown(url, proc):
     disconnected = threading.Event()
     a._async.on("disconnect", lambda *args: disconnected.set())
     proc.send_signal(signal.SIGTERM)
-    assert a.next("server-shutdown") == [{"grace_s": 1}]
+    assert a.next("server-shutdown") == [{"grace_s": 1, "reconnect": False}]
     assert disconnected.wait(5), "no disconnect when the drain grace ended"
     a.close()
 

@@ -148,6 +148,14 @@ fn server_messages_serialize_as_documented() {
                "iceServers":[],"resume":"tok","host":false,"locked":true})
     );
     assert_eq!(ServerMessage::Pong.to_json(), r#"{"type":"pong"}"#);
+    let shutdown = ServerMessage::ServerShutdown {
+        grace_s: 30,
+        reconnect: false,
+    };
+    assert_eq!(
+        shutdown.to_json(),
+        r#"{"type":"server-shutdown","grace_s":30,"reconnect":false}"#
+    );
     assert_eq!(
         ServerMessage::PeerLeft {
             id: PeerId::new("a")
@@ -191,7 +199,8 @@ fn error_codes_have_their_documented_names() {
             "lobby-timeout",
             "removed",
             "unknown-person",
-            "not-ringing"
+            "not-ringing",
+            "unavailable"
         ]
     );
 }

@@ -323,12 +323,14 @@ impl Registry {
     }
 
     /// `end`: everyone in the room and its lobby gets `ended`; the members are gone for good
-    /// (their credentials and allocations end as on a leave), without `peer-left`.
+    /// (their credentials and allocations end as on a leave), without `peer-left`, and peers
+    /// lost from it cannot come back.
     fn end(&mut self, room: &RoomId) {
         let Some(r) = self.rooms.get(room) else {
             return;
         };
         let members = r.members.clone();
+        self.forget_lost_of(room);
         for m in &members {
             self.send_to_peer(m, ServerMessage::Ended);
         }

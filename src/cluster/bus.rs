@@ -1,0 +1,357 @@
+//! Signaling between nodes: rooms and spaces that live on another node.
+//!
+//! A room (or a space) lives on one node, its *home*, where the registry runs as on a single
+//! node. Redis names each one's home ([`HOME_PREFIX`]); the first node that a `join` or `hello`
+//! reaches claims it with [`LOCATE_SCRIPT`], atomically, and a claim whose node is gone from the
+//! node registry is taken over. A client may be connected to any node (its *owner*): the owner
+//! forwards what the client says to the home, and the home sends what it has for the client
+//! back, each as a [`Wire`] message on the receiving node's own channel ([`channel`]), one
+//! channel per node. So the capacity of a room, its host and lobby and its peers' resume tokens
+//! are decided in one place, and two nodes can never both admit the last place of a room.
+//!
+//! Order: every message a node sends goes through one task and one Redis connection, in the
+//! order the hub made them, and Redis delivers one connection's messages to a channel in that
+//! order; so what one peer sends another arrives in order, across nodes as on one node.
+//!
+//! Pub/sub keeps nothing for a node that is not listening: what is said to a node cut off from
+//! Redis is lost (counted in `signalbox_cluster_messages_dropped_total`), as signals to a
+//! connection that died are on a single node.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt as _;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, info, warn};
+
+use crate::metrics::METRICS;
+
+/// Where a room's or space's home is written: `signalbox:home:room:NAME`,
+/// `signalbox:home:space:NAME`.
+pub const HOME_PREFIX: &str = "signalbox:home:";
+/// Messages waiting to be published; more are dropped (counted) rather than make the hub wait.
+pub const PUBLISH_QUEUE: usize = 65_536;
+/// Messages from other nodes waiting for the hub.
+pub const INBOUND_QUEUE: usize = 65_536;
+/// Most messages published in one pipeline.
+const PIPELINE: usize = 256;
+
+/// Finds (or claims) a home: `KEYS[1]` the home key, `ARGV[1]` this node's name, `ARGV[2]` the
+/// prefix of node registry keys. Keeps a claim whose node is alive; otherwise this node takes
+/// it. Returns the home's name.
+pub const LOCATE_SCRIPT: &str = r#"
+local home = redis.call('GET', KEYS[1])
+if home and (home == ARGV[1] or redis.call('EXISTS', ARGV[2] .. home) == 1) then
+  return home
+end
+redis.call('SET', KEYS[1], ARGV[1])
+return ARGV[1]
+"#;
+
+/// Gives a home up: `KEYS[1]` the home key, deleted only if `ARGV[1]` (this node) holds it.
+pub const RELEASE_SCRIPT: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"#;
+
+/// A node's own channel.
+pub fn channel(node: &str) -> String {
+    format!("signalbox:to:{node}")
+}
+
+/// The home key of a room or space.
+pub fn home_key(what: Homed<'_>) -> String {
+    match what {
+        Homed::Room(name) => format!("{HOME_PREFIX}room:{name}"),
+        Homed::Space(name) => format!("{HOME_PREFIX}space:{name}"),
+    }
+}
+
+/// What has a home.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Homed<'a> {
+    Room(&'a str),
+    Space(&'a str),
+}
+
+/// One message between nodes.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Wire {
+    /// The sender's node name (where answers go).
+    pub node: String,
+    /// The sender's instance id: tells a restarted node (same name) apart.
+    pub inst: String,
+    #[serde(flatten)]
+    pub body: Body,
+}
+
+/// What one node tells another about a connection. `conn` is always the owner's number for it.
+/// Messages travel as JSON text in a string: the envelope is tagged and flattened, which serde
+/// reads through a buffer that cannot hold a raw JSON value.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "k", rename_all = "kebab-case")]
+pub enum Body {
+    /// Owner → home: the client sent this message (its text as received, validated).
+    Up { conn: u64, msg: String },
+    /// Owner → home: the connection ended; `signals` are the signals it had not written yet.
+    /// `evicted`: the server cut it off (it stopped reading), so its peer leaves at once.
+    Gone {
+        conn: u64,
+        evicted: bool,
+        signals: Vec<String>,
+    },
+    /// Home → owner: send this to the client. `t` is its `type`, `code` its error code.
+    Down {
+        conn: u64,
+        t: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        code: Option<String>,
+        msg: String,
+    },
+    /// Home → owner: close the connection, its peer was resumed on another one.
+    Replaced { conn: u64 },
+    /// Home → owner: this peer, whose credentials the owner handed out, is gone for good.
+    Removed { room: String, peer: String },
+    /// Owner → home, now and then: every connection of the owner whose room or space lives on
+    /// the home. The home lets go of the owner's others (their `gone` was lost with Redis).
+    Held { conns: Vec<u64> },
+    /// Home → owner: this node drains, so the room or space moves: close the connection, and
+    /// its client joins again on a node that stays.
+    Moving { conn: u64 },
+}
+
+/// What reaches the hub from the cluster.
+#[derive(Debug)]
+pub enum Inbound {
+    /// A message from another node.
+    Message(Wire),
+    /// Nodes that left the registry (or restarted under a new instance id): their name and
+    /// instance id.
+    NodesLost(Vec<(Arc<str>, Arc<str>)>),
+}
+
+/// What the publishing task does, in order.
+#[derive(Debug)]
+enum Outgoing {
+    Publish {
+        to: String,
+        text: String,
+    },
+    /// Claims a home for this node outright (a call's room, made by this node's space).
+    Claim {
+        key: String,
+    },
+    Release {
+        key: String,
+    },
+}
+
+/// The hub's end of the bus. Cheap to clone; never waits.
+#[derive(Clone)]
+pub struct Bus {
+    node: Arc<str>,
+    inst: Arc<str>,
+    tx: mpsc::Sender<Outgoing>,
+}
+
+impl Bus {
+    pub fn node(&self) -> &Arc<str> {
+        &self.node
+    }
+
+    /// Sends `body` to `node`; dropped (and counted) when the queue is full.
+    pub fn send(&self, node: &str, body: Body) {
+        let wire = Wire {
+            node: self.node.to_string(),
+            inst: self.inst.to_string(),
+            body,
+        };
+        let text = serde_json::to_string(&wire).expect("a wire message always serializes");
+        self.queue(Outgoing::Publish {
+            to: channel(node),
+            text,
+        });
+    }
+
+    /// Makes this node the home of `what`, in order with the messages sent before and after.
+    pub fn claim(&self, what: Homed<'_>) {
+        self.queue(Outgoing::Claim {
+            key: home_key(what),
+        });
+    }
+
+    /// Gives up this node's home of `what` (the room or space ended here).
+    pub fn release(&self, what: Homed<'_>) {
+        self.queue(Outgoing::Release {
+            key: home_key(what),
+        });
+    }
+
+    fn queue(&self, out: Outgoing) {
+        if self.tx.try_send(out).is_err() {
+            METRICS.cluster_notes_dropped.inc();
+        }
+    }
+}
+
+/// The hub's receiving end, with its [`Bus`].
+pub struct HubLink {
+    pub bus: Bus,
+    pub inbound: mpsc::Receiver<Inbound>,
+}
+
+/// Starts the publisher and the listener of this node's channel; both end on `shutdown`.
+/// Returns the hub's link and the sender the node registry reports lost nodes through.
+pub fn start(
+    client: redis::Client,
+    redis: redis::aio::ConnectionManager,
+    node: Arc<str>,
+    inst: Arc<str>,
+    shutdown: watch::Receiver<bool>,
+) -> (HubLink, mpsc::Sender<Inbound>) {
+    let (tx, rx) = mpsc::channel(PUBLISH_QUEUE);
+    let (in_tx, in_rx) = mpsc::channel(INBOUND_QUEUE);
+    tokio::spawn(publish_in_order(redis, node.clone(), rx, shutdown.clone()));
+    tokio::spawn(listen(client, node.clone(), in_tx.clone(), shutdown));
+    let link = HubLink {
+        bus: Bus { node, inst, tx },
+        inbound: in_rx,
+    };
+    (link, in_tx)
+}
+
+async fn publish_in_order(
+    mut redis: redis::aio::ConnectionManager,
+    node: Arc<str>,
+    mut rx: mpsc::Receiver<Outgoing>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let release = redis::Script::new(RELEASE_SCRIPT);
+    let mut batch = Vec::with_capacity(PIPELINE);
+    loop {
+        tokio::select! {
+            n = rx.recv_many(&mut batch, PIPELINE) => if n == 0 { return },
+            _ = shutdown.changed() => return,
+        }
+        let mut pipe = redis::pipe();
+        let mut published = 0u64;
+        for out in batch.drain(..) {
+            match out {
+                Outgoing::Publish { to, text } => {
+                    pipe.cmd("PUBLISH").arg(to).arg(text).ignore();
+                    published += 1;
+                }
+                Outgoing::Claim { key } => {
+                    pipe.cmd("SET").arg(key).arg(&*node).ignore();
+                }
+                Outgoing::Release { key } => {
+                    pipe.invoke_script(release.key(key).arg(&*node)).ignore();
+                }
+            }
+        }
+        match pipe.query_async::<()>(&mut redis).await {
+            Ok(()) => METRICS.cluster_notes.at(0).add(published),
+            Err(e) => {
+                METRICS.cluster_notes_dropped.add(published);
+                debug!("cluster: signaling messages not published: {e}");
+            }
+        }
+    }
+}
+
+/// Listens on this node's channel, reconnecting with backoff whenever the connection is lost.
+async fn listen(
+    client: redis::Client,
+    node: Arc<str>,
+    hub: mpsc::Sender<Inbound>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let own = channel(&node);
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let session = async {
+            let mut pubsub = client.get_async_pubsub().await?;
+            pubsub.subscribe(&own).await?;
+            info!(channel = %own, "cluster: listening for signaling from other nodes");
+            let mut messages = pubsub.on_message();
+            while let Some(msg) = messages.next().await {
+                match serde_json::from_slice::<Wire>(msg.get_payload_bytes()) {
+                    Ok(wire) => {
+                        METRICS.cluster_notes.at(1).inc();
+                        if hub.send(Inbound::Message(wire)).await.is_err() {
+                            return Ok(());
+                        }
+                    }
+                    Err(e) => {
+                        METRICS.cluster_notes_dropped.inc();
+                        debug!("cluster: ignored a message on {own}: {e}");
+                    }
+                }
+            }
+            Ok::<(), redis::RedisError>(())
+        };
+        tokio::select! {
+            ended = session => match ended {
+                Ok(()) => warn!("cluster: signaling channel closed; reconnecting"),
+                Err(e) => debug!("cluster: cannot listen on {own}: {e}"),
+            },
+            _ = shutdown.changed() => return,
+        }
+        if hub.is_closed() {
+            return;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            _ = shutdown.changed() => return,
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// The `type` of a server message in its wire form (serialized with the tag first).
+pub fn kind_of(text: &str) -> &str {
+    text.strip_prefix(r#"{"type":""#)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or("")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_wire_form_is_one_flat_object() {
+        let wire = Wire {
+            node: "n1".into(),
+            inst: "ab".into(),
+            body: Body::Up {
+                conn: 7,
+                msg: r#"{"type":"ping"}"#.into(),
+            },
+        };
+        let text = serde_json::to_string(&wire).expect("serializes");
+        assert_eq!(
+            text,
+            r#"{"node":"n1","inst":"ab","k":"up","conn":7,"msg":"{\"type\":\"ping\"}"}"#
+        );
+        let back: Wire = serde_json::from_str(&text).expect("parses");
+        assert!(matches!(back.body, Body::Up { conn: 7, .. }));
+    }
+
+    #[test]
+    fn a_message_kind_is_read_from_its_text() {
+        assert_eq!(kind_of(r#"{"type":"joined","room":"a"}"#), "joined");
+        assert_eq!(kind_of(r#"{"type":"pong"}"#), "pong");
+        assert_eq!(kind_of("{}"), "");
+    }
+
+    #[test]
+    fn homes_and_channels_are_named_apart() {
+        assert_eq!(home_key(Homed::Room("a")), "signalbox:home:room:a");
+        assert_eq!(home_key(Homed::Space("a")), "signalbox:home:space:a");
+        assert_eq!(channel("n1"), "signalbox:to:n1");
+    }
+}

@@ -1,0 +1,402 @@
+//! Rooms and spaces across the nodes of a cluster, against the real binary: Debian's
+//! `redis-server` on a free loopback port per test, and two signalbox nodes; clients connect to
+//! whichever node the test picks, as a balancer or DNS round robin would send them.
+mod common;
+mod redis_server;
+mod turn_raw;
+mod ws_client;
+
+use std::time::{Duration, Instant};
+
+use common::{base_config, Server};
+use redis_server::Redis;
+use serde_json::{json, Value};
+use turn_raw::TurnClient;
+use ws_client::Ws;
+
+/// A node named `name` of the cluster on `redis`, with `rooms` as its `[rooms]` settings.
+fn node(redis: &Redis, name: &str, rooms: &str) -> Server {
+    Server::start(&base_config(&format!(
+        "[turn]\nlisten = [\"127.0.0.1:0\"]\nrelay_ip = \"127.0.0.1\"\nrelay_ports = \"41000-41999\"\n\
+         secrets = [\"shared-cluster-secret\"]\n\n[rooms]\n{rooms}\n\n\
+         [cluster]\nredis_url = \"{}\"\nnode_name = \"{name}\"\nnode_timeout = \"2s\"\n",
+        redis.url()
+    )))
+}
+
+/// Two nodes that see each other.
+fn two_nodes(redis: &Redis, rooms: &str) -> (Server, Server) {
+    let a = node(redis, "node-a", rooms);
+    let b = node(redis, "node-b", rooms);
+    for n in [&a, &b] {
+        wait_for(Duration::from_secs(10), "both nodes registered", || {
+            n.metrics().get("signalbox_cluster_nodes_alive") == Some(&2.0)
+        });
+    }
+    (a, b)
+}
+
+fn wait_for(limit: Duration, what: &str, mut done: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < limit, "not within {limit:?}: {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    start.elapsed()
+}
+
+fn id(v: &Value) -> String {
+    v["id"].as_str().expect("id").to_owned()
+}
+
+/// The ports the `iceServers` of `joined` name.
+fn ice_text(joined: &Value) -> String {
+    joined["iceServers"].to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn peers_on_two_nodes_share_a_room_and_their_signals_keep_their_order() {
+    let redis = Redis::start();
+    let (a, b) = two_nodes(&redis, "rate_per_second = 1000\nrate_burst = 1000");
+    let mut ann = Ws::connect(&a).await;
+    let joined_ann = ann.join_named("across", "Ann").await;
+    assert_eq!(joined_ann["peers"], json!([]));
+    let mut bo = Ws::connect(&b).await;
+    let joined_bo = bo.join_named("across", "Bo").await;
+    let (ann_id, bo_id) = (id(&joined_ann), id(&joined_bo));
+    assert_eq!(
+        joined_bo["peers"],
+        json!([{"id": ann_id, "name": "Ann", "host": true}])
+    );
+    assert_eq!(joined_bo["host"], false);
+    let arrived = ann.recv_type("peer-joined").await;
+    assert_eq!(arrived["peer"]["id"], bo_id.as_str());
+    assert_eq!(arrived["peer"]["name"], "Bo");
+
+    // Each peer's credentials name its own node's relay.
+    let (turn_a, turn_b) = (a.addr("turn-udp").port(), b.addr("turn-udp").port());
+    assert!(
+        ice_text(&joined_ann).contains(&format!(":{turn_a}")),
+        "{joined_ann}"
+    );
+    assert!(
+        ice_text(&joined_bo).contains(&format!(":{turn_b}")),
+        "{joined_bo}"
+    );
+    assert!(
+        !ice_text(&joined_bo).contains(&format!(":{turn_a}")),
+        "{joined_bo}"
+    );
+
+    // Both ways at once, in order.
+    const N: usize = 300;
+    for i in 0..N {
+        ann.send(json!({"type":"signal","to":bo_id,"data":{"n":i}}))
+            .await;
+        bo.send(json!({"type":"signal","to":ann_id,"data":{"n":i,"sdp":"x".repeat(i)}}))
+            .await;
+    }
+    for i in 0..N {
+        let s = bo.recv_type("signal").await;
+        assert_eq!((&s["from"], &s["data"]["n"]), (&json!(ann_id), &json!(i)));
+        let s = ann.recv_type("signal").await;
+        assert_eq!((&s["from"], &s["data"]["n"]), (&json!(bo_id), &json!(i)));
+        assert_eq!(s["data"]["sdp"].as_str().map(str::len), Some(i));
+    }
+    // A signal to nobody is answered from the room's node, through the client's own.
+    bo.send(json!({"type":"signal","to":"nobody","data":1}))
+        .await;
+    bo.expect_error("unknown-peer").await;
+    bo.barrier().await;
+
+    bo.send(json!({"type":"leave"})).await;
+    assert_eq!(ann.recv_type("peer-left").await["id"], bo_id.as_str());
+    // The room lives on node-a: it counts it, node-b does not.
+    a.wait_for_metric("signalbox_peers_active", 1.0);
+    assert_eq!(b.metrics().get("signalbox_rooms_active"), Some(&0.0));
+    let sent = b.metrics();
+    assert!(
+        sent.get("signalbox_cluster_messages_total{direction=\"sent\"}")
+            .is_some_and(|n| *n >= N as f64),
+        "{sent:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_room_stays_full_across_nodes_when_joins_race() {
+    let redis = Redis::start();
+    let (a, b) = two_nodes(&redis, "max_peers = 2\njoin_rate_per_ip = 1000");
+    for round in 0..4 {
+        let room = format!("race-{round}");
+        let mut clients = Vec::new();
+        for i in 0..6 {
+            clients.push(Ws::connect(if i % 2 == 0 { &a } else { &b }).await);
+        }
+        // Every join is on its way before any answer is read.
+        for ws in clients.iter_mut() {
+            ws.send(json!({"type":"join","room":room})).await;
+        }
+        let mut joined = 0;
+        let mut full = 0;
+        for ws in clients.iter_mut() {
+            let v = ws.recv().await;
+            match v["type"].as_str() {
+                Some("joined") => joined += 1,
+                Some("error") if v["code"] == "room-full" => full += 1,
+                _ => panic!("unexpected answer to join: {v}"),
+            }
+        }
+        assert_eq!((joined, full), (2, 4), "round {round}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_nodes_peers_are_reported_gone_and_come_back_through_another_node() {
+    let redis = Redis::start();
+    let (a, b) = two_nodes(&redis, "reconnect_grace = \"30s\"");
+    let mut ann = Ws::connect(&a).await;
+    ann.join_named("lost", "Ann").await;
+    let mut bo = Ws::connect(&b).await;
+    let joined_bo = bo.join_named("lost", "Bo").await;
+    let bo_id = id(&joined_bo);
+    ann.recv_type("peer-joined").await;
+
+    let killed = Instant::now();
+    drop(b); // SIGKILL: node-b's entry has to expire.
+    drop(bo);
+    let left = tokio::time::timeout(Duration::from_secs(15), ann.recv_type("peer-left"))
+        .await
+        .expect("peer-left within node_timeout and two heartbeats");
+    assert_eq!(left["id"], bo_id.as_str());
+    eprintln!("peer-left {:?} after the kill", killed.elapsed());
+
+    // Bo's client reconnects to the node that is left, with its resume token.
+    let mut bo = Ws::connect(&a).await;
+    bo.send(json!({"type":"join","room":"lost","resume":joined_bo["resume"]}))
+        .await;
+    let back = bo.recv_type("joined").await;
+    assert_eq!(back["id"], bo_id.as_str());
+    let again = ann.recv_type("peer-joined").await;
+    assert_eq!(again["peer"]["id"], bo_id.as_str());
+    assert_eq!(again["peer"]["name"], "Bo");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn when_a_rooms_node_dies_its_peers_elsewhere_are_told_to_reconnect() {
+    let redis = Redis::start();
+    let (a, b) = two_nodes(&redis, "");
+    let mut ann = Ws::connect(&a).await;
+    ann.join("orphaned").await;
+    let mut bo = Ws::connect(&b).await;
+    bo.join("orphaned").await;
+    ann.recv_type("peer-joined").await;
+    drop(a);
+    let close = tokio::time::timeout(Duration::from_secs(15), bo.recv_close())
+        .await
+        .expect("closed once node-a is gone")
+        .expect("a close frame");
+    assert_eq!(u16::from(close.code), 1012, "{close:?}");
+    // Joining again, the room lives on the node that is left.
+    let mut bo = Ws::connect(&b).await;
+    let joined = bo.join("orphaned").await;
+    assert_eq!(joined["peers"], json!([]));
+    b.wait_for_metric("signalbox_rooms_active", 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_redis_local_calls_go_on_and_joins_are_unavailable_until_it_is_back() {
+    let mut redis = Redis::start();
+    let a = node(&redis, "node-a", "");
+    wait_for(Duration::from_secs(10), "registered", || {
+        a.metrics().get("signalbox_cluster_redis_up") == Some(&1.0)
+    });
+    let mut ann = Ws::connect(&a).await;
+    let ann_id = id(&ann.join("local").await);
+    let mut bo = Ws::connect(&a).await;
+    let bo_id = id(&bo.join("local").await);
+    ann.recv_type("peer-joined").await;
+
+    redis.stop();
+    wait_for(Duration::from_secs(10), "Redis seen down", || {
+        a.metrics().get("signalbox_cluster_redis_up") == Some(&0.0)
+    });
+    ann.send(json!({"type":"signal","to":bo_id,"data":"still here"}))
+        .await;
+    assert_eq!(bo.recv_type("signal").await["data"], "still here");
+    bo.send(json!({"type":"signal","to":ann_id,"data":"me too"}))
+        .await;
+    assert_eq!(ann.recv_type("signal").await["data"], "me too");
+    let mut cy = Ws::connect(&a).await;
+    cy.send(json!({"type":"join","room":"local"})).await;
+    cy.expect_error("unavailable").await;
+    cy.send(json!({"type":"hello","space":"office","name":"Cy"}))
+        .await;
+    cy.expect_error("unavailable").await;
+
+    redis.run();
+    wait_for(Duration::from_secs(15), "Redis seen again", || {
+        a.metrics().get("signalbox_cluster_redis_up") == Some(&1.0)
+    });
+    // The room is still here, and this node claims it again in the empty Redis.
+    let joined = cy.join("local").await;
+    assert_eq!(joined["peers"].as_array().map(Vec::len), Some(2));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_direct_call_between_people_on_two_nodes() {
+    let redis = Redis::start();
+    let (a, b) = two_nodes(&redis, "");
+    let mut ann = Ws::connect(&a).await;
+    ann.send(json!({"type":"hello","space":"office","name":"Ann"}))
+        .await;
+    let ann_id = ann.recv_type("people").await["you"]
+        .as_str()
+        .expect("you")
+        .to_owned();
+    let mut bo = Ws::connect(&b).await;
+    bo.send(json!({"type":"hello","space":"office","name":"Bo"}))
+        .await;
+    let people = bo.recv_type("people").await;
+    let bo_id = people["you"].as_str().expect("you").to_owned();
+    assert_eq!(people["people"][0]["id"], ann_id.as_str(), "{people}");
+    assert_eq!(
+        ann.recv_type("person-joined").await["person"]["id"],
+        bo_id.as_str()
+    );
+
+    ann.send(json!({"type":"call","to":bo_id})).await;
+    let call = ann.recv_type("ringing").await["call"].clone();
+    ann.recv_type("person-busy").await;
+    assert_eq!(bo.recv_type("ring").await["call"], call);
+    bo.recv_type("person-busy").await;
+    bo.send(json!({"type":"accept","call":call})).await;
+    let acc_ann = ann.recv_type("call-accepted").await;
+    let acc_bo = bo.recv_type("call-accepted").await;
+    let room = acc_ann["room"].clone();
+    ann.send(json!({"type":"join","room":room,"token":acc_ann["token"]}))
+        .await;
+    let joined_ann = ann.recv_type("joined").await;
+    bo.send(json!({"type":"join","room":room,"token":acc_bo["token"]}))
+        .await;
+    let joined_bo = bo.recv_type("joined").await;
+    assert_eq!(
+        ann.recv_type("peer-joined").await["peer"]["id"],
+        joined_bo["id"]
+    );
+    bo.send(json!({"type":"signal","to":joined_ann["id"],"data":"offer"}))
+        .await;
+    assert_eq!(ann.recv_type("signal").await["data"], "offer");
+
+    bo.send(json!({"type":"leave"})).await;
+    assert_eq!(ann.recv_type("peer-left").await["id"], joined_bo["id"]);
+    assert_eq!(ann.recv_type("call-ended").await["call"], call);
+    assert_eq!(bo.recv_type("call-ended").await["call"], call);
+}
+
+/// The TURN username and password in `joined`.
+fn turn_credentials(joined: &Value) -> (String, String) {
+    let entry = joined["iceServers"]
+        .as_array()
+        .expect("iceServers")
+        .iter()
+        .find(|e| e.get("username").is_some())
+        .unwrap_or_else(|| panic!("no TURN entry in {joined}"))
+        .clone();
+    (
+        entry["username"].as_str().expect("username").to_owned(),
+        entry["credential"].as_str().expect("credential").to_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn credentials_of_a_peer_held_by_another_node_are_revoked_everywhere_when_it_leaves() {
+    let redis = Redis::start();
+    let (a, b) = two_nodes(&redis, "");
+    let (turn_a, turn_b) = (a.addr("turn-udp"), b.addr("turn-udp"));
+    let mut ann = Ws::connect(&a).await;
+    ann.join("creds").await;
+    // Bo's room lives on node-a; his credentials come from node-b, which holds him.
+    let mut bo = Ws::connect(&b).await;
+    let (user, pass) = turn_credentials(&bo.join("creds").await);
+    ann.recv_type("peer-joined").await;
+    let allocate = |server, user: &str, pass: &str| {
+        let mut client = TurnClient::new(server, user, pass);
+        let reply = client.allocate();
+        (client, reply)
+    };
+    let (mut on_b, reply) = allocate(turn_b, &user, &pass);
+    assert!(reply.is_success(), "{reply:?}");
+    let start = Instant::now();
+    let mut on_a = loop {
+        let (client, reply) = allocate(turn_a, &user, &pass);
+        if reply.is_success() {
+            break client;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(3),
+            "node-a still refuses Bo's credentials: {reply:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+
+    bo.send(json!({"type":"leave"})).await;
+    ann.recv_type("peer-left").await;
+    for (node, client) in [("node-a", &mut on_a), ("node-b", &mut on_b)] {
+        wait_for(
+            Duration::from_secs(3),
+            &format!("Bo's allocation on {node} closed"),
+            || client.refresh(600).code == Some(437),
+        );
+    }
+    for (node, turn) in [("node-a", turn_a), ("node-b", turn_b)] {
+        assert_eq!(
+            allocate(turn, &user, &pass).1.code,
+            Some(401),
+            "Bo's credentials still open allocations on {node}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_draining_nodes_rooms_move_and_the_other_nodes_clients_are_told_at_once() {
+    let redis = Redis::start();
+    let (a, b) = two_nodes(&redis, "");
+    let mut ann = Ws::connect(&a).await;
+    ann.join("moving").await;
+    let mut bo = Ws::connect(&b).await;
+    bo.join("moving").await;
+    ann.recv_type("peer-joined").await;
+    a.signal(libc::SIGTERM);
+    let shutdown = ann.recv_type("server-shutdown").await;
+    assert_eq!(shutdown["reconnect"], true, "{shutdown}");
+    let close = bo.recv_close().await.expect("a close frame");
+    assert_eq!(u16::from(close.code), 1012, "{close:?}");
+    // Node-a left the registry: the room starts again on node-b.
+    let mut bo = Ws::connect(&b).await;
+    assert_eq!(bo.join("moving").await["peers"], json!([]));
+    b.wait_for_metric("signalbox_rooms_active", 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_peer_whose_end_was_lost_with_redis_is_let_go_once_redis_is_back() {
+    let mut redis = Redis::start();
+    let (a, b) = two_nodes(&redis, "reconnect_grace = \"1s\"");
+    let mut ann = Ws::connect(&a).await;
+    ann.join("ghost").await;
+    let mut bo = Ws::connect(&b).await;
+    let bo_id = id(&bo.join("ghost").await);
+    ann.recv_type("peer-joined").await;
+
+    redis.stop();
+    wait_for(Duration::from_secs(10), "Redis seen down", || {
+        b.metrics().get("signalbox_cluster_redis_up") == Some(&0.0)
+    });
+    // Node-b cannot tell node-a that Bo's connection ended.
+    drop(bo);
+    b.wait_for_metric("signalbox_ws_connections_active", 0.0);
+    redis.run();
+    let left = tokio::time::timeout(Duration::from_secs(25), ann.recv_type("peer-left"))
+        .await
+        .expect("peer-left once node-b says whom it holds");
+    assert_eq!(left["id"], bo_id.as_str());
+}
