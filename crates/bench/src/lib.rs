@@ -175,6 +175,17 @@ pub struct ServerProcess {
 impl ServerProcess {
     /// Starts `binary` with HTTPS on `127.0.0.1:0` and `extra` appended to the config.
     pub fn start(binary: &Path, extra: &str) -> anyhow::Result<ServerProcess> {
+        Self::start_in(binary, std::net::Ipv4Addr::LOCALHOST, None, extra)
+    }
+
+    /// Starts `binary` with HTTPS on `ip:0` (also its `public_host`), inside the named network
+    /// namespace when one is given (`ip netns exec`), and `extra` appended to the config.
+    pub fn start_in(
+        binary: &Path,
+        ip: std::net::Ipv4Addr,
+        netns: Option<&str>,
+        extra: &str,
+    ) -> anyhow::Result<ServerProcess> {
         let dir = std::env::temp_dir().join(format!(
             "signalbox-bench-{}-{}",
             std::process::id(),
@@ -184,16 +195,24 @@ impl ServerProcess {
                 .unwrap_or(0)
         ));
         std::fs::create_dir_all(&dir).context("temporary directory")?;
-        // Every benchmark client comes from 127.0.0.1, one address to the HTTPS caps.
+        // Every benchmark client comes from one address, to the HTTPS caps.
         let config = format!(
-            "[server]\npublic_host = \"127.0.0.1\"\n\n[http]\nlisten = \"127.0.0.1:0\"\n\
+            "[server]\npublic_host = \"{ip}\"\n\n[http]\nlisten = \"{ip}:0\"\n\
              static_dir = \"public\"\nshutdown_grace = \"2s\"\n\
              max_connections = 1000000\nmax_connections_per_ip = 1000000\n\n[log]\nlevel = \"warn\"\n\n\
              [metrics]\nlisten = \"\"\n\n{extra}\n"
         );
         std::fs::write(dir.join("config.toml"), config).context("write config")?;
+        let mut command = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(binary);
+                c
+            }
+            None => Command::new(binary),
+        };
         let mut child = spawn_tied(
-            Command::new(binary)
+            command
                 .arg("--config")
                 .arg(dir.join("config.toml"))
                 .current_dir(&dir)

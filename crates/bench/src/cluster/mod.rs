@@ -9,13 +9,17 @@
 //! their join times, the one-way latency of signals at a fixed total rate, loss, and the CPU
 //! time of every node and of Redis per delivered signal. Figures are medians over `--rounds`.
 //!
-//! The nodes run in this host's network namespace on ports of their own (HTTPS and TURN on
-//! `127.0.0.1:0`); the benchmark says so in its report. Two cores cannot show throughput
-//! scaling with nodes: every node, Redis and the clients share them.
+//! By default the nodes run in this host's network namespace on ports of their own (HTTPS and
+//! TURN on `127.0.0.1:0`); with `--netns` each runs in a namespace of its own behind a veth
+//! pair ([`netns`]). The report says which. It is not the default because it adds interfaces
+//! to this host (removed at the end) and needs root. Two cores cannot show throughput scaling
+//! with nodes: every node, Redis and the clients share them.
 
+mod netns;
 mod peers;
 mod redis;
 
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -56,6 +60,10 @@ pub struct Args {
     /// Measure one placement only (default: both, alternating within each round).
     #[arg(long, value_enum)]
     pub only: Option<Mode>,
+    /// Run each node in a network namespace of its own, linked to this host by a veth pair
+    /// (needs root and `ip` from iproute2); default: every node on this host's loopback.
+    #[arg(long)]
+    pub netns: bool,
 }
 
 /// The bounds of the arguments: every run ends by itself, in minutes.
@@ -133,9 +141,15 @@ pub fn schedule(rate: u64, clients: usize, k: usize) -> (Duration, Duration) {
 }
 
 /// The config of node `index` (its name is `n{index + 1}`) beyond what [`ServerProcess`]
-/// writes: room limits that let the benchmark's clients, all from 127.0.0.1, in; TURN on a
-/// free port with its own relay range and the shared secret; the cluster.
-pub fn node_config(index: usize, redis_url: &str, clients: usize, rate: u64) -> String {
+/// writes: room limits that let the benchmark's clients, all from one address, in; TURN on a
+/// free port of `ip` with its own relay range and the shared secret; the cluster.
+pub fn node_config(
+    index: usize,
+    ip: Ipv4Addr,
+    redis_url: &str,
+    clients: usize,
+    rate: u64,
+) -> String {
     let per_client = rate.div_ceil(clients.max(1) as u64);
     let message_rate = (4 * per_client).max(50);
     let relay_lo = 23_000 + 1_000 * index;
@@ -143,8 +157,8 @@ pub fn node_config(index: usize, redis_url: &str, clients: usize, rate: u64) -> 
         "[rooms]\nmax_connections = {conns}\nmax_connections_per_ip = {conns}\n\
          join_timeout = \"10m\"\njoin_rate_per_ip = 1000000\noutbound_queue = 256\n\
          rate_per_second = {message_rate}\nrate_burst = {burst}\n\n\
-         [turn]\nlisten = [\"127.0.0.1:0\"]\nlisten_tcp = []\nlisten_tls = []\n\
-         relay_ip = \"127.0.0.1\"\nrelay_ports = \"{relay_lo}-{relay_hi}\"\nworkers = 1\n\
+         [turn]\nlisten = [\"{ip}:0\"]\nlisten_tcp = []\nlisten_tls = []\n\
+         relay_ip = \"{ip}\"\nrelay_ports = \"{relay_lo}-{relay_hi}\"\nworkers = 1\n\
          secrets = [\"{SECRET}\"]\n\n\
          [cluster]\nredis_url = \"{redis_url}\"\nnode_name = \"n{name}\"\nnode_timeout = \"3s\"\n",
         conns = clients + 64,
@@ -172,16 +186,33 @@ pub fn run(
     signalbox_udp::socket::raise_nofile_limit();
     let nodes = usize::from(args.nodes);
     let clients = 2 * args.pairs;
+    // Where each node runs: its namespace, its address, and Redis's address as it sees it.
+    let nets = args.netns.then(|| netns::plan(std::process::id(), nodes));
+    let _namespaces = match &nets {
+        Some(nets) => Some(netns::Namespaces::create(nets).context("--netns")?),
+        None => None,
+    };
+    let links: Vec<(Option<&str>, Ipv4Addr, Ipv4Addr)> = match &nets {
+        Some(nets) => nets
+            .iter()
+            .map(|n| (Some(n.ns.as_str()), n.node_ip, n.host_ip))
+            .collect(),
+        None => vec![(None, Ipv4Addr::LOCALHOST, Ipv4Addr::LOCALHOST); nodes],
+    };
     // Started from this (the main) thread, which outlives them (see `spawn_tied`).
-    let redis = RedisServer::start(&args.redis)?;
+    let more: Vec<Ipv4Addr> = nets.iter().flatten().map(|n| n.host_ip).collect();
+    let redis = RedisServer::start(&args.redis, &more)?;
     eprintln!(
-        "cluster: redis-server pid {} on 127.0.0.1:{}",
+        "cluster: redis-server pid {} on port {}",
         redis.pid(),
         redis.port
     );
-    let servers = (0..nodes)
-        .map(|i| {
-            ServerProcess::start(&binary, &node_config(i, &redis.url(), clients, args.rate))
+    let servers = links
+        .iter()
+        .enumerate()
+        .map(|(i, &(ns, ip, redis_ip))| {
+            let config = node_config(i, ip, &redis.url(redis_ip), clients, args.rate);
+            ServerProcess::start_in(&binary, ip, ns, &config)
                 .with_context(|| format!("node n{}", i + 1))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
@@ -352,10 +383,18 @@ fn add_checks(report: &mut Report, args: &Args, nodes: usize) {
         ),
         "second peers",
     );
-    report.notes.push(format!(
-        "cluster: {nodes} nodes and redis-server run in this host's network namespace, each \
-         node on its own loopback ports (no namespace per node); clients on loopback too"
-    ));
+    report.notes.push(if args.netns {
+        format!(
+            "cluster: {nodes} nodes, each in a network namespace of its own linked to this host \
+             by a veth pair; redis-server and the clients on this host's ends of the links"
+        )
+    } else {
+        format!(
+            "cluster: {nodes} nodes and redis-server run in this host's network namespace, each \
+             node on its own loopback ports (no namespace per node; --netns gives each one); \
+             clients on loopback too"
+        )
+    });
     report.notes.push(
         "cluster: two cores cannot show throughput scaling with nodes: every node, Redis and \
          the clients share them; read latency and CPU per signal, not capacity"
@@ -418,11 +457,21 @@ mod tests {
 
     #[test]
     fn each_node_gets_its_name_relay_range_and_the_shared_cluster() {
-        let one = node_config(0, "redis://127.0.0.1:7000/0", 1000, 5000);
-        let two = node_config(1, "redis://127.0.0.1:7000/0", 1000, 5000);
+        let lo = Ipv4Addr::LOCALHOST;
+        let one = node_config(0, lo, "redis://127.0.0.1:7000/0", 1000, 5000);
+        let two = node_config(
+            1,
+            Ipv4Addr::new(10, 200, 2, 2),
+            "redis://127.0.0.1:7000/0",
+            1000,
+            5000,
+        );
         assert!(one.contains("node_name = \"n1\"") && two.contains("node_name = \"n2\""));
         assert!(one.contains("relay_ports = \"23000-23999\""));
         assert!(two.contains("relay_ports = \"24000-24999\""));
+        assert!(one.contains("listen = [\"127.0.0.1:0\"]"));
+        assert!(two.contains("listen = [\"10.200.2.2:0\"]\nlisten_tcp"));
+        assert!(two.contains("relay_ip = \"10.200.2.2\""));
         for c in [&one, &two] {
             assert!(c.contains("redis_url = \"redis://127.0.0.1:7000/0\""));
             assert!(c.contains(&format!("secrets = [\"{SECRET}\"]")));
@@ -430,7 +479,7 @@ mod tests {
         }
         // 5 signals/s per client stay far below the per-connection limit.
         assert!(one.contains("rate_per_second = 50\n"));
-        let fast = node_config(0, "redis://x", 10, 5000);
+        let fast = node_config(0, lo, "redis://x", 10, 5000);
         assert!(fast.contains("rate_per_second = 2000\nrate_burst = 2000\n"));
     }
 
@@ -459,6 +508,7 @@ mod tests {
             connect_concurrency: 64,
             redis: PathBuf::from("redis-server"),
             only: None,
+            netns: false,
         };
         assert!(ok.validate(3).is_ok());
         assert!(Args {

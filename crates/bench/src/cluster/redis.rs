@@ -3,7 +3,7 @@
 //! dropped.
 
 use std::io::{Read as _, Write as _};
-use std::net::TcpStream;
+use std::net::{Ipv4Addr, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -47,8 +47,9 @@ pub struct RedisServer {
 const START_LIMIT: Duration = Duration::from_secs(10);
 
 impl RedisServer {
-    /// Starts `program` on a free loopback port and waits until it answers PING.
-    pub fn start(program: &Path) -> Result<RedisServer, RedisError> {
+    /// Starts `program` on a free loopback port, also listening on `more` addresses (this
+    /// host's ends of the nodes' links with `--netns`), and waits until it answers PING.
+    pub fn start(program: &Path, more: &[Ipv4Addr]) -> Result<RedisServer, RedisError> {
         let name = program.display().to_string();
         let port = net::free_tcp_port().map_err(|e| RedisError::Start {
             program: name.clone(),
@@ -56,7 +57,7 @@ impl RedisServer {
         })?;
         let child = crate::spawn_tied(
             Command::new(program)
-                .args(server_args(port))
+                .args(server_args(port, more))
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null()),
@@ -94,9 +95,9 @@ impl RedisServer {
         self.child.id()
     }
 
-    /// The `[cluster] redis_url` of the nodes.
-    pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
+    /// The `[cluster] redis_url` of a node that reaches Redis at `ip`.
+    pub fn url(&self, ip: Ipv4Addr) -> String {
+        format!("redis://{ip}:{}/0", self.port)
     }
 
     fn answers(&self) -> bool {
@@ -118,21 +119,24 @@ impl Drop for RedisServer {
     }
 }
 
-/// Loopback only, no snapshots, no append-only file.
-pub fn server_args(port: u16) -> Vec<String> {
-    [
-        "--port",
-        &port.to_string(),
-        "--bind",
-        "127.0.0.1",
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
+/// Loopback (and the `more` addresses) only, no snapshots, no append-only file. Protected
+/// mode, which refuses clients from other addresses than loopback when there is no password,
+/// is off only when there are more addresses: they are this host's ends of links to
+/// namespaces the benchmark made.
+pub fn server_args(port: u16, more: &[Ipv4Addr]) -> Vec<String> {
+    let mut bind = String::from("127.0.0.1");
+    for ip in more {
+        bind.push_str(&format!(" {ip}"));
+    }
+    let mut args: Vec<String> = ["--port", &port.to_string(), "--bind", &bind]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    if !more.is_empty() {
+        args.extend(["--protected-mode".into(), "no".into()]);
+    }
+    args.extend(["--save", "", "--appendonly", "no"].map(String::from));
+    args
 }
 
 #[cfg(test)]
@@ -141,7 +145,7 @@ mod tests {
 
     #[test]
     fn redis_listens_on_loopback_only_and_keeps_nothing_on_disk() {
-        let args = server_args(6390);
+        let args = server_args(6390, &[]);
         let pairs: Vec<(&str, &str)> = args
             .chunks(2)
             .map(|c| (c[0].as_str(), c[1].as_str()))
@@ -158,9 +162,24 @@ mod tests {
     }
 
     #[test]
+    fn with_namespaces_redis_also_listens_on_their_links() {
+        let args = server_args(
+            6390,
+            &[Ipv4Addr::new(10, 200, 1, 1), Ipv4Addr::new(10, 200, 2, 1)],
+        );
+        let at = |flag: &str| {
+            let i = args.iter().position(|a| a == flag).expect("flag present");
+            args[i + 1].clone()
+        };
+        assert_eq!(at("--bind"), "127.0.0.1 10.200.1.1 10.200.2.1");
+        assert_eq!(at("--protected-mode"), "no");
+        assert_eq!(at("--save"), "");
+    }
+
+    #[test]
     fn a_missing_program_is_reported_as_not_installed() {
         let missing = Path::new("/nonexistent/redis-server");
-        match RedisServer::start(missing) {
+        match RedisServer::start(missing, &[]) {
             Err(RedisError::NotInstalled(p)) => assert_eq!(p, "/nonexistent/redis-server"),
             Err(e) => panic!("wrong error: {e}"),
             Ok(_) => panic!("a missing program started"),
