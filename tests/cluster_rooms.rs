@@ -400,3 +400,40 @@ async fn a_peer_whose_end_was_lost_with_redis_is_let_go_once_redis_is_back() {
         .expect("peer-left once node-b says whom it holds");
     assert_eq!(left["id"], bo_id.as_str());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn after_redis_restarts_empty_a_room_keeps_its_node() {
+    let mut redis = Redis::start();
+    let (a, b) = two_nodes(&redis, "");
+    let mut ann = Ws::connect(&a).await;
+    ann.join("kept").await;
+    let mut bo = Ws::connect(&b).await;
+    bo.join("kept").await;
+    ann.recv_type("peer-joined").await;
+
+    redis.stop();
+    for n in [&a, &b] {
+        wait_for(Duration::from_secs(10), "Redis seen down", || {
+            n.metrics().get("signalbox_cluster_redis_up") == Some(&0.0)
+        });
+    }
+    redis.run(); // Empty: no persistence.
+    for n in [&a, &b] {
+        wait_for(Duration::from_secs(15), "Redis seen again", || {
+            n.metrics().get("signalbox_cluster_redis_up") == Some(&1.0)
+        });
+    }
+    // Each node listens on its channel again within a second of backoff.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Node-a claimed its room again: a join through node-b reaches it, not a second room.
+    let mut cy = Ws::connect(&b).await;
+    let joined = cy.join("kept").await;
+    assert_eq!(
+        joined["peers"].as_array().map(Vec::len),
+        Some(2),
+        "{joined}"
+    );
+    assert_eq!(b.metrics().get("signalbox_rooms_active"), Some(&0.0));
+    ann.recv_type("peer-joined").await;
+    bo.recv_type("peer-joined").await;
+}

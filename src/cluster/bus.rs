@@ -34,6 +34,9 @@ pub const HOME_PREFIX: &str = "signalbox:home:";
 pub const PUBLISH_QUEUE: usize = 65_536;
 /// Messages from other nodes waiting for the hub.
 pub const INBOUND_QUEUE: usize = 65_536;
+/// The longest wait between attempts to listen again: short, since what other nodes say
+/// meanwhile is lost.
+const LISTEN_BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// Most messages published in one pipeline.
 const PIPELINE: usize = 256;
 
@@ -131,6 +134,9 @@ pub enum Inbound {
     /// Nodes that left the registry (or restarted under a new instance id): their name and
     /// instance id.
     NodesLost(Vec<(Arc<str>, Arc<str>)>),
+    /// Redis answers again after it could not be reached: it may have restarted empty, so the
+    /// rooms and spaces living here are claimed again.
+    RedisBack,
 }
 
 /// What the publishing task does, in order.
@@ -142,6 +148,10 @@ enum Outgoing {
     },
     /// Claims a home for this node outright (a call's room, made by this node's space).
     Claim {
+        key: String,
+    },
+    /// Claims a home for this node unless some node holds it.
+    ClaimIfFree {
         key: String,
     },
     Release {
@@ -179,6 +189,14 @@ impl Bus {
     /// Makes this node the home of `what`, in order with the messages sent before and after.
     pub fn claim(&self, what: Homed<'_>) {
         self.queue(Outgoing::Claim {
+            key: home_key(what),
+        });
+    }
+
+    /// Claims `what` for this node again unless another node has claimed it meanwhile (after
+    /// Redis came back, perhaps empty).
+    pub fn reclaim(&self, what: Homed<'_>) {
+        self.queue(Outgoing::ClaimIfFree {
             key: home_key(what),
         });
     }
@@ -247,6 +265,9 @@ async fn publish_in_order(
                 Outgoing::Claim { key } => {
                     pipe.cmd("SET").arg(key).arg(&*node).ignore();
                 }
+                Outgoing::ClaimIfFree { key } => {
+                    pipe.cmd("SET").arg(key).arg(&*node).arg("NX").ignore();
+                }
                 Outgoing::Release { key } => {
                     pipe.invoke_script(release.key(key).arg(&*node)).ignore();
                 }
@@ -307,7 +328,7 @@ async fn listen(
             () = tokio::time::sleep(backoff) => {}
             _ = shutdown.changed() => return,
         }
-        backoff = (backoff * 2).min(Duration::from_secs(5));
+        backoff = (backoff * 2).min(LISTEN_BACKOFF_MAX);
     }
 }
 

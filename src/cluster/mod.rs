@@ -338,6 +338,13 @@ impl Cluster {
             Ok(view) => {
                 if s.redis_up == Some(false) {
                     s.departures.forgive();
+                    if self
+                        .departures_tx
+                        .try_send(bus::Inbound::RedisBack)
+                        .is_err()
+                    {
+                        warn!("cluster: the signaling hub is not keeping up; rooms living here were not claimed again");
+                    }
                 }
                 let gone = s.departures.update(&view, &self.own.instance);
                 if !gone.is_empty() {

@@ -432,6 +432,11 @@ impl Registry {
             || self.lost_in(room, resume).is_some()
     }
 
+    /// Every room that exists.
+    pub fn room_ids(&self) -> impl Iterator<Item = &RoomId> {
+        self.rooms.keys()
+    }
+
     /// Whether `room` exists (it has members, or peers waiting in its lobby).
     pub fn has_room(&self, room: &RoomId) -> bool {
         self.rooms.contains_key(room)

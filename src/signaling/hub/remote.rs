@@ -208,6 +208,7 @@ impl Hub {
     pub(super) fn inbound(&mut self, msg: Inbound) {
         match msg {
             Inbound::Message(wire) => self.wire(wire),
+            Inbound::RedisBack => self.reclaim_homes(),
             Inbound::NodesLost(nodes) => {
                 for node in nodes {
                     if let Some(cluster) = &mut self.cluster {
@@ -488,6 +489,22 @@ impl Hub {
         }
         for (peer, room) in orphans {
             self.tell(PeerEvent::Removed { room, peer });
+        }
+    }
+
+    /// Claims every room and space living here again, where no other node has meanwhile: a
+    /// Redis that restarted empty forgot them, and a join through another node would otherwise
+    /// start a second room of the same name there.
+    fn reclaim_homes(&self) {
+        use crate::cluster::bus::Homed;
+        let Some(cluster) = &self.cluster else {
+            return;
+        };
+        for room in self.registry.room_ids().filter(|r| !r.is_socketio()) {
+            cluster.bus.reclaim(Homed::Room(room.as_str()));
+        }
+        for space in self.spaces.space_ids() {
+            cluster.bus.reclaim(Homed::Space(space.as_str()));
         }
     }
 
