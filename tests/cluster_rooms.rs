@@ -8,7 +8,7 @@ mod ws_client;
 
 use std::time::{Duration, Instant};
 
-use common::{base_config, Server};
+use common::{config_with_http, Server};
 use redis_server::Redis;
 use serde_json::{json, Value};
 use turn_raw::TurnClient;
@@ -16,7 +16,12 @@ use ws_client::Ws;
 
 /// A node named `name` of the cluster on `redis`, with `rooms` as its `[rooms]` settings.
 fn node(redis: &Redis, name: &str, rooms: &str) -> Server {
-    Server::start(&base_config(&format!(
+    node_with_http(redis, name, rooms, "")
+}
+
+/// [`node`] with `http` lines in its `[http]` section.
+fn node_with_http(redis: &Redis, name: &str, rooms: &str, http: &str) -> Server {
+    Server::start(&config_with_http(http, &format!(
         "[turn]\nlisten = [\"127.0.0.1:0\"]\nrelay_ip = \"127.0.0.1\"\nrelay_ports = \"41000-41999\"\n\
          secrets = [\"shared-cluster-secret\"]\n\n[rooms]\n{rooms}\n\n\
          [cluster]\nredis_url = \"{}\"\nnode_name = \"{name}\"\nnode_timeout = \"2s\"\n",
@@ -436,4 +441,130 @@ async fn after_redis_restarts_empty_a_room_keeps_its_node() {
     assert_eq!(b.metrics().get("signalbox_rooms_active"), Some(&0.0));
     ann.recv_type("peer-joined").await;
     bo.recv_type("peer-joined").await;
+}
+
+/// A client of the balancer at `front`, which trusts the certificates of `nodes` and comes
+/// from the origin every node accepts.
+async fn through(front: std::net::SocketAddr, nodes: &[&Server]) -> Ws {
+    use rustls::pki_types::{pem::PemObject as _, CertificateDer};
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+    let mut roots = rustls::RootCertStore::empty();
+    for n in nodes {
+        let path = n.dir.path().join("certs/selfsigned-cert.pem");
+        let cert = CertificateDer::from_pem_file(&path).expect("generated certificate");
+        roots.add(cert).expect("certificate is usable as a root");
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("default protocol versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let mut req = format!("wss://{front}/ws")
+        .into_client_request()
+        .expect("request");
+    req.headers_mut().insert(
+        "origin",
+        format!("https://{front}").parse().expect("origin header"),
+    );
+    let connector = tokio_tungstenite::Connector::Rustls(std::sync::Arc::new(tls));
+    let (stream, _) = tokio::time::timeout(
+        ws_client::WAIT,
+        tokio_tungstenite::connect_async_tls_with_config(req, None, true, Some(connector)),
+    )
+    .await
+    .expect("connect in time")
+    .expect("WebSocket through the balancer");
+    Ws { stream }
+}
+
+/// HAProxy kept running for a test; killed when dropped.
+struct Haproxy(std::process::Child);
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn behind_haproxy_clients_spread_over_the_nodes_share_one_room() {
+    assert!(
+        std::path::Path::new("/usr/sbin/haproxy").exists(),
+        "/usr/sbin/haproxy is missing: run scripts/install-test-deps"
+    );
+    let redis = Redis::start();
+    let front = std::net::SocketAddr::from(([127, 0, 0, 1], common::named_port()));
+    // As in docs/cluster.md: TLS passes through, the PROXY protocol carries each client's
+    // address, and a node is healthy when its deep health check is.
+    let http = format!(
+        "proxy_protocol = true\ntrusted_proxies = [\"127.0.0.1\"]\n\
+         allowed_origins = [\"https://{front}\"]"
+    );
+    let a = node_with_http(&redis, "node-a", "", &http);
+    let b = node_with_http(&redis, "node-b", "", &http);
+    for n in [&a, &b] {
+        wait_for(Duration::from_secs(10), "both nodes registered", || {
+            n.metrics().get("signalbox_cluster_nodes_alive") == Some(&2.0)
+        });
+    }
+    let config = a.dir.path().join("haproxy.cfg");
+    std::fs::write(
+        &config,
+        format!(
+            "global\n  maxconn 100\n\ndefaults\n  mode tcp\n  timeout connect 5s\n  \
+             timeout client 30s\n  timeout server 30s\n\nfrontend calls\n  bind {front}\n  \
+             default_backend nodes\n\nbackend nodes\n  balance roundrobin\n  \
+             option httpchk GET /healthz?deep=1\n  http-check expect status 200\n  \
+             default-server send-proxy-v2 check check-ssl check-send-proxy verify none inter 300ms rise 1\n  \
+             server node-a {}\n  server node-b {}\n",
+            a.addr("https"),
+            b.addr("https")
+        ),
+    )
+    .expect("haproxy config");
+    let _haproxy = Haproxy(
+        std::process::Command::new("/usr/sbin/haproxy")
+            .arg("-db")
+            .arg("-f")
+            .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start haproxy"),
+    );
+    wait_for(Duration::from_secs(10), "the balancer listening", || {
+        std::net::TcpStream::connect(front).is_ok()
+    });
+    // Checks every 300 ms, one passed check makes a node usable.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    let mut clients = Vec::new();
+    let mut ids = Vec::new();
+    for n in 0..4 {
+        let mut ws = through(front, &[&a, &b]).await;
+        let joined = ws.join("balanced").await;
+        assert_eq!(
+            joined["peers"].as_array().map(Vec::len),
+            Some(n),
+            "{joined}"
+        );
+        ids.push(id(&joined));
+        clients.push(ws);
+    }
+    // Round robin put two on each node.
+    a.wait_for_metric("signalbox_ws_connections_active", 2.0);
+    b.wait_for_metric("signalbox_ws_connections_active", 2.0);
+    clients[3]
+        .send(json!({"type":"signal","to":ids[0],"data":"hello from the last"}))
+        .await;
+    loop {
+        let v = clients[0].recv().await;
+        if v["type"] == "signal" {
+            assert_eq!(v["from"], ids[3].as_str());
+            break;
+        }
+        assert_eq!(v["type"], "peer-joined", "{v}");
+    }
 }
