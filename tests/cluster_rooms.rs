@@ -187,25 +187,47 @@ async fn a_killed_nodes_peers_are_reported_gone_and_come_back_through_another_no
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn when_a_rooms_node_dies_its_peers_elsewhere_are_told_to_reconnect() {
+async fn when_a_rooms_node_dies_its_peers_join_again_elsewhere_and_keep_their_ids() {
     let redis = Redis::start();
-    let (a, b) = two_nodes(&redis, "");
+    let (a, b) = two_nodes(&redis, "reconnect_grace = \"30s\"");
     let mut ann = Ws::connect(&a).await;
-    ann.join("orphaned").await;
+    let joined_ann = ann.join_named("orphaned", "Ann").await;
     let mut bo = Ws::connect(&b).await;
-    bo.join("orphaned").await;
+    let joined_bo = bo.join_named("orphaned", "Bo").await;
     ann.recv_type("peer-joined").await;
-    drop(a);
+    drop(a); // SIGKILL, with the room.
+    drop(ann);
     let close = tokio::time::timeout(Duration::from_secs(15), bo.recv_close())
         .await
         .expect("closed once node-a is gone")
         .expect("a close frame");
     assert_eq!(u16::from(close.code), 1012, "{close:?}");
-    // Joining again, the room lives on the node that is left.
+
+    // Bo's client joins again with its token: the room now lives on node-b, which finds Bo's
+    // record left in Redis by node-a.
     let mut bo = Ws::connect(&b).await;
-    let joined = bo.join("orphaned").await;
-    assert_eq!(joined["peers"], json!([]));
+    bo.send(json!({"type":"join","room":"orphaned","resume":joined_bo["resume"]}))
+        .await;
+    let back = bo.recv_type("joined").await;
+    assert_eq!(back["id"], joined_bo["id"]);
+    assert_eq!(back["peers"], json!([]));
     b.wait_for_metric("signalbox_rooms_active", 1.0);
+    // So does Ann's, whose node died.
+    let mut ann = Ws::connect(&b).await;
+    ann.send(json!({"type":"join","room":"orphaned","resume":joined_ann["resume"]}))
+        .await;
+    let back = ann.recv_type("joined").await;
+    assert_eq!(back["id"], joined_ann["id"]);
+    let again = bo.recv_type("peer-joined").await;
+    assert_eq!(again["peer"]["id"], joined_ann["id"]);
+    assert_eq!(again["peer"]["name"], "Ann");
+    // A token nobody had is an ordinary join.
+    let mut cy = Ws::connect(&b).await;
+    cy.send(json!({"type":"join","room":"orphaned","resume":"made-up"}))
+        .await;
+    let fresh = cy.recv_type("joined").await;
+    assert_ne!(fresh["id"], joined_ann["id"]);
+    assert_ne!(fresh["id"], joined_bo["id"]);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -369,16 +391,20 @@ async fn a_draining_nodes_rooms_move_and_the_other_nodes_clients_are_told_at_onc
     let mut ann = Ws::connect(&a).await;
     ann.join("moving").await;
     let mut bo = Ws::connect(&b).await;
-    bo.join("moving").await;
+    let joined_bo = bo.join("moving").await;
     ann.recv_type("peer-joined").await;
     a.signal(libc::SIGTERM);
     let shutdown = ann.recv_type("server-shutdown").await;
     assert_eq!(shutdown["reconnect"], true, "{shutdown}");
     let close = bo.recv_close().await.expect("a close frame");
     assert_eq!(u16::from(close.code), 1012, "{close:?}");
-    // Node-a left the registry: the room starts again on node-b.
+    // Node-a left the registry: the room starts again on node-b, with Bo under his id.
     let mut bo = Ws::connect(&b).await;
-    assert_eq!(bo.join("moving").await["peers"], json!([]));
+    bo.send(json!({"type":"join","room":"moving","resume":joined_bo["resume"]}))
+        .await;
+    let back = bo.recv_type("joined").await;
+    assert_eq!(back["id"], joined_bo["id"]);
+    assert_eq!(back["peers"], json!([]));
     b.wait_for_metric("signalbox_rooms_active", 1.0);
 }
 

@@ -118,6 +118,7 @@ impl Cluster {
             redis.clone(),
             name.as_str().into(),
             instance.as_str().into(),
+            cluster.node_timeout,
             shutdown.clone(),
         );
         let notes = identity.turn.map(|hooks| {
@@ -189,20 +190,34 @@ impl Cluster {
             .take()
     }
 
-    /// The node where `what` lives, claimed for this one if it has no live home. Fails while
-    /// Redis is unreachable (the last heartbeat failed) or does not answer within
+    /// The node where `what` lives, claimed for this one if it has no live home; with a
+    /// `resume` token for a room, also the peer's record there (JSON), if Redis has one. Fails
+    /// while Redis is unreachable (the last heartbeat failed) or does not answer within
     /// [`LOCATE_TIMEOUT`]: the message says which, for the `unavailable` error.
-    pub async fn locate(&self, what: bus::Homed<'_>) -> Result<Arc<str>, String> {
+    pub async fn locate(
+        &self,
+        what: bus::Homed<'_>,
+        resume: Option<&str>,
+    ) -> Result<(Arc<str>, Option<String>), String> {
         if self.lock().redis_up == Some(false) {
             return Err("this node cannot reach the cluster's Redis; try again shortly".into());
         }
         let mut redis = self.redis.clone();
         let mut call = self.locate.prepare_invoke();
+        let (records, field) = match (what, resume) {
+            (bus::Homed::Room(room), Some(token)) => {
+                (bus::peers_key(room), bus::record_field(token))
+            }
+            _ => (bus::peers_key(""), String::new()),
+        };
         call.key(bus::home_key(what))
+            .key(records)
             .arg(&self.own.name)
-            .arg(registry::NODE_KEY_PREFIX);
-        match tokio::time::timeout(LOCATE_TIMEOUT, call.invoke_async::<String>(&mut redis)).await {
-            Ok(Ok(home)) => Ok(home.into()),
+            .arg(registry::NODE_KEY_PREFIX)
+            .arg(field);
+        let answer = call.invoke_async::<(String, Option<String>)>(&mut redis);
+        match tokio::time::timeout(LOCATE_TIMEOUT, answer).await {
+            Ok(Ok((home, record))) => Ok((home.into(), record)),
             Ok(Err(e)) => {
                 debug!("cluster: cannot locate {what:?}: {e}");
                 Err("the cluster's Redis did not answer; try again shortly".into())

@@ -432,6 +432,11 @@ impl Registry {
             || self.lost_in(room, resume).is_some()
     }
 
+    /// The display name of a peer of a room.
+    pub fn peer_name(&self, id: &PeerId) -> Option<&str> {
+        self.peers.get(id).and_then(|p| p.name.as_deref())
+    }
+
     /// Every room that exists.
     pub fn room_ids(&self) -> impl Iterator<Item = &RoomId> {
         self.rooms.keys()
