@@ -1,15 +1,15 @@
 //! Rooms and spaces across the nodes of a cluster, against the real binary: Debian's
 //! `redis-server` on a free loopback port per test, and two signalbox nodes; clients connect to
 //! whichever node the test picks, as a balancer or DNS round robin would send them.
+mod cluster_support;
 mod common;
-mod redis_server;
 mod turn_raw;
 mod ws_client;
 
 use std::time::{Duration, Instant};
 
+use cluster_support::{turn_credentials, wait_for, Redis};
 use common::{config_with_http, Server};
-use redis_server::Redis;
 use serde_json::{json, Value};
 use turn_raw::TurnClient;
 use ws_client::Ws;
@@ -39,15 +39,6 @@ fn two_nodes(redis: &Redis, rooms: &str) -> (Server, Server) {
         });
     }
     (a, b)
-}
-
-fn wait_for(limit: Duration, what: &str, mut done: impl FnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    while !done() {
-        assert!(start.elapsed() < limit, "not within {limit:?}: {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    start.elapsed()
 }
 
 fn id(v: &Value) -> String {
@@ -318,21 +309,6 @@ async fn a_direct_call_between_people_on_two_nodes() {
     assert_eq!(ann.recv_type("peer-left").await["id"], joined_bo["id"]);
     assert_eq!(ann.recv_type("call-ended").await["call"], call);
     assert_eq!(bo.recv_type("call-ended").await["call"], call);
-}
-
-/// The TURN username and password in `joined`.
-fn turn_credentials(joined: &Value) -> (String, String) {
-    let entry = joined["iceServers"]
-        .as_array()
-        .expect("iceServers")
-        .iter()
-        .find(|e| e.get("username").is_some())
-        .unwrap_or_else(|| panic!("no TURN entry in {joined}"))
-        .clone();
-    (
-        entry["username"].as_str().expect("username").to_owned(),
-        entry["credential"].as_str().expect("credential").to_owned(),
-    )
 }
 
 #[tokio::test(flavor = "multi_thread")]

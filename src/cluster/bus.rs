@@ -20,10 +20,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::StreamExt as _;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
-use tracing::{debug, info, warn};
+use tracing::debug;
 
 use crate::metrics::METRICS;
 
@@ -34,9 +33,6 @@ pub const HOME_PREFIX: &str = "signalbox:home:";
 pub const PUBLISH_QUEUE: usize = 65_536;
 /// Messages from other nodes waiting for the hub.
 pub const INBOUND_QUEUE: usize = 65_536;
-/// The longest wait between attempts to listen again: short, since what other nodes say
-/// meanwhile is lost.
-const LISTEN_BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// Most messages published in one pipeline.
 const PIPELINE: usize = 256;
 
@@ -385,53 +381,40 @@ async fn publish_in_order(
     }
 }
 
-/// Listens on this node's channel, reconnecting with backoff whenever the connection is lost.
+/// Listens on this node's channel and passes what other nodes say to the hub.
 async fn listen(
     client: redis::Client,
     node: Arc<str>,
     hub: mpsc::Sender<Inbound>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
     let own = channel(&node);
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        let session = async {
-            let mut pubsub = client.get_async_pubsub().await?;
-            pubsub.subscribe(&own).await?;
-            info!(channel = %own, "cluster: listening for signaling from other nodes");
-            let mut messages = pubsub.on_message();
-            while let Some(msg) = messages.next().await {
-                match serde_json::from_slice::<Wire>(msg.get_payload_bytes()) {
-                    Ok(wire) => {
-                        METRICS.cluster_notes.at(1).inc();
-                        if hub.send(Inbound::Message(wire)).await.is_err() {
-                            return Ok(());
-                        }
-                    }
-                    Err(e) => {
+    let what = "signaling from other nodes";
+    super::listen(
+        client,
+        own.clone(),
+        what,
+        shutdown,
+        move |payload| match serde_json::from_slice::<Wire>(payload) {
+            Ok(wire) => {
+                METRICS.cluster_notes.at(1).inc();
+                match hub.try_send(Inbound::Message(wire)) {
+                    Ok(()) => true,
+                    Err(mpsc::error::TrySendError::Full(_)) => {
                         METRICS.cluster_notes_dropped.inc();
-                        debug!("cluster: ignored a message on {own}: {e}");
+                        true
                     }
+                    Err(mpsc::error::TrySendError::Closed(_)) => false,
                 }
             }
-            Ok::<(), redis::RedisError>(())
-        };
-        tokio::select! {
-            ended = session => match ended {
-                Ok(()) => warn!("cluster: signaling channel closed; reconnecting"),
-                Err(e) => debug!("cluster: cannot listen on {own}: {e}"),
-            },
-            _ = shutdown.changed() => return,
-        }
-        if hub.is_closed() {
-            return;
-        }
-        tokio::select! {
-            () = tokio::time::sleep(backoff) => {}
-            _ = shutdown.changed() => return,
-        }
-        backoff = (backoff * 2).min(LISTEN_BACKOFF_MAX);
-    }
+            Err(e) => {
+                METRICS.cluster_notes_dropped.inc();
+                debug!("cluster: ignored a message on {own}: {e}");
+                true
+            }
+        },
+    )
+    .await;
 }
 
 /// The `type` of a server message in its wire form (serialized with the tag first).

@@ -452,6 +452,51 @@ async fn heartbeats(node: Arc<Cluster>, interval: Duration, mut shutdown: watch:
     }
 }
 
+/// The longest wait between attempts to listen again: short, since what is published meanwhile
+/// is lost.
+const LISTEN_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// Listens on `channel` (for `what`, in the logs) and hands each message to `on_message` until
+/// it returns false or the server shuts down, reconnecting with backoff whenever the connection
+/// is lost.
+async fn listen(
+    client: redis::Client,
+    channel: String,
+    what: &'static str,
+    mut shutdown: watch::Receiver<bool>,
+    mut on_message: impl FnMut(&[u8]) -> bool,
+) {
+    use futures_util::StreamExt as _;
+    let mut backoff = BACKOFF_MIN;
+    loop {
+        let session = async {
+            let mut pubsub = client.get_async_pubsub().await?;
+            pubsub.subscribe(&channel).await?;
+            info!(%channel, "cluster: listening for {what}");
+            let mut messages = pubsub.on_message();
+            while let Some(msg) = messages.next().await {
+                if !on_message(msg.get_payload_bytes()) {
+                    return Ok(false);
+                }
+            }
+            Ok::<bool, redis::RedisError>(true)
+        };
+        tokio::select! {
+            ended = session => match ended {
+                Ok(false) => return,
+                Ok(true) => warn!(%channel, "cluster: connection for {what} closed; reconnecting"),
+                Err(e) => debug!(%channel, "cluster: cannot listen for {what}: {e}"),
+            },
+            _ = shutdown.changed() => return,
+        }
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            _ = shutdown.changed() => return,
+        }
+        backoff = (backoff * 2).min(LISTEN_BACKOFF_MAX);
+    }
+}
+
 /// 64 random bits in hex: tells this process apart from any other that uses the same name.
 fn instance_id() -> String {
     let mut bytes = [0u8; 8];
