@@ -570,3 +570,55 @@ async fn behind_haproxy_clients_spread_over_the_nodes_share_one_room() {
         assert_eq!(v["type"], "peer-joined", "{v}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_call_ends_when_the_node_holding_one_side_dies() {
+    let redis = Redis::start();
+    let (a, b) = two_nodes(&redis, "reconnect_grace = \"30s\"");
+    let mut ann = Ws::connect(&a).await;
+    ann.send(json!({"type":"hello","space":"desk","name":"Ann"}))
+        .await;
+    ann.recv_type("people").await;
+    let mut bo = Ws::connect(&b).await;
+    bo.send(json!({"type":"hello","space":"desk","name":"Bo"}))
+        .await;
+    let bo_id = bo.recv_type("people").await["you"].clone();
+    ann.recv_type("person-joined").await;
+    ann.send(json!({"type":"call","to":bo_id})).await;
+    let call = ann.recv_type("ringing").await["call"].clone();
+    bo.recv_type("ring").await;
+    bo.send(json!({"type":"accept","call":call})).await;
+    let acc_ann = loop {
+        let v = ann.recv().await;
+        if v["type"] == "call-accepted" {
+            break v;
+        }
+    };
+    let acc_bo = loop {
+        let v = bo.recv().await;
+        if v["type"] == "call-accepted" {
+            break v;
+        }
+    };
+    ann.send(json!({"type":"join","room":acc_ann["room"],"token":acc_ann["token"]}))
+        .await;
+    ann.recv_type("joined").await;
+    bo.send(json!({"type":"join","room":acc_bo["room"],"token":acc_bo["token"]}))
+        .await;
+    let bo_peer = bo.recv_type("joined").await["id"].clone();
+
+    drop(b);
+    drop(bo);
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !seen.iter().any(|v: &Value| v["type"] == "call-ended") {
+        assert!(Instant::now() < deadline, "no call-ended: {seen:?}");
+        if let Ok(v) = tokio::time::timeout(Duration::from_secs(1), ann.recv()).await {
+            seen.push(v);
+        }
+    }
+    let left = seen.iter().find(|v| v["type"] == "peer-left");
+    assert_eq!(left.map(|v| &v["id"]), Some(&bo_peer), "{seen:?}");
+    let ended = seen.iter().find(|v| v["type"] == "call-ended");
+    assert_eq!(ended.map(|v| &v["call"]), Some(&call), "{seen:?}");
+}
