@@ -458,6 +458,44 @@ mod tests {
     }
 
     #[test]
+    fn every_shape_of_server_message_starts_with_its_type() {
+        use crate::signaling::protocol::{
+            ErrorCode, Joined, PeerId, People, ResumeToken, RoomId, ServerMessage, SpaceId,
+        };
+        let joined = ServerMessage::Joined(Box::new(Joined {
+            room: RoomId::parse("r").expect("room"),
+            id: PeerId::new("p"),
+            peers: Vec::new(),
+            ice_servers: serde_json::json!([]),
+            resume: ResumeToken::new("t"),
+            host: true,
+            locked: false,
+        }));
+        let people = ServerMessage::People(Box::new(People {
+            space: SpaceId::parse("s").expect("space"),
+            you: PeerId::new("p"),
+            people: Vec::new(),
+            resume: ResumeToken::new("t"),
+            call: None,
+        }));
+        let cases = [
+            (joined, "joined"),
+            (people, "people"),
+            (ServerMessage::Pong, "pong"),
+            (ServerMessage::error(ErrorCode::RoomFull, "full"), "error"),
+            (
+                ServerMessage::PeerLeft {
+                    id: PeerId::new("p"),
+                },
+                "peer-left",
+            ),
+        ];
+        for (msg, kind) in cases {
+            assert_eq!(kind_of(&msg.to_json()), kind, "{}", msg.to_json());
+        }
+    }
+
+    #[test]
     fn a_message_kind_is_read_from_its_text() {
         assert_eq!(kind_of(r#"{"type":"joined","room":"a"}"#), "joined");
         assert_eq!(kind_of(r#"{"type":"pong"}"#), "pong");
