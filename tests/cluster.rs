@@ -1,7 +1,7 @@
 //! `[cluster]` against the real binary: Debian's `redis-server` started on a free loopback port
 //! for each test (no persistence) and stopped when the test ends, and two signalbox nodes.
+mod cluster_support;
 mod common;
-mod redis_server;
 mod turn_raw;
 mod ws_client;
 
@@ -10,8 +10,8 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use cluster_support::{turn_credentials, wait_for, Redis};
 use common::{base_config, named_port, run_cli, Server};
-use redis_server::Redis;
 use serde_json::{json, Value};
 use turn_raw::{Relayed, TurnClient};
 use ws_client::Ws;
@@ -39,16 +39,6 @@ fn node_config_with_relay_ports(
 
 fn metric(server: &Server, name: &str) -> Option<f64> {
     server.metrics().get(name).copied()
-}
-
-/// Waits up to `limit` for `what` to hold; says how long it took.
-fn wait_for(limit: Duration, what: &str, mut done: impl FnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    while !done() {
-        assert!(start.elapsed() < limit, "not within {limit:?}: {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    start.elapsed()
 }
 
 async fn get_json(server: &Server, path: &str, token: Option<&str>) -> (u16, Value) {
@@ -209,21 +199,6 @@ fn check_config_refuses_a_cluster_without_shared_turn_secrets() {
     .expect("write config");
     let (code, _, stderr) = run_cli(dir.path(), &["check-config"]);
     assert_eq!(code, 0, "{stderr}");
-}
-
-/// The TURN entry of a `joined` message's `iceServers`: (username, credential).
-fn turn_credentials(joined: &Value) -> (String, String) {
-    let entry = joined["iceServers"]
-        .as_array()
-        .expect("iceServers")
-        .iter()
-        .find(|e| e.get("username").is_some())
-        .unwrap_or_else(|| panic!("no TURN entry in {joined}"))
-        .clone();
-    (
-        entry["username"].as_str().expect("username").to_owned(),
-        entry["credential"].as_str().expect("credential").to_owned(),
-    )
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -1,22 +1,27 @@
 //! Rooms and spaces across the nodes of a cluster, against the real binary: Debian's
 //! `redis-server` on a free loopback port per test, and two signalbox nodes; clients connect to
 //! whichever node the test picks, as a balancer or DNS round robin would send them.
+mod cluster_support;
 mod common;
-mod redis_server;
 mod turn_raw;
 mod ws_client;
 
 use std::time::{Duration, Instant};
 
-use common::{base_config, Server};
-use redis_server::Redis;
+use cluster_support::{turn_credentials, wait_for, Redis};
+use common::{config_with_http, Server};
 use serde_json::{json, Value};
 use turn_raw::TurnClient;
 use ws_client::Ws;
 
 /// A node named `name` of the cluster on `redis`, with `rooms` as its `[rooms]` settings.
 fn node(redis: &Redis, name: &str, rooms: &str) -> Server {
-    Server::start(&base_config(&format!(
+    node_with_http(redis, name, rooms, "")
+}
+
+/// [`node`] with `http` lines in its `[http]` section.
+fn node_with_http(redis: &Redis, name: &str, rooms: &str, http: &str) -> Server {
+    Server::start(&config_with_http(http, &format!(
         "[turn]\nlisten = [\"127.0.0.1:0\"]\nrelay_ip = \"127.0.0.1\"\nrelay_ports = \"41000-41999\"\n\
          secrets = [\"shared-cluster-secret\"]\n\n[rooms]\n{rooms}\n\n\
          [cluster]\nredis_url = \"{}\"\nnode_name = \"{name}\"\nnode_timeout = \"2s\"\n",
@@ -34,15 +39,6 @@ fn two_nodes(redis: &Redis, rooms: &str) -> (Server, Server) {
         });
     }
     (a, b)
-}
-
-fn wait_for(limit: Duration, what: &str, mut done: impl FnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    while !done() {
-        assert!(start.elapsed() < limit, "not within {limit:?}: {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    start.elapsed()
 }
 
 fn id(v: &Value) -> String {
@@ -182,25 +178,47 @@ async fn a_killed_nodes_peers_are_reported_gone_and_come_back_through_another_no
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn when_a_rooms_node_dies_its_peers_elsewhere_are_told_to_reconnect() {
+async fn when_a_rooms_node_dies_its_peers_join_again_elsewhere_and_keep_their_ids() {
     let redis = Redis::start();
-    let (a, b) = two_nodes(&redis, "");
+    let (a, b) = two_nodes(&redis, "reconnect_grace = \"30s\"");
     let mut ann = Ws::connect(&a).await;
-    ann.join("orphaned").await;
+    let joined_ann = ann.join_named("orphaned", "Ann").await;
     let mut bo = Ws::connect(&b).await;
-    bo.join("orphaned").await;
+    let joined_bo = bo.join_named("orphaned", "Bo").await;
     ann.recv_type("peer-joined").await;
-    drop(a);
+    drop(a); // SIGKILL, with the room.
+    drop(ann);
     let close = tokio::time::timeout(Duration::from_secs(15), bo.recv_close())
         .await
         .expect("closed once node-a is gone")
         .expect("a close frame");
     assert_eq!(u16::from(close.code), 1012, "{close:?}");
-    // Joining again, the room lives on the node that is left.
+
+    // Bo's client joins again with its token: the room now lives on node-b, which finds Bo's
+    // record left in Redis by node-a.
     let mut bo = Ws::connect(&b).await;
-    let joined = bo.join("orphaned").await;
-    assert_eq!(joined["peers"], json!([]));
+    bo.send(json!({"type":"join","room":"orphaned","resume":joined_bo["resume"]}))
+        .await;
+    let back = bo.recv_type("joined").await;
+    assert_eq!(back["id"], joined_bo["id"]);
+    assert_eq!(back["peers"], json!([]));
     b.wait_for_metric("signalbox_rooms_active", 1.0);
+    // So does Ann's, whose node died.
+    let mut ann = Ws::connect(&b).await;
+    ann.send(json!({"type":"join","room":"orphaned","resume":joined_ann["resume"]}))
+        .await;
+    let back = ann.recv_type("joined").await;
+    assert_eq!(back["id"], joined_ann["id"]);
+    let again = bo.recv_type("peer-joined").await;
+    assert_eq!(again["peer"]["id"], joined_ann["id"]);
+    assert_eq!(again["peer"]["name"], "Ann");
+    // A token nobody had is an ordinary join.
+    let mut cy = Ws::connect(&b).await;
+    cy.send(json!({"type":"join","room":"orphaned","resume":"made-up"}))
+        .await;
+    let fresh = cy.recv_type("joined").await;
+    assert_ne!(fresh["id"], joined_ann["id"]);
+    assert_ne!(fresh["id"], joined_bo["id"]);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -293,21 +311,6 @@ async fn a_direct_call_between_people_on_two_nodes() {
     assert_eq!(bo.recv_type("call-ended").await["call"], call);
 }
 
-/// The TURN username and password in `joined`.
-fn turn_credentials(joined: &Value) -> (String, String) {
-    let entry = joined["iceServers"]
-        .as_array()
-        .expect("iceServers")
-        .iter()
-        .find(|e| e.get("username").is_some())
-        .unwrap_or_else(|| panic!("no TURN entry in {joined}"))
-        .clone();
-    (
-        entry["username"].as_str().expect("username").to_owned(),
-        entry["credential"].as_str().expect("credential").to_owned(),
-    )
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn credentials_of_a_peer_held_by_another_node_are_revoked_everywhere_when_it_leaves() {
     let redis = Redis::start();
@@ -364,16 +367,20 @@ async fn a_draining_nodes_rooms_move_and_the_other_nodes_clients_are_told_at_onc
     let mut ann = Ws::connect(&a).await;
     ann.join("moving").await;
     let mut bo = Ws::connect(&b).await;
-    bo.join("moving").await;
+    let joined_bo = bo.join("moving").await;
     ann.recv_type("peer-joined").await;
     a.signal(libc::SIGTERM);
     let shutdown = ann.recv_type("server-shutdown").await;
     assert_eq!(shutdown["reconnect"], true, "{shutdown}");
     let close = bo.recv_close().await.expect("a close frame");
     assert_eq!(u16::from(close.code), 1012, "{close:?}");
-    // Node-a left the registry: the room starts again on node-b.
+    // Node-a left the registry: the room starts again on node-b, with Bo under his id.
     let mut bo = Ws::connect(&b).await;
-    assert_eq!(bo.join("moving").await["peers"], json!([]));
+    bo.send(json!({"type":"join","room":"moving","resume":joined_bo["resume"]}))
+        .await;
+    let back = bo.recv_type("joined").await;
+    assert_eq!(back["id"], joined_bo["id"]);
+    assert_eq!(back["peers"], json!([]));
     b.wait_for_metric("signalbox_rooms_active", 1.0);
 }
 
@@ -399,4 +406,219 @@ async fn a_peer_whose_end_was_lost_with_redis_is_let_go_once_redis_is_back() {
         .await
         .expect("peer-left once node-b says whom it holds");
     assert_eq!(left["id"], bo_id.as_str());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn after_redis_restarts_empty_a_room_keeps_its_node() {
+    let mut redis = Redis::start();
+    let (a, b) = two_nodes(&redis, "");
+    let mut ann = Ws::connect(&a).await;
+    ann.join("kept").await;
+    let mut bo = Ws::connect(&b).await;
+    bo.join("kept").await;
+    ann.recv_type("peer-joined").await;
+
+    redis.stop();
+    for n in [&a, &b] {
+        wait_for(Duration::from_secs(10), "Redis seen down", || {
+            n.metrics().get("signalbox_cluster_redis_up") == Some(&0.0)
+        });
+    }
+    redis.run(); // Empty: no persistence.
+    for n in [&a, &b] {
+        wait_for(Duration::from_secs(15), "Redis seen again", || {
+            n.metrics().get("signalbox_cluster_redis_up") == Some(&1.0)
+        });
+    }
+    // Each node listens on its channel again within a second of backoff.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Node-a claimed its room again: a join through node-b reaches it, not a second room.
+    let mut cy = Ws::connect(&b).await;
+    let joined = cy.join("kept").await;
+    assert_eq!(
+        joined["peers"].as_array().map(Vec::len),
+        Some(2),
+        "{joined}"
+    );
+    assert_eq!(b.metrics().get("signalbox_rooms_active"), Some(&0.0));
+    ann.recv_type("peer-joined").await;
+    bo.recv_type("peer-joined").await;
+}
+
+/// A client of the balancer at `front`, which trusts the certificates of `nodes` and comes
+/// from the origin every node accepts.
+async fn through(front: std::net::SocketAddr, nodes: &[&Server]) -> Ws {
+    use rustls::pki_types::{pem::PemObject as _, CertificateDer};
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+    let mut roots = rustls::RootCertStore::empty();
+    for n in nodes {
+        let path = n.dir.path().join("certs/selfsigned-cert.pem");
+        let cert = CertificateDer::from_pem_file(&path).expect("generated certificate");
+        roots.add(cert).expect("certificate is usable as a root");
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("default protocol versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let mut req = format!("wss://{front}/ws")
+        .into_client_request()
+        .expect("request");
+    req.headers_mut().insert(
+        "origin",
+        format!("https://{front}").parse().expect("origin header"),
+    );
+    let connector = tokio_tungstenite::Connector::Rustls(std::sync::Arc::new(tls));
+    let (stream, _) = tokio::time::timeout(
+        ws_client::WAIT,
+        tokio_tungstenite::connect_async_tls_with_config(req, None, true, Some(connector)),
+    )
+    .await
+    .expect("connect in time")
+    .expect("WebSocket through the balancer");
+    Ws { stream }
+}
+
+/// HAProxy kept running for a test; killed when dropped.
+struct Haproxy(std::process::Child);
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn behind_haproxy_clients_spread_over_the_nodes_share_one_room() {
+    assert!(
+        std::path::Path::new("/usr/sbin/haproxy").exists(),
+        "/usr/sbin/haproxy is missing: run scripts/install-test-deps"
+    );
+    let redis = Redis::start();
+    let front = std::net::SocketAddr::from(([127, 0, 0, 1], common::named_port()));
+    // As in docs/cluster.md: TLS passes through, the PROXY protocol carries each client's
+    // address, and a node is healthy when its deep health check is.
+    let http = format!(
+        "proxy_protocol = true\ntrusted_proxies = [\"127.0.0.1\"]\n\
+         allowed_origins = [\"https://{front}\"]"
+    );
+    let a = node_with_http(&redis, "node-a", "", &http);
+    let b = node_with_http(&redis, "node-b", "", &http);
+    for n in [&a, &b] {
+        wait_for(Duration::from_secs(10), "both nodes registered", || {
+            n.metrics().get("signalbox_cluster_nodes_alive") == Some(&2.0)
+        });
+    }
+    let config = a.dir.path().join("haproxy.cfg");
+    std::fs::write(
+        &config,
+        format!(
+            "global\n  maxconn 100\n\ndefaults\n  mode tcp\n  timeout connect 5s\n  \
+             timeout client 30s\n  timeout server 30s\n\nfrontend calls\n  bind {front}\n  \
+             default_backend nodes\n\nbackend nodes\n  balance roundrobin\n  \
+             option httpchk GET /healthz?deep=1\n  http-check expect status 200\n  \
+             default-server send-proxy-v2 check check-ssl check-send-proxy verify none inter 300ms rise 1\n  \
+             server node-a {}\n  server node-b {}\n",
+            a.addr("https"),
+            b.addr("https")
+        ),
+    )
+    .expect("haproxy config");
+    let _haproxy = Haproxy(
+        std::process::Command::new("/usr/sbin/haproxy")
+            .arg("-db")
+            .arg("-f")
+            .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start haproxy"),
+    );
+    wait_for(Duration::from_secs(10), "the balancer listening", || {
+        std::net::TcpStream::connect(front).is_ok()
+    });
+    // Checks every 300 ms, one passed check makes a node usable.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    let mut clients = Vec::new();
+    let mut ids = Vec::new();
+    for n in 0..4 {
+        let mut ws = through(front, &[&a, &b]).await;
+        let joined = ws.join("balanced").await;
+        assert_eq!(
+            joined["peers"].as_array().map(Vec::len),
+            Some(n),
+            "{joined}"
+        );
+        ids.push(id(&joined));
+        clients.push(ws);
+    }
+    // Round robin put two on each node.
+    a.wait_for_metric("signalbox_ws_connections_active", 2.0);
+    b.wait_for_metric("signalbox_ws_connections_active", 2.0);
+    clients[3]
+        .send(json!({"type":"signal","to":ids[0],"data":"hello from the last"}))
+        .await;
+    loop {
+        let v = clients[0].recv().await;
+        if v["type"] == "signal" {
+            assert_eq!(v["from"], ids[3].as_str());
+            break;
+        }
+        assert_eq!(v["type"], "peer-joined", "{v}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_call_ends_when_the_node_holding_one_side_dies() {
+    let redis = Redis::start();
+    let (a, b) = two_nodes(&redis, "reconnect_grace = \"30s\"");
+    let mut ann = Ws::connect(&a).await;
+    ann.send(json!({"type":"hello","space":"desk","name":"Ann"}))
+        .await;
+    ann.recv_type("people").await;
+    let mut bo = Ws::connect(&b).await;
+    bo.send(json!({"type":"hello","space":"desk","name":"Bo"}))
+        .await;
+    let bo_id = bo.recv_type("people").await["you"].clone();
+    ann.recv_type("person-joined").await;
+    ann.send(json!({"type":"call","to":bo_id})).await;
+    let call = ann.recv_type("ringing").await["call"].clone();
+    bo.recv_type("ring").await;
+    bo.send(json!({"type":"accept","call":call})).await;
+    let acc_ann = loop {
+        let v = ann.recv().await;
+        if v["type"] == "call-accepted" {
+            break v;
+        }
+    };
+    let acc_bo = loop {
+        let v = bo.recv().await;
+        if v["type"] == "call-accepted" {
+            break v;
+        }
+    };
+    ann.send(json!({"type":"join","room":acc_ann["room"],"token":acc_ann["token"]}))
+        .await;
+    ann.recv_type("joined").await;
+    bo.send(json!({"type":"join","room":acc_bo["room"],"token":acc_bo["token"]}))
+        .await;
+    let bo_peer = bo.recv_type("joined").await["id"].clone();
+
+    drop(b);
+    drop(bo);
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !seen.iter().any(|v: &Value| v["type"] == "call-ended") {
+        assert!(Instant::now() < deadline, "no call-ended: {seen:?}");
+        if let Ok(v) = tokio::time::timeout(Duration::from_secs(1), ann.recv()).await {
+            seen.push(v);
+        }
+    }
+    let left = seen.iter().find(|v| v["type"] == "peer-left");
+    assert_eq!(left.map(|v| &v["id"]), Some(&bo_peer), "{seen:?}");
+    let ended = seen.iter().find(|v| v["type"] == "call-ended");
+    assert_eq!(ended.map(|v| &v["call"]), Some(&call), "{seen:?}");
 }

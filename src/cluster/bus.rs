@@ -20,10 +20,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::StreamExt as _;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
-use tracing::{debug, info, warn};
+use tracing::debug;
 
 use crate::metrics::METRICS;
 
@@ -37,17 +36,49 @@ pub const INBOUND_QUEUE: usize = 65_536;
 /// Most messages published in one pipeline.
 const PIPELINE: usize = 256;
 
-/// Finds (or claims) a home: `KEYS[1]` the home key, `ARGV[1]` this node's name, `ARGV[2]` the
-/// prefix of node registry keys. Keeps a claim whose node is alive; otherwise this node takes
-/// it. Returns the home's name.
+/// Finds (or claims) a home: `KEYS[1]` the home key, `KEYS[2]` the room's peer records,
+/// `ARGV[1]` this node's name, `ARGV[2]` the prefix of node registry keys, `ARGV[3]` the record
+/// field of the joiner's resume token (empty: none). Keeps a claim whose node is alive;
+/// otherwise this node takes it. Returns the home's name and the joiner's record, if any.
 pub const LOCATE_SCRIPT: &str = r#"
+local record = false
+if ARGV[3] ~= '' then
+  record = redis.call('HGET', KEYS[2], ARGV[3])
+end
 local home = redis.call('GET', KEYS[1])
 if home and (home == ARGV[1] or redis.call('EXISTS', ARGV[2] .. home) == 1) then
-  return home
+  return {home, record}
 end
 redis.call('SET', KEYS[1], ARGV[1])
-return ARGV[1]
+return {ARGV[1], record}
 "#;
+
+/// Where a room's home keeps a record of each peer, for the node that takes the room over if
+/// the home dies: `signalbox:peers:ROOM`, a hash from [`record_field`] to [`PeerRecord`].
+pub const PEERS_PREFIX: &str = "signalbox:peers:";
+
+/// The key of a room's peer records.
+pub fn peers_key(room: &str) -> String {
+    format!("{PEERS_PREFIX}{room}")
+}
+
+/// The field of a peer's record: a hash of its resume token, which only the peer knows, so the
+/// record is found from the token and the token is never stored.
+pub fn record_field(resume: &str) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, resume.as_bytes());
+    digest.as_ref()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// What a room's home keeps in Redis about one of its peers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerRecord {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
 
 /// Gives a home up: `KEYS[1]` the home key, deleted only if `ARGV[1]` (this node) holds it.
 pub const RELEASE_SCRIPT: &str = r#"
@@ -94,8 +125,14 @@ pub struct Wire {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "k", rename_all = "kebab-case")]
 pub enum Body {
-    /// Owner → home: the client sent this message (its text as received, validated).
-    Up { conn: u64, msg: String },
+    /// Owner → home: the client sent this message (its text as received, validated). With a
+    /// `join` that resumes, the peer's record from Redis ([`PeerRecord`] as JSON), if any.
+    Up {
+        conn: u64,
+        msg: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        record: Option<String>,
+    },
     /// Owner → home: the connection ended; `signals` are the signals it had not written yet.
     /// `evicted`: the server cut it off (it stopped reading), so its peer leaves at once.
     Gone {
@@ -131,6 +168,9 @@ pub enum Inbound {
     /// Nodes that left the registry (or restarted under a new instance id): their name and
     /// instance id.
     NodesLost(Vec<(Arc<str>, Arc<str>)>),
+    /// Redis answers again after it could not be reached: it may have restarted empty, so the
+    /// rooms and spaces living here are claimed again.
+    RedisBack,
 }
 
 /// What the publishing task does, in order.
@@ -144,6 +184,23 @@ enum Outgoing {
     Claim {
         key: String,
     },
+    /// Claims a home for this node unless some node holds it.
+    ClaimIfFree {
+        key: String,
+    },
+    /// Sets (or with `None` deletes) a field of a room's peer records; a set renews the key's
+    /// expiry to `ttl_ms`.
+    Record {
+        key: String,
+        field: String,
+        value: Option<String>,
+        ttl_ms: u64,
+    },
+    /// Renews the expiry of a room's peer records.
+    Renew {
+        key: String,
+        ttl_ms: u64,
+    },
     Release {
         key: String,
     },
@@ -154,6 +211,7 @@ enum Outgoing {
 pub struct Bus {
     node: Arc<str>,
     inst: Arc<str>,
+    node_timeout: Duration,
     tx: mpsc::Sender<Outgoing>,
 }
 
@@ -183,6 +241,38 @@ impl Bus {
         });
     }
 
+    /// Claims `what` for this node again unless another node has claimed it meanwhile (after
+    /// Redis came back, perhaps empty).
+    pub fn reclaim(&self, what: Homed<'_>) {
+        self.queue(Outgoing::ClaimIfFree {
+            key: home_key(what),
+        });
+    }
+
+    /// Keeps (or with `None` forgets) a peer's record in its room's records, which expire
+    /// `ttl` after the last renewal.
+    pub fn record(&self, room: &str, field: String, value: Option<String>, ttl: Duration) {
+        self.queue(Outgoing::Record {
+            key: peers_key(room),
+            field,
+            value,
+            ttl_ms: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
+        });
+    }
+
+    /// Renews the expiry of a room's peer records.
+    pub fn renew_records(&self, room: &str, ttl: Duration) {
+        self.queue(Outgoing::Renew {
+            key: peers_key(room),
+            ttl_ms: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
+        });
+    }
+
+    /// How long a node may go unheard before it is taken for dead.
+    pub fn node_timeout(&self) -> Duration {
+        self.node_timeout
+    }
+
     /// Gives up this node's home of `what` (the room or space ended here).
     pub fn release(&self, what: Homed<'_>) {
         self.queue(Outgoing::Release {
@@ -210,6 +300,7 @@ pub fn start(
     redis: redis::aio::ConnectionManager,
     node: Arc<str>,
     inst: Arc<str>,
+    node_timeout: Duration,
     shutdown: watch::Receiver<bool>,
 ) -> (HubLink, mpsc::Sender<Inbound>) {
     let (tx, rx) = mpsc::channel(PUBLISH_QUEUE);
@@ -217,7 +308,12 @@ pub fn start(
     tokio::spawn(publish_in_order(redis, node.clone(), rx, shutdown.clone()));
     tokio::spawn(listen(client, node.clone(), in_tx.clone(), shutdown));
     let link = HubLink {
-        bus: Bus { node, inst, tx },
+        bus: Bus {
+            node,
+            inst,
+            node_timeout,
+            tx,
+        },
         inbound: in_rx,
     };
     (link, in_tx)
@@ -247,6 +343,29 @@ async fn publish_in_order(
                 Outgoing::Claim { key } => {
                     pipe.cmd("SET").arg(key).arg(&*node).ignore();
                 }
+                Outgoing::ClaimIfFree { key } => {
+                    pipe.cmd("SET").arg(key).arg(&*node).arg("NX").ignore();
+                }
+                Outgoing::Record {
+                    key,
+                    field,
+                    value: Some(value),
+                    ttl_ms,
+                } => {
+                    pipe.cmd("HSET").arg(&key).arg(field).arg(value).ignore();
+                    pipe.cmd("PEXPIRE").arg(key).arg(ttl_ms).ignore();
+                }
+                Outgoing::Record {
+                    key,
+                    field,
+                    value: None,
+                    ..
+                } => {
+                    pipe.cmd("HDEL").arg(key).arg(field).ignore();
+                }
+                Outgoing::Renew { key, ttl_ms } => {
+                    pipe.cmd("PEXPIRE").arg(key).arg(ttl_ms).ignore();
+                }
                 Outgoing::Release { key } => {
                     pipe.invoke_script(release.key(key).arg(&*node)).ignore();
                 }
@@ -262,53 +381,40 @@ async fn publish_in_order(
     }
 }
 
-/// Listens on this node's channel, reconnecting with backoff whenever the connection is lost.
+/// Listens on this node's channel and passes what other nodes say to the hub.
 async fn listen(
     client: redis::Client,
     node: Arc<str>,
     hub: mpsc::Sender<Inbound>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
     let own = channel(&node);
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        let session = async {
-            let mut pubsub = client.get_async_pubsub().await?;
-            pubsub.subscribe(&own).await?;
-            info!(channel = %own, "cluster: listening for signaling from other nodes");
-            let mut messages = pubsub.on_message();
-            while let Some(msg) = messages.next().await {
-                match serde_json::from_slice::<Wire>(msg.get_payload_bytes()) {
-                    Ok(wire) => {
-                        METRICS.cluster_notes.at(1).inc();
-                        if hub.send(Inbound::Message(wire)).await.is_err() {
-                            return Ok(());
-                        }
-                    }
-                    Err(e) => {
+    let what = "signaling from other nodes";
+    super::listen(
+        client,
+        own.clone(),
+        what,
+        shutdown,
+        move |payload| match serde_json::from_slice::<Wire>(payload) {
+            Ok(wire) => {
+                METRICS.cluster_notes.at(1).inc();
+                match hub.try_send(Inbound::Message(wire)) {
+                    Ok(()) => true,
+                    Err(mpsc::error::TrySendError::Full(_)) => {
                         METRICS.cluster_notes_dropped.inc();
-                        debug!("cluster: ignored a message on {own}: {e}");
+                        true
                     }
+                    Err(mpsc::error::TrySendError::Closed(_)) => false,
                 }
             }
-            Ok::<(), redis::RedisError>(())
-        };
-        tokio::select! {
-            ended = session => match ended {
-                Ok(()) => warn!("cluster: signaling channel closed; reconnecting"),
-                Err(e) => debug!("cluster: cannot listen on {own}: {e}"),
-            },
-            _ = shutdown.changed() => return,
-        }
-        if hub.is_closed() {
-            return;
-        }
-        tokio::select! {
-            () = tokio::time::sleep(backoff) => {}
-            _ = shutdown.changed() => return,
-        }
-        backoff = (backoff * 2).min(Duration::from_secs(5));
-    }
+            Err(e) => {
+                METRICS.cluster_notes_dropped.inc();
+                debug!("cluster: ignored a message on {own}: {e}");
+                true
+            }
+        },
+    )
+    .await;
 }
 
 /// The `type` of a server message in its wire form (serialized with the tag first).
@@ -330,6 +436,7 @@ mod tests {
             body: Body::Up {
                 conn: 7,
                 msg: r#"{"type":"ping"}"#.into(),
+                record: None,
             },
         };
         let text = serde_json::to_string(&wire).expect("serializes");
@@ -339,6 +446,53 @@ mod tests {
         );
         let back: Wire = serde_json::from_str(&text).expect("parses");
         assert!(matches!(back.body, Body::Up { conn: 7, .. }));
+    }
+
+    #[test]
+    fn a_record_is_found_from_the_token_which_it_does_not_hold() {
+        let field = record_field("secret-token");
+        assert_eq!(field.len(), 32);
+        assert_eq!(field, record_field("secret-token"));
+        assert_ne!(field, record_field("secret-tokem"));
+        assert!(!field.contains("secret"));
+    }
+
+    #[test]
+    fn every_shape_of_server_message_starts_with_its_type() {
+        use crate::signaling::protocol::{
+            ErrorCode, Joined, PeerId, People, ResumeToken, RoomId, ServerMessage, SpaceId,
+        };
+        let joined = ServerMessage::Joined(Box::new(Joined {
+            room: RoomId::parse("r").expect("room"),
+            id: PeerId::new("p"),
+            peers: Vec::new(),
+            ice_servers: serde_json::json!([]),
+            resume: ResumeToken::new("t"),
+            host: true,
+            locked: false,
+        }));
+        let people = ServerMessage::People(Box::new(People {
+            space: SpaceId::parse("s").expect("space"),
+            you: PeerId::new("p"),
+            people: Vec::new(),
+            resume: ResumeToken::new("t"),
+            call: None,
+        }));
+        let cases = [
+            (joined, "joined"),
+            (people, "people"),
+            (ServerMessage::Pong, "pong"),
+            (ServerMessage::error(ErrorCode::RoomFull, "full"), "error"),
+            (
+                ServerMessage::PeerLeft {
+                    id: PeerId::new("p"),
+                },
+                "peer-left",
+            ),
+        ];
+        for (msg, kind) in cases {
+            assert_eq!(kind_of(&msg.to_json()), kind, "{}", msg.to_json());
+        }
     }
 
     #[test]

@@ -118,6 +118,7 @@ impl Cluster {
             redis.clone(),
             name.as_str().into(),
             instance.as_str().into(),
+            cluster.node_timeout,
             shutdown.clone(),
         );
         let notes = identity.turn.map(|hooks| {
@@ -189,20 +190,34 @@ impl Cluster {
             .take()
     }
 
-    /// The node where `what` lives, claimed for this one if it has no live home. Fails while
-    /// Redis is unreachable (the last heartbeat failed) or does not answer within
+    /// The node where `what` lives, claimed for this one if it has no live home; with a
+    /// `resume` token for a room, also the peer's record there (JSON), if Redis has one. Fails
+    /// while Redis is unreachable (the last heartbeat failed) or does not answer within
     /// [`LOCATE_TIMEOUT`]: the message says which, for the `unavailable` error.
-    pub async fn locate(&self, what: bus::Homed<'_>) -> Result<Arc<str>, String> {
+    pub async fn locate(
+        &self,
+        what: bus::Homed<'_>,
+        resume: Option<&str>,
+    ) -> Result<(Arc<str>, Option<String>), String> {
         if self.lock().redis_up == Some(false) {
             return Err("this node cannot reach the cluster's Redis; try again shortly".into());
         }
         let mut redis = self.redis.clone();
         let mut call = self.locate.prepare_invoke();
+        let (records, field) = match (what, resume) {
+            (bus::Homed::Room(room), Some(token)) => {
+                (bus::peers_key(room), bus::record_field(token))
+            }
+            _ => (bus::peers_key(""), String::new()),
+        };
         call.key(bus::home_key(what))
+            .key(records)
             .arg(&self.own.name)
-            .arg(registry::NODE_KEY_PREFIX);
-        match tokio::time::timeout(LOCATE_TIMEOUT, call.invoke_async::<String>(&mut redis)).await {
-            Ok(Ok(home)) => Ok(home.into()),
+            .arg(registry::NODE_KEY_PREFIX)
+            .arg(field);
+        let answer = call.invoke_async::<(String, Option<String>)>(&mut redis);
+        match tokio::time::timeout(LOCATE_TIMEOUT, answer).await {
+            Ok(Ok((home, record))) => Ok((home.into(), record)),
             Ok(Err(e)) => {
                 debug!("cluster: cannot locate {what:?}: {e}");
                 Err("the cluster's Redis did not answer; try again shortly".into())
@@ -338,6 +353,13 @@ impl Cluster {
             Ok(view) => {
                 if s.redis_up == Some(false) {
                     s.departures.forgive();
+                    if self
+                        .departures_tx
+                        .try_send(bus::Inbound::RedisBack)
+                        .is_err()
+                    {
+                        warn!("cluster: the signaling hub is not keeping up; rooms living here were not claimed again");
+                    }
                 }
                 let gone = s.departures.update(&view, &self.own.instance);
                 if !gone.is_empty() {
@@ -427,6 +449,51 @@ async fn heartbeats(node: Arc<Cluster>, interval: Duration, mut shutdown: watch:
             return;
         }
         node.record(outcome, started.elapsed());
+    }
+}
+
+/// The longest wait between attempts to listen again: short, since what is published meanwhile
+/// is lost.
+const LISTEN_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// Listens on `channel` (for `what`, in the logs) and hands each message to `on_message` until
+/// it returns false or the server shuts down, reconnecting with backoff whenever the connection
+/// is lost.
+async fn listen(
+    client: redis::Client,
+    channel: String,
+    what: &'static str,
+    mut shutdown: watch::Receiver<bool>,
+    mut on_message: impl FnMut(&[u8]) -> bool,
+) {
+    use futures_util::StreamExt as _;
+    let mut backoff = BACKOFF_MIN;
+    loop {
+        let session = async {
+            let mut pubsub = client.get_async_pubsub().await?;
+            pubsub.subscribe(&channel).await?;
+            info!(%channel, "cluster: listening for {what}");
+            let mut messages = pubsub.on_message();
+            while let Some(msg) = messages.next().await {
+                if !on_message(msg.get_payload_bytes()) {
+                    return Ok(false);
+                }
+            }
+            Ok::<bool, redis::RedisError>(true)
+        };
+        tokio::select! {
+            ended = session => match ended {
+                Ok(false) => return,
+                Ok(true) => warn!(%channel, "cluster: connection for {what} closed; reconnecting"),
+                Err(e) => debug!(%channel, "cluster: cannot listen for {what}: {e}"),
+            },
+            _ = shutdown.changed() => return,
+        }
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            _ = shutdown.changed() => return,
+        }
+        backoff = (backoff * 2).min(LISTEN_BACKOFF_MAX);
     }
 }
 

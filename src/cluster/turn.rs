@@ -19,12 +19,10 @@
 //! peers of the node itself.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use futures_util::StreamExt as _;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
-use tracing::{debug, info, warn};
+use tracing::debug;
 
 use signalbox_turn_proto::auth::LivePeers;
 
@@ -152,38 +150,19 @@ async fn publish_in_order(
     }
 }
 
-/// Listens on [`CHANNEL`], reconnecting with backoff whenever the connection is lost.
+/// Listens on [`CHANNEL`] and applies what the other nodes say.
 async fn listen(
     client: redis::Client,
     instance: String,
     turn: TurnHooks,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        let session = async {
-            let mut pubsub = client.get_async_pubsub().await?;
-            pubsub.subscribe(CHANNEL).await?;
-            info!("cluster: listening for credential notes");
-            let mut messages = pubsub.on_message();
-            while let Some(msg) = messages.next().await {
-                apply(msg.get_payload_bytes(), &instance, &turn);
-            }
-            Ok::<(), redis::RedisError>(())
-        };
-        tokio::select! {
-            ended = session => match ended {
-                Ok(()) => warn!("cluster: credential notes connection closed; reconnecting"),
-                Err(e) => debug!("cluster: cannot listen for credential notes: {e}"),
-            },
-            _ = shutdown.changed() => return,
-        }
-        tokio::select! {
-            () = tokio::time::sleep(backoff) => {}
-            _ = shutdown.changed() => return,
-        }
-        backoff = (backoff * 2).min(Duration::from_secs(5));
-    }
+    let what = "credential notes";
+    super::listen(client, CHANNEL.to_owned(), what, shutdown, move |payload| {
+        apply(payload, &instance, &turn);
+        true
+    })
+    .await;
 }
 
 fn apply(payload: &[u8], instance: &str, turn: &TurnHooks) {

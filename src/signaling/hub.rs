@@ -93,6 +93,8 @@ pub struct Route {
     /// For `join` and `hello`: the node where the room or space lives, or why Redis could not
     /// tell (the answer is `unavailable`).
     pub home: Option<Result<Arc<str>, String>>,
+    /// For a `join` that resumes: the peer's record in Redis, left by the room's home.
+    pub record: Option<String>,
 }
 
 /// A cheap, cloneable way to talk to the hub.
@@ -160,6 +162,7 @@ pub fn spawn(
 ) -> HubHandle {
     let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
     let next_conn = Arc::new(AtomicU64::new(1));
+    let reconnect_grace = config.reconnect_grace;
     let rate = Rate {
         per_minute: join_rate_per_ip,
         burst: join_rate_per_ip,
@@ -180,7 +183,7 @@ pub fn spawn(
         next_conn: next_conn.clone(),
     };
     let inbound = cluster.map(|link| {
-        hub.cluster = Some(remote::Remote::new(link.bus));
+        hub.cluster = Some(remote::Remote::new(link.bus, reconnect_grace));
         link.inbound
     });
     tokio::spawn(run(rx, inbound, hub));
@@ -542,6 +545,12 @@ impl Hub {
                     if let ServerMessage::Joined(j) = &mut msg {
                         // A Socket.IO socket has TURN credentials of its own, from its connect;
                         // another node's connection gets them from that node.
+                        if let Some(cluster) = &mut self.cluster {
+                            if !j.room.is_socketio() {
+                                let name = self.registry.peer_name(&j.id);
+                                cluster.record(&j.room, &j.id, name, &j.resume);
+                            }
+                        }
                         let remote = self.remote_owner(conn);
                         if let Some(owner) = remote {
                             if let Some(cluster) = &mut self.cluster {
@@ -587,6 +596,7 @@ impl Hub {
         while let Some((room, peer)) = self.registry.poll_removed() {
             self.spaces.left_room(&room, &peer);
             if let Some(cluster) = &mut self.cluster {
+                cluster.forget_record(&peer);
                 if !self.registry.has_room(&room) {
                     cluster
                         .bus

@@ -432,6 +432,16 @@ impl Registry {
             || self.lost_in(room, resume).is_some()
     }
 
+    /// The display name of a peer of a room.
+    pub fn peer_name(&self, id: &PeerId) -> Option<&str> {
+        self.peers.get(id).and_then(|p| p.name.as_deref())
+    }
+
+    /// Every room that exists.
+    pub fn room_ids(&self) -> impl Iterator<Item = &RoomId> {
+        self.rooms.keys()
+    }
+
     /// Whether `room` exists (it has members, or peers waiting in its lobby).
     pub fn has_room(&self, room: &RoomId) -> bool {
         self.rooms.contains_key(room)

@@ -329,6 +329,11 @@ impl Spaces {
     }
 
     /// People in all spaces, away ones included.
+    /// Every space that has people.
+    pub fn space_ids(&self) -> impl Iterator<Item = &SpaceId> {
+        self.spaces.keys()
+    }
+
     pub fn people_count(&self) -> usize {
         self.people.len()
     }

@@ -409,16 +409,25 @@ async fn routed(
     text: &str,
 ) -> Command {
     use crate::cluster::bus::Homed;
-    let home = match &msg {
-        ClientMessage::Join { room, .. } => Some(cluster.locate(Homed::Room(room.as_str())).await),
+    let located = match &msg {
+        ClientMessage::Join { room, resume, .. } => {
+            let resume = resume.as_ref().map(|r| r.as_str());
+            Some(cluster.locate(Homed::Room(room.as_str()), resume).await)
+        }
         ClientMessage::Space(SpaceAction::Hello { space, .. }) => {
-            Some(cluster.locate(Homed::Space(space.as_str())).await)
+            Some(cluster.locate(Homed::Space(space.as_str()), None).await)
         }
         _ => None,
+    };
+    let (home, record) = match located {
+        Some(Ok((home, record))) => (Some(Ok(home)), record),
+        Some(Err(why)) => (Some(Err(why)), None),
+        None => (None, None),
     };
     let route = super::hub::Route {
         raw: text.into(),
         home,
+        record,
     };
     Command::Routed {
         conn,

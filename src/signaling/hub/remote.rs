@@ -24,11 +24,11 @@ use std::time::Instant;
 use tracing::debug;
 
 use super::{Command, Hub, Link, Out, Route};
-use crate::cluster::bus::{kind_of, Body, Bus, Inbound, Wire};
+use crate::cluster::bus::{kind_of, record_field, Body, Bus, Inbound, PeerRecord, Wire};
 use crate::signaling::outbox::Kill;
 use crate::signaling::protocol::{
-    parse_client, ClientMessage, ErrorCode, Payload, PeerId, Relayed, RoomId, ServerMessage,
-    SpaceAction,
+    parse_client, ClientMessage, ErrorCode, Payload, PeerId, Relayed, ResumeToken, RoomId,
+    ServerMessage, SpaceAction,
 };
 use crate::signaling::rooms::ConnId;
 use crate::signaling::PeerEvent;
@@ -60,20 +60,51 @@ pub(super) struct Remote {
     /// The nodes this one has forwarded to: each hears now and then which connections it holds
     /// for them ([`Body::Held`]).
     homes: HashSet<Arc<str>>,
+    /// Peers of rooms here whose record is in Redis: their room and record field.
+    recorded: HashMap<PeerId, (RoomId, String)>,
+    /// How long records outlive this node: long enough for the others to find it gone, close
+    /// their clients and see them join again within `reconnect_grace`.
+    records_ttl: std::time::Duration,
 }
 
 /// How often a node tells the nodes it forwards to which connections it holds for them.
 pub(super) const HELD_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Remote {
-    pub fn new(bus: Bus) -> Remote {
+    pub fn new(bus: Bus, reconnect_grace: std::time::Duration) -> Remote {
+        let records_ttl = reconnect_grace + 2 * bus.node_timeout() + 2 * HELD_EVERY;
         Remote {
             bus,
+            recorded: HashMap::new(),
+            records_ttl,
             conns: HashMap::new(),
             homed_peers: HashMap::new(),
             owned_peers: HashMap::new(),
             lost: HashSet::new(),
             homes: HashSet::new(),
+        }
+    }
+
+    /// Keeps a record of a peer of a room here in Redis (its id and name, under a hash of its
+    /// resume token), so that the node taking the room over, should this one die, gives the
+    /// peer its id back when it resumes there.
+    pub fn record(&mut self, room: &RoomId, id: &PeerId, name: Option<&str>, resume: &ResumeToken) {
+        let field = record_field(resume.as_str());
+        let record = PeerRecord {
+            id: id.as_str().to_owned(),
+            name: name.map(str::to_owned),
+        };
+        let value = serde_json::to_string(&record).expect("a record always serializes");
+        self.bus
+            .record(room.as_str(), field.clone(), Some(value), self.records_ttl);
+        self.recorded.insert(id.clone(), (room.clone(), field));
+    }
+
+    /// The peer is gone for good: its record goes too.
+    pub fn forget_record(&mut self, peer: &PeerId) {
+        if let Some((room, field)) = self.recorded.remove(peer) {
+            self.bus
+                .record(room.as_str(), field, None, self.records_ttl);
         }
     }
 
@@ -197,10 +228,16 @@ impl Hub {
                 let body = Body::Up {
                     conn: conn.0,
                     msg: route.raw.into(),
+                    record: route.record,
                 };
                 cluster.bus.send(&node, body);
             }
-            _ => self.apply(Command::Client { conn, msg }),
+            _ => {
+                if let Some(record) = route.record {
+                    self.restore(&msg, &record);
+                }
+                self.apply(Command::Client { conn, msg })
+            }
         }
     }
 
@@ -208,6 +245,7 @@ impl Hub {
     pub(super) fn inbound(&mut self, msg: Inbound) {
         match msg {
             Inbound::Message(wire) => self.wire(wire),
+            Inbound::RedisBack => self.reclaim_homes(),
             Inbound::NodesLost(nodes) => {
                 for node in nodes {
                     if let Some(cluster) = &mut self.cluster {
@@ -229,7 +267,7 @@ impl Hub {
             return;
         }
         match wire.body {
-            Body::Up { conn, msg } => {
+            Body::Up { conn, msg, record } => {
                 let local = match cluster.conns.get(&(inst.clone(), conn)) {
                     Some(local) => *local,
                     None => {
@@ -249,7 +287,12 @@ impl Hub {
                     }
                 };
                 match parse_client(&msg) {
-                    Ok(msg) => self.apply(Command::Client { conn: local, msg }),
+                    Ok(msg) => {
+                        if let Some(record) = record {
+                            self.restore(&msg, &record);
+                        }
+                        self.apply(Command::Client { conn: local, msg })
+                    }
                     Err(e) => {
                         let msg = ServerMessage::error(ErrorCode::BadRequest, e.to_string());
                         self.reply(local, msg);
@@ -331,6 +374,30 @@ impl Hub {
                 }
             }
         }
+    }
+
+    /// A `join` that resumes, with the peer's record left in Redis by the room's former home:
+    /// the peer is taken in as lost, so that the join gives it its id back. Nothing happens when
+    /// the registry knows the token already (the home never changed).
+    fn restore(&mut self, msg: &ClientMessage, record: &str) {
+        let ClientMessage::Join {
+            room,
+            resume: Some(resume),
+            ..
+        } = msg
+        else {
+            return;
+        };
+        let Ok(record) = serde_json::from_str::<PeerRecord>(record) else {
+            return;
+        };
+        if record.id.is_empty() || self.registry.is_resumable(room, resume) {
+            return;
+        }
+        let id = PeerId::new(&record.id);
+        let now = Instant::now();
+        self.registry
+            .restore_lost(room.clone(), id, record.name, resume.clone(), now);
     }
 
     /// Whether `conn` is a connection of this node whose room or space lives on `node`.
@@ -491,11 +558,34 @@ impl Hub {
         }
     }
 
-    /// Tells each node forwarded to which connections this node holds for it.
+    /// Claims every room and space living here again, where no other node has meanwhile: a
+    /// Redis that restarted empty forgot them, and a join through another node would otherwise
+    /// start a second room of the same name there.
+    fn reclaim_homes(&self) {
+        use crate::cluster::bus::Homed;
+        let Some(cluster) = &self.cluster else {
+            return;
+        };
+        for room in self.registry.room_ids().filter(|r| !r.is_socketio()) {
+            cluster.bus.reclaim(Homed::Room(room.as_str()));
+        }
+        for space in self.spaces.space_ids() {
+            cluster.bus.reclaim(Homed::Space(space.as_str()));
+        }
+    }
+
+    /// Tells each node forwarded to which connections this node holds for it, and renews the
+    /// records of the rooms living here.
     pub(super) fn send_held(&mut self) {
         let Some(cluster) = &self.cluster else {
             return;
         };
+        let rooms: HashSet<&RoomId> = cluster.recorded.values().map(|(r, _)| r).collect();
+        for room in rooms {
+            cluster
+                .bus
+                .renew_records(room.as_str(), cluster.records_ttl);
+        }
         for home in &cluster.homes {
             let conns = self
                 .links

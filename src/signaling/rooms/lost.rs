@@ -61,6 +61,37 @@ impl Registry {
     }
 
     /// The peer lost under `resume`, if it was a member of `room`.
+    /// Takes in a peer that a node which is gone held in `room` (known from what that node
+    /// left in Redis): as if it had been lost here, at `now`. Nothing happens when `id` or
+    /// `resume` is in use here already.
+    pub fn restore_lost(
+        &mut self,
+        room: RoomId,
+        id: PeerId,
+        name: Option<String>,
+        resume: ResumeToken,
+        now: Instant,
+    ) {
+        let in_use = self.peers.contains_key(&id)
+            || self.lost.contains_key(&id)
+            || self.peers_by_resume.contains_key(&resume)
+            || self.lost_by_resume.contains_key(&resume);
+        if in_use || self.config.reconnect_grace.is_zero() {
+            return;
+        }
+        let lost = Lost {
+            room,
+            name,
+            resume,
+            invite: None,
+            deadline: now + self.config.reconnect_grace,
+        };
+        self.lost_deadlines
+            .push(Reverse((lost.deadline, id.clone())));
+        self.lost_by_resume.insert(lost.resume.clone(), id.clone());
+        self.lost.insert(id, lost);
+    }
+
     pub(super) fn lost_in(&self, room: &RoomId, resume: &ResumeToken) -> Option<PeerId> {
         self.lost_by_resume
             .get(resume)

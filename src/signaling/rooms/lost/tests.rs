@@ -399,3 +399,44 @@ fn loss_return_and_expiry_churn_leaves_no_ghosts() {
     assert!(b.reg.lost.is_empty() && b.reg.lost_by_resume.is_empty());
     assert_eq!(b.reg.poll_timeout(), None);
 }
+
+#[test]
+fn a_peer_restored_from_another_nodes_record_comes_back_under_its_id() {
+    let mut b = Bench::new();
+    b.joined(1, "r");
+    let now = b.at(5);
+    b.reg
+        .restore_lost(room("r"), pid(7), Some("Cy".into()), token(7), now);
+    assert!(b.reg.is_resumable(&room("r"), &token(7)));
+    let out = b.come_back(9, "r", "token7", 6);
+    let cy = PeerInfo {
+        id: pid(7),
+        name: Some("Cy".into()),
+        host: false,
+    };
+    assert_eq!(
+        out,
+        vec![
+            send(1, peer_joined(cy)),
+            send(9, joined("r", 7, vec![info(1)])),
+        ]
+    );
+    assert_eq!(b.reg.peer_name(&pid(7)), Some("Cy"));
+}
+
+#[test]
+fn a_restored_record_takes_no_id_or_token_in_use_and_ends_with_the_grace() {
+    let mut b = Bench::new();
+    b.joined(1, "r");
+    let now = b.at(0);
+    // Peer 1's own id, or its token under another id: ignored.
+    b.reg.restore_lost(room("r"), pid(1), None, token(8), now);
+    assert!(!b.reg.is_resumable(&room("r"), &token(8)));
+    b.reg.restore_lost(room("r"), pid(8), None, token(1), now);
+    assert_eq!(b.reg.poll_timeout(), None);
+    // A fresh one lasts the grace.
+    b.reg.restore_lost(room("r"), pid(8), None, token(8), now);
+    assert_eq!(b.reg.poll_timeout(), Some(b.at(GRACE.as_secs())));
+    b.reg.handle_timeout(b.at(GRACE.as_secs()));
+    assert!(!b.reg.is_resumable(&room("r"), &token(8)));
+}

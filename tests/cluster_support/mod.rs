@@ -1,11 +1,14 @@
-//! Debian's `redis-server` for the cluster tests: started on a free loopback port with no
-//! persistence, stopped when dropped.
+//! What the cluster tests share: Debian's `redis-server` started on a free loopback port with no
+//! persistence (stopped when dropped), waiting for a condition, and the TURN credentials of a
+//! `joined`.
 #![allow(dead_code)]
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use serde_json::Value;
 
 use super::common::named_port;
 
@@ -78,4 +81,29 @@ impl Drop for Redis {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Waits up to `limit` for `what` to hold; says how long it took.
+pub fn wait_for(limit: Duration, what: &str, mut done: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < limit, "not within {limit:?}: {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    start.elapsed()
+}
+
+/// The TURN username and password in `joined`.
+pub fn turn_credentials(joined: &Value) -> (String, String) {
+    let entry = joined["iceServers"]
+        .as_array()
+        .expect("iceServers")
+        .iter()
+        .find(|e| e.get("username").is_some())
+        .unwrap_or_else(|| panic!("no TURN entry in {joined}"))
+        .clone();
+    (
+        entry["username"].as_str().expect("username").to_owned(),
+        entry["credential"].as_str().expect("credential").to_owned(),
+    )
 }
