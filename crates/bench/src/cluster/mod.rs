@@ -1,11 +1,12 @@
 //! `signalbox-bench cluster`: two or three signalbox nodes sharing one `redis-server`, all on
 //! this host's loopback, and what a room costs when its two peers are on different nodes.
 //!
-//! Each round measures two placements of the same rooms of two ([`Mode`]): *cross-node*, the
+//! Each round measures placements of the same rooms of two ([`Mode`]): *cross-node*, the
 //! first peer (which makes its node the room's home) on one node and the second on the next
-//! node, so every signal and the second join cross Redis; and *one node*, both peers on the
-//! same node, the baseline. Rooms are spread over all nodes in both, so every node carries the
-//! same share. Per placement: the join rate of the second peers (all released at once) with
+//! node, so every signal and the second join cross Redis once; with three nodes *off-home*,
+//! the home on a third node (held by a silent peer that joined first), so every signal crosses
+//! Redis twice; and *one node*, both peers on the same node, the baseline. Rooms are spread
+//! over all nodes in each, so every node carries the same share. Per placement: the join rate of the second peers (all released at once) with
 //! their join times, the one-way latency of signals at a fixed total rate, loss, and the CPU
 //! time of every node and of Redis per delivered signal. Figures are medians over `--rounds`.
 //!
@@ -57,7 +58,7 @@ pub struct Args {
     /// The Redis server program (Debian package `redis-server`).
     #[arg(long, default_value = "redis-server", value_name = "PATH")]
     pub redis: PathBuf,
-    /// Measure one placement only (default: both, alternating within each round).
+    /// Measure one placement only (default: each in turn within every round).
     #[arg(long, value_enum)]
     pub only: Option<Mode>,
     /// Run each node in a network namespace of its own, linked to this host by a veth pair
@@ -88,6 +89,9 @@ impl Args {
         if self.payload > 16_000 {
             bail!("--payload must be at most 16000 bytes");
         }
+        if self.only == Some(Mode::OffHome) && self.nodes < 3 {
+            bail!("--only off-home needs --nodes 3: the home is a third node");
+        }
         Ok(())
     }
 }
@@ -95,19 +99,40 @@ impl Args {
 /// Where the two peers of a room are.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Mode {
-    /// The first peer on one node, the second on the next one.
+    /// The first peer on one node (the room's home), the second on the next one.
     CrossNode,
+    /// Three nodes or more: a silent peer joins first on one node (the home), the two peers
+    /// that signal join on the next two.
+    OffHome,
     /// Both peers on one node: the baseline.
     OneNode,
 }
 
+/// The nodes (indices) the clients of one room connect to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Placement {
+    /// A silent peer that joins first and so makes its node the home.
+    pub anchor: Option<usize>,
+    pub first: usize,
+    pub second: usize,
+}
+
 impl Mode {
-    pub const ALL: [Mode; 2] = [Mode::CrossNode, Mode::OneNode];
+    /// The placements measured with `nodes` nodes, in the order of a round.
+    pub fn all(nodes: usize) -> Vec<Mode> {
+        let mut modes = vec![Mode::CrossNode];
+        if nodes >= 3 {
+            modes.push(Mode::OffHome);
+        }
+        modes.push(Mode::OneNode);
+        modes
+    }
 
     /// The report's name for it.
     pub fn name(self) -> &'static str {
         match self {
             Mode::CrossNode => "cross-node",
+            Mode::OffHome => "off-home",
             Mode::OneNode => "one-node",
         }
     }
@@ -116,18 +141,32 @@ impl Mode {
     pub fn tag(self) -> &'static str {
         match self {
             Mode::CrossNode => "x",
+            Mode::OffHome => "h",
             Mode::OneNode => "o",
         }
     }
 
-    /// The nodes (indices) of the first and the second peer of room `pair`: rooms take turns
-    /// over the nodes as their homes.
-    pub fn placement(self, pair: usize, nodes: usize) -> (usize, usize) {
+    /// Where the clients of room `pair` go: rooms take turns over the nodes as their homes.
+    pub fn placement(self, pair: usize, nodes: usize) -> Placement {
         let nodes = nodes.max(1);
         let home = pair % nodes;
+        let next = |k: usize| (home + k) % nodes;
         match self {
-            Mode::CrossNode => (home, (home + 1) % nodes),
-            Mode::OneNode => (home, home),
+            Mode::CrossNode => Placement {
+                anchor: None,
+                first: home,
+                second: next(1),
+            },
+            Mode::OffHome => Placement {
+                anchor: Some(home),
+                first: next(1),
+                second: next(2),
+            },
+            Mode::OneNode => Placement {
+                anchor: None,
+                first: home,
+                second: home,
+            },
         }
     }
 }
@@ -239,7 +278,7 @@ pub fn run(
 
     let modes: Vec<Mode> = match args.only {
         Some(mode) => vec![mode],
-        None => Mode::ALL.to_vec(),
+        None => Mode::all(nodes),
     };
     let mut rounds: Vec<Vec<Vec<(&'static str, f64)>>> = vec![Vec::new(); modes.len()];
     for round in 0..common.rounds {
@@ -347,42 +386,45 @@ fn add_checks(report: &mut Report, args: &Args, nodes: usize) {
         (Some(a), Some(b)) if b != 0.0 => Some(a / b),
         _ => None,
     };
-    let cross_p99 = get(report, Mode::CrossNode, "p99_ms");
-    report.check(
-        "cluster: cross-node signal p99",
-        cross_p99,
-        "ms",
-        P99_TARGET_MS,
-        false,
-    );
-    report.info(
-        "cluster: cross-node signal p99 / 10 ms target",
-        cross_p99.map(|p| p / P99_TARGET_MS),
-        "share of the target",
-    );
-    report.check(
-        "cluster: cross-node signal loss",
-        get(report, Mode::CrossNode, "loss_pct"),
-        "%",
-        0.0,
-        false,
-    );
-    report.info(
-        "cluster: CPU per signal, cross-node / one node",
-        ratio(
-            get(report, Mode::CrossNode, "cpu_us_sig"),
-            get(report, Mode::OneNode, "cpu_us_sig"),
-        ),
-        "nodes + redis",
-    );
-    report.info(
-        "cluster: joins/s across nodes / on one node",
-        ratio(
-            get(report, Mode::CrossNode, "joins_s"),
-            get(report, Mode::OneNode, "joins_s"),
-        ),
-        "second peers",
-    );
+    for mode in [Mode::CrossNode, Mode::OffHome] {
+        let name = mode.name();
+        let p99 = get(report, mode, "p99_ms");
+        report.check(
+            &format!("cluster: {name} signal p99"),
+            p99,
+            "ms",
+            P99_TARGET_MS,
+            false,
+        );
+        report.info(
+            &format!("cluster: {name} signal p99 / 10 ms target"),
+            p99.map(|p| p / P99_TARGET_MS),
+            "share of the target",
+        );
+        report.check(
+            &format!("cluster: {name} signal loss"),
+            get(report, mode, "loss_pct"),
+            "%",
+            0.0,
+            false,
+        );
+        report.info(
+            &format!("cluster: CPU per signal, {name} / one node"),
+            ratio(
+                get(report, mode, "cpu_us_sig"),
+                get(report, Mode::OneNode, "cpu_us_sig"),
+            ),
+            "nodes + redis",
+        );
+        report.info(
+            &format!("cluster: joins/s {name} / one node"),
+            ratio(
+                get(report, mode, "joins_s"),
+                get(report, Mode::OneNode, "joins_s"),
+            ),
+            "second peers",
+        );
+    }
     report.notes.push(if args.netns {
         format!(
             "cluster: {nodes} nodes, each in a network namespace of its own linked to this host \
@@ -402,8 +444,10 @@ fn add_checks(report: &mut Report, args: &Args, nodes: usize) {
     );
     report.notes.push(format!(
         "cluster: {} rooms of two, homes spread over the nodes; cross-node = second peer on \
-         the next node, one-node = both on the room's home; join times: all second peers \
-         join at once; CPU = all nodes + redis-server during the signals, per signal delivered",
+         the next node; off-home (3 nodes) = a silent third peer on the home, the two that \
+         signal on the next two nodes; one-node = both on the room's home; join times: all \
+         second peers join at once; CPU = all nodes + redis-server during the signals, per \
+         signal delivered",
         args.pairs
     ));
     if let Some(load) = load_average() {
@@ -417,26 +461,47 @@ fn add_checks(report: &mut Report, args: &Args, nodes: usize) {
 mod tests {
     use super::*;
 
+    fn nodes_of(mode: Mode, pair: usize, nodes: usize) -> (Option<usize>, usize, usize) {
+        let p = mode.placement(pair, nodes);
+        (p.anchor, p.first, p.second)
+    }
+
     #[test]
     fn cross_node_rooms_put_their_two_peers_on_different_nodes() {
         for nodes in [2, 3] {
             for pair in 0..12 {
-                let (a, b) = Mode::CrossNode.placement(pair, nodes);
+                let (anchor, a, b) = nodes_of(Mode::CrossNode, pair, nodes);
+                assert_eq!(anchor, None);
                 assert_ne!(a, b, "pair {pair} of {nodes} nodes");
                 assert!(a < nodes && b < nodes);
             }
         }
-        assert_eq!(Mode::CrossNode.placement(0, 2), (0, 1));
-        assert_eq!(Mode::CrossNode.placement(1, 2), (1, 0));
-        assert_eq!(Mode::CrossNode.placement(2, 3), (2, 0));
+        assert_eq!(nodes_of(Mode::CrossNode, 0, 2), (None, 0, 1));
+        assert_eq!(nodes_of(Mode::CrossNode, 1, 2), (None, 1, 0));
+        assert_eq!(nodes_of(Mode::CrossNode, 2, 3), (None, 2, 0));
+    }
+
+    #[test]
+    fn off_home_rooms_use_three_different_nodes_with_the_home_first() {
+        for pair in 0..9 {
+            let (anchor, a, b) = nodes_of(Mode::OffHome, pair, 3);
+            let home = anchor.expect("a silent peer holds the home");
+            assert_eq!(home, pair % 3);
+            assert!(home != a && home != b && a != b, "pair {pair}");
+        }
+        assert_eq!(Mode::all(2), [Mode::CrossNode, Mode::OneNode]);
+        assert_eq!(
+            Mode::all(3),
+            [Mode::CrossNode, Mode::OffHome, Mode::OneNode]
+        );
     }
 
     #[test]
     fn one_node_rooms_keep_both_peers_on_the_home_and_use_every_node() {
         let homes: Vec<usize> = (0..6)
             .map(|pair| {
-                let (a, b) = Mode::OneNode.placement(pair, 3);
-                assert_eq!(a, b);
+                let (anchor, a, b) = nodes_of(Mode::OneNode, pair, 3);
+                assert_eq!((anchor, a), (None, b));
                 a
             })
             .collect();
@@ -530,5 +595,16 @@ mod tests {
         .validate(3)
         .is_err());
         assert!(ok.validate(0).is_err());
+        let off_home = Args {
+            only: Some(Mode::OffHome),
+            ..ok.clone()
+        };
+        assert!(off_home.validate(3).is_err());
+        assert!(Args {
+            nodes: 3,
+            ..off_home
+        }
+        .validate(3)
+        .is_ok());
     }
 }

@@ -3,7 +3,8 @@
 //!
 //! Phases, each bounded in time:
 //! 1. every pair connects both peers (bounded concurrency) and its first peer joins, which
-//!    makes the first peer's node the room's home;
+//!    makes the first peer's node the room's home (off-home: a silent anchor peer joins
+//!    before it, on a third node, and stays till the end);
 //! 2. join storm: all second peers send `join` at once; a join time runs from that send to
 //!    the `joined` that lists the first peer, and the pair counts as joined once the first peer
 //!    has its `peer-joined` too;
@@ -97,11 +98,13 @@ pub async fn measure(nodes: &[Arc<Node>], pids: &Pids, plan: &Plan) -> anyhow::R
     let clients = plan.pairs * 2;
     let mut tasks = Tasks(Vec::with_capacity(plan.pairs));
     for index in 0..plan.pairs {
-        let (first, second) = plan.mode.placement(index, nodes.len());
+        let at = plan.mode.placement(index, nodes.len());
+        let node = |i: usize| nodes[i % nodes.len()].clone();
         let ctx = PairCtx {
             room: format!("cluster-{}-{}-{index}", plan.round, plan.mode.tag()),
-            first: nodes[first].clone(),
-            second: nodes[second].clone(),
+            anchor: at.anchor.map(node),
+            first: node(at.first),
+            second: node(at.second),
             gate: gate.clone(),
             progress: progress.clone(),
             storm_rx: storm_rx.clone(),
@@ -230,6 +233,8 @@ async fn wait_for(
 
 struct PairCtx {
     room: String,
+    /// Off-home: the node of a silent peer that joins first, making its node the home.
+    anchor: Option<Arc<Node>>,
     first: Arc<Node>,
     second: Arc<Node>,
     gate: Arc<Semaphore>,
@@ -257,17 +262,29 @@ async fn pair(ctx: PairCtx) -> anyhow::Result<PairOutcome> {
 }
 
 async fn pair_inner(ctx: &PairCtx) -> anyhow::Result<PairOutcome> {
-    let (mut first, mut second) = {
+    let (mut anchor, mut first, mut second) = {
         let _permit = ctx.gate.acquire().await.context("connect gate")?;
-        (connect(&ctx.first).await?, connect(&ctx.second).await?)
+        let anchor = match &ctx.anchor {
+            Some(node) => Some(connect(node).await?),
+            None => None,
+        };
+        (
+            anchor,
+            connect(&ctx.first).await?,
+            connect(&ctx.second).await?,
+        )
     };
     let join = Message::text(json!({"type": "join", "room": ctx.room}).to_string());
+    if let Some(anchor) = anchor.as_mut() {
+        anchor.send(join.clone()).await.context("send join")?;
+        expect_joined(anchor).await.context("anchor peer")?;
+    }
     first.send(join.clone()).await.context("send join")?;
     let (first_id, _) = expect_joined(&mut first).await.context("first peer")?;
     ctx.progress.ready.fetch_add(1, Ordering::Relaxed);
 
     let mut storm = ctx.storm_rx.clone();
-    idle_until(&mut first, &mut second, storm.wait_for(|s| *s)).await?;
+    idle_until(&mut first, &mut second, &mut anchor, storm.wait_for(|s| *s)).await?;
     let sent = Instant::now();
     second.send(join).await.context("send join")?;
     let (second_id, peers) = expect_joined(&mut second).await.context("second peer")?;
@@ -289,15 +306,35 @@ async fn pair_inner(ctx: &PairCtx) -> anyhow::Result<PairOutcome> {
     ctx.progress.joined.fetch_add(1, Ordering::Relaxed);
 
     let mut go = ctx.go_rx.clone();
-    idle_until(&mut first, &mut second, go.wait_for(|s| s.is_some())).await?;
+    idle_until(
+        &mut first,
+        &mut second,
+        &mut anchor,
+        go.wait_for(|s| s.is_some()),
+    )
+    .await?;
     let Some(start) = *go.borrow() else {
         bail!("no start time");
     };
     let [a, b] = ctx.schedules;
-    let (a, b) = tokio::join!(
-        traffic(first, &second_id, start, a, ctx),
-        traffic(second, &first_id, start, b, ctx)
-    );
+    let both = async {
+        tokio::join!(
+            traffic(first, &second_id, start, a, ctx),
+            traffic(second, &first_id, start, b, ctx)
+        )
+    };
+    tokio::pin!(both);
+    // The anchor reads (presence, pings) until both have finished, then leaves.
+    let (a, b) = loop {
+        tokio::select! {
+            r = &mut both => break r,
+            msg = next_of(&mut anchor) => still_open(msg).context("anchor peer")?,
+        }
+    };
+    if let Some(mut anchor) = anchor {
+        let _ = anchor.send(Message::text(r#"{"type":"leave"}"#)).await;
+        let _ = anchor.close(None).await;
+    }
     Ok(PairOutcome {
         join_us,
         traffic: [a, b],
@@ -359,10 +396,13 @@ async fn expect_peer_joined(ws: &mut Ws, id: &str) -> anyhow::Result<()> {
     }
 }
 
-/// Waits for `until` while reading both sockets, so that the servers' pings are answered.
+type Next = Option<Result<Message, tokio_tungstenite::tungstenite::Error>>;
+
+/// Waits for `until` while reading every socket, so that the servers' pings are answered.
 async fn idle_until<F: std::future::Future>(
     a: &mut Ws,
     b: &mut Ws,
+    anchor: &mut Option<Ws>,
     until: F,
 ) -> anyhow::Result<()> {
     tokio::pin!(until);
@@ -371,13 +411,20 @@ async fn idle_until<F: std::future::Future>(
             _ = &mut until => return Ok(()),
             msg = a.next() => still_open(msg)?,
             msg = b.next() => still_open(msg)?,
+            msg = next_of(anchor) => still_open(msg).context("anchor peer")?,
         }
     }
 }
 
-fn still_open(
-    msg: Option<Result<Message, tokio_tungstenite::tungstenite::Error>>,
-) -> anyhow::Result<()> {
+/// The next message of an optional socket; without one, never.
+async fn next_of(ws: &mut Option<Ws>) -> Next {
+    match ws {
+        Some(ws) => ws.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+fn still_open(msg: Next) -> anyhow::Result<()> {
     match msg {
         Some(Ok(_)) => Ok(()),
         Some(Err(e)) => bail!("{e}"),
