@@ -43,8 +43,8 @@ enum Workload {
     Limit(LimitArgs),
     /// Idle RSS, RSS growth under an Allocate flood, RSS per live allocation.
     Memory(MemoryArgs),
-    /// Two or three nodes sharing a redis-server: cross-node signal latency and loss, join
-    /// rate across nodes, server CPU per signal, each next to both peers on one node.
+    /// Two or three nodes sharing a redis-server: signal latency and loss, join rate and
+    /// server CPU per signal with a room's peers on different nodes, next to both on one.
     Cluster(cluster::Args),
     /// Every workload above with the documented defaults.
     All,
