@@ -622,3 +622,22 @@ async fn a_call_ends_when_the_node_holding_one_side_dies() {
     let ended = seen.iter().find(|v| v["type"] == "call-ended");
     assert_eq!(ended.map(|v| &v["call"]), Some(&call), "{seen:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_join_from_a_room_here_is_refused_and_one_from_a_room_elsewhere_moves() {
+    let redis = Redis::start();
+    let (a, b) = two_nodes(&redis, "");
+    let mut bo = Ws::connect(&b).await;
+    bo.join("far").await; // lives on node-b
+    let mut ann = Ws::connect(&a).await;
+    ann.join("near").await; // lives on node-a
+    ann.send(json!({"type":"join","room":"far"})).await;
+    ann.expect_error("already-joined").await;
+    ann.send(json!({"type":"leave"})).await;
+    let far = ann.join("far").await;
+    assert_eq!(bo.recv_type("peer-joined").await["peer"]["id"], far["id"]);
+    // Node-a cannot tell whether Ann is still in a room on node-b: the join goes through, and
+    // node-b lets her connection go as a dropped one.
+    assert_eq!(ann.join("near").await["peers"], json!([]));
+    ann.barrier().await;
+}

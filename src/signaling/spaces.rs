@@ -329,6 +329,11 @@ impl Spaces {
     }
 
     /// People in all spaces, away ones included.
+    /// Whether `conn` is a person of a space.
+    pub fn has_person(&self, conn: ConnId) -> bool {
+        self.people_by_conn.contains_key(&conn)
+    }
+
     /// Every space that has people.
     pub fn space_ids(&self) -> impl Iterator<Item = &SpaceId> {
         self.spaces.keys()

@@ -182,6 +182,16 @@ impl Hub {
         let target = match &msg {
             ClientMessage::Join { .. } | ClientMessage::Space(SpaceAction::Hello { .. }) => {
                 let is_join = matches!(msg, ClientMessage::Join { .. });
+                // In a room (or space) here already: refused here (`already-joined`), as on a
+                // single node.
+                let here = if is_join {
+                    self.registry.is_joined(conn)
+                } else {
+                    self.spaces.has_person(conn)
+                };
+                if here {
+                    return self.apply(Command::Client { conn, msg });
+                }
                 let home = match route.home {
                     Some(Ok(home)) => home,
                     Some(Err(why)) => {
