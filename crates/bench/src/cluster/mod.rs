@@ -224,51 +224,7 @@ pub fn run(
     };
     signalbox_udp::socket::raise_nofile_limit();
     let nodes = usize::from(args.nodes);
-    let clients = 2 * args.pairs;
-    // Where each node runs: its namespace, its address, and Redis's address as it sees it.
-    let nets = args.netns.then(|| netns::plan(std::process::id(), nodes));
-    let _namespaces = match &nets {
-        Some(nets) => Some(netns::Namespaces::create(nets).context("--netns")?),
-        None => None,
-    };
-    let links: Vec<(Option<&str>, Ipv4Addr, Ipv4Addr)> = match &nets {
-        Some(nets) => nets
-            .iter()
-            .map(|n| (Some(n.ns.as_str()), n.node_ip, n.host_ip))
-            .collect(),
-        None => vec![(None, Ipv4Addr::LOCALHOST, Ipv4Addr::LOCALHOST); nodes],
-    };
-    // Started from this (the main) thread, which outlives them (see `spawn_tied`).
-    let more: Vec<Ipv4Addr> = nets.iter().flatten().map(|n| n.host_ip).collect();
-    let redis = RedisServer::start(&args.redis, &more)?;
-    eprintln!(
-        "cluster: redis-server pid {} on port {}",
-        redis.pid(),
-        redis.port
-    );
-    let servers = links
-        .iter()
-        .enumerate()
-        .map(|(i, &(ns, ip, redis_ip))| {
-            let config = node_config(i, ip, &redis.url(redis_ip), clients, args.rate);
-            ServerProcess::start_in(&binary, ip, ns, &config)
-                .with_context(|| format!("node n{}", i + 1))
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let mut targets = Vec::with_capacity(nodes);
-    for (i, s) in servers.iter().enumerate() {
-        eprintln!("cluster: node n{} pid {} on {}", i + 1, s.pid(), s.https);
-        targets.push(Arc::new(Node {
-            name: format!("n{}", i + 1),
-            url: format!("wss://{}/ws", s.https),
-            origin: format!("https://{}", s.https),
-            tls: tls_config(&s.cert_path())?,
-        }));
-    }
-    let pids = Pids {
-        nodes: servers.iter().map(ServerProcess::pid).collect(),
-        redis: redis.pid(),
-    };
+    let cluster = Cluster::start(args, &binary)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -293,7 +249,7 @@ pub fn run(
                 connect_concurrency: args.connect_concurrency,
             };
             let outcome = runtime
-                .block_on(peers::measure(&targets, &pids, &plan))
+                .block_on(peers::measure(&cluster.targets, &cluster.pids, &plan))
                 .with_context(|| format!("round {}, {}", round + 1, mode.name()))?;
             let f = figures(&outcome, args);
             eprintln!(
@@ -321,6 +277,73 @@ pub fn run(
     }
     add_checks(report, args, nodes);
     Ok(())
+}
+
+/// Redis and the nodes of a run. Fields drop in order: the nodes stop first, then Redis,
+/// then the namespaces go.
+struct Cluster {
+    targets: Vec<Arc<Node>>,
+    pids: Pids,
+    _servers: Vec<ServerProcess>,
+    _redis: RedisServer,
+    _namespaces: Option<netns::Namespaces>,
+}
+
+impl Cluster {
+    /// Called from the main thread, which outlives the processes (see `spawn_tied`).
+    fn start(args: &Args, binary: &Path) -> anyhow::Result<Cluster> {
+        let nodes = usize::from(args.nodes);
+        let clients = 2 * args.pairs;
+        // Where each node runs: its namespace, its address, and Redis's address as it sees it.
+        let nets = args.netns.then(|| netns::plan(std::process::id(), nodes));
+        let namespaces = match &nets {
+            Some(nets) => Some(netns::Namespaces::create(nets).context("--netns")?),
+            None => None,
+        };
+        let links: Vec<(Option<&str>, Ipv4Addr, Ipv4Addr)> = match &nets {
+            Some(nets) => nets
+                .iter()
+                .map(|n| (Some(n.ns.as_str()), n.node_ip, n.host_ip))
+                .collect(),
+            None => vec![(None, Ipv4Addr::LOCALHOST, Ipv4Addr::LOCALHOST); nodes],
+        };
+        let more: Vec<Ipv4Addr> = nets.iter().flatten().map(|n| n.host_ip).collect();
+        let redis = RedisServer::start(&args.redis, &more)?;
+        eprintln!(
+            "cluster: redis-server pid {} on port {}",
+            redis.pid(),
+            redis.port
+        );
+        let servers = links
+            .iter()
+            .enumerate()
+            .map(|(i, &(ns, ip, redis_ip))| {
+                let config = node_config(i, ip, &redis.url(redis_ip), clients, args.rate);
+                ServerProcess::start_in(binary, ip, ns, &config)
+                    .with_context(|| format!("node n{}", i + 1))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let mut targets = Vec::with_capacity(nodes);
+        for (i, s) in servers.iter().enumerate() {
+            eprintln!("cluster: node n{} pid {} on {}", i + 1, s.pid(), s.https);
+            targets.push(Arc::new(Node {
+                name: format!("n{}", i + 1),
+                url: format!("wss://{}/ws", s.https),
+                origin: format!("https://{}", s.https),
+                tls: tls_config(&s.cert_path())?,
+            }));
+        }
+        Ok(Cluster {
+            targets,
+            pids: Pids {
+                nodes: servers.iter().map(ServerProcess::pid).collect(),
+                redis: redis.pid(),
+            },
+            _servers: servers,
+            _redis: redis,
+            _namespaces: namespaces,
+        })
+    }
 }
 
 /// The figures of one measurement, units in the names, in display order.
