@@ -12,7 +12,8 @@
 //!    schedule with the send time in `data`; the partner records send-to-receipt (one clock:
 //!    both ends are in this process), and keeps reading for [`DRAIN`] after the last send.
 //!
-//! The CPU time of the nodes and of Redis is read around phase 3 only.
+//! The CPU time of the nodes and of Redis is read around phase 3 only, up to half a second
+//! after the last send: the clients leave (and rooms end) only after that.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -73,7 +74,7 @@ pub struct Outcome {
     pub first_refusal: Option<String>,
     /// Connections that ended during the traffic.
     pub connections_lost: usize,
-    /// CPU seconds during the traffic.
+    /// CPU seconds from the first signal sent to [`CPU_TAIL`] after the last.
     pub cpu_nodes: f64,
     pub cpu_redis: f64,
     pub cpu_bench: f64,
@@ -85,6 +86,9 @@ const ANSWER_LIMIT: Duration = Duration::from_secs(30);
 const PHASE_LIMIT: Duration = Duration::from_secs(120);
 /// How long a client keeps reading after its last send, for signals still in flight.
 pub const DRAIN: Duration = Duration::from_secs(2);
+/// How long after the last send the CPU time is read: long after the last signal normally
+/// arrives, well before the clients leave.
+const CPU_TAIL: Duration = Duration::from_millis(500);
 
 pub async fn measure(nodes: &[Arc<Node>], pids: &Pids, plan: &Plan) -> anyhow::Result<Outcome> {
     if nodes.is_empty() {
@@ -138,18 +142,25 @@ pub async fn measure(nodes: &[Arc<Node>], pids: &Pids, plan: &Plan) -> anyhow::R
     let nodes_before = cpu_of(&pids.nodes)?;
     let redis_before = cpu_seconds(pids.redis)?;
     let bench_before = cpu_seconds(std::process::id())?;
-    go_tx
-        .send(Some(Instant::now() + Duration::from_millis(200)))
-        .ok();
-    let limit = plan.duration + DRAIN + Duration::from_secs(30);
+    let start = Instant::now() + Duration::from_millis(200);
+    go_tx.send(Some(start)).ok();
+    // CPU is read once the last signals have arrived and before any client leaves (after
+    // DRAIN), so it holds the signals and no room teardown.
+    tokio::time::sleep_until((start + plan.duration + CPU_TAIL).into()).await;
+    let (cpu_nodes, cpu_redis, cpu_bench) = (
+        cpu_of(&pids.nodes)? - nodes_before,
+        cpu_seconds(pids.redis)? - redis_before,
+        cpu_seconds(std::process::id())? - bench_before,
+    );
+    let limit = DRAIN + Duration::from_secs(30);
     let results = tokio::time::timeout(limit, futures_util::future::join_all(tasks.0.iter_mut()))
         .await
         .context("the signal phase did not finish in time")?;
     let mut outcome = Outcome {
         join_secs,
-        cpu_nodes: cpu_of(&pids.nodes)? - nodes_before,
-        cpu_redis: cpu_seconds(pids.redis)? - redis_before,
-        cpu_bench: cpu_seconds(std::process::id())? - bench_before,
+        cpu_nodes,
+        cpu_redis,
+        cpu_bench,
         ..Outcome::default()
     };
     for r in results {
