@@ -135,7 +135,7 @@ impl AccessKey {
         let mut bytes = [0u8; 32];
         ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
             .map_err(|_| KeyFileError::Random)?;
-        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        let hex = crate::hex::encode(&bytes);
         let create = |source| KeyFileError::Create {
             path: shown.clone(),
             source,

@@ -11,6 +11,7 @@ pub mod commands;
 pub mod config;
 pub mod credentials;
 pub mod demux;
+pub mod hex;
 pub mod http;
 pub mod keyfile;
 pub mod listener;

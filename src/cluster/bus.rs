@@ -66,10 +66,7 @@ pub fn peers_key(room: &str) -> String {
 /// record is found from the token and the token is never stored.
 pub fn record_field(resume: &str) -> String {
     let digest = ring::digest::digest(&ring::digest::SHA256, resume.as_bytes());
-    digest.as_ref()[..16]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::hex::encode(&digest.as_ref()[..16])
 }
 
 /// What a room's home keeps in Redis about one of its peers.

@@ -54,7 +54,7 @@ impl TurnServer {
             rng.fill(&mut raw)
                 .map_err(|_| anyhow::anyhow!("no system randomness"))?;
             info!("[turn] secrets is empty: generated a random secret for this run (credentials minted now stop working after a restart)");
-            vec![hex(&raw).into_bytes()]
+            vec![crate::hex::encode(&raw).into_bytes()]
         } else {
             turn.secrets.iter().map(|s| s.as_bytes().to_vec()).collect()
         };
@@ -366,8 +366,4 @@ fn interfaces() -> Vec<IpAddr> {
         libc::freeifaddrs(head);
     }
     out
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -204,6 +204,5 @@ fn visitor_user() -> String {
     let mut bytes = [0u8; 8];
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
         .expect("the OS random source works (a failure here means the system is broken)");
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    format!("diag-{hex}")
+    format!("diag-{}", crate::hex::encode(&bytes))
 }

@@ -29,7 +29,7 @@ fn a_join_with_name_and_resume_parses() {
     assert_eq!(
         m,
         Ok(ClientMessage::Join {
-            room: RoomId::parse("standup-1").unwrap(),
+            room: RoomId::parse("standup-1").expect("valid room"),
             name: Some("Ann".into()),
             resume: Some(ResumeToken::new("t")),
             token: None,
@@ -111,7 +111,7 @@ fn unknown_fields_are_ignored() {
 
 #[test]
 fn server_messages_serialize_as_documented() {
-    let data = Payload::from_json(r#"{"sdp":"x"}"#).unwrap();
+    let data = Payload::from_json(r#"{"sdp":"x"}"#).expect("valid JSON");
     let m = ServerMessage::Signal {
         from: PeerId::new("p1"),
         data,
@@ -121,7 +121,7 @@ fn server_messages_serialize_as_documented() {
         r#"{"type":"signal","from":"p1","data":{"sdp":"x"}}"#
     );
     let joined = ServerMessage::Joined(Box::new(Joined {
-        room: RoomId::parse("r").unwrap(),
+        room: RoomId::parse("r").expect("valid room"),
         id: PeerId::new("me"),
         peers: vec![
             PeerInfo {
@@ -140,7 +140,7 @@ fn server_messages_serialize_as_documented() {
         host: false,
         locked: true,
     }));
-    let v: serde_json::Value = serde_json::from_str(&joined.to_json()).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&joined.to_json()).expect("JSON");
     assert_eq!(
         v,
         json!({"type":"joined","room":"r","id":"me",
@@ -176,9 +176,9 @@ fn error_codes_have_their_documented_names() {
         .iter()
         .map(|c| {
             serde_json::to_value(c)
-                .unwrap()
+                .expect("an error code serializes")
                 .as_str()
-                .unwrap()
+                .expect("as a string")
                 .to_owned()
         })
         .collect();
@@ -309,7 +309,7 @@ fn meeting_messages_serialize_as_documented() {
         (ServerMessage::Ended, json!({"type":"ended"})),
     ];
     for (msg, want) in cases {
-        let got: serde_json::Value = serde_json::from_str(&msg.to_json()).unwrap();
+        let got: serde_json::Value = serde_json::from_str(&msg.to_json()).expect("JSON");
         assert_eq!(got, want);
     }
 }
