@@ -28,10 +28,18 @@ pub struct Ws {
 }
 
 pub fn tls_config(server: &Server) -> Arc<rustls::ClientConfig> {
-    let path = server.dir.path().join("certs/selfsigned-cert.pem");
-    let cert = CertificateDer::from_pem_file(&path).expect("generated certificate");
+    tls_config_trusting(&[server])
+}
+
+/// A TLS client that trusts the generated certificates of all of `servers` (nodes behind one
+/// balancer).
+pub fn tls_config_trusting(servers: &[&Server]) -> Arc<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
-    roots.add(cert).expect("certificate is usable as a root");
+    for server in servers {
+        let path = server.dir.path().join("certs/selfsigned-cert.pem");
+        let cert = CertificateDer::from_pem_file(&path).expect("generated certificate");
+        roots.add(cert).expect("certificate is usable as a root");
+    }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -49,12 +57,21 @@ pub fn own_origin(server: &Server) -> String {
 /// Opens `/ws` with the given `Origin` (or none).
 pub async fn try_connect(server: &Server, origin: Option<&str>) -> Result<Ws, WsError> {
     let url = format!("wss://{}/ws", server.addr("https"));
+    connect_url(&url, origin, tls_config(server)).await
+}
+
+/// Opens `url` with the given `Origin` (or none), trusting what `tls` trusts.
+pub async fn connect_url(
+    url: &str,
+    origin: Option<&str>,
+    tls: Arc<rustls::ClientConfig>,
+) -> Result<Ws, WsError> {
     let mut req = url.into_client_request()?;
     if let Some(o) = origin {
         req.headers_mut()
             .insert("origin", HeaderValue::from_str(o).expect("origin header"));
     }
-    let connector = Connector::Rustls(tls_config(server));
+    let connector = Connector::Rustls(tls);
     let (stream, _) = tokio::time::timeout(
         WAIT,
         tokio_tungstenite::connect_async_tls_with_config(req, None, true, Some(connector)),
