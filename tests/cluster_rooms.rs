@@ -455,36 +455,11 @@ async fn after_redis_restarts_empty_a_room_keeps_its_node() {
 /// A client of the balancer at `front`, which trusts the certificates of `nodes` and comes
 /// from the origin every node accepts.
 async fn through(front: std::net::SocketAddr, nodes: &[&Server]) -> Ws {
-    use rustls::pki_types::{pem::PemObject as _, CertificateDer};
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
-    let mut roots = rustls::RootCertStore::empty();
-    for n in nodes {
-        let path = n.dir.path().join("certs/selfsigned-cert.pem");
-        let cert = CertificateDer::from_pem_file(&path).expect("generated certificate");
-        roots.add(cert).expect("certificate is usable as a root");
-    }
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("default protocol versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let mut req = format!("wss://{front}/ws")
-        .into_client_request()
-        .expect("request");
-    req.headers_mut().insert(
-        "origin",
-        format!("https://{front}").parse().expect("origin header"),
-    );
-    let connector = tokio_tungstenite::Connector::Rustls(std::sync::Arc::new(tls));
-    let (stream, _) = tokio::time::timeout(
-        ws_client::WAIT,
-        tokio_tungstenite::connect_async_tls_with_config(req, None, true, Some(connector)),
-    )
-    .await
-    .expect("connect in time")
-    .expect("WebSocket through the balancer");
-    Ws { stream }
+    let origin = format!("https://{front}");
+    let tls = ws_client::tls_config_trusting(nodes);
+    ws_client::connect_url(&format!("wss://{front}/ws"), Some(&origin), tls)
+        .await
+        .expect("WebSocket through the balancer")
 }
 
 /// HAProxy kept running for a test; killed when dropped.
@@ -647,4 +622,81 @@ async fn a_second_join_from_a_room_here_is_refused_and_one_from_a_room_elsewhere
     // node-b lets her connection go as a dropped one.
     assert_eq!(ann.join("near").await["peers"], json!([]));
     ann.barrier().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn garbage_and_forged_messages_on_a_nodes_channel_reach_no_client() {
+    let redis = Redis::start();
+    let (a, b) = two_nodes(&redis, "");
+    let mut ann = Ws::connect(&a).await;
+    let ann_id = id(&ann.join("guarded").await);
+    let mut bo = Ws::connect(&b).await;
+    let bo_id = id(&bo.join("guarded").await);
+    ann.recv_type("peer-joined").await;
+    let dropped = |n: &Server| {
+        n.metrics()
+            .get("signalbox_cluster_messages_dropped_total")
+            .copied()
+            .unwrap_or(0.0)
+    };
+    let before = dropped(&b);
+    // Not a message between nodes at all.
+    assert_eq!(
+        redis.command(&["PUBLISH", "signalbox:to:node-b", "{\"k\":\"launch\"}"]),
+        ":1"
+    );
+    // A well-formed message to each of node-b's first connections, from a node that is not
+    // where their room lives.
+    for conn in 0..8 {
+        let forged = json!({
+            "node": "node-x", "inst": "feed", "k": "down", "conn": conn, "t": "signal",
+            "msg": json!({"type":"signal","from":ann_id,"data":"forged"}).to_string(),
+        });
+        redis.command(&["PUBLISH", "signalbox:to:node-b", &forged.to_string()]);
+    }
+    wait_for(Duration::from_secs(5), "the garbage counted", || {
+        dropped(&b) > before
+    });
+    // Node-b still carries the room's real traffic, and nothing forged reached Bo.
+    ann.send(json!({"type":"signal","to":bo_id,"data":"real"}))
+        .await;
+    let got = bo.recv_type("signal").await;
+    assert_eq!(got["data"], "real", "{got}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_join_while_redis_stalls_is_answered_unavailable_in_time() {
+    let redis = Redis::start_with(&["--enable-debug-command", "yes"]);
+    let a = node(&redis, "node-a", "");
+    wait_for(Duration::from_secs(10), "registered", || {
+        a.metrics().get("signalbox_cluster_redis_up") == Some(&1.0)
+    });
+    // Redis answers nobody for 4 s.
+    let _stalled = redis.send(&["DEBUG", "SLEEP", "4"]);
+    std::thread::sleep(Duration::from_millis(100));
+    let mut ann = Ws::connect(&a).await;
+    let asked = Instant::now();
+    ann.send(json!({"type":"join","room":"stalled"})).await;
+    ann.expect_error("unavailable").await;
+    let took = asked.elapsed();
+    assert!(
+        took < Duration::from_millis(3500),
+        "answered after {took:?}"
+    );
+    // The connection stays usable, and a join goes through once Redis answers again (and the
+    // node has seen it answer).
+    assert_eq!(redis.command(&["PING"]), "+PONG");
+    let mut tries = 0;
+    let joined = loop {
+        ann.send(json!({"type":"join","room":"stalled"})).await;
+        let v = ann.recv().await;
+        if v["type"] == "joined" {
+            break v;
+        }
+        assert_eq!(v["code"], "unavailable", "{v}");
+        tries += 1;
+        assert!(tries < 20, "joins still refused 10 s after Redis answered");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(joined["peers"], json!([]));
 }

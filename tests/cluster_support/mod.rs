@@ -83,6 +83,32 @@ impl Drop for Redis {
     }
 }
 
+impl Redis {
+    /// Sends one command (RESP) on a connection of its own and returns that connection, whose
+    /// answer the caller may read or leave.
+    pub fn send(&self, args: &[&str]) -> TcpStream {
+        let mut tcp = TcpStream::connect(("127.0.0.1", self.port)).expect("connect to Redis");
+        let mut out = format!("*{}\r\n", args.len());
+        for a in args {
+            out.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+        }
+        tcp.write_all(out.as_bytes()).expect("send to Redis");
+        tcp
+    }
+
+    /// Runs one command and returns the first line of its answer.
+    pub fn command(&self, args: &[&str]) -> String {
+        let mut tcp = self.send(args);
+        let _ = tcp.set_read_timeout(Some(Duration::from_secs(5)));
+        let mut answer = Vec::new();
+        let mut byte = [0u8; 1];
+        while tcp.read_exact(&mut byte).is_ok() && byte[0] != b'\n' {
+            answer.push(byte[0]);
+        }
+        String::from_utf8_lossy(&answer).trim_end().to_owned()
+    }
+}
+
 /// Waits up to `limit` for `what` to hold; says how long it took.
 pub fn wait_for(limit: Duration, what: &str, mut done: impl FnMut() -> bool) -> Duration {
     let start = Instant::now();
