@@ -137,14 +137,8 @@ pub enum Body {
         evicted: bool,
         signals: Vec<String>,
     },
-    /// Home → owner: send this to the client. `t` is its `type`, `code` its error code.
-    Down {
-        conn: u64,
-        t: String,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        code: Option<String>,
-        msg: String,
-    },
+    /// Home → owner: send this to the client.
+    Down { conn: u64, msg: String },
     /// Home → owner: close the connection, its peer was resumed on another one.
     Replaced { conn: u64 },
     /// Home → owner: this peer, whose credentials the owner handed out, is gone for good.
@@ -414,13 +408,6 @@ async fn listen(
     .await;
 }
 
-/// The `type` of a server message in its wire form (serialized with the tag first).
-pub fn kind_of(text: &str) -> &str {
-    text.strip_prefix(r#"{"type":""#)
-        .and_then(|rest| rest.split('"').next())
-        .unwrap_or("")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -452,51 +439,6 @@ mod tests {
         assert_eq!(field, record_field("secret-token"));
         assert_ne!(field, record_field("secret-tokem"));
         assert!(!field.contains("secret"));
-    }
-
-    #[test]
-    fn every_shape_of_server_message_starts_with_its_type() {
-        use crate::signaling::protocol::{
-            ErrorCode, Joined, PeerId, People, ResumeToken, RoomId, ServerMessage, SpaceId,
-        };
-        let joined = ServerMessage::Joined(Box::new(Joined {
-            room: RoomId::parse("r").expect("room"),
-            id: PeerId::new("p"),
-            peers: Vec::new(),
-            ice_servers: serde_json::json!([]),
-            resume: ResumeToken::new("t"),
-            host: true,
-            locked: false,
-        }));
-        let people = ServerMessage::People(Box::new(People {
-            space: SpaceId::parse("s").expect("space"),
-            you: PeerId::new("p"),
-            people: Vec::new(),
-            resume: ResumeToken::new("t"),
-            call: None,
-        }));
-        let cases = [
-            (joined, "joined"),
-            (people, "people"),
-            (ServerMessage::Pong, "pong"),
-            (ServerMessage::error(ErrorCode::RoomFull, "full"), "error"),
-            (
-                ServerMessage::PeerLeft {
-                    id: PeerId::new("p"),
-                },
-                "peer-left",
-            ),
-        ];
-        for (msg, kind) in cases {
-            assert_eq!(kind_of(&msg.to_json()), kind, "{}", msg.to_json());
-        }
-    }
-
-    #[test]
-    fn a_message_kind_is_read_from_its_text() {
-        assert_eq!(kind_of(r#"{"type":"joined","room":"a"}"#), "joined");
-        assert_eq!(kind_of(r#"{"type":"pong"}"#), "pong");
-        assert_eq!(kind_of("{}"), "");
     }
 
     #[test]

@@ -321,12 +321,24 @@ pub enum ServerMessage {
 
 /// A message made by another node, relayed as the JSON text that node wrote.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Relayed {
-    /// Its `type`, which the connection needs to follow its state (`joined`, `people`, …).
-    pub kind: String,
-    /// Its `code`, when it is an `error`.
-    pub code: Option<String>,
-    pub text: String,
+pub struct Relayed(pub String);
+
+impl Relayed {
+    /// Its `type`, which the connection needs to follow its state (`joined`, `people`, …):
+    /// server messages are written with their tag first.
+    pub fn kind(&self) -> &str {
+        self.0
+            .strip_prefix(r#"{"type":""#)
+            .and_then(|rest| rest.split('"').next())
+            .unwrap_or("")
+    }
+
+    /// Its `code`, when it is an `error` (written right after the tag).
+    pub fn code(&self) -> Option<&str> {
+        self.0
+            .strip_prefix(r#"{"type":"error","code":""#)
+            .and_then(|rest| rest.split('"').next())
+    }
 }
 
 impl ServerMessage {
@@ -352,7 +364,7 @@ impl ServerMessage {
     /// The JSON text of this message.
     pub fn to_json(&self) -> String {
         if let ServerMessage::Relayed(r) = self {
-            return r.text.clone();
+            return r.0.clone();
         }
         // Serializing these types cannot fail: all map keys are strings and every value is
         // plain data or an already valid `RawValue`.

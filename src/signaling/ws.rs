@@ -454,7 +454,7 @@ fn to_frame(msg: ServerMessage, joined: &mut Joined) -> Message {
                 c.inc();
             }
         }
-        ServerMessage::Relayed(r) => match r.kind.as_str() {
+        ServerMessage::Relayed(r) => match r.kind() {
             "joined" => {
                 joined.room = true;
                 METRICS.joins.inc();
@@ -464,7 +464,7 @@ fn to_frame(msg: ServerMessage, joined: &mut Joined) -> Message {
             "call-ended" => joined.room = false,
             "error" => {
                 let errors = &METRICS.signaling_errors;
-                if let Some(c) = r.code.as_deref().and_then(|code| errors.by_name(code)) {
+                if let Some(c) = r.code().and_then(|code| errors.by_name(code)) {
                     c.inc();
                 }
             }

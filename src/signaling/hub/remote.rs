@@ -24,7 +24,7 @@ use std::time::Instant;
 use tracing::debug;
 
 use super::{Command, Hub, Link, Out, Route};
-use crate::cluster::bus::{kind_of, record_field, Body, Bus, Inbound, PeerRecord, Wire};
+use crate::cluster::bus::{record_field, Body, Bus, Inbound, PeerRecord, Wire};
 use crate::signaling::outbox::Kill;
 use crate::signaling::protocol::{
     parse_client, ClientMessage, ErrorCode, Payload, PeerId, Relayed, ResumeToken, RoomId,
@@ -110,16 +110,9 @@ impl Remote {
 
     /// Sends `msg` to the client of `rc`, through its node.
     pub fn down(&self, rc: &RemoteConn, msg: &ServerMessage) {
-        let text = msg.to_json();
-        let code = match msg {
-            ServerMessage::Error { code, .. } => Some(code.as_str().to_owned()),
-            _ => None,
-        };
         let body = Body::Down {
             conn: rc.conn,
-            t: kind_of(&text).to_owned(),
-            code,
-            msg: text,
+            msg: msg.to_json(),
         };
         self.bus.send(&rc.node, body);
     }
@@ -328,21 +321,15 @@ impl Hub {
                     self.spaces.disconnect(local, now);
                 }
             }
-            Body::Down { conn, t, code, msg } => {
+            Body::Down { conn, msg } => {
                 let conn = ConnId(conn);
                 if !self.is_homed_on(conn, &node) {
                     return;
                 }
-                let text = if t == "joined" {
-                    self.joined_here(conn, &node, msg)
-                } else {
-                    msg
-                };
-                let relayed = Relayed {
-                    kind: t,
-                    code,
-                    text,
-                };
+                let mut relayed = Relayed(msg);
+                if relayed.kind() == "joined" {
+                    relayed.0 = self.joined_here(conn, &node, relayed.0);
+                }
                 self.deliver(conn, ServerMessage::Relayed(Box::new(relayed)));
             }
             Body::Replaced { conn } => {
@@ -473,8 +460,8 @@ impl Hub {
             let mut signals = Vec::new();
             undelivered.retain(|msg| match msg {
                 ServerMessage::Relayed(r) => {
-                    if r.kind == "signal" {
-                        signals.push(r.text.clone());
+                    if r.kind() == "signal" {
+                        signals.push(r.0.clone());
                     }
                     false
                 }

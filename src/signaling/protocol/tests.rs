@@ -313,3 +313,51 @@ fn meeting_messages_serialize_as_documented() {
         assert_eq!(got, want);
     }
 }
+
+#[test]
+fn a_relayed_message_is_read_for_its_type_and_code_whatever_its_shape() {
+    use super::{People, SpaceId};
+    let joined = ServerMessage::Joined(Box::new(Joined {
+        room: RoomId::parse("r").expect("valid room"),
+        id: PeerId::new("p"),
+        peers: Vec::new(),
+        ice_servers: serde_json::json!([]),
+        resume: ResumeToken::new("t"),
+        host: true,
+        locked: false,
+    }));
+    let people = ServerMessage::People(Box::new(People {
+        space: SpaceId::parse("s").expect("valid space"),
+        you: PeerId::new("p"),
+        people: Vec::new(),
+        resume: ResumeToken::new("t"),
+        call: None,
+    }));
+    let cases = [
+        (joined, "joined", None),
+        (people, "people", None),
+        (ServerMessage::Pong, "pong", None),
+        (
+            ServerMessage::error(ErrorCode::RoomFull, "full"),
+            "error",
+            Some("room-full"),
+        ),
+        (
+            ServerMessage::PeerLeft {
+                id: PeerId::new("p"),
+            },
+            "peer-left",
+            None,
+        ),
+    ];
+    for (msg, kind, code) in cases {
+        let relayed = Relayed(msg.to_json());
+        assert_eq!(relayed.kind(), kind, "{}", relayed.0);
+        assert_eq!(relayed.code(), code, "{}", relayed.0);
+        assert_eq!(
+            ServerMessage::Relayed(Box::new(relayed)).to_json(),
+            msg.to_json()
+        );
+    }
+    assert_eq!(Relayed("{}".into()).kind(), "");
+}
