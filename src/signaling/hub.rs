@@ -545,18 +545,8 @@ impl Hub {
                     if let ServerMessage::Joined(j) = &mut msg {
                         // A Socket.IO socket has TURN credentials of its own, from its connect;
                         // another node's connection gets them from that node.
-                        if let Some(cluster) = &mut self.cluster {
-                            if !j.room.is_socketio() {
-                                let name = self.registry.peer_name(&j.id);
-                                cluster.record(&j.room, &j.id, name, &j.resume);
-                            }
-                        }
-                        let remote = self.remote_owner(conn);
-                        if let Some(owner) = remote {
-                            if let Some(cluster) = &mut self.cluster {
-                                cluster.homed_peer(&j.id, owner);
-                            }
-                        } else if !j.room.is_socketio() {
+                        let remote = self.joined_at_home(conn, j);
+                        if !remote && !j.room.is_socketio() {
                             j.ice_servers = (self.hooks.ice_servers)(&j.room, &j.id);
                             self.tell(PeerEvent::Issued {
                                 room: j.room.clone(),

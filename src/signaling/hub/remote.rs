@@ -27,7 +27,7 @@ use super::{Command, Hub, Link, Out, Route};
 use crate::cluster::bus::{record_field, Body, Bus, Inbound, PeerRecord, Wire};
 use crate::signaling::outbox::Kill;
 use crate::signaling::protocol::{
-    parse_client, ClientMessage, ErrorCode, Payload, PeerId, Relayed, ResumeToken, RoomId,
+    parse_client, ClientMessage, ErrorCode, Joined, Payload, PeerId, Relayed, ResumeToken, RoomId,
     ServerMessage, SpaceAction,
 };
 use crate::signaling::rooms::ConnId;
@@ -154,11 +154,23 @@ impl Remote {
 }
 
 impl Hub {
-    /// The node holding `conn`, when it is another node's connection.
-    pub(super) fn remote_owner(&self, conn: ConnId) -> Option<Node> {
+    /// A `joined` made here, on a node of a cluster: the peer's record goes to Redis, and for
+    /// another node's connection that node is remembered as the one that hands out the peer's
+    /// credentials. Returns whether `conn` is another node's.
+    pub(super) fn joined_at_home(&mut self, conn: ConnId, j: &Joined) -> bool {
+        let Some(cluster) = &mut self.cluster else {
+            return false;
+        };
+        if !j.room.is_socketio() {
+            let name = self.registry.peer_name(&j.id);
+            cluster.record(&j.room, &j.id, name, &j.resume);
+        }
         match self.links.get(&conn).map(|l| &l.out) {
-            Some(Out::Remote(rc)) => Some((rc.node.clone(), rc.inst.clone())),
-            _ => None,
+            Some(Out::Remote(rc)) => {
+                cluster.homed_peer(&j.id, (rc.node.clone(), rc.inst.clone()));
+                true
+            }
+            _ => false,
         }
     }
 
