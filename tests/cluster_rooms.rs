@@ -700,3 +700,33 @@ async fn a_join_while_redis_stalls_is_answered_unavailable_in_time() {
     };
     assert_eq!(joined["peers"], json!([]));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn joins_of_rooms_on_another_node_count_against_the_clients_own_node_join_rate() {
+    let redis = Redis::start();
+    let (a, b) = two_nodes(&redis, "join_rate_per_ip = 3");
+    // Rooms that live on node-a, each from a client address of its own.
+    let mut hosts = Vec::new();
+    for n in 0..4u8 {
+        let from = std::net::IpAddr::from([127, 0, 0, 2 + n]);
+        let mut ws = ws_client::connect_from(&a, from).await;
+        ws.join(&format!("rate-{n}")).await;
+        hosts.push(ws);
+    }
+    // A client of node-b goes from room to room: three joins a minute, as on one node.
+    let mut bo = Ws::connect(&b).await;
+    for n in 0..3 {
+        bo.join(&format!("rate-{n}")).await;
+        bo.send(json!({"type":"leave"})).await;
+    }
+    bo.send(json!({"type":"join","room":"rate-3"})).await;
+    bo.expect_error("rate-limited").await;
+    assert_eq!(
+        b.metrics()
+            .get("signalbox_rate_limited_total{what=\"signaling\"}")
+            .copied(),
+        Some(1.0)
+    );
+    // Node-a never saw the refused join.
+    assert!(hosts[3].try_recv().await.is_none());
+}
